@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Start a REAL single-node SLURM cluster on localhost (Debian's slurm-wlm, root, no systemd).
+# Usage: slurm/slurm-up.sh [STATE_DIR]   (default /tmp/il-slurm)
+# Prints "export SLURM_CONF=..." on success. Idempotent: a running cluster is restarted fresh.
+# Env: SLURM_CPUS (8), SLURM_MEM_MB (8000), SLURM_MIN_JOB_AGE (300), SLURMCTLD_PORT (6817), SLURMD_PORT (6818)
+set -euo pipefail
+S=${1:-/tmp/il-slurm}
+H=$(hostname -s)
+if ! command -v slurmctld >/dev/null || ! command -v munge >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    slurmctld slurmd slurm-client munge >/dev/null
+fi
+"$(dirname "$0")/slurm-down.sh" "$S" >/dev/null 2>&1 || true
+mkdir -p "$S"/{state,spool,log,run,dev}
+rm -rf "$S"/state/* "$S"/spool/*
+# two fake GPU device nodes (char devices aliasing /dev/null) so --gres=gpu:N schedules
+for i in 0 1; do [ -c "$S/dev/gpu$i" ] || mknod "$S/dev/gpu$i" c 1 3; done
+cat > "$S/slurm.conf" <<CONF
+ClusterName=ilcluster
+SlurmctldHost=$H(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=${SLURMCTLD_PORT:-6817}
+SlurmdPort=${SLURMD_PORT:-6818}
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation=$S/state
+SlurmdSpoolDir=$S/spool/slurmd-%n
+SlurmctldPidFile=$S/run/slurmctld.pid
+SlurmdPidFile=$S/run/slurmd-%n.pid
+SlurmctldLogFile=$S/log/slurmctld.log
+SlurmdLogFile=$S/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+MailProg=/bin/true
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=100
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=$S/log/jobcomp.txt
+MinJobAge=${SLURM_MIN_JOB_AGE:-300}
+MaxJobCount=20000
+KillWait=5
+ReturnToService=2
+SlurmdParameters=config_overrides
+GresTypes=gpu
+NodeName=$H NodeAddr=127.0.0.1 CPUs=${SLURM_CPUS:-8} Sockets=1 CoresPerSocket=${SLURM_CPUS:-8} ThreadsPerCore=1 RealMemory=${SLURM_MEM_MB:-8000} Gres=gpu:2 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+echo "NodeName=$H Name=gpu File=$S/dev/gpu[0-1]" > "$S/gres.conf"
+if ! munge -n >/dev/null 2>&1; then
+  install -d -o munge -g munge -m 0755 /run/munge
+  [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key; }
+  runuser -u munge -- /usr/sbin/munged
+fi
+export SLURM_CONF="$S/slurm.conf"
+slurmctld
+slurmd
+for _ in $(seq 1 100); do
+  [ "$(sinfo -h -N -o %T 2>/dev/null)" = idle ] && { echo "export SLURM_CONF=$SLURM_CONF"; exit 0; }
+  sleep 0.2
+done
+echo "slurm did not become idle; see $S/log" >&2
+exit 1
