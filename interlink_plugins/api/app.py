@@ -1,0 +1,155 @@
+"""HTTP edge: parse, call the service, map errors. Only HTTP 200 is success for interLink."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse
+from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError
+from interlink_plugins.core.policy import PolicyViolation
+from interlink_plugins.core.service import LogRequest, PluginService
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 16 * 2**20
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.field = field
+
+
+async def _json_body(request: Request, *, empty: Any = None) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return empty
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    content: dict[str, Any] = {"error": message}
+    if field:
+        content["field"] = field
+    return JSONResponse(status_code=status, content=content)
+
+
+def create_app(service: PluginService, *, manage_lifecycle: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await service.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await service.stop()
+
+    app = FastAPI(
+        title="interlink-plugins",
+        description="interLink sidecar plugin API (wire-compatible with interLink 0.3 to 0.6.2)",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(PodSpecError)
+    async def _pod_spec(_request: Request, exc: PodSpecError) -> JSONResponse:
+        return _error(exc.status, str(exc), exc.field)
+
+    @app.exception_handler(PolicyViolation)
+    async def _policy(_request: Request, exc: PolicyViolation) -> JSONResponse:
+        return _error(exc.status, f"{exc.field}: {exc.message}", exc.field)
+
+    @app.exception_handler(BadRequest)
+    async def _bad(_request: Request, exc: BadRequest) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(LogRequestError)
+    async def _logs(_request: Request, exc: LogRequestError) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(BackendUnavailable)
+    async def _down(_request: Request, exc: BackendUnavailable) -> JSONResponse:
+        return _error(503, f"backend {exc.backend} unavailable: {exc.command}: {exc.detail}")
+
+    @app.post("/create", response_model=CreateResponse)
+    async def create(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if body is None:
+            raise BadRequest("body is required: a RetrievedPodData object", field="body")
+        return JSONResponse(await service.create(body))
+
+    @app.api_route("/status", methods=["GET", "POST"], response_model=list[dict[str, Any]] | PingResponse)
+    async def status(request: Request) -> JSONResponse:
+        body = await _json_body(request, empty=[])
+        if isinstance(body, dict):
+            body = [body]
+        if not isinstance(body, list):
+            raise BadRequest("body must be a JSON array of pods", field="body")
+        if not body:
+            return JSONResponse(service.ping())
+        return JSONResponse(service.status(body))
+
+    @app.post("/delete")
+    async def delete(request: Request) -> PlainTextResponse:
+        body = await _json_body(request)
+        if isinstance(body, list) and len(body) == 1:
+            body = body[0]
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a v1.Pod object", field="body")
+        return PlainTextResponse(await service.delete(body))
+
+    @app.api_route("/getLogs", methods=["GET", "POST"], response_class=PlainTextResponse)
+    async def get_logs(request: Request) -> Response:
+        body = await _json_body(request)
+        try:
+            parsed = LogRequestBody.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise BadRequest(f"{field}: {first['msg']}", status=422, field=field) from None
+        opts = parsed.Opts
+        if (opts.Tail and (opts.Bytes or opts.LimitBytes)) or (opts.SinceSeconds and opts.SinceTime):
+            raise BadRequest("Tail and Bytes, or SinceSeconds and SinceTime, are mutually exclusive", field="Opts")
+        request_obj = LogRequest(
+            pod_uid=parsed.PodUID,
+            container=parsed.ContainerName,
+            tail=opts.Tail,
+            limit_bytes=opts.Bytes or opts.LimitBytes,
+            timestamps=opts.Timestamps,
+            follow=opts.Follow,
+            previous=opts.Previous,
+            since_seconds=opts.SinceSeconds,
+            since_time=opts.SinceTime,
+        )
+        if opts.Follow:
+            return StreamingResponse(service.follow_logs(request_obj), media_type="text/plain")
+        return Response(await service.read_logs(request_obj), media_type="text/plain")
+
+    @app.get("/healthz")
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    return app

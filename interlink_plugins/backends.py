@@ -1,0 +1,29 @@
+"""Backend registry: adding a backend is one module and one line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from interlink_plugins.config import Config
+from interlink_plugins.core.backend import Backend
+from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.runner import CommandRunner
+
+
+def _slurm(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:
+    from interlink_plugins.slurm.backend import SlurmBackend
+
+    return SlurmBackend(config, runner, policy)
+
+
+BACKENDS: dict[str, Callable[[Config, CommandRunner, AdminPolicy], Backend]] = {
+    "slurm": _slurm,
+}
+
+
+def make_backend(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:
+    try:
+        factory = BACKENDS[config.backend]
+    except KeyError:
+        raise SystemExit(f"Backend {config.backend!r} is not available in this release") from None
+    return factory(config, runner, policy)

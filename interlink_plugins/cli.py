@@ -1,0 +1,154 @@
+"""Command line: `serve`, `render`, `check`, `config-reference`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from interlink_plugins.backends import make_backend
+from interlink_plugins.config import Config, config_reference_markdown, load_config
+from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
+from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
+from interlink_plugins.core.runner import LocalRunner
+
+log = logging.getLogger("interlink_plugins")
+
+
+def _load(path: str) -> tuple[Config, AdminPolicy]:
+    try:
+        config, warnings = load_config(Path(path))
+        policy = policy_from_config(config.policy_raw)
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    return config, policy
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from interlink_plugins.api.app import create_app
+    from interlink_plugins.core.service import PluginService
+    from interlink_plugins.core.state import StateStore
+
+    config, policy = _load(args.config)
+    config.data_root.mkdir(parents=True, exist_ok=True)
+    backend = make_backend(config, LocalRunner(), policy)
+    service = PluginService(config, backend, StateStore(config.state_db))
+    app = create_app(service)
+    if config.socket:
+        socket_path = Path(config.socket)
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if socket_path.is_socket():
+            socket_path.unlink()
+        log.info("serving %s backend on unix socket %s", config.backend, socket_path)
+        uvicorn.run(app, uds=str(socket_path), log_level="warning", timeout_graceful_shutdown=5)
+    else:
+        log.info("serving %s backend on http://%s:%s", config.backend, config.bind_address, config.sidecar_port)
+        uvicorn.run(app, host=config.bind_address, port=config.sidecar_port, log_level="warning",
+                    timeout_graceful_shutdown=5)
+    return 0
+
+
+def _mask(text: str, secrets: list[bytes]) -> str:
+    for secret in secrets:
+        value = secret.decode(errors="replace")
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    config, policy = _load(args.config)
+    from interlink_plugins.core.pod import parse_create_body
+
+    body: Any = json.loads(Path(args.pod).read_text())
+    if isinstance(body, dict) and "pod" not in body and "metadata" in body:
+        body = {"pod": body, "container": []}
+    backend = make_backend(config, LocalRunner(), policy)
+    try:
+        pod = parse_create_body(body)
+        prepared = backend.prepare(pod, write=False)
+    except (PodSpecError, PolicyViolation) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    secrets = [value for data in pod.secrets.values() for value in data.values()]
+    secrets += [value for name, data in pod.projected.items() for key, value in data.items() if "token" in key]
+    print(f"# job directory: {prepared.job_dir}")
+    print(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}")
+    for name, text in prepared.files.items():
+        print(f"\n# ---- {name} ----")
+        print(_mask(text, secrets), end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config, policy = _load(args.config)
+    problems = 0
+
+    def report(ok: bool, what: str) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        print(f"[{'ok' if ok else 'FAIL'}] {what}")
+
+    report(True, f"config {args.config}: backend {config.backend}, runtime {config.container_runtime}")
+    config.data_root.mkdir(parents=True, exist_ok=True)
+    report(os.access(config.data_root, os.W_OK), f"DataRootFolder {config.data_root} writable")
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    report(os.access(config.state_dir, os.W_OK), f"StateDir {config.state_dir} writable")
+    runtime_binary = {
+        "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
+        "enroot": config.enroot[0], "none": "bwrap",
+    }[config.container_runtime]
+    found = shutil.which(runtime_binary)
+    hint = "" if config.container_runtime != "none" else " (needed for pods with volumeMounts)"
+    report(found is not None, f"runtime binary {runtime_binary}{hint}: {found or 'not found on this host'}")
+    backend = make_backend(config, LocalRunner(), policy)
+    try:
+        resources = asyncio.run(backend.resources())
+        report(True, f"backend {config.backend} reachable: {resources.cpus} CPUs, "
+               f"{resources.memory_bytes // 2**20} MiB, GPUs {dict(resources.gpus)}")
+        if resources.unavailable_reason:
+            report(False, resources.unavailable_reason)
+    except BackendUnavailable as exc:
+        report(False, f"backend {config.backend} unreachable: {exc}")
+    return 1 if problems else 0
+
+
+def cmd_config_reference(_args: argparse.Namespace) -> int:
+    sys.stdout.write(config_reference_markdown())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="interlink-plugin", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve interLink's plugin API")
+    serve.add_argument("--config", required=True)
+    serve.set_defaults(func=cmd_serve)
+    render = sub.add_parser("render", help="print the job a pod would become (secrets masked); submits nothing")
+    render.add_argument("pod", help="a create body (RetrievedPodData JSON) or a v1.Pod JSON")
+    render.add_argument("--config", required=True)
+    render.set_defaults(func=cmd_render)
+    check = sub.add_parser("check", help="validate the config, probe the runtime, reach the backend")
+    check.add_argument("--config", required=True)
+    check.set_defaults(func=cmd_check)
+    ref = sub.add_parser("config-reference", help="print the configuration reference (markdown)")
+    ref.set_defaults(func=cmd_config_reference)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

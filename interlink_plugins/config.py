@@ -1,0 +1,404 @@
+"""Plugin configuration: the Go plugin's SlurmConfig.yaml keys plus ours, in one table.
+
+The table ``FIELDS`` is the single source of truth: it parses, validates, documents
+(``interlink-plugin config-reference``) and lists the keys that are known. An unknown key is a
+warning naming it; a known key with a bad value stops start-up naming key and value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from interlink_plugins.core.errors import ConfigError
+from interlink_plugins.core.quantity import memory_bytes
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("slurm", "podman", "htcondor")
+RUNTIMES = ("apptainer", "singularity", "enroot", "podman", "none")
+_SHELL_CHARS = re.compile(r"[|&;<>()$`\\\n*?{}\[\]~]")
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    cpus: int | None
+    memory_mib: int | None
+    sbatch_flags: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    backend: str = "slurm"
+    container_runtime: str = "apptainer"
+    data_root: Path = Path("/var/lib/interlink/jobs")
+    state_dir: Path = Path("/var/lib/interlink-plugin")
+    sidecar_port: int = 4000
+    bind_address: str = "127.0.0.1"
+    socket: str = ""
+    instance_id: str = "default"
+    sbatch: tuple[str, ...] = ("sbatch",)
+    scancel: tuple[str, ...] = ("scancel",)
+    squeue: tuple[str, ...] = ("squeue",)
+    sinfo: tuple[str, ...] = ("sinfo",)
+    sacct: tuple[str, ...] = ("sacct",)
+    podman: tuple[str, ...] = ("podman",)
+    apptainer: tuple[str, ...] = ("apptainer",)
+    enroot: tuple[str, ...] = ("enroot",)
+    image_prefix: str = ""
+    pull_policy: str = ""
+    poll_interval: float = 5.0
+    command_timeout: float = 30.0
+    submit_deadline: float = 900.0
+    grace_period_cap: float = 60.0
+    restart_backoff_initial: float = 10.0
+    restart_backoff_max: float = 300.0
+    requeue: bool = False
+    partitions: tuple[str, ...] = ()
+    default_cpus: int = 1
+    default_memory_mib: int = 1024
+    flavors: Mapping[str, Flavor] = field(default_factory=dict)
+    default_flavor: str = ""
+    gres_map: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    max_cpus: int = 0
+    max_memory_mib: int = 0
+    job_environment: Mapping[str, str] = field(default_factory=dict)
+    job_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    log_level: str = "INFO"
+    policy_raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_db(self) -> Path:
+        return self.state_dir / f"state-{self.instance_id}.sqlite"
+
+
+# --- value parsers -----------------------------------------------------------------------
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return str(value)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def parse(key: str, value: Any) -> str:
+        text = _str(key, value).strip().lower()
+        if text not in options:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _int(key: str, value: Any) -> int:
+    try:
+        number = int(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: expected an integer, got {value!r}") from exc
+    if number < 0:
+        raise ConfigError(f"{key}: must be >= 0, got {value!r}")
+    return number
+
+
+def _seconds(key: str, value: Any) -> float:
+    try:
+        number = float(str(value).removesuffix("s"))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: expected seconds, got {value!r}") from exc
+    if number <= 0:
+        raise ConfigError(f"{key}: must be > 0, got {value!r}")
+    return number
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off", ""):
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {value!r}")
+
+
+def _path(key: str, value: Any) -> Path:
+    text = _str(key, value)
+    if not text:
+        raise ConfigError(f"{key}: must not be empty")
+    return Path(text).expanduser().absolute()
+
+
+def _argv(key: str, value: Any) -> tuple[str, ...]:
+    """A command path, possibly with a prefix ("ssh login sbatch" is refused: use the SSH runner)."""
+    text = _str(key, value).strip()
+    if _SHELL_CHARS.search(text):
+        raise ConfigError(
+            f"{key}: {value!r} needs a shell; give a plain command (argv prefix), "
+            "and use the SSH runner for remote clusters"
+        )
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r}: {exc}") from exc
+    if not words:
+        raise ConfigError(f"{key}: must not be empty")
+    return words
+
+
+def _socket(key: str, value: Any) -> str:
+    text = _str(key, value).strip()
+    if text and not text.startswith("unix://"):
+        raise ConfigError(f"{key}: {value!r} must start with unix://")
+    return text.removeprefix("unix://")
+
+
+def _str_list(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    return tuple(_str(key, item) for item in value)
+
+
+def _str_map(key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    return {str(k): _str(f"{key}.{k}", v) for k, v in value.items()}
+
+
+def _memory_mib(key: str, value: Any) -> int:
+    text = _str(key, value).strip()
+    if text.upper().endswith(("G", "M", "K", "T")) and not text.endswith("i"):
+        # SLURM style: 16G, 32000M mean GiB/MiB (the Go plugin's flavors use these)
+        text = text + "i"
+    try:
+        return -(-memory_bytes(text) // 2**20)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a memory size") from exc
+
+
+def _taints(key: str, value: Any) -> tuple[Taint, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of {{Key, Value, Effect}}, got {value!r}")
+    taints = []
+    for item in value:
+        if not isinstance(item, dict) or not item.get("Key", item.get("key")):
+            raise ConfigError(f"{key}: each taint needs Key, got {item!r}")
+        effect = str(item.get("Effect", item.get("effect", "NoSchedule")))
+        if effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ConfigError(f"{key}: effect {effect!r} is not NoSchedule, PreferNoSchedule or NoExecute")
+        taints.append(Taint(str(item.get("Key", item.get("key"))), str(item.get("Value", item.get("value", ""))), effect))
+    return tuple(taints)
+
+
+def _flavors(key: str, value: Any) -> dict[str, Flavor]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of flavor name to settings, got {value!r}")
+    flavors: dict[str, Flavor] = {}
+    for name, spec in value.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{key}.{name}: expected a mapping, got {spec!r}")
+        flags = _str_list(f"{key}.{name}.SlurmFlags", spec.get("SlurmFlags", []))
+        for flag in flags:
+            if not flag.startswith("-"):
+                raise ConfigError(f"{key}.{name}.SlurmFlags: {flag!r} must start with '-'")
+        cpus = spec.get("CPUDefault")
+        memory = spec.get("MemoryDefault")
+        flavors[str(name)] = Flavor(
+            name=str(spec.get("Name") or name),
+            cpus=_int(f"{key}.{name}.CPUDefault", cpus) if cpus not in (None, "", 0) else None,
+            memory_mib=_memory_mib(f"{key}.{name}.MemoryDefault", memory) if memory not in (None, "", 0) else None,
+            sbatch_flags=flags,
+            description=str(spec.get("Description", "")),
+        )
+    return flavors
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    attr: str
+    parse: Callable[[str, Any], Any]
+    doc: str
+    env: str = ""
+
+
+FIELDS: dict[str, FieldSpec] = {
+    "Backend": FieldSpec("backend", _choice(BACKENDS), "Which scheduler this instance drives: slurm, podman or htcondor."),
+    "ContainerRuntime": FieldSpec(
+        "container_runtime", _choice(RUNTIMES), "How containers run inside the job: apptainer, singularity, enroot, podman or none (host userland)."
+    ),
+    "DataRootFolder": FieldSpec("data_root", _path, "Job directories live here; must be visible from the compute nodes (shared filesystem)."),
+    "StateDir": FieldSpec("state_dir", _path, "Local disk for the SQLite state (never the shared data root: SQLite locking is unsafe on NFS/GPFS)."),
+    "SidecarPort": FieldSpec("sidecar_port", _int, "TCP port to serve interLink on.", env="SIDECARPORT"),
+    "BindAddress": FieldSpec("bind_address", _str, "Address to bind the TCP port to (interLink runs next to the plugin: keep 127.0.0.1)."),
+    "Socket": FieldSpec("socket", _socket, "unix:///path: serve on a unix socket instead of TCP (interLink 0.6.2; SidecarURL unix://...)."),
+    "InstanceId": FieldSpec("instance_id", _str, "Distinguishes several plugin instances on one account: each touches only its own jobs."),
+    "SbatchPath": FieldSpec("sbatch", _argv, "sbatch command (argv prefix, split with shlex).", env="SBATCHPATH"),
+    "ScancelPath": FieldSpec("scancel", _argv, "scancel command.", env="SCANCELPATH"),
+    "SqueuePath": FieldSpec("squeue", _argv, "squeue command.", env="SQUEUEPATH"),
+    "SinfoPath": FieldSpec("sinfo", _argv, "sinfo command.", env="SINFOPATH"),
+    "SacctPath": FieldSpec("sacct", _argv, "sacct command (with accounting disabled, sacct -c reads jobcomp)."),
+    "PodmanPath": FieldSpec("podman", _argv, "podman command (Podman backend, and the podman runtime)."),
+    "SingularityPath": FieldSpec("apptainer", _argv, "apptainer or singularity binary.", env="SINGULARITYPATH"),
+    "EnrootPath": FieldSpec("enroot", _argv, "enroot binary."),
+    "ImagePrefix": FieldSpec("image_prefix", _str, "Prefix for images without a scheme (apptainer/singularity only), e.g. docker://."),
+    "PullPolicy": FieldSpec("pull_policy", _choice(("", "always", "missing", "never", "newer")), "Podman runtime: overrides imagePullPolicy."),
+    "PollInterval": FieldSpec("poll_interval", _seconds, "Seconds between scheduler queries (one query for all tracked jobs)."),
+    "CommandTimeout": FieldSpec("command_timeout", _seconds, "Timeout for every scheduler command; the command is killed when it expires."),
+    "SubmitDeadline": FieldSpec("submit_deadline", _seconds, "How long a pod waits for an unreachable backend before it fails with SubmitFailed."),
+    "GracePeriodCap": FieldSpec("grace_period_cap", _seconds, "Upper bound on terminationGracePeriodSeconds honoured by delete."),
+    "RestartBackoffInitial": FieldSpec("restart_backoff_initial", _seconds, "restartPolicy back-off start (kubelet: 10 s)."),
+    "RestartBackoffMax": FieldSpec("restart_backoff_max", _seconds, "restartPolicy back-off cap (kubelet: 300 s)."),
+    "Requeue": FieldSpec("requeue", _bool, "Let SLURM requeue jobs (default: --no-requeue)."),
+    "Partitions": FieldSpec("partitions", _str_list, "Partitions counted by the ping's resources (default: all)."),
+    "DefaultCPU": FieldSpec("default_cpus", _int, "CPUs for a pod that asks for none (and has no flavor)."),
+    "DefaultMemory": FieldSpec("default_memory_mib", _memory_mib, "Memory for a pod that asks for none, e.g. 1G or 1024Mi."),
+    "Flavors": FieldSpec("flavors", _flavors, "name -> {CPUDefault, MemoryDefault, SlurmFlags, Description}."),
+    "DefaultFlavor": FieldSpec("default_flavor", _str, "Flavor used when the pod names none."),
+    "GresMap": FieldSpec("gres_map", _str_map, "Extended resource -> SLURM gres name, e.g. nvidia.com/mig-1g.10gb: gpu:a100_1g.10gb."),
+    "Taints": FieldSpec("taints", _taints, "Taints sent with every ping: [{Key, Value, Effect}]."),
+    "MaxCPU": FieldSpec("max_cpus", _int, "Cap on the CPUs reported by the ping (0: no cap)."),
+    "MaxMemory": FieldSpec("max_memory_mib", _memory_mib, "Cap on the memory reported by the ping."),
+    "JobEnvironment": FieldSpec("job_environment", _str_map, "Variables exported to the job runner (not to containers), e.g. CONTAINERS_CONF."),
+    "JobPath": FieldSpec("job_path", _str, "PATH of the job runner (jobs are submitted with --export=NIL)."),
+    "LogLevel": FieldSpec("log_level", _choice(("debug", "info", "warning", "error")), "Plugin log level."),
+}
+
+POLICY_KEYS = (
+    "AllowRawShell",
+    "AllowedSbatchOptions",
+    "ExtraSbatchOptions",
+    "AllowedSingularityOptions",
+    "AllowedHostPaths",
+    "NamespacePolicy",
+    "DefaultNamespacePolicy",
+)
+
+# Keys of the Go plugin's SlurmConfig.yaml that are accepted so an existing file works unchanged.
+GO_COMPAT_KEYS = {
+    "BashPath": "the runner always uses bash",
+    "CommandPrefix": "raw shell: use pre-exec with AllowRawShell",
+    "ExportPodData": "volumes are always exported",
+    "SingularityDefaultOptions": "use AllowedSingularityOptions and the singularity-options annotation",
+    "SingularityPrefix": "unused in the Go plugin too",
+    "EnrootDefaultOptions": "not yet used",
+    "EnrootPrefix": "unused in the Go plugin too",
+    "Tsocks": "not supported",
+    "TsocksPath": "not supported",
+    "TsocksLoginNode": "not supported",
+    "VerboseLogging": "use LogLevel",
+    "ErrorsOnlyLogging": "use LogLevel",
+    "EnableProbes": "probes follow in a later release",
+    "ResourceScriptPath": "not yet used",
+    "DefaultUID": "not yet used",
+    "Namespace": "unused in the Go plugin too",
+    "VKConfigPath": "unused in the Go plugin too",
+}
+
+
+def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
+    """Build a Config; returns (config, warnings). Raises ConfigError for bad values."""
+    environ = os.environ if environ is None else environ
+    warnings: list[str] = []
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in FIELDS:
+            spec = FIELDS[key]
+            values[spec.attr] = spec.parse(key, value)
+        elif key in POLICY_KEYS:
+            continue
+        elif key in GO_COMPAT_KEYS:
+            warnings.append(f"config key {key!r} is accepted for compatibility and ignored: {GO_COMPAT_KEYS[key]}")
+        else:
+            warnings.append(f"unknown config key {key!r} ignored")
+    for key, spec in FIELDS.items():
+        if spec.env and environ.get(spec.env):
+            values[spec.attr] = spec.parse(spec.env, environ[spec.env])
+    values.setdefault("instance_id", "default")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", str(values["instance_id"])):
+        raise ConfigError(f"InstanceId: {values['instance_id']!r} must be 1-32 of [A-Za-z0-9_.-]")
+    values["policy_raw"] = {key: raw[key] for key in POLICY_KEYS if key in raw}
+    config = Config(**values)
+    if config.default_flavor and config.default_flavor not in config.flavors:
+        raise ConfigError(f"DefaultFlavor: {config.default_flavor!r} is not a key of Flavors")
+    if config.restart_backoff_max < config.restart_backoff_initial:
+        raise ConfigError("RestartBackoffMax: must be >= RestartBackoffInitial")
+    return config, warnings
+
+
+def load_config(path: Path) -> tuple[Config, list[str]]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping")
+    return parse_config(raw)
+
+
+def default_instance_id() -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:32] or "default"
+
+
+def config_reference_markdown() -> str:
+    """The config reference, generated from FIELDS (docs/config-reference.md is checked against it)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `interlink-plugin config-reference` from `interlink_plugins/config.py`; a test keeps",
+        "this file in step with the code. Unknown keys are warnings; a bad value stops start-up.",
+        "",
+        "| key | env override | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    defaults = Config()
+    for key, spec in FIELDS.items():
+        default = getattr(defaults, spec.attr)
+        if isinstance(default, tuple):
+            default = " ".join(str(d) for d in default)
+        elif isinstance(default, dict):
+            default = "{}" if not default else str(default)
+        lines.append(f"| `{key}` | {spec.env or ''} | `{default}` | {spec.doc} |")
+    lines += [
+        "",
+        "## Admin policy keys",
+        "",
+        "| key | meaning |",
+        "| --- | --- |",
+        "| `AllowRawShell` | run raw-shell annotations (pre-exec, interLink mesh/wstunnel) inside the job; default false |",
+        "| `AllowedSbatchOptions` | replaces the default allow-list of sbatch options a pod may set |",
+        "| `ExtraSbatchOptions` | added to the default allow-list |",
+        "| `AllowedSingularityOptions` | apptainer/singularity options a pod may set |",
+        "| `AllowedHostPaths` | hostPath volumes and binds only under these paths (default: none) |",
+        "| `NamespacePolicy` | namespace -> {Accounts, QOS, Partitions, Users} a namespace may use |",
+        "| `DefaultNamespacePolicy` | the same, for namespaces not listed |",
+        "",
+        "## Accepted for compatibility with the Go plugin's SlurmConfig.yaml (ignored, with a warning)",
+        "",
+        "| key | why |",
+        "| --- | --- |",
+    ]
+    lines += [f"| `{key}` | {why} |" for key, why in GO_COMPAT_KEYS.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,170 @@
+"""A pod turned into a job directory and a RunPlan: shared by every batch backend (SLURM, HTCondor)."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from interlink_plugins.config import Config
+from interlink_plugins.core.errors import PodSpecError
+from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod
+from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.runplan import ContainerRun, RestartPolicy, RunPlan
+from interlink_plugins.core.runscript import render_runner
+from interlink_plugins.core.runtimes import Runtime, RuntimeContext, runtime_for
+from interlink_plugins.core.templating import quote_words
+from interlink_plugins.core.volumes import materialise_volumes
+
+IMAGE_ROOT_ANNOTATIONS = ("slurm-job.vk.io/image-root", "htcondor-job.knoc.io/image-root")
+PRE_EXEC_ANNOTATIONS = ("slurm-job.vk.io/pre-exec", "job.vk.io/pre-exec")
+SINGULARITY_OPTIONS_ANNOTATIONS = (
+    "slurm-job.vk.io/singularity-options",
+    "htcondor-job.vk.io/singularity-options",
+    "job.vk.io/singularity-options",
+)
+
+
+def _restart_policy(pod: Pod, container: Container) -> RestartPolicy:
+    if container.is_sidecar:
+        return "Always"
+    if container.kind == "init":
+        # the kubelet retries failed init containers unless the pod never restarts
+        return "Never" if pod.restart_policy == "Never" else "OnFailure"
+    policy = pod.restart_policy
+    return "Always" if policy == "Always" else "OnFailure" if policy == "OnFailure" else "Never"
+
+
+def _runtime_binary(config: Config, runtime_name: str) -> str | None:
+    match runtime_name:
+        case "apptainer" | "singularity":
+            return " ".join(config.apptainer) if config.apptainer != ("apptainer",) else None
+        case "podman":
+            return config.podman[0] if config.podman != ("podman",) else None
+        case "enroot":
+            return config.enroot[0] if config.enroot != ("enroot",) else None
+    return None
+
+
+def _runtime_options(pod: Pod, policy: AdminPolicy, runtime_name: str) -> tuple[str, ...]:
+    if runtime_name not in ("apptainer", "singularity"):
+        return ()
+    words: list[str] = []
+    for key in SINGULARITY_OPTIONS_ANNOTATIONS:
+        text = pod.annotations.get(key, "")
+        if text.strip():
+            for option in policy.singularity_options(text, field=f"metadata.annotations[{key}]"):
+                words.append(f"--{option.name}" if option.value is None else f"--{option.name}={option.value}")
+    return tuple(words)
+
+
+def _hook_argv(runtime: Runtime, ctx: RuntimeContext, hook: object, field: str) -> tuple[str, ...]:
+    if not isinstance(hook, dict):
+        return ()
+    exec_spec = hook.get("exec")
+    if isinstance(exec_spec, dict) and isinstance(exec_spec.get("command"), list):
+        return runtime.exec_argv(ctx, [str(word) for word in exec_spec["command"]])
+    if hook:
+        raise PodSpecError(field, "only exec lifecycle hooks are supported by this plugin")
+    return ()
+
+
+def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool) -> RunPlan:
+    """Volumes materialised (when write) and every container turned into argv for the runtime."""
+    if write:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(job_dir, 0o700)
+    volume_plan = materialise_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths, write=write)
+    runtime_name = config.container_runtime
+    runtime = runtime_for(runtime_name)
+    image_root = next((pod.annotations[k] for k in IMAGE_ROOT_ANNOTATIONS if pod.annotations.get(k)), "")
+    options = _runtime_options(pod, policy, runtime_name)
+    runs: list[ContainerRun] = []
+    for index, container in enumerate(pod.all_containers):
+        gpus = sum(container.resources.extended.get(kind, 0) for kind in GPU_RESOURCES)
+        ctx = RuntimeContext(
+            container=container,
+            mounts=tuple(volume_plan.mounts.get(container.name, ())),
+            env=container.env,
+            job_dir=str(job_dir),
+            pod_uid=pod.uid,
+            pod_namespace=pod.namespace,
+            pod_name=pod.name,
+            instance=config.instance_id,
+            image_prefix=image_root or config.image_prefix,
+            pull_policy_override=config.pull_policy or None,
+            gpus=gpus,
+            extra_options=options,
+            binary=_runtime_binary(config, runtime_name),
+        )
+        argv = runtime.argv(ctx)
+        lifecycle = container.lifecycle
+        path = f"{container.field_path}[{index if container.kind == 'init' else index - len(pod.init_containers)}]"
+        runs.append(
+            ContainerRun(
+                name=container.name,
+                kind=container.kind,
+                argv=argv.argv,
+                restart_policy=_restart_policy(pod, container),
+                sidecar=container.is_sidecar,
+                cleanup_argv=argv.cleanup_argv,
+                post_start_argv=_hook_argv(runtime, ctx, lifecycle.get("postStart"), f"{path}.lifecycle.postStart"),
+                pre_stop_argv=_hook_argv(runtime, ctx, lifecycle.get("preStop"), f"{path}.lifecycle.preStop"),
+            )
+        )
+    prologue: list[str] = []
+    for key in PRE_EXEC_ANNOTATIONS:
+        text = pod.annotations.get(key, "")
+        if text.strip():
+            policy.check_raw_shell(f"metadata.annotations[{key}]")
+            prologue.append(text)
+    for run in runs:
+        for step in getattr(run, "prepare_argvs", ()):
+            prologue.append(quote_words(step))
+    runner_env = dict(config.job_environment)
+    pod_ip = pod.annotations.get("interlink.eu/pod-ip", "")
+    if pod_ip:
+        runner_env["POD_IP"] = pod_ip
+    return RunPlan(
+        job_dir=str(job_dir),
+        containers=tuple(runs),
+        grace_seconds=int(min(pod.termination_grace_seconds, config.grace_period_cap)),
+        backoff_initial_seconds=config.restart_backoff_initial,
+        backoff_max_seconds=config.restart_backoff_max,
+        runner_path=config.job_path,
+        prologue=tuple(prologue),
+        runner_env=tuple(sorted(runner_env.items())),
+    )
+
+
+def pod_metadata(pod: Pod) -> dict[str, object]:
+    """pod.json: what recovery from the scheduler alone needs to report the pod again."""
+    return {
+        "uid": pod.uid,
+        "namespace": pod.namespace,
+        "name": pod.name,
+        "init_names": [c.name for c in pod.init_containers],
+        "main_names": [c.name for c in pod.containers],
+        "images": {c.name: c.image for c in pod.all_containers},
+        "sidecars": [c.name for c in pod.init_containers if c.is_sidecar],
+        "grace_seconds": pod.termination_grace_seconds,
+    }
+
+
+def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:
+    """pod-runner.sh, ns-exec.sh and pod.json; returns their text (for `render`)."""
+    del config
+    files = {
+        "pod-runner.sh": render_runner(plan),
+        "ns-exec.sh": resources.files("interlink_plugins").joinpath("templates/ns_exec.sh").read_text(),
+        "pod.json": json.dumps(pod_metadata(pod), indent=1) + "\n",
+    }
+    if write:
+        for name, text in files.items():
+            target = job_dir / name
+            tmp = target.with_name(f".{name}.tmp")
+            tmp.write_text(text)
+            os.chmod(tmp, 0o700 if name.endswith(".sh") else 0o600)
+            os.replace(tmp, target)
+    return files

@@ -1,0 +1,408 @@
+"""Container logs: CRI log files read and followed with `kubectl logs` semantics.
+
+The runner writes one file per container run (``c/<name>/log``, the previous run in ``log.prev``)
+in CRI format, one record a line::
+
+    <RFC3339Nano timestamp> stdout|stderr F|P <text>\\n
+
+``P`` marks a partial line, continued by the next record of the same stream. Output is the
+container's text: records joined into logical lines, each ending with ``\\n``, bytes untouched.
+Selection order: since (write time) -> tail -> limit_bytes (a prefix, may cut a line).
+
+Memory stays bounded whatever the file size: files are read in blocks, tail keeps a deque of N
+lines, and a single line is held at most up to ``MAX_LINE_BYTES`` (a longer logical line is
+served as several lines of that size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from io import FileIO
+from pathlib import Path
+
+__all__ = ["CriRecord", "LogOptions", "follow_log", "parse_cri_line", "read_log"]
+
+BLOCK_BYTES = 1 << 20
+"""Bytes read per read() call; in follow mode, per step between two yields to the event loop."""
+PIECE_BYTES = 1 << 20
+"""A physical line longer than this is processed in pieces (continuations of one record); > a header."""
+MAX_LINE_BYTES = 16 << 20
+"""A logical line (P records joined) longer than this is served as several lines."""
+
+_TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
+# A block made only of complete F lines (the common case) is split by one findall into (ts, text).
+_F_LINES = re.compile(
+    rb"^(\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:[Zz]|[+-]\d\d:\d\d))"
+    rb" std(?:out|err) F(?::[^ \n]*)?(?: ([^\n]*))?$",
+    re.MULTILINE,
+)
+_STDOUT = b"stdout"
+_STDERR = b"stderr"
+
+# (timestamp as written, stream, partial, text); timestamp and stream are b"" for a malformed line.
+_Rec = tuple[bytes, bytes, bool, bytes]
+# A logical line: (timestamp of its first record, text without the final newline).
+_Line = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """What to serve from a log; None / False mean unset (the caller maps the wire's zero values)."""
+
+    tail: int | None = None
+    """Last N lines (0 = none; negative = all)."""
+    limit_bytes: int | None = None
+    """First N bytes of the selection (kubectl --limit-bytes); also bounds a follow stream."""
+    timestamps: bool = False
+    """Prefix each line with its RFC3339Nano write time (as written) and a space."""
+    since: datetime | None = None
+    """Lines written at or after this time (aware; a naive value is taken as UTC)."""
+    follow: bool = False
+
+
+@dataclass(frozen=True)
+class CriRecord:
+    """One line of a CRI log file."""
+
+    time: datetime | None
+    """Write time, aware UTC, truncated to microseconds; None for a malformed line."""
+    timestamp: str
+    """Write time as written (nanoseconds kept), for output; "" for a malformed line."""
+    stream: str
+    """"stdout" or "stderr"; "" for a malformed line."""
+    partial: bool
+    """True for a P record (the line continues in the next record of the same stream)."""
+    text: bytes
+    """The text; for a malformed line, the whole line."""
+
+
+def _split(line: bytes) -> _Rec:
+    """Split a physical line (no trailing newline); the timestamp is checked by syntax only."""
+    parts = line.split(b" ", 3)
+    if len(parts) >= 3:
+        ts, stream, tag = parts[0], parts[1], parts[2]
+        if stream in (_STDOUT, _STDERR) and _TS.fullmatch(ts) is not None:
+            flag = tag if len(tag) == 1 else tag.split(b":", 1)[0]
+            if flag == b"F" or flag == b"P":
+                return ts, stream, flag == b"P", parts[3] if len(parts) == 4 else b""
+    return b"", b"", False, line
+
+
+def _parse_time(ts: bytes) -> datetime | None:
+    """RFC3339(Nano) timestamp -> aware UTC datetime (microseconds), None if invalid."""
+    m = _TS.fullmatch(ts)
+    if m is None:
+        return None
+    frac = m[7] or b""
+    try:
+        t = datetime(
+            int(m[1]),
+            int(m[2]),
+            int(m[3]),
+            int(m[4]),
+            int(m[5]),
+            int(m[6]),
+            int(frac[:6].ljust(6, b"0")) if frac else 0,
+            tzinfo=UTC,
+        )
+        off = m[8]
+        if off not in (b"Z", b"z"):
+            delta = timedelta(hours=int(off[1:3]), minutes=int(off[4:6]))
+            t = t - delta if off[:1] == b"+" else t + delta
+    except (ValueError, OverflowError):
+        return None
+    return t
+
+
+def parse_cri_line(line: bytes) -> CriRecord | None:
+    """Parse one CRI line (a final "\\n" is dropped); None for an empty line.
+
+    A malformed line is returned as a raw text record (time None, stream "", the whole line as text).
+    """
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    if not line:
+        return None
+    ts, stream, partial, text = _split(line)
+    t = _parse_time(ts) if stream else None
+    if t is None:
+        return CriRecord(None, "", "", False, line)
+    return CriRecord(t, ts.decode("ascii"), stream.decode("ascii"), partial, text)
+
+
+@dataclass
+class _Pending:
+    ts: bytes
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
+class _Assembler:
+    """Turns physical lines (or pieces of long ones) into logical lines.
+
+    P records are joined with the following records of the same stream; a malformed line is a
+    complete line of its own and takes the timestamp of the record before it (b"" if none).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[bytes, _Pending] = {}
+        self._cont: tuple[bytes, bytes, bool] | None = None
+        self.last_ts = b""
+
+    def feed(self, data: bytes, complete: bool, out: list[_Line]) -> None:
+        """Add a physical line without its newline (complete) or the next piece of one (not)."""
+        if self._cont is None:
+            if not data and complete:
+                return  # empty physical line: no record
+            ts, stream, partial, text = _split(data)
+            if stream:
+                self.last_ts = ts
+            else:
+                ts = self.last_ts
+        else:
+            (ts, stream, partial), text = self._cont, data
+        if complete:
+            self._cont = None
+        else:
+            self._cont = (ts, stream, partial)
+            partial = True
+        pend = self._pending.get(stream)
+        if pend is None:
+            if not partial:
+                out.append((ts, text))
+                return
+            pend = self._pending[stream] = _Pending(ts)
+        pend.parts.append(text)
+        pend.size += len(text)
+        if not partial or pend.size >= MAX_LINE_BYTES:
+            del self._pending[stream]
+            out.append((pend.ts, b"".join(pend.parts)))
+
+    def busy(self) -> bool:
+        """True while a P line or a long physical line is unfinished."""
+        return bool(self._pending) or self._cont is not None
+
+    def flush(self, out: list[_Line]) -> None:
+        """End of the file: unfinished lines are served as complete, oldest first."""
+        self._cont = None
+        for pend in self._pending.values():
+            out.append((pend.ts, b"".join(pend.parts)))
+        self._pending.clear()
+
+
+class _Reader:
+    """An open log file read in blocks; an incomplete last line is kept until it is completed."""
+
+    def __init__(self, f: FileIO) -> None:
+        self.f = f
+        self.asm = _Assembler()
+        self._carry = b""
+        st = os.fstat(f.fileno())
+        self.ident = (st.st_dev, st.st_ino)
+
+    def read(self, out: list[_Line]) -> int:
+        """Read one block, append the lines it completes; returns the bytes read (0 at EOF)."""
+        block = self.f.read(BLOCK_BYTES)
+        if not block:
+            return 0
+        data = self._carry + block if self._carry else block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._carry = data
+        else:
+            body, self._carry = data[:cut], data[cut + 1 :]
+            asm = self.asm
+            recs = None if asm.busy() else _F_LINES.findall(body)
+            if recs and len(recs) == body.count(b"\n") + 1:
+                out.extend(recs)  # fast path: every line is a well-formed F record
+                asm.last_ts = recs[-1][0]
+            else:
+                feed = asm.feed
+                for line in body.split(b"\n"):
+                    feed(line, True, out)
+        if len(self._carry) >= PIECE_BYTES:
+            self.asm.feed(self._carry, False, out)
+            self._carry = b""
+        return len(block)
+
+    def finish(self, out: list[_Line]) -> None:
+        """No more data will come: serve the incomplete last line and unfinished P lines."""
+        if self._carry:
+            self.asm.feed(self._carry, True, out)
+            self._carry = b""
+        self.asm.flush(out)
+
+    def replaced(self, path: Path) -> bool:
+        """True when path is gone, is another file (rotation) or was truncated below our position."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self.ident or st.st_size < self.f.tell()
+
+
+class _Render:
+    """Applies since and timestamps to logical lines and adds the newline."""
+
+    def __init__(self, opts: LogOptions) -> None:
+        since = opts.since
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        self._since = since
+        self._stamps = opts.timestamps
+        self._ts = b"\0"
+        self._time: datetime | None = None
+
+    def __call__(self, lines: Iterable[_Line]) -> list[bytes]:
+        since, stamps = self._since, self._stamps
+        if since is None and not stamps:
+            return [text + b"\n" for _, text in lines]
+        out: list[bytes] = []
+        for ts, text in lines:
+            if since is not None:
+                if ts != self._ts:
+                    self._ts, self._time = ts, _parse_time(ts)
+                if self._time is None or self._time < since:
+                    continue
+            out.append(ts + b" " + text + b"\n" if stamps and ts else text + b"\n")
+        return out
+
+
+def _open(path: Path) -> _Reader | None:
+    try:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
+    except FileNotFoundError:
+        return None
+    try:
+        return _Reader(f)
+    except BaseException:
+        f.close()
+        raise
+
+
+def _tail_deque(opts: LogOptions) -> deque[bytes] | None:
+    if opts.tail is None or opts.tail < 0:
+        return None
+    return deque(maxlen=opts.tail)
+
+
+def read_log(path: Path, opts: LogOptions) -> bytes:
+    """The selected part of a log file (a missing file gives b"")."""
+    limit = opts.limit_bytes
+    if opts.tail == 0 or (limit is not None and limit <= 0):
+        return b""
+    reader = _open(path)
+    if reader is None:
+        return b""
+    render = _Render(opts)
+    tail = _tail_deque(opts)
+    chunks: list[bytes] = []
+    size = 0
+    with reader.f:
+        eof = False
+        while not eof:
+            lines: list[_Line] = []
+            if reader.read(lines) == 0:
+                reader.finish(lines)
+                eof = True
+            selected = render(lines)
+            if tail is not None:
+                tail.extend(selected)
+                continue
+            chunks.extend(selected)
+            size += sum(map(len, selected))
+            if limit is not None and size >= limit:
+                break
+    data = b"".join(tail if tail is not None else chunks)
+    return data if limit is None else data[:limit]
+
+
+async def follow_log(
+    path: Path,
+    opts: LogOptions,
+    *,
+    finished: Callable[[], bool],
+    poll_seconds: float = 0.2,
+    linger_seconds: float = 1.0,
+) -> AsyncGenerator[bytes, None]:
+    """Yield the initial selection, then new lines as they are appended, until the container ends.
+
+    Waits for a file that does not exist yet; follows a rotation (the file moved away and a new
+    one created: the old one is drained, the new one read from its start). Once ``finished()``
+    is true the file is read again and the stream ends when a read brings nothing new or
+    ``linger_seconds`` have passed. ``limit_bytes`` bounds the total streamed. Reads are at most
+    one block between two yields to the event loop.
+    """
+    budget = opts.limit_bytes
+    if budget is not None and budget <= 0:
+        return
+    render = _Render(opts)
+    tail = _tail_deque(opts)  # used for the initial selection only
+    initial = True
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    reader: _Reader | None = None
+    try:
+        while True:
+            done = finished()
+            if done and deadline is None:
+                deadline = loop.time() + linger_seconds
+            got = 0
+            rotated = False
+            if reader is None:
+                reader = _open(path)
+            if reader is not None:
+                cur = reader
+                while True:
+                    lines: list[_Line] = []
+                    n = cur.read(lines)
+                    if n == 0 and cur.replaced(path):
+                        cur.finish(lines)  # drained: the old file is complete
+                        cur.f.close()
+                        reader, rotated = None, True
+                    got += n
+                    selected = render(lines)
+                    if initial and tail is not None:
+                        tail.extend(selected)
+                    elif selected:
+                        chunk = b"".join(selected)
+                        if budget is not None:
+                            if len(chunk) >= budget:
+                                yield chunk[:budget]
+                                return
+                            budget -= len(chunk)
+                        yield chunk
+                    if n == 0:
+                        break
+                    await asyncio.sleep(0)
+            if rotated:
+                continue  # open the new file now
+            if initial:
+                initial = False
+                if tail:
+                    chunk = b"".join(tail)
+                    tail.clear()
+                    if budget is not None:
+                        if len(chunk) >= budget:
+                            yield chunk[:budget]
+                            return
+                        budget -= len(chunk)
+                    yield chunk
+            if deadline is not None and (got == 0 or loop.time() >= deadline):
+                if reader is not None:
+                    lines = []
+                    reader.finish(lines)
+                    chunk = b"".join(render(lines))
+                    if chunk:
+                        yield chunk if budget is None else chunk[:budget]
+                return
+            await asyncio.sleep(poll_seconds)
+    finally:
+        if reader is not None:
+            reader.f.close()

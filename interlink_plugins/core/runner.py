@@ -1,0 +1,106 @@
+"""The one way to run a command: argv list, timeout, kill on timeout, structured result.
+
+Async so the event loop never blocks; ``LocalRunner`` runs on this host. Other runners (SSH)
+implement the same ``CommandRunner`` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def error_text(self) -> str:
+        return self.stderr.decode(errors="replace").strip() or self.text.strip()
+
+
+class CommandFailed(RuntimeError):
+    """The command could not be run at all, or ran out of time."""
+
+    def __init__(self, argv: Sequence[str], detail: str) -> None:
+        super().__init__(f"{argv[0] if argv else '?'}: {detail}")
+        self.argv = tuple(argv)
+        self.detail = detail
+
+
+class CommandRunner(Protocol):
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult: ...
+
+
+class LocalRunner:
+    """Runs commands on this host in their own process group (killed whole on timeout)."""
+
+    def __init__(self, base_env: Mapping[str, str] | None = None) -> None:
+        self._base_env = dict(os.environ if base_env is None else base_env)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**self._base_env, **(env or {})},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise CommandFailed(argv, exc.strerror or str(exc)) from exc
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except TimeoutError:
+            _kill_group(proc.pid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
+            raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None
+        except asyncio.CancelledError:
+            _kill_group(proc.pid)
+            raise
+        result = CommandResult(tuple(argv), proc.returncode or 0, stdout, stderr, time.monotonic() - started)
+        log.debug("ran %s rc=%s in %.3fs", argv[0], result.returncode, result.seconds)
+        return result
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,474 @@
+"""Container runtimes: one small class per runtime turns a container into argv lists.
+
+Every value travels as its own argv word or as an environment entry; nothing is ever given to a
+shell. Per runtime:
+
+``none``
+    The host userland (the image is ignored). ``env -i`` gives the process exactly the pod's env
+    (plus PATH when the pod sets none). Volume mounts and workingDir go through ``ns-exec.sh``
+    (installed in the job dir, see :func:`helper_files`), which builds a bubblewrap mount
+    namespace at job start so that mount targets are never created on the host.
+``podman``
+    ``podman run --rm --replace`` with ``--network=host``: every container of a pod, whatever its
+    runtime, shares the job's network namespace, which is the pod network (localhost between
+    containers, ports on the node), as with apptainer, enroot and ``none``.
+``apptainer`` / ``singularity``
+    ``exec`` when the pod sets a command, ``run`` otherwise (keeps the runscript); always
+    ``--no-eval``; env through ``APPTAINERENV_<NAME>`` / ``SINGULARITYENV_<NAME>`` entries of an
+    ``env`` prefix (never an env file that a shell parses).
+``enroot``
+    ``enroot import`` + ``enroot create`` as prepare steps, ``enroot start`` to run, ``enroot
+    remove -f`` as cleanup. enroot passes env through a line-based file, so names must be C
+    identifiers and values single lines; anything else is refused rather than mangled.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Protocol
+
+from interlink_plugins.core.errors import ConfigError, PodSpecError
+from interlink_plugins.core.expand import env_map, expand_k8s
+from interlink_plugins.core.mounts import Mount
+from interlink_plugins.core.pod import Container, EnvVar
+
+NS_EXEC_NAME = "ns-exec.sh"
+ENROOT_RC_NAME = "enroot-exec.rc"
+# enroot's image rc runs ENTRYPOINT with the given args; Kubernetes `command` replaces the
+# entrypoint, so a pod command runs through this rc instead: `rc WORKDIR COMMAND [ARG]...`.
+ENROOT_RC = """\
+# interlink-plugins enroot rc: run the pod's command instead of the image entrypoint.
+# Arguments: WORKDIR (may be empty) COMMAND [ARG]...
+if [ -n "$1" ]; then
+    mkdir -p "$1" 2>/dev/null
+    cd "$1" || exit 126
+fi
+shift
+exec "$@"
+"""
+
+_POD_UID_LABEL = "interlink.eu/pod-uid"
+_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_APPTAINER_TRANSPORTS = ("docker-archive:", "docker-daemon:", "oci-archive:", "oci-sif:", "oci:")
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PULL_POLICIES = {
+    "always": "always",
+    "ifnotpresent": "missing",
+    "missing": "missing",
+    "never": "never",
+    "newer": "newer",
+}
+# names that enroot's own bash (or the loader) would act on if they were in its environment
+_ENROOT_HOST_SENSITIVE = frozenset(
+    {"PATH", "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "IFS", "CDPATH", "GLOBIGNORE", "PS4", "HOME",
+     "TMPDIR", "LANG", "LC_ALL", "POSIXLY_CORRECT"}
+)
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Everything a runtime needs to build the argv of one container."""
+
+    container: Container
+    mounts: tuple[Mount, ...]
+    env: tuple[EnvVar, ...]  # final env (pod env, plus what the plugin adds)
+    job_dir: str  # as the job sees it
+    pod_uid: str
+    pod_namespace: str
+    pod_name: str
+    instance: str  # plugin instance id (podman/enroot container names, labels)
+    image_prefix: str = ""  # apptainer/singularity only (image-root annotation, else ImagePrefix)
+    pull_policy_override: str | None = None  # podman: config PullPolicy beats imagePullPolicy
+    gpus: int = 0
+    gpu_devices: tuple[str, ...] = ()  # podman CDI names, e.g. nvidia.com/gpu=0
+    extra_options: tuple[str, ...] = ()  # policy-checked runtime options, inserted as argv words
+    binary: str | None = None  # runtime executable (none: the bwrap binary)
+    default_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    container_index: int | None = None  # index in spec.containers / spec.initContainers, for errors
+
+    def field(self, suffix: str) -> str:
+        """The Kubernetes field path of this container plus ``suffix``."""
+        if self.container_index is not None:
+            base = f"{self.container.field_path}[{self.container_index}]"
+        else:
+            base = f"{self.container.field_path}[name={self.container.name}]"
+        return f"{base}.{suffix}" if suffix else base
+
+
+@dataclass(frozen=True)
+class ContainerArgv:
+    """How to run one container.
+
+    ``prepare_argvs`` run once, in order, before the first start (a failure fails the
+    container); ``argv`` runs the container (again on each restart); ``cleanup_argv`` runs best
+    effort after it ended or was killed.
+    """
+
+    argv: tuple[str, ...]
+    cleanup_argv: tuple[str, ...] = ()
+    prepare_argvs: tuple[tuple[str, ...], ...] = ()
+
+
+class Runtime(Protocol):
+    name: str
+
+    def argv(self, ctx: RuntimeContext) -> ContainerArgv: ...
+
+    def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
+        """Run ``command`` (a hook or probe) in the container's environment."""
+        ...
+
+
+def process_argv(
+    container: Container, env: Mapping[str, str]
+) -> tuple[list[str] | None, list[str] | None]:
+    """command and args after Kubernetes ``$(VAR)`` expansion (None stays None)."""
+    command = None if container.command is None else [expand_k8s(w, env) for w in container.command]
+    args = None if container.args is None else [expand_k8s(w, env) for w in container.args]
+    return command, args
+
+
+def helper_files() -> dict[str, str]:
+    """Static helpers the backend installs in the job dir (name -> content), mode 0755."""
+    ns_exec = resources.files("interlink_plugins").joinpath("templates", "ns_exec.sh").read_text()
+    return {NS_EXEC_NAME: ns_exec, ENROOT_RC_NAME: ENROOT_RC}
+
+
+def container_name(ctx: RuntimeContext) -> str:
+    """``il-<instance>-<uid>-<container>``: unique per plugin instance, pod and container."""
+    instance = _NAME_BAD_CHARS.sub("-", ctx.instance) or "default"
+    return f"il-{instance}-{ctx.pod_uid}-{ctx.container.name}"
+
+
+def _final_env(ctx: RuntimeContext) -> dict[str, str]:
+    """The env as the process must see it: in order, later duplicates win."""
+    return env_map(ctx.env)
+
+
+def _expanded(ctx: RuntimeContext) -> tuple[list[str] | None, list[str] | None]:
+    return process_argv(ctx.container, _final_env(ctx))
+
+
+def _env_field(ctx: RuntimeContext, name: str) -> str:
+    for index, var in enumerate(ctx.container.env):
+        if var.name == name:
+            return ctx.field(f"env[{index}]")
+    return ctx.field("env")
+
+
+def _sorted_mounts(mounts: Sequence[Mount]) -> list[Mount]:
+    """Parents before children (as CRI runtimes do), otherwise in the given order."""
+    return sorted(mounts, key=lambda m: len([p for p in posixpath.normpath(m.target).split("/") if p]))
+
+
+def _check_target(ctx: RuntimeContext, mount: Mount) -> None:
+    if not mount.target.startswith("/") or posixpath.normpath(mount.target) == "/":
+        raise PodSpecError(ctx.field("volumeMounts"), f"mount path {mount.target!r} must be absolute, not /")
+
+
+# ---------------------------------------------------------------------------------------------
+# none
+
+
+class NoneRuntime:
+    """Host userland; env -i for the env, ns-exec.sh (bubblewrap) for mounts and workingDir."""
+
+    name = "none"
+
+    def _env_words(self, ctx: RuntimeContext) -> list[str]:
+        env = _final_env(ctx)
+        if "PATH" not in env:
+            env["PATH"] = ctx.default_path
+        # `--` ends env's options, so a name starting with '-' is an assignment, not an option
+        return ["env", "-i", "--", *(f"{name}={value}" for name, value in env.items())]
+
+    def _prefix(self, ctx: RuntimeContext) -> list[str]:
+        if ctx.extra_options:
+            raise PodSpecError("metadata.annotations", "runtime 'none' takes no container runtime options")
+        wd = ctx.container.working_dir
+        if not ctx.mounts and not wd:
+            return []
+        words = ["bash", posixpath.join(ctx.job_dir, NS_EXEC_NAME)]
+        if ctx.binary:
+            words += ["--bwrap", ctx.binary]
+        for mount in _sorted_mounts(ctx.mounts):
+            _check_target(ctx, mount)
+            words += ["--ro" if mount.read_only else "--rw", mount.source, mount.target]
+        if wd:
+            if not wd.startswith("/"):
+                raise PodSpecError(ctx.field("workingDir"), "must be an absolute path for runtime 'none'")
+            words += ["--chdir", wd]
+        return [*words, "--"]
+
+    def _program(self, ctx: RuntimeContext, words: Sequence[str], where: str) -> list[str]:
+        if "=" in words[0]:
+            # env(1) takes every leading NAME=VALUE word as an assignment
+            raise PodSpecError(ctx.field(where), "runtime 'none' cannot run a program whose name contains '='")
+        return list(words)
+
+    def argv(self, ctx: RuntimeContext) -> ContainerArgv:
+        command, args = _expanded(ctx)
+        if not command:
+            raise PodSpecError(
+                ctx.field("command"), "is required with runtime 'none' (the host has no image entrypoint)"
+            )
+        program = self._program(ctx, [*command, *(args or [])], "command[0]")
+        return ContainerArgv(argv=(*self._prefix(ctx), *self._env_words(ctx), *program))
+
+    def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
+        if not command:
+            raise ValueError("exec_argv needs a command")
+        program = self._program(ctx, list(command), "lifecycle")
+        return (*self._prefix(ctx), *self._env_words(ctx), *program)
+
+
+# ---------------------------------------------------------------------------------------------
+# podman
+
+
+def _csv_field(text: str) -> str:
+    """One field of podman's --mount CSV (Go encoding/csv): quoted when it needs to be."""
+    if any(c in text for c in ',"\r\n') or text[:1].isspace():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def podman_pull_policy(image_pull_policy: str, override: str | None = None) -> str:
+    """podman's --pull value: the config override if set, else the container's imagePullPolicy."""
+    source = override if override else image_pull_policy
+    value = _PULL_POLICIES.get(source.strip().lower())
+    if value is None:
+        if override:
+            raise ConfigError(f"PullPolicy: {override!r} is not one of Always, IfNotPresent, Never")
+        raise ValueError(f"imagePullPolicy {image_pull_policy!r} is not one of Always, IfNotPresent, Never")
+    return value
+
+
+class PodmanRuntime:
+    """``podman run`` per container, removed when it ends."""
+
+    name = "podman"
+
+    def _binary(self, ctx: RuntimeContext) -> str:
+        return ctx.binary or "podman"
+
+    def argv(self, ctx: RuntimeContext) -> ContainerArgv:
+        c = ctx.container
+        name = container_name(ctx)
+        words = [
+            self._binary(ctx), "run", "--rm", "--replace", f"--name={name}",
+            f"--label={_POD_UID_LABEL}={ctx.pod_uid}",
+            f"--label=interlink.eu/pod-namespace={ctx.pod_namespace}",
+            f"--label=interlink.eu/pod-name={ctx.pod_name}",
+            f"--label=interlink.eu/container={c.name}",
+            f"--label=interlink.eu/instance={ctx.instance}",
+            f"--pull={podman_pull_policy(c.image_pull_policy, ctx.pull_policy_override)}",
+            "--network=host",
+        ]  # fmt: skip
+        for mount in _sorted_mounts(ctx.mounts):
+            _check_target(ctx, mount)
+            spec = ["type=bind", f"source={mount.source}", f"destination={mount.target}"]
+            if mount.read_only:
+                spec.append("ro=true")
+            words.append("--mount=" + ",".join(_csv_field(f) for f in spec))
+        for var_name, value in _final_env(ctx).items():
+            if not var_name or var_name != var_name.strip() or any(ch.isspace() for ch in var_name):
+                raise PodSpecError(
+                    f"{_env_field(ctx, var_name)}.name", "podman cannot pass a variable name with white space"
+                )
+            words.append(f"--env={var_name}={value}")
+        if c.working_dir:
+            words.append(f"--workdir={c.working_dir}")
+        if c.run_as_user is not None:
+            group = f":{c.run_as_group}" if c.run_as_group is not None else ""
+            words.append(f"--user={c.run_as_user}{group}")
+        words += [f"--device={device}" for device in ctx.gpu_devices]
+        words += ctx.extra_options
+        command, args = _expanded(ctx)
+        if command:
+            # a JSON array: podman splits nothing, every element stays one argv word
+            words.append("--entrypoint=" + json.dumps(command))
+        words.append(c.image)
+        words += args or []
+        return ContainerArgv(
+            argv=tuple(words), cleanup_argv=(self._binary(ctx), "rm", "-f", "-t", "0", "--ignore", name)
+        )
+
+    def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
+        if not command:
+            raise ValueError("exec_argv needs a command")
+        return (self._binary(ctx), "exec", container_name(ctx), *command)
+
+
+# ---------------------------------------------------------------------------------------------
+# apptainer / singularity
+
+
+def apptainer_image(image: str, prefix: str) -> str:
+    """Add ``prefix`` unless the image is an absolute path or already names a transport."""
+    if not prefix or image.startswith("/") or _SCHEME.match(image) or image.startswith(_APPTAINER_TRANSPORTS):
+        return image
+    return prefix + image
+
+
+class ApptainerRuntime:
+    """``apptainer exec|run --no-eval``; the env prefix is APPTAINERENV_ (SINGULARITYENV_)."""
+
+    def __init__(self, name: str = "apptainer", env_prefix: str = "APPTAINERENV_") -> None:
+        self.name = name
+        self.env_prefix = env_prefix
+
+    def _env_words(self, ctx: RuntimeContext) -> list[str]:
+        return ["env", *(f"{self.env_prefix}{n}={v}" for n, v in _final_env(ctx).items())]
+
+    def _options(self, ctx: RuntimeContext) -> list[str]:
+        words = ["--no-eval"]
+        if ctx.gpus > 0:
+            words.append("--nv")
+        words += ctx.extra_options
+        for mount in _sorted_mounts(ctx.mounts):
+            _check_target(ctx, mount)
+            for path in (mount.source, mount.target):
+                if "," in path or ":" in path:
+                    raise PodSpecError(
+                        ctx.field("volumeMounts"),
+                        f"{self.name} cannot bind {path!r}: its --bind syntax cannot express ',' or ':'",
+                    )
+            words += ["--bind", f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")]
+        if ctx.container.working_dir:
+            words += ["--pwd", ctx.container.working_dir]
+        return words
+
+    def _binary(self, ctx: RuntimeContext) -> str:
+        binary = ctx.binary or self.name
+        if "=" in binary:
+            raise ConfigError(f"runtime binary {binary!r} must not contain '='")
+        return binary
+
+    def argv(self, ctx: RuntimeContext) -> ContainerArgv:
+        command, args = _expanded(ctx)
+        verb = "exec" if command else "run"
+        image = apptainer_image(ctx.container.image, ctx.image_prefix)
+        words = [*self._env_words(ctx), self._binary(ctx), verb, *self._options(ctx), image]
+        words += [*(command or []), *(args or [])]
+        return ContainerArgv(argv=tuple(words))
+
+    def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
+        if not command:
+            raise ValueError("exec_argv needs a command")
+        image = apptainer_image(ctx.container.image, ctx.image_prefix)
+        return (*self._env_words(ctx), self._binary(ctx), "exec", *self._options(ctx), image, *command)
+
+
+# ---------------------------------------------------------------------------------------------
+# enroot
+
+
+def enroot_uri(image: str) -> str:
+    """``docker://[REGISTRY#]IMAGE[:TAG]`` as enroot import wants it (URIs pass unchanged)."""
+    if _SCHEME.match(image):
+        return image
+    first, sep, rest = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return f"docker://{first}#{rest}"
+    return f"docker://{image}"
+
+
+class EnrootRuntime:
+    """``enroot import`` / ``create`` once, ``enroot start`` per run, ``enroot remove -f`` after."""
+
+    name = "enroot"
+
+    def _binary(self, ctx: RuntimeContext) -> str:
+        binary = ctx.binary or "enroot"
+        if "=" in binary:
+            raise ConfigError(f"runtime binary {binary!r} must not contain '='")
+        return binary
+
+    def _start(self, ctx: RuntimeContext, command: Sequence[str] | None, args: Sequence[str]) -> list[str]:
+        process_env: list[str] = []
+        options = ["--rw"]
+        env = _final_env(ctx)
+        if ctx.gpus > 0 and "NVIDIA_VISIBLE_DEVICES" not in env:
+            env["NVIDIA_VISIBLE_DEVICES"] = "all"  # the job's device cgroup limits what "all" is
+        for name, value in env.items():
+            where = _env_field(ctx, name)
+            if not _C_IDENTIFIER.match(name) or name.startswith("ENROOT_"):
+                raise PodSpecError(f"{where}.name", "enroot needs a C identifier name not starting with ENROOT_")
+            if "\n" in value or "\r" in value or re.match(r"""^["'].*["'][ \t]*$""", value, re.S):
+                raise PodSpecError(
+                    f"{where}.value", "enroot cannot pass this value unchanged (newline or surrounding quotes)"
+                )
+            if name in _ENROOT_HOST_SENSITIVE or name.startswith(("LD_", "BASH_FUNC_")):
+                options += ["--env", f"{name}={value}"]  # kept out of enroot's own environment
+            else:
+                process_env.append(f"{name}={value}")
+                options += ["--env", name]
+        for mount in _sorted_mounts(ctx.mounts):
+            _check_target(ctx, mount)
+            for path in (mount.source, mount.target):
+                if any(ch.isspace() for ch in path) or ":" in path or "\\" in path or "," in path:
+                    raise PodSpecError(
+                        ctx.field("volumeMounts"), f"enroot cannot mount {path!r} (white space, ':', ',' or '\\')"
+                    )
+            flags = "x-create=auto,rbind" + (",ro" if mount.read_only else "")
+            options += ["--mount", f"{mount.source}:{mount.target}:none:{flags}"]
+        options += ctx.extra_options
+        wd = ctx.container.working_dir
+        if command is not None:
+            options += ["--rc", posixpath.join(ctx.job_dir, ENROOT_RC_NAME)]
+            program = [wd, *command, *args]
+        elif wd:
+            raise PodSpecError(
+                ctx.field("workingDir"), "enroot cannot change the directory of the image entrypoint; set command"
+            )
+        else:
+            program = list(args)
+        return ["env", *process_env, self._binary(ctx), "start", *options, "--", container_name(ctx), *program]
+
+    def argv(self, ctx: RuntimeContext) -> ContainerArgv:
+        command, args = _expanded(ctx)
+        name = container_name(ctx)
+        binary = self._binary(ctx)
+        image = ctx.container.image
+        prepare: list[tuple[str, ...]] = []
+        if image.startswith("/"):
+            sqsh = image
+        else:
+            sqsh = posixpath.join(ctx.job_dir, f"{name}.sqsh")
+            prepare += [("rm", "-f", "--", sqsh), (binary, "import", "-o", sqsh, "--", enroot_uri(image))]
+        prepare.append((binary, "create", "-n", name, "--", sqsh))
+        return ContainerArgv(
+            argv=tuple(self._start(ctx, command, args or [])),
+            cleanup_argv=(binary, "remove", "-f", "--", name),
+            prepare_argvs=tuple(prepare),
+        )
+
+    def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
+        if not command:
+            raise ValueError("exec_argv needs a command")
+        return tuple(self._start(ctx, list(command), []))
+
+
+RUNTIMES: Mapping[str, Callable[[], Runtime]] = {
+    "none": NoneRuntime,
+    "podman": PodmanRuntime,
+    "apptainer": ApptainerRuntime,
+    "singularity": lambda: ApptainerRuntime("singularity", "SINGULARITYENV_"),
+    "enroot": EnrootRuntime,
+}
+
+
+def runtime_for(name: str) -> Runtime:
+    """The runtime registered under ``name`` (ConfigError naming the choices otherwise)."""
+    try:
+        factory = RUNTIMES[name]
+    except KeyError:
+        raise ConfigError(f"ContainerRuntime: {name!r} is not one of {', '.join(RUNTIMES)}") from None
+    return factory()

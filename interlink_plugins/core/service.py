@@ -1,0 +1,501 @@
+"""The backend-neutral lifecycle: create, status, delete, logs and ping around one Backend.
+
+Routes call these methods; the poll loop keeps the status cache fresh with ONE scheduler query
+per interval. Nothing here knows SLURM, HTCondor or Podman.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from interlink_plugins.config import Config
+from interlink_plugins.core.backend import Backend, JobInfo, Resources
+from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, SubmitRejected
+from interlink_plugins.core.logs import LogOptions, follow_log, read_log
+from interlink_plugins.core.pod import parse_create_body, pod_identity
+from interlink_plugins.core.state import PodRecord, StateStore
+from interlink_plugins.core.status import (
+    StatusContext,
+    build_pod_status,
+    epoch_rfc3339,
+    is_final,
+    read_pod_files,
+    submit_failed_status,
+)
+
+log = logging.getLogger(__name__)
+
+BACKEND_TAINT = "interlink.eu/backend-unavailable"
+PARTITION_TAINT = "interlink.eu/partition-unavailable"
+VANISHED_AFTER_SECONDS = 60.0
+
+
+@dataclass
+class LogRequest:
+    pod_uid: str
+    container: str
+    tail: int = 0
+    limit_bytes: int = 0
+    timestamps: bool = False
+    follow: bool = False
+    previous: bool = False
+    since_seconds: int = 0
+    since_time: datetime | None = None
+
+
+class PluginService:
+    def __init__(
+        self, config: Config, backend: Backend, store: StateStore, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.store = store
+        self.clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, JobInfo] = {}
+        self._missing_since: dict[str, float] = {}
+        self._down_since: float | None = None
+        self._down_error = ""
+        self._resources = Resources()
+        self._resources_at = 0.0
+        self._poll_task: asyncio.Task[None] | None = None
+        self.poll_count = 0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover()
+        self._poll_task = asyncio.create_task(self._poll_forever(), name="poller")
+
+    async def stop(self) -> None:
+        """Stop polling. Jobs are never touched by a plugin stop."""
+        if self._poll_task:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+        self.store.close()
+
+    async def recover(self) -> None:
+        """Finish what a crash interrupted, and adopt jobs of ours the state does not know."""
+        for record in self.store:
+            if record.phase == "submitting":
+                try:
+                    job_id = await self.backend.find_job(record)
+                except BackendUnavailable as exc:
+                    self._mark_down(exc)
+                    continue
+                if job_id:
+                    record.job_id, record.phase = job_id, "submitted"
+                    self.store.put(record)
+                else:
+                    await self._submit(record)
+        try:
+            adopted = await self.backend.adopt()
+        except BackendUnavailable as exc:
+            self._mark_down(exc)
+            return
+        for job in adopted:
+            if self.store.get(job.uid):
+                continue
+            adopted_record = self._record_from_job_dir(job.uid, job.job_id, Path(job.job_dir))
+            if adopted_record:
+                log.info("adopted job %s of pod %s from the scheduler", job.job_id, job.uid)
+                self.store.put(adopted_record)
+
+    def _record_from_job_dir(self, uid: str, job_id: str, job_dir: Path) -> PodRecord | None:
+        import json
+
+        try:
+            meta = json.loads((job_dir / "pod.json").read_text())
+        except (OSError, ValueError):
+            log.warning("job %s of pod %s has no readable pod.json in %s; not adopted", job_id, uid, job_dir)
+            return None
+        return PodRecord(
+            uid=uid,
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            job_dir=str(job_dir),
+            init_names=list(meta.get("init_names", [])),
+            main_names=list(meta.get("main_names", [])),
+            phase="submitted",
+            job_id=job_id,
+            created_at=self.clock(),
+            meta={k: meta[k] for k in ("images", "sidecars", "grace_seconds") if k in meta},
+        )
+
+    # --- create ------------------------------------------------------------------------
+
+    def _lock(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    async def create(self, body: Any) -> dict[str, str]:
+        pod = parse_create_body(body)
+        async with self._lock(pod.uid):
+            existing = self.store.get(pod.uid)
+            if existing is not None:
+                return {"PodUID": pod.uid, "PodJID": existing.pod_jid}
+            prepared = await asyncio.to_thread(self.backend.prepare, pod)
+            now = self.clock()
+            record = PodRecord(
+                uid=pod.uid,
+                namespace=pod.namespace,
+                name=pod.name,
+                job_dir=str(prepared.job_dir),
+                init_names=[c.name for c in pod.init_containers],
+                main_names=[c.name for c in pod.containers],
+                submit=dict(prepared.submit),
+                created_at=now,
+                deadline_at=now + self.config.submit_deadline,
+                meta={
+                    "images": {c.name: c.image for c in pod.all_containers},
+                    "sidecars": [c.name for c in pod.init_containers if c.is_sidecar],
+                    "grace_seconds": pod.termination_grace_seconds,
+                },
+            )
+            await asyncio.to_thread(self.store.put, record)
+            await self._submit(record)
+            return {"PodUID": pod.uid, "PodJID": record.pod_jid}
+
+    async def _submit(self, record: PodRecord) -> None:
+        attempts = int(record.meta.get("submit_attempts", 0))
+        record.meta["submit_attempts"] = attempts + 1
+        try:
+            # an earlier attempt may have reached the scheduler (timeout, crash): never submit twice
+            job_id = (await self.backend.find_job(record) if attempts else None) or await self.backend.submit(record)
+        except BackendUnavailable as exc:
+            self._mark_down(exc)
+            record.phase, record.last_error = "waiting-backend", str(exc)
+            record.meta["waiting_reason"] = "BackendUnavailable"
+        except SubmitRejected as exc:
+            record.last_error = exc.detail
+            if exc.retryable:
+                record.phase = "waiting-backend"
+                record.meta["waiting_reason"] = "SubmitThrottled"
+            else:
+                record.phase = "failed-submit"
+                record.final_status = submit_failed_status(record, record.meta.get("images", {}), self.backend.name)
+        else:
+            self._mark_up()
+            record.job_id, record.phase, record.last_error = job_id, "submitted", ""
+            log.info("pod %s/%s (%s) submitted as %s job %s", record.namespace, record.name, record.uid,
+                     self.backend.name, job_id)
+        await asyncio.to_thread(self.store.put, record)
+
+    # --- status ------------------------------------------------------------------------
+
+    def status(self, pods: list[Any]) -> list[dict[str, Any]]:
+        answer = []
+        for index, raw in enumerate(pods):
+            uid, _namespace, _name = pod_identity(raw, f"[{index}]")
+            record = self.store.get(uid)
+            if record is None:
+                continue  # interLink keeps the last state it has ("No status available")
+            answer.append(self.pod_status(record))
+        return answer
+
+    def pod_status(self, record: PodRecord) -> dict[str, Any]:
+        if record.final_status is not None:
+            return record.final_status
+        cached = self._cache.get(record.uid)
+        if cached is not None and not self._down_since:
+            return cached
+        ctx = self._context(record, self._jobs.get(record.job_id))
+        if cached is not None:
+            return self._with_outage(cached)
+        return build_pod_status(ctx, {}, record.meta.get("images", {}))
+
+    def _with_outage(self, status: dict[str, Any]) -> dict[str, Any]:
+        note = f"backend unreachable since {self.down_since_text}"
+        entries = []
+        for entry in status["containers"] + status["initContainers"]:
+            entry = dict(entry)
+            state = entry["state"]
+            if "waiting" in state and note not in state["waiting"].get("message", ""):
+                waiting = dict(state["waiting"])
+                waiting["message"] = f"{waiting.get('message', '')}; {note}".lstrip("; ")
+                entry["state"] = {"waiting": waiting}
+            entries.append(entry)
+        count = len(status["containers"])
+        return {**status, "containers": entries[:count], "initContainers": entries[count:]}
+
+    @property
+    def down_since_text(self) -> str:
+        return epoch_rfc3339(self._down_since) if self._down_since else ""
+
+    def _context(self, record: PodRecord, job: JobInfo | None) -> StatusContext:
+        return StatusContext(
+            record=record,
+            job=job,
+            backend=self.backend.name.upper() if self.backend.name == "slurm" else self.backend.name,
+            backend_down_since=self.down_since_text,
+            deleting=record.phase == "deleting",
+        )
+
+    def _mark_down(self, exc: BackendUnavailable) -> None:
+        if self._down_since is None:
+            self._down_since = self.clock()
+            log.error("backend %s unreachable: %s", self.backend.name, exc)
+        self._down_error = str(exc)
+
+    def _mark_up(self) -> None:
+        if self._down_since is not None:
+            log.info("backend %s reachable again", self.backend.name)
+        self._down_since = None
+        self._down_error = ""
+
+    # --- ping --------------------------------------------------------------------------
+
+    def ping(self) -> dict[str, Any]:
+        taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in self.config.taints]
+        if self._down_since is not None:
+            taints.append({"key": BACKEND_TAINT, "value": "true", "effect": "NoSchedule"})
+        resources = self._resources
+        if resources.unavailable_reason:
+            taints.append({"key": PARTITION_TAINT, "value": "true", "effect": "NoSchedule"})
+        answer: dict[str, Any] = {"status": "ok", "taints": taints}
+        if self._down_since is None:
+            payload: dict[str, Any] = {}
+            cpus = resources.cpus
+            if self.config.max_cpus:
+                cpus = min(cpus, self.config.max_cpus)
+            memory_mib = resources.memory_bytes // 2**20
+            if self.config.max_memory_mib:
+                memory_mib = min(memory_mib, self.config.max_memory_mib)
+            if cpus > 0:
+                payload["cpu"] = str(cpus)
+            if memory_mib > 0:
+                payload["memory"] = f"{memory_mib}Mi"
+            accelerators = [
+                {"resourceType": kind, "available": str(count)} for kind, count in resources.gpus.items() if count > 0
+            ]
+            if accelerators:
+                payload["accelerators"] = accelerators
+            if payload:
+                answer["resources"] = payload
+        return answer
+
+    # --- delete ------------------------------------------------------------------------
+
+    async def delete(self, raw: Any) -> str:
+        uid, namespace, name = pod_identity(raw)
+        async with self._lock(uid):
+            record = self.store.get(uid)
+            if record is None:
+                return f"pod {namespace}/{name} ({uid}) is not known; nothing to delete"
+            if not record.job_id:
+                await self._forget(record)
+                return f"pod {namespace}/{name} ({uid}) deleted before submission"
+            grace = min(float(record.meta.get("grace_seconds", 30)), self.config.grace_period_cap)
+            spec_grace = _grace_from_pod(raw)
+            if spec_grace is not None:
+                grace = min(spec_grace, self.config.grace_period_cap)
+            record.phase = "deleting"
+            record.delete_after = self.clock() + grace
+            if record.final_status is None:
+                record.meta["delete_graceful_sent"] = False
+            await asyncio.to_thread(self.store.put, record)
+            await self._advance_delete(record)
+        return f"pod {namespace}/{name} ({uid}): {self.backend.name} job {record.job_id} is being deleted"
+
+    async def _advance_delete(self, record: PodRecord) -> None:
+        """One step of a delete; retried by the poller (a tombstone while the backend is down)."""
+        job = self._jobs.get(record.job_id)
+        gone = record.final_status is not None or (job is not None and not job.active)
+        try:
+            if not gone and not record.meta.get("delete_graceful_sent"):
+                # a job that never ran has nothing to signal: plain cancel
+                await self.backend.cancel(record.job_id, graceful=job is None or job.running)
+                record.meta["delete_graceful_sent"] = True
+                await asyncio.to_thread(self.store.put, record)
+            elif not gone and not record.delete_hard_sent and self.clock() >= record.delete_after:
+                await self.backend.cancel(record.job_id, graceful=False)
+                record.delete_hard_sent = True
+                await asyncio.to_thread(self.store.put, record)
+        except BackendUnavailable as exc:
+            self._mark_down(exc)
+            return
+        if gone:
+            await self._forget(record)
+
+    async def _forget(self, record: PodRecord) -> None:
+        with contextlib.suppress(BackendUnavailable):
+            await self.backend.cleanup(record)
+        await asyncio.to_thread(self.store.remove, record.uid)
+        self._cache.pop(record.uid, None)
+        self._locks.pop(record.uid, None)
+
+    # --- logs --------------------------------------------------------------------------
+
+    def _log_path(self, request: LogRequest) -> tuple[PodRecord, Path]:
+        record = self.store.get(request.pod_uid)
+        if record is None:
+            raise LogRequestError(f"pod {request.pod_uid} is not known to this plugin", status=404)
+        if request.container not in record.init_names + record.main_names:
+            raise LogRequestError(f"container {request.container} is not in pod {record.namespace}/{record.name}")
+        files_dir = self.backend.container_files_dir(record)
+        if files_dir is None:
+            raise LogRequestError("this backend serves logs itself", status=501)
+        container_dir = files_dir / request.container
+        if request.previous:
+            path = container_dir / "log.prev"
+            if not path.exists():
+                raise LogRequestError(
+                    f"previous terminated container {request.container} in pod {record.name} not found"
+                )
+            return record, path
+        path = container_dir / "log"
+        if not path.exists() and not (container_dir / "started").exists():
+            reason = self._waiting_reason(record, request.container)
+            raise LogRequestError(f"container {request.container} is waiting to start: {reason}")
+        return record, path
+
+    def _waiting_reason(self, record: PodRecord, container: str) -> str:
+        status = self.pod_status(record)
+        for entry in status["containers"] + status["initContainers"]:
+            if entry["name"] == container:
+                state = entry["state"]
+                if "waiting" in state:
+                    return str(state["waiting"].get("reason", "ContainerCreating"))
+                if "terminated" in state:
+                    return str(state["terminated"].get("reason", "never started"))
+        return "ContainerCreating"
+
+    def _log_options(self, request: LogRequest) -> LogOptions:
+        since = request.since_time
+        if since is None and request.since_seconds > 0:
+            since = datetime.now(UTC) - timedelta(seconds=request.since_seconds)
+        return LogOptions(
+            tail=request.tail if request.tail > 0 else None,
+            limit_bytes=request.limit_bytes if request.limit_bytes > 0 else None,
+            timestamps=request.timestamps,
+            since=since,
+            follow=request.follow,
+        )
+
+    async def read_logs(self, request: LogRequest) -> bytes:
+        _record, path = self._log_path(request)
+        return await asyncio.to_thread(read_log, path, self._log_options(request))
+
+    def follow_logs(self, request: LogRequest) -> AsyncIterator[bytes]:
+        record, path = self._log_path(request)
+        exit_file = path.parent / "exit"
+        uid = record.uid
+
+        def finished() -> bool:
+            current = self.store.get(uid)
+            return exit_file.exists() or current is None or current.final_status is not None
+
+        return follow_log(path, self._log_options(request), finished=finished)
+
+    # --- polling -----------------------------------------------------------------------
+
+    async def _poll_forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.poll_once()
+            except Exception:
+                log.exception("poll failed")
+            await asyncio.sleep(max(0.0, self.config.poll_interval - (time.monotonic() - started)))
+
+    async def poll_once(self) -> None:
+        """ONE scheduler query for every tracked job, then statuses from the runner's files."""
+        self.poll_count += 1
+        now = self.clock()
+        tracked = [r for r in self.store if r.job_id and r.final_status is None]
+        if tracked:
+            try:
+                jobs = await self.backend.query([r.job_id for r in tracked])
+            except BackendUnavailable as exc:
+                self._mark_down(exc)
+                await self._retry_pending(now)
+                return
+            self._mark_up()
+            missing = [r.job_id for r in tracked if r.job_id not in jobs]
+            if missing:
+                with contextlib.suppress(BackendUnavailable):
+                    jobs.update(await self.backend.query_finished(missing))
+            self._jobs = jobs
+        await self._refresh_resources(now)
+        await self._retry_pending(now)
+        statuses = await asyncio.to_thread(self._build_statuses, tracked, now)
+        for record, status, final in statuses:
+            if final:
+                record.final_status = status
+                await asyncio.to_thread(self.store.put, record)
+                self._cache.pop(record.uid, None)
+            else:
+                self._cache[record.uid] = status
+        for record in self.store:
+            if record.phase == "deleting":
+                await self._advance_delete(record)
+
+    def _build_statuses(
+        self, tracked: list[PodRecord], now: float
+    ) -> list[tuple[PodRecord, dict[str, Any], bool]]:
+        results = []
+        for record in tracked:
+            job = self._jobs.get(record.job_id)
+            if job is None:
+                first = self._missing_since.setdefault(record.job_id, now)
+                if now - first >= max(VANISHED_AFTER_SECONDS, 3 * self.config.poll_interval):
+                    job = JobInfo(record.job_id, "VANISHED", active=False, abnormal_reason="JobVanished",
+                                  detail="the job left the queue and accounting has no record of it")
+            else:
+                self._missing_since.pop(record.job_id, None)
+            files_dir = self.backend.container_files_dir(record)
+            files = read_pod_files(files_dir, record.init_names + record.main_names) if files_dir else {}
+            if job is None and files and (Path(record.job_dir) / "pod.exit").exists():
+                job = JobInfo(record.job_id, "ENDED", active=False)
+            status = build_pod_status(self._context(record, job), files, record.meta.get("images", {}))
+            results.append((record, status, job is not None and is_final(status, job)))
+        return results
+
+    async def _refresh_resources(self, now: float) -> None:
+        if now - self._resources_at < max(30.0, self.config.poll_interval):
+            return
+        try:
+            self._resources = await self.backend.resources()
+            self._resources_at = now
+            self._mark_up()
+        except BackendUnavailable as exc:
+            self._mark_down(exc)
+
+    async def _retry_pending(self, now: float) -> None:
+        for record in self.store:
+            if record.phase != "waiting-backend":
+                continue
+            if now >= record.deadline_at:
+                record.phase = "failed-submit"
+                record.final_status = submit_failed_status(record, record.meta.get("images", {}), self.backend.name)
+                await asyncio.to_thread(self.store.put, record)
+                continue
+            if self._down_since is not None and record.meta.get("waiting_reason") == "BackendUnavailable":
+                # one probe per interval is enough: try the oldest only until it goes through
+                await self._submit(record)
+                if self._down_since is not None:
+                    return
+                continue
+            await self._submit(record)
+
+
+def _grace_from_pod(raw: Any) -> float | None:
+    if not isinstance(raw, dict):
+        return None
+    value = (raw.get("spec") or {}).get("terminationGracePeriodSeconds")
+    meta = raw.get("metadata") or {}
+    deletion = meta.get("deletionGracePeriodSeconds")
+    for candidate in (deletion, value):
+        if isinstance(candidate, int) and not isinstance(candidate, bool) and candidate >= 0:
+            return float(candidate)
+    return None

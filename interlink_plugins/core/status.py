@@ -1,0 +1,243 @@
+"""Per-container Kubernetes statuses from the runner's files and the scheduler's view of the job.
+
+The wire shape is k8s ``v1.ContainerStatus`` (camelCase), RFC 3339 ``Z`` times, one entry per
+spec container and init container with the exact names (interLink counts them to decide the phase).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from interlink_plugins.core.backend import JobInfo
+from interlink_plugins.core.state import PodRecord
+
+KILLED = 137
+TERMINATED = 143
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def epoch_rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class ContainerFiles:
+    started: str = ""
+    finished: str = ""
+    exit_code: int | None = None
+    restarts: int = 0
+    last: tuple[int, str, str] | None = None
+    waiting: tuple[str, str] | None = None
+    reason: tuple[str, str] | None = None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return ""
+
+
+def _split_reason(text: str) -> tuple[str, str] | None:
+    if not text:
+        return None
+    word, _, rest = text.partition(" ")
+    return word, rest
+
+
+def read_container_files(container_dir: Path) -> ContainerFiles:
+    """Snapshot of one container's runner files (blocking I/O: call from a worker thread)."""
+    exit_text = _read(container_dir / "exit")
+    last_text = _read(container_dir / "last").split()
+    last = None
+    if len(last_text) == 3:
+        with contextlib.suppress(ValueError):
+            last = (int(last_text[0]), last_text[1], last_text[2])
+    restarts_text = _read(container_dir / "restarts")
+    exit_code = None
+    if exit_text:
+        with contextlib.suppress(ValueError):
+            exit_code = int(exit_text)
+    return ContainerFiles(
+        started=_read(container_dir / "started"),
+        finished=_read(container_dir / "finished"),
+        exit_code=exit_code,
+        restarts=int(restarts_text) if restarts_text.isdigit() else 0,
+        last=last,
+        waiting=_split_reason(_read(container_dir / "waiting")),
+        reason=_split_reason(_read(container_dir / "reason")),
+    )
+
+
+def read_pod_files(files_dir: Path, names: list[str]) -> dict[str, ContainerFiles]:
+    return {name: read_container_files(files_dir / name) for name in names}
+
+
+@dataclass(frozen=True)
+class StatusContext:
+    """What the builder needs besides the files: the job, the pod's phase and the outage."""
+
+    record: PodRecord
+    job: JobInfo | None
+    backend: str
+    backend_down_since: str = ""
+    deleting: bool = False
+
+
+def _where(ctx: StatusContext) -> str:
+    job = ctx.job
+    jid = ctx.record.job_id or "not submitted"
+    text = f"{ctx.backend} job {jid}"
+    if job and job.node:
+        text += f" on node {job.node}"
+    return text
+
+
+def _message(reason: str, detail: str, ctx: StatusContext) -> str:
+    parts = [f"{reason}:" if reason else "", detail, _where(ctx)]
+    text = " ".join(p for p in parts if p).replace(": ,", ":")
+    if ctx.backend_down_since:
+        text += f"; backend unreachable since {ctx.backend_down_since}"
+    return text
+
+
+def _terminated(code: int, reason: str, message: str, started: str, finished: str) -> dict[str, Any]:
+    state: dict[str, Any] = {"exitCode": code, "reason": reason, "message": message}
+    if started:
+        state["startedAt"] = started
+    if finished:
+        state["finishedAt"] = finished
+    if code > 128:
+        state["signal"] = code - 128
+    return {"terminated": state}
+
+
+def _abnormal_code(job: JobInfo) -> int:
+    if job.abnormal_reason in ("Cancelled", "Terminated", "Preempted"):
+        return TERMINATED
+    return KILLED
+
+
+def container_status(name: str, image: str, files: ContainerFiles, ctx: StatusContext, *, init_pending: bool) -> dict[str, Any]:
+    job = ctx.job
+    job_over = job is not None and not job.active
+    state: dict[str, Any]
+    if files.exit_code is not None:
+        reason, detail = files.reason or ("Completed" if files.exit_code == 0 else "Error", "")
+        if job and job.abnormal_reason and reason in ("Terminated", "Killed") and not ctx.deleting:
+            reason, detail = job.abnormal_reason, f"{ctx.backend} {job.state}"
+        state = _terminated(files.exit_code, reason, _message(reason, detail, ctx), files.started, files.finished)
+    elif files.started and job_over and job is not None:
+        reason = job.abnormal_reason or ("Terminated" if ctx.deleting else "ContainerStatusUnknown")
+        detail = f"{ctx.backend} {job.state}"
+        state = _terminated(
+            _abnormal_code(job), reason, _message(reason, detail, ctx), files.started, job.finished_at or now_rfc3339()
+        )
+    elif files.started:
+        state = {"running": {"startedAt": files.started}}
+    elif job_over and job is not None:
+        reason = job.abnormal_reason or ("Terminated" if ctx.deleting else "ContainerCannotRun")
+        code = _abnormal_code(job) if job.abnormal_reason or ctx.deleting else 1
+        finished = job.finished_at or now_rfc3339()
+        state = _terminated(code, reason, _message(reason, f"{ctx.backend} {job.state}, never started", ctx),
+                            job.started_at or finished, finished)
+    elif files.waiting:
+        reason, detail = files.waiting
+        state = {"waiting": {"reason": reason, "message": _message(reason, detail, ctx)}}
+    else:
+        reason, detail = _waiting_reason(ctx, init_pending)
+        state = {"waiting": {"reason": reason, "message": _message(reason, detail, ctx)}}
+    status: dict[str, Any] = {
+        "name": name,
+        "state": state,
+        "ready": "running" in state,
+        "started": "running" in state,
+        "restartCount": files.restarts,
+        "image": image,
+        "imageID": "",
+    }
+    if files.last:
+        code, started, finished = files.last
+        status["lastState"] = _terminated(code, "Completed" if code == 0 else "Error", "", started, finished)
+    return status
+
+
+def _waiting_reason(ctx: StatusContext, init_pending: bool) -> tuple[str, str]:
+    record, job = ctx.record, ctx.job
+    if record.phase == "waiting-backend":
+        return record.meta.get("waiting_reason", "BackendUnavailable"), record.last_error
+    if record.phase == "submitting":
+        return "ContainerCreating", "submitting"
+    if job is None:
+        return "ContainerCreating", "waiting for the scheduler"
+    if not job.running:
+        return job.waiting_reason or "Pending", f"{ctx.backend} {job.state} {job.detail}".strip()
+    if init_pending:
+        return "PodInitializing", "init containers running"
+    return "ContainerCreating", "starting"
+
+
+def build_pod_status(
+    ctx: StatusContext, files: dict[str, ContainerFiles], images: dict[str, str]
+) -> dict[str, Any]:
+    record = ctx.record
+    init_statuses = []
+    init_done = True
+    for name in record.init_names:
+        item = container_status(name, images.get(name, ""), files.get(name, ContainerFiles()), ctx, init_pending=False)
+        init_statuses.append(item)
+        if "terminated" not in item["state"] and name not in record.meta.get("sidecars", []):
+            init_done = False
+    main_statuses = [
+        container_status(name, images.get(name, ""), files.get(name, ContainerFiles()), ctx, init_pending=not init_done)
+        for name in record.main_names
+    ]
+    return {
+        "name": record.name,
+        "UID": record.uid,
+        "namespace": record.namespace,
+        "JID": record.pod_jid,
+        "containers": main_statuses,
+        "initContainers": init_statuses,
+    }
+
+
+def is_final(status: dict[str, Any], job: JobInfo | None) -> bool:
+    """Every container terminated and the job left the scheduler: the status is frozen."""
+    if job is not None and job.active:
+        return False
+    entries = status["containers"] + status["initContainers"]
+    return all("terminated" in entry["state"] for entry in entries)
+
+
+def submit_failed_status(record: PodRecord, images: dict[str, str], backend: str) -> dict[str, Any]:
+    """Every container terminated, exit 1, reason SubmitFailed with the last error."""
+    now = now_rfc3339()
+    message = f"SubmitFailed: {record.last_error} ({backend}, gave up after the submit deadline)"
+
+    def entry(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "state": _terminated(1, "SubmitFailed", message, now, now),
+            "ready": False,
+            "started": False,
+            "restartCount": 0,
+            "image": images.get(name, ""),
+            "imageID": "",
+        }
+
+    return {
+        "name": record.name,
+        "UID": record.uid,
+        "namespace": record.namespace,
+        "JID": record.pod_jid,
+        "containers": [entry(n) for n in record.main_names],
+        "initContainers": [entry(n) for n in record.init_names],
+    }

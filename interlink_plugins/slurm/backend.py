@@ -1,0 +1,362 @@
+"""SLURM backend: a pod becomes one sbatch job whose script is the shared pod runner."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from interlink_plugins.config import Config
+from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
+from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
+from interlink_plugins.core.jobdir import build_run_plan, write_job_files
+from interlink_plugins.core.pod import GPU_RESOURCES, Pod
+from interlink_plugins.core.policy import (
+    SBATCH_OPTIONS,
+    AdminPolicy,
+    ParsedOption,
+    parse_options,
+    render_sbatch_option,
+)
+from interlink_plugins.core.resources import pod_totals
+from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
+from interlink_plugins.core.state import PodRecord
+from interlink_plugins.slurm.states import lookup
+
+log = logging.getLogger(__name__)
+
+FLAGS_ANNOTATIONS = ("slurm-job.vk.io/flags",)
+_UNREACHABLE = re.compile(
+    r"Unable to contact slurm controller|Socket timed out|Connection refused|Zero Bytes were transmitted"
+    r"|Communication connection failure|Unable to establish|Transport endpoint|slurm_load_jobs error: Unable",
+    re.IGNORECASE,
+)
+_THROTTLED = re.compile(r"QOSMax|AssocMax|MaxSubmit|Job violates accounting/QOS policy|job limit", re.IGNORECASE)
+_ACCOUNTING_OFF = "accounting storage is disabled"
+# fields of one squeue line: id, state, reason, node, start, end, comment, workdir
+_SQUEUE_FORMAT = "%i\x1f%T\x1f%r\x1f%N\x1f%S\x1f%e\x1f%k\x1f%Z"
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
+        self.config = config
+        self.runner = runner
+        self.policy = policy
+        self._completion_accounting: bool | None = None  # None: not probed yet
+
+    # --- identity ----------------------------------------------------------------------
+
+    def comment(self, uid: str) -> str:
+        return f"il:{uid}@{self.config.instance_id}"
+
+    def job_dir(self, pod_namespace: str, uid: str) -> Path:
+        return self.config.data_root / f"{pod_namespace}-{uid}"
+
+    # --- prepare -----------------------------------------------------------------------
+
+    def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
+        job_dir = self.job_dir(pod.namespace, pod.uid)
+        options = self._sbatch_options(pod)
+        plan = build_run_plan(pod, job_dir, self.config, self.policy, write=write)
+        files = write_job_files(pod, job_dir, plan, self.config, write=write)
+        argv = [
+            *self.config.sbatch,
+            "--parsable",
+            f"--comment={self.comment(pod.uid)}",
+            f"--chdir={job_dir}",
+            f"--output={job_dir}/runner.out",
+            "--export=NIL",
+            "--requeue" if self.config.requeue else "--no-requeue",
+        ]
+        for option in options:
+            argv += render_sbatch_option(option)
+        argv.append(str(job_dir / "pod-runner.sh"))
+        return PreparedJob(job_dir=job_dir, submit={"argv": argv}, files=files)
+
+    def _sbatch_options(self, pod: Pod) -> list[ParsedOption]:
+        """Precedence: pod resources > annotation flags > flavor > config default."""
+        merged: dict[str, ParsedOption] = {}
+        merged["job-name"] = ParsedOption("job-name", f"{pod.namespace}-{pod.name}"[:128])
+        flavor = self._flavor(pod)
+        if flavor is None:
+            merged["cpus-per-task"] = ParsedOption("cpus-per-task", str(self.config.default_cpus))
+            merged["mem"] = ParsedOption("mem", str(self.config.default_memory_mib))
+        else:
+            if flavor.cpus:
+                merged["cpus-per-task"] = ParsedOption("cpus-per-task", str(flavor.cpus))
+            if flavor.memory_mib:
+                merged["mem"] = ParsedOption("mem", str(flavor.memory_mib))
+            for option in parse_options(" ".join(flavor.sbatch_flags), SBATCH_OPTIONS, field=f"Flavors.{flavor.name}"):
+                merged[option.name] = option
+        for key in FLAGS_ANNOTATIONS:
+            text = pod.annotations.get(key, "")
+            if text.strip():
+                for option in self.policy.sbatch_flags(text, pod.namespace, field=f"metadata.annotations[{key}]"):
+                    merged[option.name] = option
+        totals = pod_totals(pod)
+        if totals.cpu_millis:
+            merged["cpus-per-task"] = ParsedOption("cpus-per-task", str(math.ceil(totals.cpu_millis / 1000)))
+        if totals.memory_bytes:
+            merged["mem"] = ParsedOption("mem", str(math.ceil(totals.memory_bytes / 2**20)))
+        if "mem" in merged:
+            merged.pop("mem-per-cpu", None)
+            merged.pop("mem-per-gpu", None)
+        gres = self._gres(pod, totals.extended)
+        if gres:
+            merged["gres"] = ParsedOption("gres", ",".join(gres))
+        tmp = totals.extended.get("ephemeral-storage", 0)
+        if tmp:
+            merged["tmp"] = ParsedOption("tmp", str(math.ceil(tmp / 2**20)))
+        if pod.active_deadline_seconds:
+            seconds = pod.active_deadline_seconds
+            merged["time"] = ParsedOption("time", str(math.ceil(seconds / 60)))
+            start = _pod_start_time(pod)
+            merged["deadline"] = ParsedOption("deadline", (start + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S"))
+        return list(merged.values())
+
+    def _flavor(self, pod: Pod) -> Any:
+        name = pod.annotations.get("slurm-job.vk.io/flavor", "") or self.config.default_flavor
+        if not name:
+            return None
+        flavor = self.config.flavors.get(name)
+        if flavor is None:
+            raise PodSpecError("metadata.annotations[slurm-job.vk.io/flavor]", f"no flavor named {name!r}")
+        return flavor
+
+    def _gres(self, pod: Pod, extended: Mapping[str, int]) -> list[str]:
+        gres: list[str] = []
+        gpus = sum(extended.get(kind, 0) for kind in GPU_RESOURCES)
+        if gpus:
+            gres.append(f"gpu:{gpus}")
+        for resource, count in sorted(extended.items()):
+            if resource in GPU_RESOURCES or resource in ("ephemeral-storage", "storage", "pods") or not count:
+                continue
+            if resource.startswith("hugepages-"):
+                continue
+            mapped = self.config.gres_map.get(resource)
+            if mapped is None:
+                raise PodSpecError(
+                    f"spec.containers[*].resources[{resource}]",
+                    f"resource {resource!r} has no SLURM gres mapping (GresMap in the plugin config)",
+                )
+            gres.append(f"{mapped}:{count}")
+        return gres
+
+    # --- commands ----------------------------------------------------------------------
+
+    async def _run(self, argv: Sequence[str], what: str) -> CommandResult:
+        try:
+            result = await self.runner.run(argv, timeout=self.config.command_timeout)
+        except CommandFailed as exc:
+            raise BackendUnavailable("slurm", " ".join(argv[:1]) + f" ({what})", exc.detail) from exc
+        if not result.ok and _UNREACHABLE.search(result.error_text):
+            raise BackendUnavailable("slurm", f"{argv[0]} ({what})", result.error_text)
+        return result
+
+    async def submit(self, record: PodRecord) -> str:
+        argv = list(record.submit["argv"])
+        result = await self._run(argv, "submit")
+        if not result.ok:
+            detail = result.error_text or f"sbatch exited {result.returncode}"
+            raise SubmitRejected(detail, retryable=bool(_THROTTLED.search(detail)))
+        job_id = result.text.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise SubmitRejected(f"sbatch printed no job id: {result.text.strip()!r}")
+        return job_id
+
+    async def _squeue_own(self) -> list[list[str]]:
+        """Every job of this user still known to slurmctld, with our comment field."""
+        result = await self._run([*self.config.squeue, "-h", "-t", "all", "--me", "-o", _SQUEUE_FORMAT], "list")
+        if not result.ok:
+            raise BackendUnavailable("slurm", "squeue --me", result.error_text)
+        return [line.split("\x1f") for line in result.text.splitlines() if line.count("\x1f") == 7]
+
+    def _uid_from_comment(self, comment: str) -> str | None:
+        prefix, _, instance = comment.rpartition("@")
+        if instance != self.config.instance_id or not prefix.startswith("il:"):
+            return None
+        return prefix[3:]
+
+    async def find_job(self, record: PodRecord) -> str | None:
+        for fields in await self._squeue_own():
+            if self._uid_from_comment(fields[6]) == record.uid:
+                return fields[0]
+        # purged from slurmctld: accounting knows the job by its working directory
+        rows = await self._sacct(["-S", "now-7days", "-o", "JobID,WorkDir,State"], None)
+        for row in rows:
+            if len(row) >= 2 and row[1].rstrip("/") == record.job_dir.rstrip("/") and row[0].isdigit():
+                return row[0]
+        return None
+
+    async def adopt(self) -> list[AdoptedJob]:
+        adopted = []
+        for fields in await self._squeue_own():
+            uid = self._uid_from_comment(fields[6])
+            if uid:
+                adopted.append(AdoptedJob(uid=uid, job_id=fields[0], job_dir=fields[7]))
+        return adopted
+
+    async def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        if not job_ids:
+            return {}
+        argv = [*self.config.squeue, "-h", "-t", "all", "-j", ",".join(job_ids), "-o", _SQUEUE_FORMAT]
+        result = await self._run(argv, "status")
+        if not result.ok:
+            if "Invalid job id" in result.error_text:
+                return {}
+            raise BackendUnavailable("slurm", "squeue (status)", result.error_text)
+        jobs: dict[str, JobInfo] = {}
+        for line in result.text.splitlines():
+            fields = line.split("\x1f")
+            if len(fields) != 8:
+                continue
+            job_id, word, reason, node, start, end = fields[:6]
+            state = lookup(word)
+            jobs[job_id] = JobInfo(
+                job_id=job_id,
+                state=word,
+                active=state.active,
+                running=state.running,
+                abnormal_reason=state.abnormal_reason,
+                detail="" if reason in ("None", "(null)") else reason,
+                node="" if node in ("(null)", "") else node,
+                started_at=_slurm_time(start),
+                finished_at=_slurm_time(end) if not state.active else "",
+                waiting_reason=state.waiting_reason,
+            )
+        return jobs
+
+    async def _sacct(self, extra: list[str], job_ids: Sequence[str] | None) -> list[list[str]]:
+        ids = ["-j", ",".join(job_ids)] if job_ids else []
+        if self._completion_accounting is not True:
+            result = await self._run([*self.config.sacct, "-n", "-P", "-X", *ids, *extra], "accounting")
+            if result.ok and _ACCOUNTING_OFF not in result.text.lower():
+                self._completion_accounting = False
+                return [line.split("|") for line in result.text.splitlines() if line]
+            if not result.ok and _ACCOUNTING_OFF not in result.error_text.lower():
+                raise BackendUnavailable("slurm", "sacct", result.error_text)
+            self._completion_accounting = True
+        result = await self._run([*self.config.sacct, "-c", "-n", "-P", *ids, *extra], "accounting")
+        if not result.ok:
+            raise BackendUnavailable("slurm", "sacct -c", result.error_text)
+        return [line.split("|") for line in result.text.splitlines() if line]
+
+    async def query_finished(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        rows = await self._sacct(["-o", "JobID,State,ExitCode,Start,End,NodeList"], job_ids)
+        jobs: dict[str, JobInfo] = {}
+        wanted = set(job_ids)
+        for row in rows:
+            if len(row) < 6 or row[0] not in wanted:
+                continue
+            job_id, word, exit_code, start, end, node = row[:6]
+            state = lookup(word)
+            code, _, sig = exit_code.partition(":")
+            jobs[job_id] = JobInfo(
+                job_id=job_id,
+                state=word.split()[0] if word else "UNKNOWN",
+                active=state.active,
+                running=state.running,
+                abnormal_reason=state.abnormal_reason,
+                node="" if node in ("None assigned", "(null)") else node,
+                exit_code=int(code) if code.isdigit() else None,
+                signal=int(sig) if sig.isdigit() and int(sig) else None,
+                started_at=_slurm_time(start),
+                finished_at=_slurm_time(end),
+                waiting_reason=state.waiting_reason,
+            )
+        return jobs
+
+    async def cancel(self, job_id: str, *, graceful: bool) -> None:
+        if graceful:
+            # without --full the batch script (our runner) never sees the signal
+            argv = [*self.config.scancel, "--full", "--signal=TERM", job_id]
+        else:
+            argv = [*self.config.scancel, job_id]
+        result = await self._run(argv, "delete")
+        if not result.ok and "Invalid job id" not in result.error_text and "already completing" not in result.error_text:
+            if graceful and "pending" in result.error_text.lower():
+                await self.cancel(job_id, graceful=False)
+                return
+            log.warning("scancel %s: %s", job_id, result.error_text)
+
+    async def cleanup(self, record: PodRecord) -> None:
+        job_dir = Path(record.job_dir)
+        if job_dir.parent == self.config.data_root and job_dir.exists():
+            import asyncio
+
+            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+
+    def container_files_dir(self, record: PodRecord) -> Path | None:
+        return Path(record.job_dir) / "c"
+
+    async def resources(self) -> Resources:
+        result = await self._run([*self.config.sinfo, "-h", "-N", "-o", "%N|%c|%m|%G|%T|%P"], "resources")
+        if not result.ok:
+            raise BackendUnavailable("slurm", "sinfo", result.error_text)
+        nodes: dict[str, tuple[int, int, int, bool]] = {}
+        partitions_up: dict[str, bool] = {}
+        wanted = set(self.config.partitions)
+        for line in result.text.splitlines():
+            fields = line.split("|")
+            if len(fields) != 6:
+                continue
+            node, cpus, memory, gres, state, partition = fields
+            partition = partition.rstrip("*")
+            if wanted and partition not in wanted:
+                continue
+            usable = not any(word in state.lower() for word in ("down", "drain", "fail", "maint", "inval", "unk"))
+            partitions_up[partition] = partitions_up.get(partition, False) or usable
+            if usable:
+                nodes[node] = (_int(cpus), _int(memory) * 2**20, _gres_gpus(gres), usable)
+        down = sorted(p for p, up in partitions_up.items() if not up)
+        gpus = sum(n[2] for n in nodes.values())
+        return Resources(
+            cpus=sum(n[0] for n in nodes.values()),
+            memory_bytes=sum(n[1] for n in nodes.values()),
+            gpus={"nvidia.com/gpu": gpus} if gpus else {},
+            unavailable_reason=f"partition(s) {', '.join(down)} down or drained" if down else "",
+        )
+
+
+def _int(text: str) -> int:
+    digits = re.match(r"\d+", text.strip())
+    return int(digits.group()) if digits else 0
+
+
+def _gres_gpus(gres: str) -> int:
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def _slurm_time(text: str) -> str:
+    """SLURM prints local times without a zone: convert to RFC 3339 UTC ("" when unknown)."""
+    text = text.strip()
+    if not text or text in ("N/A", "Unknown", "None"):
+        return ""
+    try:
+        local = datetime.fromisoformat(text)
+    except ValueError:
+        return ""
+    return local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pod_start_time(pod: Pod) -> datetime:
+    status = pod.raw.get("status") or {}
+    start = status.get("startTime") if isinstance(status, dict) else None
+    if isinstance(start, str):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone().replace(tzinfo=None)
+    return datetime.now()
+
