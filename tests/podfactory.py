@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 BUSYBOX = "localhost/busybox:latest"
@@ -64,7 +65,7 @@ def pod_body(
             "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}],
             **spec_extra,
         },
-        "status": {"phase": "Pending", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": "2026-11-25T09:00:01Z"},
+        "status": {"phase": "Pending", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
     }
     every = (init_containers or []) + containers
     entries = [

@@ -66,8 +66,22 @@ _PULL_POLICIES = {
 }
 # names that enroot's own bash (or the loader) would act on if they were in its environment
 _ENROOT_HOST_SENSITIVE = frozenset(
-    {"PATH", "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "IFS", "CDPATH", "GLOBIGNORE", "PS4", "HOME",
-     "TMPDIR", "LANG", "LC_ALL", "POSIXLY_CORRECT"}
+    {
+        "PATH",
+        "BASH_ENV",
+        "ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "IFS",
+        "CDPATH",
+        "GLOBIGNORE",
+        "PS4",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "POSIXLY_CORRECT",
+    }
 )
 
 
@@ -125,9 +139,7 @@ class Runtime(Protocol):
         ...
 
 
-def process_argv(
-    container: Container, env: Mapping[str, str]
-) -> tuple[list[str] | None, list[str] | None]:
+def process_argv(container: Container, env: Mapping[str, str]) -> tuple[list[str] | None, list[str] | None]:
     """command and args after Kubernetes ``$(VAR)`` expansion (None stays None)."""
     command = None if container.command is None else [expand_k8s(w, env) for w in container.command]
     args = None if container.args is None else [expand_k8s(w, env) for w in container.args]
@@ -262,7 +274,7 @@ class PodmanRuntime:
         c = ctx.container
         name = container_name(ctx)
         words = [
-            self._binary(ctx), "run", "--rm", "--replace", f"--name={name}",
+            self._binary(ctx), "run", "--rm", "--replace", f"--name={name}", "--log-driver=none",
             f"--label={_POD_UID_LABEL}={ctx.pod_uid}",
             f"--label=interlink.eu/pod-namespace={ctx.pod_namespace}",
             f"--label=interlink.eu/pod-name={ctx.pod_name}",

@@ -163,7 +163,13 @@ class PluginService:
                 },
             )
             await asyncio.to_thread(self.store.put, record)
-            await self._submit(record)
+            if self._down_since is None:
+                await self._submit(record)
+            else:
+                # known outage: answer now; the poller probes and submits when the backend is back
+                record.phase, record.last_error = "waiting-backend", self._down_error
+                record.meta["waiting_reason"] = "BackendUnavailable"
+                await asyncio.to_thread(self.store.put, record)
             return {"PodUID": pod.uid, "PodJID": record.pod_jid}
 
     async def _submit(self, record: PodRecord) -> None:

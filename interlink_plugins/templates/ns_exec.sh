@@ -71,6 +71,11 @@ if ! bwrap_path=$(command -v -- "$bwrap"); then
 fi
 
 args=(--die-with-parent)
+# --perms appeared in bubblewrap 0.5 (RHEL 8 ships 0.4): without it tmpfs and dirs get mode 0755
+perms=0
+if "$bwrap_path" --help 2>&1 | grep -q -- '--perms'; then
+    perms=1
+fi
 declare -A created=() shadowed=()
 mount_dsts=() mount_srcs=()
 
@@ -138,7 +143,10 @@ bind_back() {
 # hide host directory $1 under a tmpfs in the namespace, binding each host entry back
 shadow() {
     local d=$1 e
-    args+=(--perms "$(stat -c %a -- "$d")" --tmpfs "$d")
+    if ((perms)); then
+        args+=(--perms "$(stat -c %a -- "$d")")
+    fi
+    args+=(--tmpfs "$d")
     for e in "$d"/*; do
         bind_back "$e"
     done
@@ -152,15 +160,16 @@ prepare_parent() {
     local target=$1 a missing=() m
     a=$(dirname -- "$target")
     while ! ns_exists "$a"; do
-        missing=("$a" "${missing[@]}")
+        missing=("$a" ${missing[@]+"${missing[@]}"})
         a=$(dirname -- "$a")
     done
     ns_is_dir "$a" || die 125 "cannot mount on $target: $a is not a directory"
     if [[ $a != / && -z ${shadowed[$a]+x} && -z ${created[$a]+x} ]] && ! mount_of "$a" >/dev/null; then
         shadow "$a"
     fi
-    for m in "${missing[@]}"; do
-        args+=(--perms 0755 --dir "$m")
+    for m in ${missing[@]+"${missing[@]}"}; do
+        ((perms)) && args+=(--perms 0755)
+        args+=(--dir "$m")
         created[$m]=1
     done
 }
@@ -214,7 +223,8 @@ if [[ -n $chdir ]]; then
     if ! ns_exists "$chdir"; then
         prepare_parent "$chdir"
         if ! mount_of "$chdir" >/dev/null; then
-            args+=(--perms 0755 --dir "$chdir")
+            ((perms)) && args+=(--perms 0755)
+            args+=(--dir "$chdir")
             created[$chdir]=1
         fi
     fi
@@ -226,7 +236,7 @@ if ((probe)); then
 fi
 
 # 4. run bwrap in its own process group and forward signals to the command
-info=$(mktemp "${TMPDIR:-/tmp}/ns-exec.XXXXXXXX")
+info=$(mktemp "${TMPDIR:-/tmp}/ns-exec.XXXXXXXX") || die 125 "cannot create a temporary file in ${TMPDIR:-/tmp}"
 trap 'rm -f -- "$info"' EXIT
 child_pid() {
     local text

@@ -138,8 +138,12 @@ def test_backend_outage_exactly_as_designed(kit: BackendKit) -> None:
 
     kit.stop_backend()
     try:
-        time.sleep(2.5)  # at least one failed poll
+        # SLURM clients need ~9 s to give up on a stopped slurmctld: wait for the failed poll
+        deadline = time.monotonic() + 60
         ping = plugin.ping()
+        while not ping["taints"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ping = plugin.ping()
         assert ping["status"] == "ok" and "resources" not in ping
         assert {"key": "interlink.eu/backend-unavailable", "value": "true", "effect": "NoSchedule"} in ping["taints"]
         assert plugin.status(survivor) is not None  # answered from the cache, 200

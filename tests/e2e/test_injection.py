@@ -88,7 +88,7 @@ def test_injection_corpus_reaches_the_container_byte_exact_and_never_executes(
                  {"name": "canary", "hostPath": {"path": str(canary), "type": "Directory"}},
                  {"name": "spaced", "emptyDir": {}}],
         config_maps=[config_map("inj", keys)],
-        annotations={"slurm-job.vk.io/flags": f"--job-name=$(touch {canary}/jobname)"} if kit.name == "slurm" else {},
+        annotations={"slurm-job.vk.io/flags": f"--job-name='$(touch {canary}/jobname)'"} if kit.name == "slurm" else {},
     )
     plugin.create(body)
     status = plugin.wait_done(body, timeout=120)

@@ -93,7 +93,7 @@ def test_env_map_later_duplicates_win() -> None:
     assert expand_k8s("$(A)$(B)", env) == "32"
 
 
-_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
 
 
 @given(_text)

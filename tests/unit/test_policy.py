@@ -766,7 +766,9 @@ def test_parser_agrees_with_getopt_and_reserved_never_pass(words: list[str]) -> 
     text = " ".join(shlex.quote(w) for w in words)
     try:
         oracle, rest = getopt.getopt(words, ORACLE_SHORT, ORACLE_LONG)
-        oracle_ok = not rest
+        # getopt drops a bare '--' (end of options); we refuse it, nothing may follow the options
+        ended = words.count("--") > sum(1 for _, v in oracle if v == "--")
+        oracle_ok = not rest and not ended
     except getopt.GetoptError:
         oracle_ok = False
     try:

@@ -1,0 +1,771 @@
+"""Container runtimes: argv structure, and for `none` and `podman` the argv RUN for real.
+
+Byte-exactness is checked on what the process itself receives: /proc/self/environ and the
+argv printed by the program, compared as bytes. apptainer, singularity and enroot do not run on
+this machine; their argv is executed against STAND-IN binaries (scripts named like the runtime
+that only record their argv and environment) to prove the values reach the runtime unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from interlink_plugins.core.errors import ConfigError, PodSpecError
+from interlink_plugins.core.expand import env_map, expand_k8s
+from interlink_plugins.core.mounts import Mount
+from interlink_plugins.core.pod import Container, ContainerResources, EnvVar
+from interlink_plugins.core.runtimes import (
+    ENROOT_RC,
+    ENROOT_RC_NAME,
+    NS_EXEC_NAME,
+    RUNTIMES,
+    ContainerArgv,
+    RuntimeContext,
+    apptainer_image,
+    container_name,
+    enroot_uri,
+    helper_files,
+    podman_pull_policy,
+    process_argv,
+    runtime_for,
+)
+
+BUSYBOX = "localhost/busybox:latest"
+ENTRY_IMAGE = "localhost/busybox-entry:latest"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# prints its own argv (after -c) NUL-separated; no '$' so that expansion leaves it alone
+PY_ARGV = "import os,sys;sys.stdout.buffer.write(b''.join(os.fsencode(a)+b'\\0' for a in sys.argv[1:]))"
+SH_ARGV = 'for a; do printf "%s\\0" "$a"; done'
+
+HAS_PODMAN = shutil.which("podman") is not None
+HAS_BWRAP = shutil.which("bwrap") is not None
+needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap (bwrap) is not installed")
+
+
+def make_container(
+    *,
+    name: str = "c1",
+    image: str = BUSYBOX,
+    command: Sequence[str] | None = None,
+    args: Sequence[str] | None = None,
+    env: Sequence[tuple[str, str]] = (),
+    working_dir: str = "",
+    pull: str = "Never",
+    run_as_user: int | None = None,
+    run_as_group: int | None = None,
+) -> Container:
+    return Container(
+        name=name,
+        kind="main",
+        image=image,
+        command=None if command is None else tuple(command),
+        args=None if args is None else tuple(args),
+        env=tuple(EnvVar(n, v) for n, v in env),
+        working_dir=working_dir,
+        volume_mounts=(),
+        resources=ContainerResources(),
+        image_pull_policy=pull,
+        restart_policy=None,
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
+        ports=(),
+        probes={},
+        lifecycle={},
+    )
+
+
+def make_ctx(container: Container, job_dir: Path | str = "/jobs/ns-uid", **kw: Any) -> RuntimeContext:
+    defaults: dict[str, Any] = {
+        "mounts": (),
+        "env": container.env,
+        "job_dir": str(job_dir),
+        "pod_uid": "uid-" + uuid.uuid4().hex[:12],
+        "pod_namespace": "default",
+        "pod_name": "pod",
+        "instance": "test",
+        "container_index": 0,
+    }
+    defaults.update(kw)
+    return RuntimeContext(container=container, **defaults)
+
+
+def run(argv: Sequence[str], timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(list(argv), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+
+
+def environ_of(output: bytes) -> dict[bytes, bytes]:
+    entries = [e for e in output.split(b"\0") if e]
+    return dict(e.split(b"=", 1) for e in entries)
+
+
+def argv_of(output: bytes) -> list[bytes]:
+    assert output.endswith(b"\0") or output == b""
+    return output.split(b"\0")[:-1]
+
+
+def b(text: str) -> bytes:
+    return os.fsencode(text)
+
+
+@pytest.fixture
+def job_dir(tmp_path: Path) -> Path:
+    """A job dir with the static helpers installed, as the backend does."""
+    d = tmp_path / "job"
+    d.mkdir()
+    for name, content in helper_files().items():
+        (d / name).write_text(content)
+        (d / name).chmod(0o755)
+    return d
+
+
+@pytest.fixture(scope="module")
+def podman_images() -> None:
+    if not HAS_PODMAN:
+        pytest.skip("podman is not installed")
+    if (
+        run(["podman", "image", "exists", BUSYBOX]).returncode
+        or run(["podman", "image", "exists", ENTRY_IMAGE]).returncode
+    ):
+        root = Path(__file__).resolve().parents[2]
+        result = run(["bash", str(root / "podman" / "podman-setup.sh")], timeout=600)
+        assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# strategies
+
+# Kubernetes env names: C identifiers plus '.' and '-' ([-._a-zA-Z][-._a-zA-Z0-9]*)
+env_names = st.from_regex(r"\A[-._a-zA-Z][-._a-zA-Z0-9]{0,12}\Z")
+# any text a JSON string can carry to us and a process can receive: no NUL, no lone surrogate
+any_text = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30)
+nasty = st.sampled_from(
+    ["$(touch CANARY)", "`touch CANARY`", "; touch CANARY", "' ; touch CANARY ; '", '" ; touch CANARY ; "',
+     "\n touch CANARY\n", "$(VAR)", "$$(VAR)", "a=b", "-x", "--", "\\", "é€😀", " spaced out ", "*", "~", ""]
+)  # fmt: skip
+values = st.one_of(any_text, nasty)
+env_lists = st.lists(st.tuples(env_names, values), max_size=6)
+arg_lists = st.lists(values, max_size=6)
+
+
+PODMAN_CANARY = Path("/tmp/il-canary-podman-runtime-test")
+
+
+def canary_free(text: str, canary: Path) -> str:
+    return text.replace("CANARY", str(canary))
+
+
+# ------------------------------------------------------------------------------------------------
+# registry, helpers, expansion
+
+
+def test_registry_names() -> None:
+    assert set(RUNTIMES) == {"none", "podman", "apptainer", "singularity", "enroot"}
+    for name in RUNTIMES:
+        assert runtime_for(name).name == name
+    with pytest.raises(ConfigError, match="docker"):
+        runtime_for("docker")
+
+
+def test_process_argv_expands_command_and_args_only() -> None:
+    c = make_container(command=["echo", "$(A)", "$$(A)"], args=["$(B)", "$(NOPE)"], env=[("A", "x"), ("B", "$(A)")])
+    assert process_argv(c, env_map(c.env)) == (["echo", "x", "$(A)"], ["$(A)", "$(NOPE)"])
+    assert process_argv(make_container(), {}) == (None, None)
+
+
+def test_helper_files_are_static() -> None:
+    files = helper_files()
+    assert set(files) == {NS_EXEC_NAME, ENROOT_RC_NAME}
+    assert files[NS_EXEC_NAME].startswith("#!/usr/bin/env bash")
+    assert "eval" not in files[NS_EXEC_NAME].replace("evaluated", "")
+    assert files[ENROOT_RC_NAME] == ENROOT_RC
+
+
+def test_container_name_is_podman_safe() -> None:
+    ctx = make_ctx(make_container(name="web"), pod_uid="1234-abcd", instance="site a/b")
+    assert container_name(ctx) == "il-site-a-b-1234-abcd-web"
+
+
+# ------------------------------------------------------------------------------------------------
+# none: argv structure
+
+
+def test_none_requires_command() -> None:
+    ctx = make_ctx(make_container(args=["x"]), container_index=2)
+    with pytest.raises(PodSpecError) as err:
+        runtime_for("none").argv(ctx)
+    assert err.value.field == "spec.containers[2].command"
+    assert "image entrypoint" in err.value.message
+
+
+def test_none_without_mounts_or_workdir_skips_ns_exec() -> None:
+    ctx = make_ctx(make_container(command=["/bin/echo", "$(A)"], env=[("A", "1"), ("B", "2"), ("A", "3")]))
+    argv = runtime_for("none").argv(ctx).argv
+    assert argv == ("env", "-i", "--", "A=3", "B=2", f"PATH={DEFAULT_PATH}", "/bin/echo", "3")
+
+
+def test_none_pod_path_wins_and_ns_exec_words() -> None:
+    mounts = (Mount("/jobs/x/deep", "/a/b/c"), Mount("/jobs/x/vol", "/a", read_only=True))
+    ctx = make_ctx(
+        make_container(command=["ls"], env=[("PATH", "/opt/bin")], working_dir="/w"), mounts=mounts, binary="/opt/bwrap"
+    )
+    argv = runtime_for("none").argv(ctx).argv
+    assert argv == (
+        "bash", "/jobs/ns-uid/ns-exec.sh", "--bwrap", "/opt/bwrap",
+        "--ro", "/jobs/x/vol", "/a", "--rw", "/jobs/x/deep", "/a/b/c", "--chdir", "/w", "--",
+        "env", "-i", "--", "PATH=/opt/bin", "ls",
+    )  # fmt: skip
+
+
+def test_none_refuses_program_name_with_equals_and_options() -> None:
+    with pytest.raises(PodSpecError, match="'='"):
+        runtime_for("none").argv(make_ctx(make_container(command=["a=b"])))
+    with pytest.raises(PodSpecError, match="options"):
+        runtime_for("none").argv(make_ctx(make_container(command=["ls"]), extra_options=("--x",)))
+
+
+def test_none_exec_argv_uses_same_environment() -> None:
+    ctx = make_ctx(make_container(command=["sleep", "9"], env=[("A", "1")]))
+    assert runtime_for("none").exec_argv(ctx, ["/bin/true"]) == (
+        "env",
+        "-i",
+        "--",
+        "A=1",
+        f"PATH={DEFAULT_PATH}",
+        "/bin/true",
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# none: RUN for real
+
+
+def _none_expected_env(env: Sequence[tuple[str, str]]) -> dict[bytes, bytes]:
+    final = env_map(EnvVar(n, v) for n, v in env)
+    final.setdefault("PATH", DEFAULT_PATH)
+    return {b(k): b(v) for k, v in final.items()}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(env=env_lists)
+@example(env=[("A.b-c", "x\ny=z"), ("-lead", "$(touch CANARY)"), ("_", "`touch CANARY`'\""), ("PATH", "/nope")])
+def test_none_env_reaches_process_byte_exact(env: list[tuple[str, str]], tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    env = [(n, canary_free(v, canary)) for n, v in env]
+    ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env))
+    result = run(runtime_for("none").argv(ctx).argv, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert environ_of(result.stdout) == _none_expected_env(env)
+    assert not canary.exists()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command_tail=arg_lists, args=st.one_of(st.none(), arg_lists), env=env_lists)
+@example(
+    command_tail=["$(VAR)", "$$(VAR)", "$(touch CANARY)"],
+    args=["`touch CANARY`", "; touch CANARY"],
+    env=[("VAR", "v a l")],
+)
+def test_none_command_and_args_byte_exact_after_expansion(
+    command_tail: list[str], args: list[str] | None, env: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    command_tail = [canary_free(w, canary) for w in command_tail]
+    args = None if args is None else [canary_free(w, canary) for w in args]
+    command = [sys.executable, "-I", "-c", PY_ARGV, *command_tail]
+    ctx = make_ctx(make_container(command=command, args=args, env=env))
+    result = run(runtime_for("none").argv(ctx).argv, timeout=20)
+    assert result.returncode == 0, result.stderr
+    lookup = env_map(ctx.env)
+    expected = [expand_k8s(w, lookup) for w in [*command_tail, *(args or [])]]
+    assert argv_of(result.stdout) == [b(w) for w in expected]
+    assert not canary.exists()
+
+
+@needs_bwrap
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(env=env_lists, args=arg_lists)
+@example(env=[("X-y.z", "a\nb=c 'q' \"d\" $(touch CANARY)")], args=["--", "-x", "$(X-y.z)"])
+def test_none_through_ns_exec_byte_exact(env: list[tuple[str, str]], args: list[str], job_dir: Path) -> None:
+    canary = job_dir / "canary"
+    env = [(n, canary_free(v, canary)) for n, v in env]
+    args = [canary_free(w, canary) for w in args]
+    vol = job_dir / "vol"
+    vol.mkdir(exist_ok=True)
+    mounts = (Mount(str(vol), "/il-test-ns/vol"),)
+    env_ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env), job_dir, mounts=mounts)
+    result = run(runtime_for("none").argv(env_ctx).argv, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert environ_of(result.stdout) == _none_expected_env(env)
+    argv_ctx = make_ctx(
+        make_container(command=[sys.executable, "-I", "-c", PY_ARGV], args=args, env=env), job_dir, mounts=mounts
+    )
+    result = run(runtime_for("none").argv(argv_ctx).argv, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert argv_of(result.stdout) == [b(expand_k8s(w, env_map(argv_ctx.env))) for w in args]
+    assert not canary.exists()
+    assert not Path("/il-test-ns").exists()
+
+
+MOUNT_SCRIPT = r"""
+set -u
+echo "pwd=$(pwd)"
+echo "data=$(cat /data/x/in.txt)"
+echo "sa=$(cat /var/run/secrets/kubernetes.io/serviceaccount/token)"
+echo "conf=$(cat /etc/il-test/conf.yaml)"
+echo written > /data/x/out.txt && echo "rw=ok"
+if (echo x > /var/run/secrets/kubernetes.io/serviceaccount/new) 2>/dev/null; then echo "ro=WRITABLE"; else echo "ro=refused"; fi
+if (echo x > /etc/il-test/conf.yaml) 2>/dev/null; then echo "rofile=WRITABLE"; else echo "rofile=refused"; fi
+echo "passwd=$(head -c 5 /etc/passwd)"
+"""
+
+
+@needs_bwrap
+def test_none_mounts_readonly_workdir_and_nothing_created_on_host(job_dir: Path) -> None:
+    targets = ["/data", "/etc/il-test", "/run/secrets", "/var/run/secrets", "/il-test-wd"]
+    for target in targets:
+        if os.path.lexists(target):
+            pytest.skip(f"{target} exists on this host; the test needs it absent")
+    (job_dir / "vol").mkdir()
+    (job_dir / "vol" / "in.txt").write_text("volume-data")
+    (job_dir / "sa").mkdir()
+    (job_dir / "sa" / "token").write_text("tok")
+    (job_dir / "conf.yaml").write_text("a: 1")
+    mounts = (
+        Mount(str(job_dir / "vol"), "/data/x"),
+        Mount(str(job_dir / "sa"), "/var/run/secrets/kubernetes.io/serviceaccount", read_only=True),
+        Mount(str(job_dir / "conf.yaml"), "/etc/il-test/conf.yaml", read_only=True, is_file=True),
+    )
+    ctx = make_ctx(
+        make_container(command=["/bin/sh", "-c", MOUNT_SCRIPT], working_dir="/il-test-wd/sub"), job_dir, mounts=mounts
+    )
+    result = run(runtime_for("none").argv(ctx).argv, timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines == [
+        "pwd=/il-test-wd/sub", "data=volume-data", "sa=tok", "conf=a: 1", "rw=ok", "ro=refused", "rofile=refused",
+        f"passwd={Path('/etc/passwd').read_text()[:5]}",
+    ]  # fmt: skip
+    assert (job_dir / "vol" / "out.txt").read_text() == "written\n"
+    assert not (job_dir / "sa" / "new").exists()
+    for target in targets:
+        assert not os.path.lexists(target), f"{target} was created on the host"
+
+
+@needs_bwrap
+def test_ns_exec_missing_bwrap_exits_126(job_dir: Path) -> None:
+    ctx = make_ctx(
+        make_container(command=["/bin/true"]), job_dir, mounts=(Mount(str(job_dir), "/x"),), binary="/nonexistent/bwrap"
+    )
+    result = run(runtime_for("none").argv(ctx).argv)
+    assert result.returncode == 126
+    assert b"bubblewrap" in result.stderr and b"not installed" in result.stderr
+
+
+@needs_bwrap
+def test_ns_exec_probe_and_exit_code(job_dir: Path) -> None:
+    assert run(["bash", str(job_dir / NS_EXEC_NAME), "--probe"]).returncode == 0
+    ctx = make_ctx(make_container(command=["/bin/sh", "-c", "exit 42"], working_dir="/tmp"), job_dir)
+    assert run(runtime_for("none").argv(ctx).argv).returncode == 42
+
+
+@needs_bwrap
+def test_ns_exec_forwards_sigterm_to_the_command(job_dir: Path) -> None:
+    script = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done"
+    ctx = make_ctx(make_container(command=["/bin/sh", "-c", script], working_dir="/tmp"), job_dir)
+    proc = subprocess.Popen(list(runtime_for("none").argv(ctx).argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 3, err
+    assert out == b"got-term\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# podman: argv structure
+
+
+def test_podman_argv_structure() -> None:
+    c = make_container(
+        name="web", command=["/bin/echo", "$(A)"], args=["x"], env=[("A", "1")], working_dir="/w",
+        run_as_user=1000, run_as_group=100,
+    )  # fmt: skip
+    mounts = (Mount("/j/v", "/data", read_only=True), Mount("/j/a:b,c", "/x"))
+    ctx = make_ctx(
+        c,
+        pod_uid="u1",
+        instance="i1",
+        mounts=mounts,
+        gpu_devices=("nvidia.com/gpu=0",),
+        extra_options=("--shm-size=1g",),
+    )
+    spec = runtime_for("podman").argv(ctx)
+    name = "il-i1-u1-web"
+    assert spec.argv == (
+        "podman", "run", "--rm", "--replace", f"--name={name}", "--log-driver=none",
+        "--label=interlink.eu/pod-uid=u1", "--label=interlink.eu/pod-namespace=default",
+        "--label=interlink.eu/pod-name=pod", "--label=interlink.eu/container=web", "--label=interlink.eu/instance=i1",
+        "--pull=never", "--network=host",
+        "--mount=type=bind,source=/j/v,destination=/data,ro=true", '--mount=type=bind,"source=/j/a:b,c",destination=/x',
+        "--env=A=1", "--workdir=/w", "--user=1000:100", "--device=nvidia.com/gpu=0", "--shm-size=1g",
+        '--entrypoint=["/bin/echo", "1"]', BUSYBOX, "x",
+    )  # fmt: skip
+    assert spec.cleanup_argv == ("podman", "rm", "-f", "-t", "0", "--ignore", name)
+    assert runtime_for("podman").exec_argv(ctx, ["cat", "/x"]) == ("podman", "exec", name, "cat", "/x")
+
+
+@pytest.mark.parametrize(
+    ("policy", "override", "expected"),
+    [
+        ("Always", None, "always"), ("IfNotPresent", None, "missing"), ("Never", None, "never"),
+        ("Always", "Never", "never"), ("Never", "IfNotPresent", "missing"), ("Never", "newer", "newer"),
+    ],
+)  # fmt: skip
+def test_podman_pull_policy(policy: str, override: str | None, expected: str) -> None:
+    assert podman_pull_policy(policy, override) == expected
+    ctx = make_ctx(make_container(pull=policy), pull_policy_override=override)
+    assert f"--pull={expected}" in runtime_for("podman").argv(ctx).argv
+
+
+def test_podman_pull_policy_bad_override() -> None:
+    with pytest.raises(ConfigError, match="PullPolicy"):
+        podman_pull_policy("Always", "sometimes")
+
+
+def test_podman_refuses_env_name_with_white_space() -> None:
+    with pytest.raises(PodSpecError) as err:
+        runtime_for("podman").argv(make_ctx(make_container(env=[("OK", "1"), ("A B", "x")])))
+    assert err.value.field == "spec.containers[0].env[1].name"
+
+
+# ------------------------------------------------------------------------------------------------
+# podman: RUN for real
+
+
+def podman_run(ctx: RuntimeContext, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    spec = runtime_for("podman").argv(ctx)
+    try:
+        return run(spec.argv, timeout=timeout)
+    finally:
+        run(spec.cleanup_argv, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        (None, None, b"entry default-cmd\n"),
+        (None, ["a b", "$(V)"], b"entry a b v\n"),
+        (["/bin/echo", "cmd-only"], None, b"cmd-only\n"),
+        (["/bin/echo"], ["both", "$$(V)"], b"both $(V)\n"),
+    ],
+)
+def test_podman_entrypoint_and_cmd_semantics(
+    podman_images: None, command: list[str] | None, args: list[str] | None, expected: bytes
+) -> None:
+    ctx = make_ctx(make_container(image=ENTRY_IMAGE, command=command, args=args, env=[("V", "v")]))
+    result = podman_run(ctx)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
+
+
+@settings(max_examples=8, deadline=None)
+@given(env=env_lists)
+@example(env=[("A.b-c", "x\ny=z \"q\" 'r' `touch CANARY` $(touch CANARY)"), ("-lead", "é€😀\t\\")])
+def test_podman_env_byte_exact(podman_images: None, env: list[tuple[str, str]]) -> None:
+    env = [(n, canary_free(v, PODMAN_CANARY)) for n, v in env]
+    ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env))
+    result = podman_run(ctx)
+    assert result.returncode == 0, result.stderr
+    seen = environ_of(result.stdout)
+    for name, value in env_map(ctx.env).items():
+        assert seen[b(name)] == b(value)
+    assert not PODMAN_CANARY.exists()
+
+
+@settings(max_examples=8, deadline=None)
+@given(args=arg_lists, env=env_lists)
+@example(args=["$(touch CANARY)", "`id`", "a\nb", "--rm", "$(N)", "$$(N)"], env=[("N", "n n")])
+def test_podman_args_byte_exact(podman_images: None, args: list[str], env: list[tuple[str, str]]) -> None:
+    args = [canary_free(a, PODMAN_CANARY) for a in args]
+    ctx = make_ctx(make_container(command=["/bin/sh", "-c", SH_ARGV, "argv0"], args=args, env=env))
+    result = podman_run(ctx)
+    assert result.returncode == 0, result.stderr
+    lookup = env_map(ctx.env)
+    assert argv_of(result.stdout) == [b(expand_k8s(w, lookup)) for w in args]
+    assert not PODMAN_CANARY.exists()
+
+
+def test_podman_mounts_readonly_file_and_workdir(podman_images: None, tmp_path: Path) -> None:
+    weird = tmp_path / 'we:ird,pa"th'
+    weird.mkdir()
+    (weird / "in.txt").write_text("volume-data")
+    (tmp_path / "sa").mkdir()
+    (tmp_path / "sa" / "token").write_text("tok")
+    (tmp_path / "conf.yaml").write_text("a: 1")
+    mounts = (
+        Mount(str(weird), "/data/x"),
+        Mount(str(tmp_path / "sa"), "/var/run/secrets/kubernetes.io/serviceaccount", read_only=True),
+        Mount(str(tmp_path / "conf.yaml"), "/etc/il-test/conf.yaml", read_only=True, is_file=True),
+    )
+    script = MOUNT_SCRIPT.replace('echo "passwd=$(head -c 5 /etc/passwd)"', "")
+    # podman 4.3 refuses a missing workdir unless it lies on a mount (runc then creates it there)
+    ctx = make_ctx(make_container(command=["/bin/sh", "-c", script], working_dir="/data/x/wd"), mounts=mounts)
+    result = podman_run(ctx)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "pwd=/data/x/wd", "data=volume-data", "sa=tok", "conf=a: 1", "rw=ok", "ro=refused", "rofile=refused",
+    ]  # fmt: skip
+    assert (weird / "out.txt").read_text() == "written\n"
+
+
+def test_podman_rm_and_cleanup(podman_images: None) -> None:
+    ctx = make_ctx(make_container(command=["/bin/true"]))
+    spec = runtime_for("podman").argv(ctx)
+    name = container_name(ctx)
+    assert run(spec.argv).returncode == 0
+    assert run(["podman", "container", "exists", name]).returncode == 1  # --rm removed it
+    # a running container: cleanup removes it and ends `podman run`
+    sleeper = runtime_for("podman").argv(make_ctx(make_container(command=["/bin/sleep", "60"]), pod_uid=ctx.pod_uid))
+    proc = subprocess.Popen(list(sleeper.argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while run(["podman", "container", "exists", name]).returncode != 0:
+            assert time.monotonic() < deadline, "container never started"
+            time.sleep(0.1)
+        assert run(sleeper.cleanup_argv, timeout=30).returncode == 0
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert run(["podman", "container", "exists", name]).returncode == 1
+    assert run(sleeper.cleanup_argv, timeout=30).returncode == 0  # idempotent
+
+
+def test_podman_pull_never_does_not_pull(podman_images: None) -> None:
+    ctx = make_ctx(make_container(image="localhost/il-no-such-image:1", command=["/bin/true"]))
+    started = time.monotonic()
+    result = podman_run(ctx, timeout=30)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 10
+
+
+# ------------------------------------------------------------------------------------------------
+# apptainer / singularity
+
+
+@pytest.mark.parametrize(
+    ("image", "prefix", "expected"),
+    [
+        ("busybox:1", "docker://", "docker://busybox:1"),
+        ("reg.io/a/b:1", "oras://", "oras://reg.io/a/b:1"),
+        ("docker://busybox", "docker://", "docker://busybox"),
+        ("library://x/y", "docker://", "library://x/y"),
+        ("/shared/img.sif", "docker://", "/shared/img.sif"),
+        ("docker-archive:/x.tar", "docker://", "docker-archive:/x.tar"),
+        ("busybox", "", "busybox"),
+    ],
+)
+def test_apptainer_image_prefix(image: str, prefix: str, expected: str) -> None:
+    assert apptainer_image(image, prefix) == expected
+
+
+def test_apptainer_exec_argv_structure() -> None:
+    c = make_container(
+        image="img", command=["/bin/x", "$(A)"], args=["y z"], env=[("A", "1"), ("B", "q'\n")], working_dir="/w"
+    )
+    mounts = (Mount("/j/v", "/data"), Mount("/j/s", "/sec", read_only=True))
+    ctx = make_ctx(c, mounts=mounts, gpus=1, extra_options=("--contain",), image_prefix="docker://")
+    assert runtime_for("apptainer").argv(ctx) == ContainerArgv(
+        argv=(
+            "env", "APPTAINERENV_A=1", "APPTAINERENV_B=q'\n", "apptainer", "exec", "--no-eval", "--nv", "--contain",
+            "--bind", "/j/v:/data", "--bind", "/j/s:/sec:ro", "--pwd", "/w", "docker://img", "/bin/x", "1", "y z",
+        )
+    )  # fmt: skip
+
+
+def test_apptainer_run_keeps_runscript_and_singularity_prefix() -> None:
+    ctx = make_ctx(make_container(image="/i.sif", args=["a"], env=[("X", "1")]), binary="/opt/bin/singularity")
+    argv = runtime_for("singularity").argv(ctx).argv
+    assert argv == ("env", "SINGULARITYENV_X=1", "/opt/bin/singularity", "run", "--no-eval", "/i.sif", "a")
+    no_args = runtime_for("apptainer").argv(make_ctx(make_container(image="/i.sif"))).argv
+    assert no_args == ("env", "apptainer", "run", "--no-eval", "/i.sif")
+    hook = runtime_for("apptainer").exec_argv(ctx, ["cat", "/x"])
+    assert hook == ("env", "APPTAINERENV_X=1", "/opt/bin/singularity", "exec", "--no-eval", "/i.sif", "cat", "/x")
+
+
+@pytest.mark.parametrize("path", ["/j/a,b", "/j/a:b"])
+def test_apptainer_refuses_unbindable_paths(path: str) -> None:
+    for mount in (Mount(path, "/data"), Mount("/j/v", path)):
+        with pytest.raises(PodSpecError) as err:
+            runtime_for("apptainer").argv(make_ctx(make_container(command=["x"]), mounts=(mount,)))
+        assert err.value.field == "spec.containers[0].volumeMounts"
+
+
+def write_stand_in(bin_dir: Path, name: str) -> Path:
+    """A STAND-IN for a runtime binary: records argv and environment (NUL-separated), runs nothing."""
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text(
+        "#!/bin/sh\n"
+        f"# stand-in for {name} in tests: records its argv and environment only\n"
+        "out=$STANDIN_OUT\n"
+        'printf "%s\\0" "$@" > "$out.argv"\n'
+        'cat /proc/$$/environ > "$out.env"\n'
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(env=env_lists, args=arg_lists)
+@example(env=[("A.b-c", "x\ny=z \"q\" 'r' `touch CANARY` $(touch CANARY)")], args=["$(A.b-c)", "--no-eval"])
+def test_apptainer_values_reach_stand_in_byte_exact(
+    env: list[tuple[str, str]], args: list[str], tmp_path: Path
+) -> None:
+    canary = tmp_path / "canary"
+    env = [(n, canary_free(v, canary)) for n, v in env]
+    args = [canary_free(a, canary) for a in args]
+    stand_in = write_stand_in(tmp_path / "bin", "apptainer")
+    out = tmp_path / "rec"
+    ctx = make_ctx(make_container(image="/i.sif", command=["/bin/prog"], args=args, env=env), binary=str(stand_in))
+    result = run(
+        runtime_for("apptainer").argv(ctx).argv, timeout=20, env={"PATH": "/usr/bin:/bin", "STANDIN_OUT": str(out)}
+    )
+    assert result.returncode == 0, result.stderr
+    lookup = env_map(ctx.env)
+    assert argv_of(out.with_suffix(".argv").read_bytes()) == [
+        b"exec",
+        b"--no-eval",
+        b"/i.sif",
+        b"/bin/prog",
+        *(b(expand_k8s(a, lookup)) for a in args),
+    ]
+    seen = environ_of(out.with_suffix(".env").read_bytes())
+    for name, value in lookup.items():
+        assert seen[b"APPTAINERENV_" + b(name)] == b(value)
+    assert not canary.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# enroot
+
+
+@pytest.mark.parametrize(
+    ("image", "uri"),
+    [
+        ("busybox", "docker://busybox"), ("busybox:1.36", "docker://busybox:1.36"), ("library/x:1", "docker://library/x:1"),
+        ("nvcr.io/nvidia/pytorch:24.01", "docker://nvcr.io#nvidia/pytorch:24.01"),
+        ("localhost/img:1", "docker://localhost#img:1"), ("reg:5000/a/b", "docker://reg:5000#a/b"),
+        ("docker://reg#x", "docker://reg#x"), ("dockerd://img", "dockerd://img"),
+    ],
+)  # fmt: skip
+def test_enroot_uri(image: str, uri: str) -> None:
+    assert enroot_uri(image) == uri
+
+
+def test_enroot_argv_structure() -> None:
+    c = make_container(
+        name="c", image="nvcr.io/nv/img:1", command=["/bin/x"], args=["$(A)"], env=[("A", "1"), ("PATH", "/p")]
+    )
+    mounts = (Mount("/j/v", "/data"), Mount("/j/s", "/sec", read_only=True))
+    ctx = make_ctx(c, job_dir="/jobs/d", pod_uid="u", instance="i", mounts=mounts, gpus=2, extra_options=("--root",))
+    spec = runtime_for("enroot").argv(ctx)
+    name = "il-i-u-c"
+    sqsh = f"/jobs/d/{name}.sqsh"
+    assert spec.prepare_argvs == (
+        ("rm", "-f", "--", sqsh),
+        ("enroot", "import", "-o", sqsh, "--", "docker://nvcr.io#nv/img:1"),
+        ("enroot", "create", "-n", name, "--", sqsh),
+    )
+    assert spec.cleanup_argv == ("enroot", "remove", "-f", "--", name)
+    assert spec.argv == (
+        "env", "A=1", "NVIDIA_VISIBLE_DEVICES=all", "enroot", "start", "--rw",
+        "--env", "A", "--env", "PATH=/p", "--env", "NVIDIA_VISIBLE_DEVICES",
+        "--mount", "/j/v:/data:none:x-create=auto,rbind", "--mount", "/j/s:/sec:none:x-create=auto,rbind,ro",
+        "--root", "--rc", f"/jobs/d/{ENROOT_RC_NAME}", "--", name, "", "/bin/x", "1",
+    )  # fmt: skip
+
+
+def test_enroot_without_command_runs_image_rc_with_args() -> None:
+    ctx = make_ctx(make_container(name="c", image="/shared/img.sqsh", args=["a"]), pod_uid="u", instance="i")
+    spec = runtime_for("enroot").argv(ctx)
+    assert spec.prepare_argvs == (("enroot", "create", "-n", "il-i-u-c", "--", "/shared/img.sqsh"),)
+    assert spec.argv == ("env", "enroot", "start", "--rw", "--", "il-i-u-c", "a")
+    with pytest.raises(PodSpecError, match=r"workingDir|directory"):
+        runtime_for("enroot").argv(make_ctx(make_container(image="/i.sqsh", working_dir="/w")))
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ([("A.B", "1")], "spec.containers[0].env[0].name"),
+        ([("ENROOT_X", "1")], "spec.containers[0].env[0].name"),
+        ([("A", "line\nbreak")], "spec.containers[0].env[0].value"),
+        ([("A", "1"), ("B", "'quoted'")], "spec.containers[0].env[1].value"),
+    ],
+)
+def test_enroot_refuses_what_it_would_mangle(env: list[tuple[str, str]], field: str) -> None:
+    with pytest.raises(PodSpecError) as err:
+        runtime_for("enroot").argv(make_ctx(make_container(command=["x"], env=env)))
+    assert err.value.field == field
+
+
+def test_enroot_rc_runs_command_in_workdir(tmp_path: Path) -> None:
+    rc = tmp_path / "rc"
+    rc.write_text(ENROOT_RC)
+    result = run(
+        ["/bin/sh", str(rc), str(tmp_path / "wd"), "/bin/sh", "-c", 'pwd; printf "%s|" "$@"', "x", "a b", "$c"]
+    )
+    assert result.stdout == f"{tmp_path / 'wd'}\na b|$c|".encode()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    env=st.lists(
+        st.tuples(
+            st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,10}\Z").filter(lambda n: not n.startswith("ENROOT_")),
+            any_text.filter(lambda v: "\n" not in v and "\r" not in v and v[:1] not in ("'", '"')),
+        ),
+        max_size=6,
+    ),
+    args=arg_lists,
+)
+def test_enroot_values_reach_stand_in_byte_exact(env: list[tuple[str, str]], args: list[str], tmp_path: Path) -> None:
+    stand_in = write_stand_in(tmp_path / "bin", "enroot")
+    out = tmp_path / "rec"
+    ctx = make_ctx(
+        make_container(name="c", image="/i.sqsh", command=["/bin/prog"], args=args, env=env), binary=str(stand_in)
+    )
+    result = run(
+        runtime_for("enroot").argv(ctx).argv, timeout=20, env={"PATH": "/usr/bin:/bin", "STANDIN_OUT": str(out)}
+    )
+    assert result.returncode == 0, result.stderr
+    lookup = env_map(ctx.env)
+    recorded_argv = argv_of(out.with_suffix(".argv").read_bytes())
+    tail = [b(container_name(ctx)), b"", b"/bin/prog", *(b(expand_k8s(a, lookup)) for a in args)]
+    assert recorded_argv[-len(tail) :] == tail
+    seen = environ_of(out.with_suffix(".env").read_bytes())
+    for name, value in lookup.items():
+        if b"--env" in recorded_argv and b(f"{name}={value}") in recorded_argv:
+            continue  # a host-sensitive name (PATH, HOME, ...) travels as --env NAME=VALUE
+        assert seen[b(name)] == b(value)
+        assert b(name) in recorded_argv
