@@ -2,7 +2,7 @@
 # Start a REAL single-node SLURM cluster on localhost (Debian's slurm-wlm, root, no systemd).
 # Usage: slurm/slurm-up.sh [STATE_DIR]   (default /tmp/il-slurm)
 # Prints "export SLURM_CONF=..." on success. Idempotent: a running cluster is restarted fresh.
-# Env: SLURM_CPUS (8), SLURM_MEM_MB (8000), SLURM_MIN_JOB_AGE (300), SLURMCTLD_PORT (6817), SLURMD_PORT (6818)
+# Env: SLURM_CPUS (32), SLURM_MEM_MB (32000), SLURM_MIN_JOB_AGE (300), SLURMCTLD_PORT (6817), SLURMD_PORT (6818)
 set -euo pipefail
 S=${1:-/tmp/il-slurm}
 H=$(hostname -s)
@@ -52,7 +52,7 @@ KillWait=5
 ReturnToService=2
 SlurmdParameters=config_overrides
 GresTypes=gpu
-NodeName=$H NodeAddr=127.0.0.1 CPUs=${SLURM_CPUS:-8} Sockets=1 CoresPerSocket=${SLURM_CPUS:-8} ThreadsPerCore=1 RealMemory=${SLURM_MEM_MB:-8000} Gres=gpu:2 State=UNKNOWN
+NodeName=$H NodeAddr=127.0.0.1 CPUs=${SLURM_CPUS:-32} Sockets=1 CoresPerSocket=${SLURM_CPUS:-32} ThreadsPerCore=1 RealMemory=${SLURM_MEM_MB:-32000} Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 echo "NodeName=$H Name=gpu File=$S/dev/gpu[0-1]" > "$S/gres.conf"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
 from pathlib import Path
 
 from interlink_plugins.config import Config
@@ -13,7 +12,7 @@ from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runplan import ContainerRun, RestartPolicy, RunPlan
 from interlink_plugins.core.runscript import render_runner
-from interlink_plugins.core.runtimes import Runtime, RuntimeContext, runtime_for
+from interlink_plugins.core.runtimes import Runtime, RuntimeContext, helper_files, runtime_for
 from interlink_plugins.core.templating import quote_words
 from interlink_plugins.core.volumes import materialise_volumes
 
@@ -37,14 +36,12 @@ def _restart_policy(pod: Pod, container: Container) -> RestartPolicy:
 
 
 def _runtime_binary(config: Config, runtime_name: str) -> str | None:
-    match runtime_name:
-        case "apptainer" | "singularity":
-            return " ".join(config.apptainer) if config.apptainer != ("apptainer",) else None
-        case "podman":
-            return config.podman[0] if config.podman != ("podman",) else None
-        case "enroot":
-            return config.enroot[0] if config.enroot != ("enroot",) else None
-    return None
+    """The runtime executable inside the job (a single path: the job runs it, not the plugin)."""
+    configured = {"apptainer": config.apptainer, "singularity": config.apptainer, "podman": config.podman,
+                  "enroot": config.enroot}.get(runtime_name)
+    if not configured or configured == (runtime_name,):
+        return None
+    return configured[0]
 
 
 def _runtime_options(pod: Pod, policy: AdminPolicy, runtime_name: str) -> tuple[str, ...]:
@@ -81,7 +78,9 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     image_root = next((pod.annotations[k] for k in IMAGE_ROOT_ANNOTATIONS if pod.annotations.get(k)), "")
     options = _runtime_options(pod, policy, runtime_name)
     runs: list[ContainerRun] = []
+    prepare_steps: list[tuple[str, ...]] = []
     for index, container in enumerate(pod.all_containers):
+        position = index if container.kind == "init" else index - len(pod.init_containers)
         gpus = sum(container.resources.extended.get(kind, 0) for kind in GPU_RESOURCES)
         ctx = RuntimeContext(
             container=container,
@@ -97,10 +96,12 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             gpus=gpus,
             extra_options=options,
             binary=_runtime_binary(config, runtime_name),
+            container_index=position,
         )
         argv = runtime.argv(ctx)
+        prepare_steps.extend(argv.prepare_argvs)
         lifecycle = container.lifecycle
-        path = f"{container.field_path}[{index if container.kind == 'init' else index - len(pod.init_containers)}]"
+        path = f"{container.field_path}[{position}]"
         runs.append(
             ContainerRun(
                 name=container.name,
@@ -119,9 +120,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         if text.strip():
             policy.check_raw_shell(f"metadata.annotations[{key}]")
             prologue.append(text)
-    for run in runs:
-        for step in getattr(run, "prepare_argvs", ()):
-            prologue.append(quote_words(step))
+    prologue.extend(quote_words(step) for step in prepare_steps)
     runner_env = dict(config.job_environment)
     pod_ip = pod.annotations.get("interlink.eu/pod-ip", "")
     if pod_ip:
@@ -157,7 +156,7 @@ def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, w
     del config
     files = {
         "pod-runner.sh": render_runner(plan),
-        "ns-exec.sh": resources.files("interlink_plugins").joinpath("templates/ns_exec.sh").read_text(),
+        **helper_files(),
         "pod.json": json.dumps(pod_metadata(pod), indent=1) + "\n",
     }
     if write:
@@ -165,6 +164,6 @@ def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, w
             target = job_dir / name
             tmp = target.with_name(f".{name}.tmp")
             tmp.write_text(text)
-            os.chmod(tmp, 0o700 if name.endswith(".sh") else 0o600)
+            os.chmod(tmp, 0o700 if name.endswith((".sh", ".rc")) else 0o600)
             os.replace(tmp, target)
     return files

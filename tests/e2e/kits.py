@@ -69,9 +69,15 @@ class SlurmKit:
         raise AssertionError("slurmctld did not come back")
 
     def jobs_for(self, plugin: PluginProcess, uid: str) -> list[str]:
+        """Every job ever submitted for the pod: in slurmctld (by comment) or in jobcomp (by WorkDir)."""
         comment = f"il:{uid}@{plugin.config['InstanceId']}"
         out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%k"], capture_output=True, text=True, timeout=10).stdout
-        return [line.split("|")[0] for line in out.splitlines() if line.split("|", 1)[1] == comment]
+        jobs = {line.split("|")[0] for line in out.splitlines() if line.split("|", 1)[1] == comment}
+        job_dir = str(Path(plugin.config["DataRootFolder"]) / f"default-{uid}")
+        done = subprocess.run(["sacct", "-c", "-n", "-P", "-o", "JobID,WorkDir"], capture_output=True, text=True,
+                              timeout=10).stdout
+        jobs |= {line.split("|")[0] for line in done.splitlines() if line.split("|")[-1].rstrip("/") == job_dir}
+        return sorted(jobs)
 
     def pending_annotations(self) -> dict[str, str]:
         return {"slurm-job.vk.io/flags": "--begin=now+3600"}

@@ -341,8 +341,8 @@ def test_ping_reports_cluster_resources_and_taints(plugin_factory: Any) -> None:
         time.sleep(0.3)
         ping = plugin.ping()
     assert ping["status"] == "ok"
-    assert ping["resources"]["cpu"] == "8"
-    assert ping["resources"]["memory"] == "8000Mi"
+    assert ping["resources"]["cpu"] == "32"
+    assert ping["resources"]["memory"] == "32000Mi"
     assert {"resourceType": "nvidia.com/gpu", "available": "2"} in ping["resources"]["accelerators"]
     assert ping["taints"] == [{"key": "site/maintenance", "value": "soon", "effect": "NoSchedule"}]
 
@@ -386,4 +386,25 @@ def test_render_and_check_commands(plugin: PluginProcess, tmp_path: Path) -> Non
     checked = subprocess.run([*cli, "check", "--config", str(plugin.config_path)],
                              capture_output=True, text=True, timeout=60, env=plugin.env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "backend slurm reachable: 8 CPUs" in checked.stdout
+    assert "backend slurm reachable: 32 CPUs" in checked.stdout
+
+
+def test_job_purged_from_slurmctld_is_resolved_through_accounting(plugin: PluginProcess) -> None:
+    """A cancel not asked by /delete, seen only after slurmctld forgot the job (MinJobAge=10)."""
+    body = pod_body("purged", [container("c", ["true"])], annotations={"slurm-job.vk.io/flags": "--begin=now+3600"})
+    job_id = plugin.create(body)["PodJID"]
+    plugin.kill()
+    subprocess.run(["scancel", job_id], check=True, timeout=10)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        probe = subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True, timeout=10)
+        if probe.returncode != 0:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("slurmctld never purged the job")
+    plugin.start()
+    status = plugin.wait_done(body, timeout=30)
+    term = states(status)["c"]["terminated"]
+    assert term["reason"] == "Cancelled" and term["exitCode"] == 143
+    assert f"job {job_id}" in term["message"]

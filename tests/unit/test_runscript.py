@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -253,6 +254,25 @@ def test_init_containers_run_in_order_and_stop_at_the_first_failure(tmp_path: Pa
     assert pod_exit(job) == "4"
 
 
+def test_sidecars_stop_when_an_init_container_fails(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    plan = plan_for(
+        job,
+        sidecar("proxy", sh("touch proxy.up; exec sleep 30")),
+        init("setup", sh('for i in $(seq 300); do [ -e proxy.up ] && exit 3; sleep 0.01; done')),
+        sidecar("late", sh("touch late.ran; exec sleep 30")),
+        main("app", sh("touch app.ran")),
+    )
+    result = run_pod(plan)
+    assert result.returncode == 3
+    assert state(job, "proxy", "exit") == "0"
+    assert state(job, "proxy", "reason") == "Completed sidecar stopped because an init container failed"
+    for name in ("late", "app"):
+        assert state(job, name, "reason") == "InitContainerFailed init container setup exited 3"
+    assert not (job / "late.ran").exists() and not (job / "app.ran").exists()
+    assert pod_exit(job) == "3"
+
+
 def test_init_container_on_failure_restarts_then_the_main_containers_run(tmp_path: Path) -> None:
     job = tmp_path / "job"
     flaky = '[ -e tried ] && exit 0; touch tried; exit 1'
@@ -448,7 +468,8 @@ def test_sigterm_to_every_process_of_the_job_at_once(
     pids = [read_pid(job / f"{name}.pid") for name in ("proxy", "app", "worker")]
     wait_until(lambda: all(texts(job, name, "stdout") for name in ("proxy", "app", "worker")))
     for pgid in (proc.pid, *pids):
-        os.killpg(pgid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the runner may have been quicker
+            os.killpg(pgid, signal.SIGTERM)
     proc.communicate(timeout=RUN_TIMEOUT)
     assert proc.returncode == 143
     for name in ("proxy", "app", "worker"):
@@ -469,6 +490,8 @@ def test_sigint_during_init_stops_it_and_the_rest_never_starts(
         init("setup", sh("touch setup.up; exec sleep 30")),
         init("later", sh("touch later.ran")),
         main("app", sh("touch app.ran")),
+        # a prologue cannot take the runner's signal handling or error mode with it
+        prologue=("set -eu", "trap 'echo prologue trap' TERM INT"),
     )
     proc = start_pod(plan)
     wait_until((job / "setup.up").exists)

@@ -1,0 +1,206 @@
+"""SLURM benchmark: plugin vs raw sbatch in the same run, on the real local cluster.
+
+    .venv/bin/python -m bench.bench_slurm [--creates 200] [--tracked 1000,10000] [--load-pods 1000 --load-seconds 300]
+
+Measures creates/s and p50/p99 create latency against raw `sbatch` of the same job scripts;
+/status p50/p99 at interLink's request rate (one request per pod every 5 s) with N tracked pods,
+with the scheduler calls per poll interval; the plugin's RSS. Prints JSON (also bench/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.slurm_load import calls, counting_wrappers, percentile, run_load
+from tests.harness import PluginProcess
+from tests.podfactory import container, pod_body, status_pod
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _create_all(base: str, bodies: list[dict[str, Any]], concurrency: int) -> list[float]:
+    latencies: list[float] = []
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+
+        async def one(body: dict[str, Any]) -> None:
+            async with semaphore:
+                began = time.perf_counter()
+                response = await client.post("/create", json=body)
+                latencies.append(time.perf_counter() - began)
+                assert response.status_code == 200, response.text
+
+        await asyncio.gather(*(one(b) for b in bodies))
+    return latencies
+
+
+def _raw_sbatch(argvs: list[list[str]], concurrency: int) -> tuple[float, list[float]]:
+    """The same sbatch command lines, run directly (the baseline)."""
+    import concurrent.futures
+
+    def one(argv: list[str]) -> float:
+        began = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+        return time.perf_counter() - began
+
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(one, argvs))
+    return time.perf_counter() - began, latencies
+
+
+def bench_creates(plugin: PluginProcess, count: int, concurrency: int) -> dict[str, Any]:
+    held = {"slurm-job.vk.io/flags": "--begin=now+3600"}
+    bodies = [pod_body(f"c{i}", [container("c", ["true"])], annotations=held) for i in range(count)]
+    began = time.perf_counter()
+    latencies = asyncio.run(_create_all(str(plugin.client.base_url).rstrip("/"), bodies, concurrency))
+    plugin_seconds = time.perf_counter() - began
+    db = sqlite3.connect(str(Path(plugin.config["StateDir"]) / f"state-{plugin.config['InstanceId']}.sqlite"))
+    argvs = []
+    for (data,) in db.execute("SELECT data FROM pods"):
+        argv = json.loads(data)["submit"]["argv"]
+        argvs.append([("--comment=raw-baseline" if a.startswith("--comment=") else a) for a in argv])
+    raw_seconds, raw_latencies = _raw_sbatch(argvs[:count], concurrency)
+    subprocess.run(["scancel", "--me"], timeout=120, check=False)
+    return {
+        "pods": count,
+        "concurrency": concurrency,
+        "plugin_creates_per_s": round(count / plugin_seconds, 1),
+        "raw_sbatch_per_s": round(len(argvs[:count]) / raw_seconds, 1),
+        "ratio_plugin_to_raw": round((count / plugin_seconds) / (len(argvs[:count]) / raw_seconds), 3),
+        "plugin_create_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+        "plugin_create_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "raw_sbatch_p50_ms": round(percentile(raw_latencies, 0.5) * 1000, 1),
+        "raw_sbatch_p99_ms": round(percentile(raw_latencies, 0.99) * 1000, 1),
+    }
+
+
+async def _status_rate(base: str, bodies: list[dict[str, Any]], seconds: float, period: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        start = time.perf_counter()
+        payloads = [[status_pod(b)] for b in bodies]
+        rate = len(bodies) / period  # interLink: one request per pod per period
+        sent = 0
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(payload: list[dict[str, Any]]) -> None:
+            began = time.perf_counter()
+            response = await client.request("GET", "/status", json=payload)
+            latencies.append(time.perf_counter() - began)
+            assert response.status_code == 200
+
+        while time.perf_counter() - start < seconds:
+            due = int((time.perf_counter() - start) * rate)
+            while sent < due:
+                if len(pending) < 64:
+                    task = asyncio.create_task(one(payloads[sent % len(payloads)]))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                sent += 1
+            await asyncio.sleep(0.002)
+        if pending:
+            await asyncio.gather(*pending)
+    return latencies, sent
+
+
+def bench_status(workdir: Path, tracked: int, seconds: float, interval: float) -> dict[str, Any]:
+    wrappers = workdir / f"wrappers-{tracked}"
+    plugin = PluginProcess(workdir / f"status-{tracked}", {"Backend": "slurm", "ContainerRuntime": "none",
+                                                          "PollInterval": interval, "InstanceId": f"bs{tracked}",
+                                                          **counting_wrappers(wrappers)})
+    plugin.workdir.mkdir(parents=True, exist_ok=True)
+    plugin.start()
+    try:
+        held = {"slurm-job.vk.io/flags": "--begin=now+3600"}
+        bodies = [pod_body(f"s{i}", [container("c", ["true"])], annotations=held) for i in range(tracked)]
+        asyncio.run(_create_all(str(plugin.client.base_url).rstrip("/"), bodies, 16))
+        time.sleep(2 * interval)
+        start = time.time()
+        latencies, sent = asyncio.run(_status_rate(str(plugin.client.base_url).rstrip("/"), bodies, seconds, 5.0))
+        end = time.time()
+        assert plugin.proc is not None
+        result = {
+            "tracked_pods": tracked,
+            "target_rps": round(tracked / 5.0, 1),
+            "achieved_rps": round(len(latencies) / (end - start), 1),
+            "requests_dropped_by_client_cap": sent - len(latencies),
+            "status_p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+            "status_p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+            "poll_interval_s": interval,
+            "squeue_calls": calls(wrappers, "squeue", start, end),
+            "squeue_per_interval": round(calls(wrappers, "squeue", start, end) / ((end - start) / interval), 2),
+            "plugin_rss_mib": round(rss_mib(plugin.proc.pid), 1),
+        }
+    finally:
+        plugin.stop()
+        subprocess.run(["scancel", "--me"], timeout=300, check=False)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--creates", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--tracked", default="1000,10000")
+    parser.add_argument("--status-seconds", type=float, default=30)
+    parser.add_argument("--interval", type=float, default=5.0)
+    parser.add_argument("--load-pods", type=int, default=0)
+    parser.add_argument("--load-seconds", type=float, default=300)
+    args = parser.parse_args()
+    subprocess.run(["bash", str(ROOT / "slurm" / "slurm-up.sh"), "/tmp/il-slurm"], check=True, timeout=300,
+                   capture_output=True)
+    os.environ["SLURM_CONF"] = "/tmp/il-slurm/slurm.conf"
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="il-bench-") as tmp:
+        work = Path(tmp)
+        plugin = PluginProcess(work / "creates", {"Backend": "slurm", "ContainerRuntime": "none", "InstanceId": "bc"})
+        plugin.workdir.mkdir(parents=True)
+        plugin.start()
+        try:
+            results["creates"] = bench_creates(plugin, args.creates, args.concurrency)
+        finally:
+            plugin.stop()
+        results["status"] = [bench_status(work, int(n), args.status_seconds, args.interval)
+                             for n in args.tracked.split(",") if n]
+        if args.load_pods:
+            wrappers = work / "load-wrappers"
+            load = PluginProcess(work / "load", {"Backend": "slurm", "ContainerRuntime": "none", "InstanceId": "bl",
+                                                 "PollInterval": args.interval, **counting_wrappers(wrappers)})
+            load.workdir.mkdir(parents=True)
+            load.start()
+            try:
+                outcome = asyncio.run(run_load(str(load.client.base_url).rstrip("/"), wrappers, pods=args.load_pods,
+                                               duration=args.load_seconds, interval=args.interval, max_sleep=120))
+                results["load"] = outcome.summary()
+                assert load.proc is not None
+                results["load"]["plugin_rss_mib"] = round(rss_mib(load.proc.pid), 1)
+            finally:
+                load.stop()
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"slurm-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

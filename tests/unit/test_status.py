@@ -1,0 +1,100 @@
+"""Status builder: runner files + scheduler view -> the exact JSON interLink parses."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from interlink_plugins.core.backend import JobInfo
+from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.status import (
+    ContainerFiles,
+    StatusContext,
+    build_pod_status,
+    is_final,
+    read_container_files,
+    submit_failed_status,
+)
+
+T0, T1 = "2026-11-25T10:00:00.123456789Z", "2026-11-25T10:00:05.5Z"
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def record(**extra: object) -> PodRecord:
+    base = PodRecord(uid="u-1", namespace="ns", name="p", job_dir="/x", init_names=["init"], main_names=["a", "b"],
+                     phase="submitted", job_id="42")
+    for key, value in extra.items():
+        setattr(base, key, value)
+    return base
+
+
+def ctx(job: JobInfo | None, **extra: object) -> StatusContext:
+    return StatusContext(record=record(**extra), job=job, backend="SLURM")
+
+
+def test_wire_shape_names_and_times() -> None:
+    job = JobInfo("42", "RUNNING", active=True, running=True, node="node7")
+    files = {"init": ContainerFiles(T0, T1, 0), "a": ContainerFiles(started=T1), "b": ContainerFiles(T0, T1, 3)}
+    status = build_pod_status(ctx(job), files, {"a": "img"})
+    assert set(status) == {"name", "UID", "namespace", "JID", "containers", "initContainers"}
+    assert (status["UID"], status["JID"], status["namespace"]) == ("u-1", "42", "ns")
+    assert [c["name"] for c in status["containers"]] == ["a", "b"]
+    assert status["containers"][0]["state"] == {"running": {"startedAt": T1}}
+    b = status["containers"][1]["state"]["terminated"]
+    assert b["exitCode"] == 3 and b["reason"] == "Error" and "SLURM job 42 on node node7" in b["message"]
+    assert RFC3339.match(b["startedAt"]) and RFC3339.match(b["finishedAt"])
+    json.dumps(status)  # plain JSON
+    assert not is_final(status, job)
+
+
+def test_abnormal_end_gives_unfinished_containers_a_nonzero_exit_and_the_reason() -> None:
+    job = JobInfo("42", "TIMEOUT", active=False, abnormal_reason="DeadlineExceeded", node="n1", finished_at=T1)
+    files = {"init": ContainerFiles(T0, T1, 0), "a": ContainerFiles(started=T0),
+             "b": ContainerFiles(T0, T1, 143, reason=("Terminated", "killed by SIGTERM"))}
+    status = build_pod_status(ctx(job), files, {})
+    a = status["containers"][0]["state"]["terminated"]
+    b = status["containers"][1]["state"]["terminated"]
+    assert a["exitCode"] == 137 and a["reason"] == "DeadlineExceeded"
+    assert a["message"].startswith("DeadlineExceeded: SLURM TIMEOUT")
+    assert b["exitCode"] == 143 and b["reason"] == "DeadlineExceeded"
+    assert is_final(status, job)
+
+
+def test_pending_job_and_init_phase() -> None:
+    pending = JobInfo("42", "PENDING", active=True, waiting_reason="Pending", detail="Resources")
+    status = build_pod_status(ctx(pending), {}, {})
+    waiting = status["containers"][0]["state"]["waiting"]
+    assert waiting["reason"] == "Pending" and "Resources" in waiting["message"]
+    running = JobInfo("42", "RUNNING", active=True, running=True)
+    status = build_pod_status(ctx(running), {"init": ContainerFiles(started=T0)}, {})
+    assert status["containers"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+
+
+def test_restart_count_and_last_state() -> None:
+    job = JobInfo("42", "RUNNING", active=True, running=True)
+    files = {"a": ContainerFiles(started=T1, restarts=2, last=(1, T0, T1))}
+    entry = build_pod_status(ctx(job), files, {})["containers"][0]
+    assert entry["restartCount"] == 2
+    assert entry["lastState"]["terminated"]["exitCode"] == 1
+
+
+def test_submit_failed_terminates_every_container() -> None:
+    status = submit_failed_status(record(last_error="sbatch: error: Invalid partition"), {}, "slurm")
+    entries = status["containers"] + status["initContainers"]
+    assert len(entries) == 3
+    for entry in entries:
+        term = entry["state"]["terminated"]
+        assert term["exitCode"] == 1 and term["reason"] == "SubmitFailed" and "Invalid partition" in term["message"]
+
+
+def test_reading_runner_files(tmp_path: Path) -> None:
+    (tmp_path / "started").write_text(T0 + "\n")
+    (tmp_path / "finished").write_text(T1)
+    (tmp_path / "exit").write_text("7\n")
+    (tmp_path / "restarts").write_text("1")
+    (tmp_path / "last").write_text(f"2 {T0} {T1}")
+    (tmp_path / "reason").write_text("InitContainerFailed init container x exited 3")
+    files = read_container_files(tmp_path)
+    assert files == ContainerFiles(T0, T1, 7, 1, (2, T0, T1), None, ("InitContainerFailed", "init container x exited 3"))
+    assert read_container_files(tmp_path / "missing") == ContainerFiles()
