@@ -63,6 +63,8 @@ def _check(plan: RunPlan) -> None:
     ):
         if not math.isfinite(seconds) or seconds <= 0:
             raise PodSpecError(field, f"must be a positive number of seconds, got {seconds!r}")
+    if not plan.job_dir:
+        raise PodSpecError("job_dir", "empty job directory")
     for text in (plan.job_dir, plan.runner_path, *plan.prologue):
         if "\0" in text:
             raise PodSpecError("job", "NUL byte in the job dir, PATH or prologue")

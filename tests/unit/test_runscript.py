@@ -655,6 +655,11 @@ def test_any_argv_and_env_value_reach_the_process_byte_for_byte(
 # plans the runner refuses
 
 
+def test_render_refuses_an_empty_job_dir() -> None:
+    with pytest.raises(PodSpecError):
+        render_runner(RunPlan(job_dir="", containers=(main("a", ("true",)),)))
+
+
 @pytest.mark.parametrize(
     "containers, options",
     [
