@@ -93,7 +93,9 @@ def bench_creates(plugin: PluginProcess, count: int, concurrency: int) -> dict[s
     }
 
 
-async def _status_rate(base: str, bodies: list[dict[str, Any]], seconds: float, period: float) -> tuple[list[float], int]:
+async def _status_rate(
+    base: str, bodies: list[dict[str, Any]], seconds: float, period: float
+) -> tuple[list[float], int]:
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
@@ -125,9 +127,16 @@ async def _status_rate(base: str, bodies: list[dict[str, Any]], seconds: float, 
 
 def bench_status(workdir: Path, tracked: int, seconds: float, interval: float) -> dict[str, Any]:
     wrappers = workdir / f"wrappers-{tracked}"
-    plugin = PluginProcess(workdir / f"status-{tracked}", {"Backend": "slurm", "ContainerRuntime": "none",
-                                                          "PollInterval": interval, "InstanceId": f"bs{tracked}",
-                                                          **counting_wrappers(wrappers)})
+    plugin = PluginProcess(
+        workdir / f"status-{tracked}",
+        {
+            "Backend": "slurm",
+            "ContainerRuntime": "none",
+            "PollInterval": interval,
+            "InstanceId": f"bs{tracked}",
+            **counting_wrappers(wrappers),
+        },
+    )
     plugin.workdir.mkdir(parents=True, exist_ok=True)
     plugin.start()
     try:
@@ -167,8 +176,9 @@ def main() -> None:
     parser.add_argument("--load-pods", type=int, default=0)
     parser.add_argument("--load-seconds", type=float, default=300)
     args = parser.parse_args()
-    subprocess.run(["bash", str(ROOT / "slurm" / "slurm-up.sh"), "/tmp/il-slurm"], check=True, timeout=300,
-                   capture_output=True)
+    subprocess.run(
+        ["bash", str(ROOT / "slurm" / "slurm-up.sh"), "/tmp/il-slurm"], check=True, timeout=300, capture_output=True
+    )
     os.environ["SLURM_CONF"] = "/tmp/il-slurm/slurm.conf"
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="il-bench-") as tmp:
@@ -180,17 +190,34 @@ def main() -> None:
             results["creates"] = bench_creates(plugin, args.creates, args.concurrency)
         finally:
             plugin.stop()
-        results["status"] = [bench_status(work, int(n), args.status_seconds, args.interval)
-                             for n in args.tracked.split(",") if n]
+        results["status"] = [
+            bench_status(work, int(n), args.status_seconds, args.interval) for n in args.tracked.split(",") if n
+        ]
         if args.load_pods:
             wrappers = work / "load-wrappers"
-            load = PluginProcess(work / "load", {"Backend": "slurm", "ContainerRuntime": "none", "InstanceId": "bl",
-                                                 "PollInterval": args.interval, **counting_wrappers(wrappers)})
+            load = PluginProcess(
+                work / "load",
+                {
+                    "Backend": "slurm",
+                    "ContainerRuntime": "none",
+                    "InstanceId": "bl",
+                    "PollInterval": args.interval,
+                    **counting_wrappers(wrappers),
+                },
+            )
             load.workdir.mkdir(parents=True)
             load.start()
             try:
-                outcome = asyncio.run(run_load(str(load.client.base_url).rstrip("/"), wrappers, pods=args.load_pods,
-                                               duration=args.load_seconds, interval=args.interval, max_sleep=120))
+                outcome = asyncio.run(
+                    run_load(
+                        str(load.client.base_url).rstrip("/"),
+                        wrappers,
+                        pods=args.load_pods,
+                        duration=args.load_seconds,
+                        interval=args.interval,
+                        max_sleep=120,
+                    )
+                )
                 results["load"] = outcome.summary()
                 assert load.proc is not None
                 results["load"]["plugin_rss_mib"] = round(rss_mib(load.proc.pid), 1)

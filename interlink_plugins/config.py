@@ -207,7 +207,9 @@ def _taints(key: str, value: Any) -> tuple[Taint, ...]:
         effect = str(item.get("Effect", item.get("effect", "NoSchedule")))
         if effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
             raise ConfigError(f"{key}: effect {effect!r} is not NoSchedule, PreferNoSchedule or NoExecute")
-        taints.append(Taint(str(item.get("Key", item.get("key"))), str(item.get("Value", item.get("value", ""))), effect))
+        taints.append(
+            Taint(str(item.get("Key", item.get("key"))), str(item.get("Value", item.get("value", ""))), effect)
+        )
     return tuple(taints)
 
 
@@ -243,16 +245,34 @@ class FieldSpec:
 
 
 FIELDS: dict[str, FieldSpec] = {
-    "Backend": FieldSpec("backend", _choice(BACKENDS), "Which scheduler this instance drives: slurm, podman or htcondor."),
-    "ContainerRuntime": FieldSpec(
-        "container_runtime", _choice(RUNTIMES), "How containers run inside the job: apptainer, singularity, enroot, podman or none (host userland)."
+    "Backend": FieldSpec(
+        "backend", _choice(BACKENDS), "Which scheduler this instance drives: slurm, podman or htcondor."
     ),
-    "DataRootFolder": FieldSpec("data_root", _path, "Job directories live here; must be visible from the compute nodes (shared filesystem)."),
-    "StateDir": FieldSpec("state_dir", _path, "Local disk for the SQLite state (never the shared data root: SQLite locking is unsafe on NFS/GPFS)."),
+    "ContainerRuntime": FieldSpec(
+        "container_runtime",
+        _choice(RUNTIMES),
+        "How containers run inside the job: apptainer, singularity, enroot, podman or none (host userland).",
+    ),
+    "DataRootFolder": FieldSpec(
+        "data_root", _path, "Job directories live here; must be visible from the compute nodes (shared filesystem)."
+    ),
+    "StateDir": FieldSpec(
+        "state_dir",
+        _path,
+        "Local disk for the SQLite state (never the shared data root: SQLite locking is unsafe on NFS/GPFS).",
+    ),
     "SidecarPort": FieldSpec("sidecar_port", _int, "TCP port to serve interLink on.", env="SIDECARPORT"),
-    "BindAddress": FieldSpec("bind_address", _str, "Address to bind the TCP port to (interLink runs next to the plugin: keep 127.0.0.1)."),
-    "Socket": FieldSpec("socket", _socket, "unix:///path: serve on a unix socket instead of TCP (interLink 0.6.2; SidecarURL unix://...)."),
-    "InstanceId": FieldSpec("instance_id", _str, "Distinguishes several plugin instances on one account: each touches only its own jobs."),
+    "BindAddress": FieldSpec(
+        "bind_address", _str, "Address to bind the TCP port to (interLink runs next to the plugin: keep 127.0.0.1)."
+    ),
+    "Socket": FieldSpec(
+        "socket",
+        _socket,
+        "unix:///path: serve on a unix socket instead of TCP (interLink 0.6.2; SidecarURL unix://...).",
+    ),
+    "InstanceId": FieldSpec(
+        "instance_id", _str, "Distinguishes several plugin instances on one account: each touches only its own jobs."
+    ),
     "SbatchPath": FieldSpec("sbatch", _argv, "sbatch command (argv prefix, split with shlex).", env="SBATCHPATH"),
     "ScancelPath": FieldSpec("scancel", _argv, "scancel command.", env="SCANCELPATH"),
     "SqueuePath": FieldSpec("squeue", _argv, "squeue command.", env="SQUEUEPATH"),
@@ -261,25 +281,49 @@ FIELDS: dict[str, FieldSpec] = {
     "PodmanPath": FieldSpec("podman", _argv, "podman command (Podman backend, and the podman runtime)."),
     "SingularityPath": FieldSpec("apptainer", _argv, "apptainer or singularity binary.", env="SINGULARITYPATH"),
     "EnrootPath": FieldSpec("enroot", _argv, "enroot binary."),
-    "ImagePrefix": FieldSpec("image_prefix", _str, "Prefix for images without a scheme (apptainer/singularity only), e.g. docker://."),
-    "PullPolicy": FieldSpec("pull_policy", _choice(("", "always", "missing", "never", "newer")), "Podman runtime: overrides imagePullPolicy."),
-    "PollInterval": FieldSpec("poll_interval", _seconds, "Seconds between scheduler queries (one query for all tracked jobs)."),
-    "CommandTimeout": FieldSpec("command_timeout", _seconds, "Timeout for every scheduler command; the command is killed when it expires."),
-    "SubmitDeadline": FieldSpec("submit_deadline", _seconds, "How long a pod waits for an unreachable backend before it fails with SubmitFailed."),
-    "GracePeriodCap": FieldSpec("grace_period_cap", _seconds, "Upper bound on terminationGracePeriodSeconds honoured by delete."),
-    "RestartBackoffInitial": FieldSpec("restart_backoff_initial", _seconds, "restartPolicy back-off start (kubelet: 10 s)."),
+    "ImagePrefix": FieldSpec(
+        "image_prefix", _str, "Prefix for images without a scheme (apptainer/singularity only), e.g. docker://."
+    ),
+    "PullPolicy": FieldSpec(
+        "pull_policy",
+        _choice(("", "always", "missing", "never", "newer")),
+        "Podman runtime: overrides imagePullPolicy.",
+    ),
+    "PollInterval": FieldSpec(
+        "poll_interval", _seconds, "Seconds between scheduler queries (one query for all tracked jobs)."
+    ),
+    "CommandTimeout": FieldSpec(
+        "command_timeout", _seconds, "Timeout for every scheduler command; the command is killed when it expires."
+    ),
+    "SubmitDeadline": FieldSpec(
+        "submit_deadline",
+        _seconds,
+        "How long a pod waits for an unreachable backend before it fails with SubmitFailed.",
+    ),
+    "GracePeriodCap": FieldSpec(
+        "grace_period_cap", _seconds, "Upper bound on terminationGracePeriodSeconds honoured by delete."
+    ),
+    "RestartBackoffInitial": FieldSpec(
+        "restart_backoff_initial", _seconds, "restartPolicy back-off start (kubelet: 10 s)."
+    ),
     "RestartBackoffMax": FieldSpec("restart_backoff_max", _seconds, "restartPolicy back-off cap (kubelet: 300 s)."),
     "Requeue": FieldSpec("requeue", _bool, "Let SLURM requeue jobs (default: --no-requeue)."),
     "Partitions": FieldSpec("partitions", _str_list, "Partitions counted by the ping's resources (default: all)."),
     "DefaultCPU": FieldSpec("default_cpus", _int, "CPUs for a pod that asks for none (and has no flavor)."),
-    "DefaultMemory": FieldSpec("default_memory_mib", _memory_mib, "Memory for a pod that asks for none, e.g. 1G or 1024Mi."),
+    "DefaultMemory": FieldSpec(
+        "default_memory_mib", _memory_mib, "Memory for a pod that asks for none, e.g. 1G or 1024Mi."
+    ),
     "Flavors": FieldSpec("flavors", _flavors, "name -> {CPUDefault, MemoryDefault, SlurmFlags, Description}."),
     "DefaultFlavor": FieldSpec("default_flavor", _str, "Flavor used when the pod names none."),
-    "GresMap": FieldSpec("gres_map", _str_map, "Extended resource -> SLURM gres name, e.g. nvidia.com/mig-1g.10gb: gpu:a100_1g.10gb."),
+    "GresMap": FieldSpec(
+        "gres_map", _str_map, "Extended resource -> SLURM gres name, e.g. nvidia.com/mig-1g.10gb: gpu:a100_1g.10gb."
+    ),
     "Taints": FieldSpec("taints", _taints, "Taints sent with every ping: [{Key, Value, Effect}]."),
     "MaxCPU": FieldSpec("max_cpus", _int, "Cap on the CPUs reported by the ping (0: no cap)."),
     "MaxMemory": FieldSpec("max_memory_mib", _memory_mib, "Cap on the memory reported by the ping."),
-    "JobEnvironment": FieldSpec("job_environment", _str_map, "Variables exported to the job runner (not to containers), e.g. CONTAINERS_CONF."),
+    "JobEnvironment": FieldSpec(
+        "job_environment", _str_map, "Variables exported to the job runner (not to containers), e.g. CONTAINERS_CONF."
+    ),
     "JobPath": FieldSpec("job_path", _str, "PATH of the job runner (jobs are submitted with --export=NIL)."),
     "LogLevel": FieldSpec("log_level", _choice(("debug", "info", "warning", "error")), "Plugin log level."),
 }
@@ -331,7 +375,7 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = 
             warnings.append(f"config key {key!r} is accepted for compatibility and ignored: {GO_COMPAT_KEYS[key]}")
         else:
             warnings.append(f"unknown config key {key!r} ignored")
-    for key, spec in FIELDS.items():
+    for spec in FIELDS.values():
         if spec.env and environ.get(spec.env):
             values[spec.attr] = spec.parse(spec.env, environ[spec.env])
     values.setdefault("instance_id", "default")
@@ -387,7 +431,7 @@ def config_reference_markdown() -> str:
         "",
         "| key | meaning |",
         "| --- | --- |",
-        "| `AllowRawShell` | run raw-shell annotations (pre-exec, interLink mesh/wstunnel) inside the job; default false |",
+        "| `AllowRawShell` | run raw-shell annotations (pre-exec, interLink mesh/wstunnel) in the job; default false |",
         "| `AllowedSbatchOptions` | replaces the default allow-list of sbatch options a pod may set |",
         "| `ExtraSbatchOptions` | added to the default allow-list |",
         "| `AllowedSingularityOptions` | apptainer/singularity options a pod may set |",

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from interlink_plugins.core.pod import Pod
 from interlink_plugins.core.state import PodRecord
+
+if TYPE_CHECKING:
+    from interlink_plugins.core.status import ContainerFiles
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,16 @@ class Backend(Protocol):
 
     async def resources(self) -> Resources: ...
 
-    def container_files_dir(self, record: PodRecord) -> Path | None:
-        """Where the runner's per-container files are (None: the backend reports states itself)."""
+    # Per-container view. Batch backends read the pod runner's files (core.runnerfiles.RunnerFiles);
+    # others (podman) answer from what their query() saw. Blocking: called from a worker thread.
+    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]: ...
+
+    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
+        """The CRI-format log of the container's current (or previous) run."""
+        ...
+
+    def container_started(self, record: PodRecord, container: str) -> bool: ...
+
+    def runner_finished(self, record: PodRecord) -> bool:
+        """The pod ran to its end by its own account (resolves a job the scheduler forgot)."""
         ...

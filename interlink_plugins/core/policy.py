@@ -369,9 +369,7 @@ def _short_map(table: Mapping[str, OptionSpec]) -> dict[str, OptionSpec]:
     return {spec.short: spec for key, spec in table.items() if spec.short and key == spec.long}
 
 
-def _lookup_long(
-    name: str, table: Mapping[str, OptionSpec], *, field: str, token: str, style: Style
-) -> OptionSpec:
+def _lookup_long(name: str, table: Mapping[str, OptionSpec], *, field: str, token: str, style: Style) -> OptionSpec:
     """Exact long name, else (getopt only) the single option a unique prefix names."""
     spec = table.get(name)
     if spec is not None and name:
@@ -570,9 +568,7 @@ class AdminPolicy:
                 for spec in (opt.value or "").split(","):
                     source = spec.split(":", 1)[0]
                     if not self.host_path_allowed(source):
-                        raise PolicyViolation(
-                            field, f"{_show(opt.spelling)}: host path {_show(source)} is not allowed"
-                        )
+                        raise PolicyViolation(field, f"{_show(opt.spelling)}: host path {_show(source)} is not allowed")
         return parsed
 
     def host_path_allowed(self, path: str) -> bool:
@@ -610,11 +606,7 @@ def _str_list(key: str, raw: Any, *, allow_int: bool = False) -> list[str]:
         raise ConfigError(f"{key}: expected a list, got {raw!r}")
     out: list[str] = []
     for item in raw:
-        if (
-            isinstance(item, bool)
-            or not isinstance(item, (str, int))
-            or (isinstance(item, int) and not allow_int)
-        ):
+        if isinstance(item, bool) or not isinstance(item, (str, int)) or (isinstance(item, int) and not allow_int):
             raise ConfigError(f"{key}: bad value {item!r} (expected a string)")
         text = str(item).strip()
         if not text:
@@ -623,9 +615,7 @@ def _str_list(key: str, raw: Any, *, allow_int: bool = False) -> list[str]:
     return out
 
 
-def _option_names(
-    key: str, raw: Any, table: Mapping[str, OptionSpec], never: frozenset[str]
-) -> frozenset[str]:
+def _option_names(key: str, raw: Any, table: Mapping[str, OptionSpec], never: frozenset[str]) -> frozenset[str]:
     shorts = _short_map(table)
     names: set[str] = set()
     for item in _str_list(key, raw):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from interlink_plugins.core.status import (
     build_pod_status,
     epoch_rfc3339,
     is_final,
-    read_pod_files,
     submit_failed_status,
 )
 
@@ -348,33 +346,30 @@ class PluginService:
             raise LogRequestError(f"pod {request.pod_uid} is not known to this plugin", status=404)
         if request.container not in record.init_names + record.main_names:
             raise LogRequestError(f"container {request.container} is not in pod {record.namespace}/{record.name}")
-        files_dir = self.backend.container_files_dir(record)
-        if files_dir is None:
-            raise LogRequestError("this backend serves logs itself", status=501)
-        container_dir = files_dir / request.container
         if request.previous:
-            path = container_dir / "log.prev"
+            path = self.backend.log_file(record, request.container, previous=True)
             if not path.exists():
                 raise LogRequestError(
                     f"previous terminated container {request.container} in pod {record.name} not found"
                 )
             return record, path
-        path = container_dir / "log"
-        if not path.exists() and not (container_dir / "started").exists():
+        if not self.backend.container_started(record, request.container):
             reason = self._waiting_reason(record, request.container)
             raise LogRequestError(f"container {request.container} is waiting to start: {reason}")
-        return record, path
+        return record, self.backend.log_file(record, request.container, previous=False)
 
-    def _waiting_reason(self, record: PodRecord, container: str) -> str:
+    def _container_state(self, record: PodRecord, container: str) -> dict[str, Any]:
         status = self.pod_status(record)
         for entry in status["containers"] + status["initContainers"]:
             if entry["name"] == container:
-                state = entry["state"]
-                if "waiting" in state:
-                    return str(state["waiting"].get("reason", "ContainerCreating"))
-                if "terminated" in state:
-                    return str(state["terminated"].get("reason", "never started"))
-        return "ContainerCreating"
+                return dict(entry["state"])
+        return {}
+
+    def _waiting_reason(self, record: PodRecord, container: str) -> str:
+        state = self._container_state(record, container)
+        if "terminated" in state:
+            return str(state["terminated"].get("reason", "never started"))
+        return str(state.get("waiting", {}).get("reason", "ContainerCreating"))
 
     def _log_options(self, request: LogRequest) -> LogOptions:
         since = request.since_time
@@ -394,12 +389,13 @@ class PluginService:
 
     def follow_logs(self, request: LogRequest) -> AsyncIterator[bytes]:
         record, path = self._log_path(request)
-        exit_file = path.parent / "exit"
-        uid = record.uid
+        uid, container = record.uid, request.container
 
         def finished() -> bool:
             current = self.store.get(uid)
-            return exit_file.exists() or current is None or current.final_status is not None
+            if current is None or current.final_status is not None:
+                return True
+            return "terminated" in self._container_state(current, container)
 
         return follow_log(path, self._log_options(request), finished=finished)
 
@@ -459,9 +455,8 @@ class PluginService:
                                   detail="the job left the queue and accounting has no record of it")
             else:
                 self._missing_since.pop(record.job_id, None)
-            files_dir = self.backend.container_files_dir(record)
-            files = read_pod_files(files_dir, record.init_names + record.main_names) if files_dir else {}
-            if job is None and files and (Path(record.job_dir) / "pod.exit").exists():
+            files = self.backend.container_snapshot(record)
+            if job is None and self.backend.runner_finished(record):
                 job = JobInfo(record.job_id, "ENDED", active=False)
             status = build_pod_status(self._context(record, job), files, record.meta.get("images", {}))
             results.append((record, status, job is not None and is_final(status, job)))

@@ -125,7 +125,9 @@ def _abnormal_code(job: JobInfo) -> int:
     return KILLED
 
 
-def container_status(name: str, image: str, files: ContainerFiles, ctx: StatusContext, *, init_pending: bool) -> dict[str, Any]:
+def container_status(
+    name: str, image: str, files: ContainerFiles, ctx: StatusContext, *, init_pending: bool
+) -> dict[str, Any]:
     job = ctx.job
     job_over = job is not None and not job.active
     state: dict[str, Any]
@@ -146,8 +148,13 @@ def container_status(name: str, image: str, files: ContainerFiles, ctx: StatusCo
         reason = job.abnormal_reason or ("Terminated" if ctx.deleting else "ContainerCannotRun")
         code = _abnormal_code(job) if job.abnormal_reason or ctx.deleting else 1
         finished = job.finished_at or now_rfc3339()
-        state = _terminated(code, reason, _message(reason, f"{ctx.backend} {job.state}, never started", ctx),
-                            job.started_at or finished, finished)
+        state = _terminated(
+            code,
+            reason,
+            _message(reason, f"{ctx.backend} {job.state}, never started", ctx),
+            job.started_at or finished,
+            finished,
+        )
     elif files.waiting:
         reason, detail = files.waiting
         state = {"waiting": {"reason": reason, "message": _message(reason, detail, ctx)}}
@@ -184,9 +191,7 @@ def _waiting_reason(ctx: StatusContext, init_pending: bool) -> tuple[str, str]:
     return "ContainerCreating", "starting"
 
 
-def build_pod_status(
-    ctx: StatusContext, files: dict[str, ContainerFiles], images: dict[str, str]
-) -> dict[str, Any]:
+def build_pod_status(ctx: StatusContext, files: dict[str, ContainerFiles], images: dict[str, str]) -> dict[str, Any]:
     record = ctx.record
     init_statuses = []
     init_done = True

@@ -26,6 +26,7 @@ from interlink_plugins.core.policy import (
 )
 from interlink_plugins.core.resources import pod_totals
 from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
+from interlink_plugins.core.runnerfiles import RunnerFiles
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.slurm.states import lookup
 
@@ -43,7 +44,7 @@ _ACCOUNTING_OFF = "accounting storage is disabled"
 _SQUEUE_FORMAT = "%i\x1f%T\x1f%r\x1f%N\x1f%S\x1f%e\x1f%k\x1f%Z"
 
 
-class SlurmBackend:
+class SlurmBackend(RunnerFiles):
     name = "slurm"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
@@ -119,7 +120,8 @@ class SlurmBackend:
             seconds = pod.active_deadline_seconds
             merged["time"] = ParsedOption("time", str(math.ceil(seconds / 60)))
             start = _pod_start_time(pod)
-            merged["deadline"] = ParsedOption("deadline", (start + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S"))
+            deadline = start + timedelta(seconds=seconds)
+            merged["deadline"] = ParsedOption("deadline", deadline.strftime("%Y-%m-%dT%H:%M:%S"))
         return list(merged.values())
 
     def _flavor(self, pod: Pod) -> Any:
@@ -275,17 +277,15 @@ class SlurmBackend:
         return jobs
 
     async def cancel(self, job_id: str, *, graceful: bool) -> None:
-        if graceful:
-            # without --full the batch script (our runner) never sees the signal
-            argv = [*self.config.scancel, "--full", "--signal=TERM", job_id]
-        else:
-            argv = [*self.config.scancel, job_id]
-        result = await self._run(argv, "delete")
-        if not result.ok and "Invalid job id" not in result.error_text and "already completing" not in result.error_text:
-            if graceful and "pending" in result.error_text.lower():
-                await self.cancel(job_id, graceful=False)
-                return
-            log.warning("scancel %s: %s", job_id, result.error_text)
+        # without --full the batch script (our runner) never sees the signal
+        signal = ["--full", "--signal=TERM"] if graceful else []
+        result = await self._run([*self.config.scancel, *signal, job_id], "delete")
+        if result.ok or "Invalid job id" in result.error_text or "already completing" in result.error_text:
+            return
+        if graceful and "pending" in result.error_text.lower():
+            await self.cancel(job_id, graceful=False)
+            return
+        log.warning("scancel %s: %s", job_id, result.error_text)
 
     async def cleanup(self, record: PodRecord) -> None:
         job_dir = Path(record.job_dir)
@@ -293,9 +293,6 @@ class SlurmBackend:
             import asyncio
 
             await asyncio.to_thread(shutil.rmtree, job_dir, True)
-
-    def container_files_dir(self, record: PodRecord) -> Path | None:
-        return Path(record.job_dir) / "c"
 
     async def resources(self) -> Resources:
         result = await self._run([*self.config.sinfo, "-h", "-N", "-o", "%N|%c|%m|%G|%T|%P"], "resources")

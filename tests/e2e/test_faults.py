@@ -20,8 +20,9 @@ BACKENDS = ["slurm"]
 
 
 @pytest.fixture(params=BACKENDS)
-def kit(request: pytest.FixtureRequest, plugin_factory: Callable[..., PluginProcess],
-        slurm_cluster: dict[str, str]) -> Iterator[BackendKit]:
+def kit(
+    request: pytest.FixtureRequest, plugin_factory: Callable[..., PluginProcess], slurm_cluster: dict[str, str]
+) -> Iterator[BackendKit]:
     if request.param == "slurm":
         yield SlurmKit(plugin_factory, slurm_cluster["state"])
 
@@ -94,7 +95,7 @@ def test_kill_at_each_step_of_create_leaves_exactly_one_job(kit: BackendKit, tmp
     plugin = kit.plugin(SbatchPath=str(wrapper))
     body = pod_body("crashy", [container("c", ["sh", "-c", "echo survived"])])
     uid = body["pod"]["metadata"]["uid"]
-    with pytest.raises(Exception):  # noqa: B017 - the connection dies with the plugin
+    with pytest.raises(Exception):
         plugin.client.post("/create", json=body)
     assert plugin.proc is not None
     plugin.proc.wait(timeout=20)
@@ -110,7 +111,9 @@ def test_kill_at_each_step_of_create_leaves_exactly_one_job(kit: BackendKit, tmp
 
 def test_recovery_from_the_scheduler_alone(kit: BackendKit) -> None:
     plugin = kit.plugin()
-    body = pod_body("orphan", [container("c", ["sh", "-c", "echo still-here; sleep 600"])], terminationGracePeriodSeconds=1)
+    body = pod_body(
+        "orphan", [container("c", ["sh", "-c", "echo still-here; sleep 600"])], terminationGracePeriodSeconds=1
+    )
     job_id = plugin.create(body)["PodJID"]
     plugin.wait_status(body, lambda s: "running" in s["containers"][0]["state"])
     plugin.kill(signal.SIGKILL)
@@ -178,7 +181,10 @@ def test_backend_outage_exactly_as_designed(kit: BackendKit) -> None:
     assert not kit.job_alive(doomed_jid)
     assert kit.jobs_for(quick, expired["pod"]["metadata"]["uid"]) == []
     deadline = time.monotonic() + 40
-    while any(t["key"] == "interlink.eu/backend-unavailable" for t in plugin.ping()["taints"]) and time.monotonic() < deadline:
+    while (
+        any(t["key"] == "interlink.eu/backend-unavailable" for t in plugin.ping()["taints"])
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
     assert not any(t["key"] == "interlink.eu/backend-unavailable" for t in plugin.ping()["taints"])
     assert all_terminated(plugin.status(deferred))

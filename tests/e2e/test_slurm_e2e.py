@@ -24,7 +24,9 @@ def scontrol(job_id: str) -> str:
 
 
 def jobs_with_comment(comment: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%k"], capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i|%k"], capture_output=True, text=True, timeout=10
+    ).stdout
     return [line.split("|")[0] for line in out.splitlines() if line.split("|", 1)[1] == comment]
 
 
@@ -89,10 +91,19 @@ def test_init_containers_in_order_then_parallel_main_containers(plugin: PluginPr
     body = pod_body(
         "ordered",
         [
-            container("a", ["sh", "-c", "echo a-start >> /work/trace; sleep 2; echo a-end >> /work/trace"], volumeMounts=mount),
-            container("b", ["sh", "-c", "echo b-start >> /work/trace; sleep 2; echo b-end >> /work/trace; "
-                      "while ! grep -q a-end /work/trace; do sleep 0.1; done; cat /work/trace"],
-                      volumeMounts=mount),
+            container(
+                "a", ["sh", "-c", "echo a-start >> /work/trace; sleep 2; echo a-end >> /work/trace"], volumeMounts=mount
+            ),
+            container(
+                "b",
+                [
+                    "sh",
+                    "-c",
+                    "echo b-start >> /work/trace; sleep 2; echo b-end >> /work/trace; "
+                    "while ! grep -q a-end /work/trace; do sleep 0.1; done; cat /work/trace",
+                ],
+                volumeMounts=mount,
+            ),
         ],
         init_containers=[
             container("init1", ["sh", "-c", "echo init1 > /work/trace"], volumeMounts=mount),
@@ -134,14 +145,35 @@ def test_per_container_exit_codes(plugin: PluginProcess) -> None:
 def test_volumes_configmap_secret_projected_emptydir(plugin: PluginProcess) -> None:
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\nabc==\n-----END CERTIFICATE-----\n"
     volumes = [
-        {"name": "cfg", "configMap": {"name": "cfg-1", "items": [{"key": "app.yaml", "path": "conf/app.yaml", "mode": 0o600}],
-                                      "defaultMode": 0o644}},
+        {
+            "name": "cfg",
+            "configMap": {
+                "name": "cfg-1",
+                "items": [{"key": "app.yaml", "path": "conf/app.yaml", "mode": 0o600}],
+                "defaultMode": 0o644,
+            },
+        },
         {"name": "sec", "secret": {"secretName": "sec-1", "defaultMode": 0o400}},
-        {"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
-            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-        ]}},
+        {
+            "name": "kube-api-access",
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "namespace",
+                                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                }
+                            ]
+                        }
+                    },
+                ],
+            },
+        },
         {"name": "shared", "emptyDir": {}},
     ]
     writer_mounts = [
@@ -161,13 +193,21 @@ def test_volumes_configmap_secret_projected_emptydir(plugin: PluginProcess) -> N
         "vols",
         [
             container("writer", ["sh", "-c", script], volumeMounts=writer_mounts),
-            container("reader", ["sh", "-c", reader_script], volumeMounts=[{"name": "shared", "mountPath": "/shared", "readOnly": True}]),
+            container(
+                "reader",
+                ["sh", "-c", reader_script],
+                volumeMounts=[{"name": "shared", "mountPath": "/shared", "readOnly": True}],
+            ),
         ],
         volumes=volumes,
         config_maps=[config_map("cfg-1", {"app.yaml": "a: 1\nb: 'two'\n"})],
         secrets=[secret("sec-1", {"pw": b"s3cr3t $(whoami) `id`"})],
-        projected=[{"metadata": {"name": "kube-api-access", "creationTimestamp": None},
-                    "data": {"token": "eyJhbGciOi.fake", "ca.crt": pem, "namespace": "default"}}],
+        projected=[
+            {
+                "metadata": {"name": "kube-api-access", "creationTimestamp": None},
+                "data": {"token": "eyJhbGciOi.fake", "ca.crt": pem, "namespace": "default"},
+            }
+        ],
     )
     plugin.create(body)
     status = plugin.wait_done(body, timeout=60)
@@ -180,25 +220,47 @@ def test_volumes_configmap_secret_projected_emptydir(plugin: PluginProcess) -> N
 def test_env_and_args_byte_exact_with_k8s_expansion(plugin: PluginProcess) -> None:
     env = [
         {"name": "PLAIN", "value": "simple"},
-        {"name": "QUOTES", "value": "it's \"quoted\" \\ back"},
+        {"name": "QUOTES", "value": 'it\'s "quoted" \\ back'},
         {"name": "MULTI", "value": "line1\nline2\n"},
         {"name": "JSON", "value": '{"a": [1, "$(PLAIN)"], "b": "${HOME}"}'},
         {"name": "UNICODE", "value": "ümlaut – ✓ 日本"},
         {"name": "EMPTY", "value": ""},
     ]
     args = ["$(PLAIN)", "$$(PLAIN)", "$(UNDEFINED)", "$(QUOTES)", "`id`", "; rm -rf /", "a b  c", "$HOME", ""]
-    body = pod_body("env", [container(
-        "c", ["sh", "-c", 'for a in "$@"; do printf "[%s]\\n" "$a"; done; env | sort | grep -E "^(PLAIN|QUOTES|JSON|UNICODE|EMPTY)="; printf "%s" "$MULTI" | od -c | head -2', "sh"],
-        args=args, env=env)])
+    body = pod_body(
+        "env",
+        [
+            container(
+                "c",
+                [
+                    "sh",
+                    "-c",
+                    'for a in "$@"; do printf "[%s]\\n" "$a"; done; env | sort | grep -E "^(PLAIN|QUOTES|JSON|UNICODE|EMPTY)="; printf "%s" "$MULTI" | od -c | head -2',
+                    "sh",
+                ],
+                args=args,
+                env=env,
+            )
+        ],
+    )
     plugin.create(body)
     status = plugin.wait_done(body)
     assert exit_codes(status) == {"c": 0}
     lines = plugin.logs(body, "c").text.splitlines()
-    assert lines[:9] == ["[simple]", "[$(PLAIN)]", "[$(UNDEFINED)]", "[it's \"quoted\" \\ back]", "[`id`]",
-                         "[; rm -rf /]", "[a b  c]", "[$HOME]", "[]"]
+    assert lines[:9] == [
+        "[simple]",
+        "[$(PLAIN)]",
+        "[$(UNDEFINED)]",
+        '[it\'s "quoted" \\ back]',
+        "[`id`]",
+        "[; rm -rf /]",
+        "[a b  c]",
+        "[$HOME]",
+        "[]",
+    ]
     assert "EMPTY=" in lines and "PLAIN=simple" in lines and "UNICODE=ümlaut – ✓ 日本" in lines
     assert 'JSON={"a": [1, "$(PLAIN)"], "b": "${HOME}"}' in lines
-    assert "QUOTES=it's \"quoted\" \\ back" in lines
+    assert 'QUOTES=it\'s "quoted" \\ back' in lines
     assert any("l   i   n   e   1  \\n" in line for line in lines)
 
 
@@ -207,8 +269,14 @@ def test_resources_and_deadline_reach_sbatch(plugin: PluginProcess) -> None:
         "res",
         [
             container("a", ["sleep", "30"], resources={"requests": {"cpu": "500m", "memory": "100Mi"}}),
-            container("b", ["sleep", "30"], resources={"limits": {"cpu": "1200m", "memory": "0.5Gi", "nvidia.com/gpu": "1"},
-                                                      "requests": {"cpu": "1"}}),
+            container(
+                "b",
+                ["sleep", "30"],
+                resources={
+                    "limits": {"cpu": "1200m", "memory": "0.5Gi", "nvidia.com/gpu": "1"},
+                    "requests": {"cpu": "1"},
+                },
+            ),
         ],
         init_containers=[container("i", ["true"], resources={"limits": {"cpu": "3"}})],
         activeDeadlineSeconds=150,
@@ -225,13 +293,23 @@ def test_resources_and_deadline_reach_sbatch(plugin: PluginProcess) -> None:
 
 
 def test_policy_refuses_forbidden_sbatch_flags_in_every_spelling(plugin: PluginProcess) -> None:
-    for flags in ("--chdir=/etc", "-D /etc", "--chd=/etc", "--uid=0", "--ui=0", "--export=ALL", "-o /etc/passwd", "--comment=x"):
+    for flags in (
+        "--chdir=/etc",
+        "-D /etc",
+        "--chd=/etc",
+        "--uid=0",
+        "--ui=0",
+        "--export=ALL",
+        "-o /etc/passwd",
+        "--comment=x",
+    ):
         body = pod_body("flags", [container("c", ["true"])], annotations={"slurm-job.vk.io/flags": flags})
         response = plugin.client.post("/create", json=body)
         assert response.status_code == 403, (flags, response.text)
         assert "slurm-job.vk.io/flags" in response.json()["error"]
-    ok = pod_body("flags-ok", [container("c", ["true"])],
-                  annotations={"slurm-job.vk.io/flags": "--job-name=test-pod-cfg -t 2800"})
+    ok = pod_body(
+        "flags-ok", [container("c", ["true"])], annotations={"slurm-job.vk.io/flags": "--job-name=test-pod-cfg -t 2800"}
+    )
     job_id = plugin.create(ok)["PodJID"]
     job = scontrol(job_id)
     assert "JobName=test-pod-cfg" in job and "TimeLimit=1-22:40:00" in job
@@ -241,14 +319,23 @@ def test_policy_refuses_forbidden_sbatch_flags_in_every_spelling(plugin: PluginP
     ("mutate", "status", "field"),
     [
         (lambda b: b["pod"]["metadata"].pop("uid"), 422, "metadata.uid"),
-        (lambda b: b["pod"]["spec"]["containers"][0]["resources"].update(limits={"cpu": "lots"}), 422,
-         "spec.containers[0].resources.limits[cpu]"),
-        (lambda b: b["pod"]["spec"]["volumes"].append({"name": "p", "persistentVolumeClaim": {"claimName": "x"}}), 422,
-         "spec.volumes[0].persistentVolumeClaim"),
+        (
+            lambda b: b["pod"]["spec"]["containers"][0]["resources"].update(limits={"cpu": "lots"}),
+            422,
+            "spec.containers[0].resources.limits[cpu]",
+        ),
+        (
+            lambda b: b["pod"]["spec"]["volumes"].append({"name": "p", "persistentVolumeClaim": {"claimName": "x"}}),
+            422,
+            "spec.volumes[0].persistentVolumeClaim",
+        ),
         (lambda b: b["pod"]["spec"]["containers"][0].pop("command"), 422, "spec.containers[0].command"),
         (lambda b: b["pod"]["spec"]["containers"].append(container("c", ["true"])), 422, "spec.containers"),
-        (lambda b: b["pod"]["spec"]["volumes"].append({"name": "h", "hostPath": {"path": "/etc"}}), 403,
-         "spec.volumes[0].hostPath.path"),
+        (
+            lambda b: b["pod"]["spec"]["volumes"].append({"name": "h", "hostPath": {"path": "/etc"}}),
+            403,
+            "spec.volumes[0].hostPath.path",
+        ),
     ],
 )
 def test_bad_input_is_a_4xx_naming_the_field(plugin: PluginProcess, mutate: Any, status: int, field: str) -> None:
@@ -262,8 +349,12 @@ def test_bad_input_is_a_4xx_naming_the_field(plugin: PluginProcess, mutate: Any,
 
 def test_restart_policy_on_failure_with_previous_logs(plugin: PluginProcess) -> None:
     script = "n=$(cat /state/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /state/n; echo run-$n; [ $n -ge 3 ]"
-    body = pod_body("restarts", [container("c", ["sh", "-c", script], volumeMounts=[{"name": "state", "mountPath": "/state"}])],
-                    volumes=[{"name": "state", "emptyDir": {}}], restart_policy="OnFailure")
+    body = pod_body(
+        "restarts",
+        [container("c", ["sh", "-c", script], volumeMounts=[{"name": "state", "mountPath": "/state"}])],
+        volumes=[{"name": "state", "emptyDir": {}}],
+        restart_policy="OnFailure",
+    )
     plugin.create(body)
     status = plugin.wait_done(body, timeout=60)
     entry = status["containers"][0]
@@ -278,14 +369,24 @@ def test_logs_options_and_follow(plugin: PluginProcess) -> None:
     plugin.create(body)
     plugin.wait_status(body, lambda s: "running" in s["containers"][0]["state"] or all_terminated(s), timeout=30)
     started = time.monotonic()
-    with plugin.client.stream("GET", "/getLogs", json={
-        "Namespace": "default", "PodUID": body["pod"]["metadata"]["uid"], "PodName": "logs", "ContainerName": "c",
-        "Opts": {"Follow": True, "Tail": 0, "Bytes": 0, "SinceTime": "0001-01-01T00:00:00Z"}}) as stream:
+    with plugin.client.stream(
+        "GET",
+        "/getLogs",
+        json={
+            "Namespace": "default",
+            "PodUID": body["pod"]["metadata"]["uid"],
+            "PodName": "logs",
+            "ContainerName": "c",
+            "Opts": {"Follow": True, "Tail": 0, "Bytes": 0, "SinceTime": "0001-01-01T00:00:00Z"},
+        },
+    ) as stream:
         assert stream.status_code == 200
         text = b"".join(stream.iter_bytes()).decode()
     assert text == "".join(f"line{i}\n" for i in range(1, 6))
     status = plugin.wait_done(body)
-    finished = datetime.fromisoformat(status["containers"][0]["state"]["terminated"]["finishedAt"].replace("Z", "+00:00"))
+    finished = datetime.fromisoformat(
+        status["containers"][0]["state"]["terminated"]["finishedAt"].replace("Z", "+00:00")
+    )
     assert time.monotonic() - started < 15
     assert finished.timestamp() <= time.time()
     assert plugin.logs(body, "c", Tail=2).text == "line4\nline5\n"
@@ -303,7 +404,9 @@ def test_logs_of_a_container_not_started_yet(plugin: PluginProcess) -> None:
     response = plugin.logs(body, "c")
     assert response.status_code == 400
     assert "container c is waiting to start" in response.json()["error"]
-    status = plugin.wait_status(body, lambda s: s["containers"][0]["state"].get("waiting", {}).get("reason") == "Pending")
+    status = plugin.wait_status(
+        body, lambda s: s["containers"][0]["state"].get("waiting", {}).get("reason") == "Pending"
+    )
     assert status["JID"].isdigit()
     assert "BeginTime" in status["containers"][0]["state"]["waiting"]["message"]
     assert plugin.delete(body).status_code == 200
@@ -317,7 +420,10 @@ def test_delete_running_pod_sends_sigterm_to_every_container(plugin_factory: Any
     mounts = [{"name": "w", "mountPath": "/w"}]
     body = pod_body(
         "victim",
-        [container("a", ["sh", "-c", trap, "a"], volumeMounts=mounts), container("b", ["sh", "-c", trap, "b"], volumeMounts=mounts)],
+        [
+            container("a", ["sh", "-c", trap, "a"], volumeMounts=mounts),
+            container("b", ["sh", "-c", trap, "b"], volumeMounts=mounts),
+        ],
         volumes=[{"name": "w", "hostPath": {"path": str(witness), "type": "Directory"}}],
         terminationGracePeriodSeconds=5,
     )
@@ -351,15 +457,23 @@ def test_ping_reports_cluster_resources_and_taints(plugin_factory: Any) -> None:
 def test_podman_runtime_inside_slurm_jobs(plugin_factory: Any) -> None:
     plugin = plugin_factory(runtime="podman")
     env = [{"name": "MSG", "value": "from podman: $(x) `y` 'z'"}]
-    body = pod_body(
-        "pm",
-        [container("a", ["sh", "-c", 'echo "$MSG"; cat /etc/hostname >/dev/null'], env=env),
-         container("entry", None)],
-        image="localhost/busybox:latest",
-    ) if False else pod_body(
-        "pm",
-        [container("a", ["sh", "-c", 'echo "$MSG"'], env=env),
-         container("entry", None, image="localhost/busybox-entry:latest", args=["my-arg"])],
+    body = (
+        pod_body(
+            "pm",
+            [
+                container("a", ["sh", "-c", 'echo "$MSG"; cat /etc/hostname >/dev/null'], env=env),
+                container("entry", None),
+            ],
+            image="localhost/busybox:latest",
+        )
+        if False
+        else pod_body(
+            "pm",
+            [
+                container("a", ["sh", "-c", 'echo "$MSG"'], env=env),
+                container("entry", None, image="localhost/busybox-entry:latest", args=["my-arg"]),
+            ],
+        )
     )
     plugin.create(body)
     status = plugin.wait_done(body, timeout=90)
@@ -369,23 +483,32 @@ def test_podman_runtime_inside_slurm_jobs(plugin_factory: Any) -> None:
 
 
 def test_render_and_check_commands(plugin: PluginProcess, tmp_path: Path) -> None:
-    body = pod_body("render", [container("c", ["echo", "hi"])],
-                    volumes=[{"name": "s", "secret": {"secretName": "s1"}}],
-                    secrets=[secret("s1", {"password": b"hunter2-very-secret"})])
+    body = pod_body(
+        "render",
+        [container("c", ["echo", "hi"])],
+        volumes=[{"name": "s", "secret": {"secretName": "s1"}}],
+        secrets=[secret("s1", {"password": b"hunter2-very-secret"})],
+    )
     body["pod"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "s", "mountPath": "/s"}]
     pod_file = tmp_path / "pod.json"
     import json
 
     pod_file.write_text(json.dumps(body))
     cli = [os.sys.executable, "-m", "interlink_plugins.cli"]
-    rendered = subprocess.run([*cli, "render", str(pod_file), "--config", str(plugin.config_path)],
-                              capture_output=True, text=True, timeout=60, env=plugin.env)
+    rendered = subprocess.run(
+        [*cli, "render", str(pod_file), "--config", str(plugin.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=plugin.env,
+    )
     assert rendered.returncode == 0, rendered.stderr
     assert "--export=NIL" in rendered.stdout and "pod-runner.sh" in rendered.stdout
     assert "hunter2-very-secret" not in rendered.stdout
     assert not (Path(plugin.config["DataRootFolder"]) / f"default-{body['pod']['metadata']['uid']}").exists()
-    checked = subprocess.run([*cli, "check", "--config", str(plugin.config_path)],
-                             capture_output=True, text=True, timeout=60, env=plugin.env)
+    checked = subprocess.run(
+        [*cli, "check", "--config", str(plugin.config_path)], capture_output=True, text=True, timeout=60, env=plugin.env
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "backend slurm reachable: 32 CPUs" in checked.stdout
 

@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -636,16 +637,15 @@ def test_config_unknown_namespace_subkey_is_a_warning(caplog: pytest.LogCaptureF
 # ------------------------------------------------------------------------------ properties
 
 
-def _long_spellings(table: dict[str, OptionSpec] | object, key: str) -> list[str]:
+def _long_spellings(table: Mapping[str, OptionSpec], key: str) -> list[str]:
     """The key and every prefix of it that still names the same option (getopt abbreviations)."""
-    assert isinstance(table, dict)
     target = table[key].long
     out = []
     for n in range(1, len(key) + 1):
         prefix = key[:n]
-        if prefix in table or len({s.long for k, s in table.items() if k.startswith(prefix)}) == 1:
-            if table.get(prefix, table[key]).long == target:
-                out.append(prefix)
+        unique = prefix in table or len({s.long for k, s in table.items() if k.startswith(prefix)}) == 1
+        if unique and table.get(prefix, table[key]).long == target:
+            out.append(prefix)
     return out
 
 
@@ -661,7 +661,7 @@ def sbatch_spelling(draw: st.DrawFn, name: str) -> list[str]:
     choices: list[list[str]] = []
     keys = [k for k, s in SBATCH_OPTIONS.items() if s.long == name]
     for key in keys:
-        for long in _long_spellings(dict(SBATCH_OPTIONS), key):
+        for long in _long_spellings(SBATCH_OPTIONS, key):
             if spec.takes_value == "no":
                 choices.append([f"--{long}"])
             elif spec.takes_value == "required":
@@ -699,7 +699,7 @@ SAFE_FILLER = sorted(DEFAULT_SBATCH_ALLOW - {"account", "qos", "partition", "nic
 PERMISSIVE = AdminPolicy(sbatch_allow=frozenset({s.long for s in SBATCH_OPTIONS.values()}))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), never=st.sampled_from(sorted(NEVER_ALLOWED_SBATCH)))
 def test_reserved_option_never_passes_in_any_spelling(data: st.DataObject, never: str) -> None:
     before = data.draw(st.lists(st.sampled_from(SAFE_FILLER), max_size=3))
@@ -749,7 +749,7 @@ def fuzz_word(draw: st.DrawFn) -> str:
         prefix = key[: draw(st.integers(1, len(key)))]
         return f"--{prefix}" + draw(st.sampled_from(["", f"={value}", "="]))
     if kind == 1:
-        letters = draw(st.lists(st.sampled_from(SHORTS_NON_OPTIONAL + ["Z", "="]), min_size=1, max_size=4))
+        letters = draw(st.lists(st.sampled_from([*SHORTS_NON_OPTIONAL, "Z", "="]), min_size=1, max_size=4))
         return "-" + "".join(letters) + draw(st.sampled_from(["", value]))
     if kind == 2:
         return value
@@ -760,7 +760,7 @@ def fuzz_word(draw: st.DrawFn) -> str:
     return "-" + value
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=700, deadline=None)
 @given(words=st.lists(fuzz_word(), max_size=8))
 def test_parser_agrees_with_getopt_and_reserved_never_pass(words: list[str]) -> None:
     text = " ".join(shlex.quote(w) for w in words)
@@ -782,10 +782,7 @@ def test_parser_agrees_with_getopt_and_reserved_never_pass(words: list[str]) -> 
         oracle = [(f"--{p.name}", p.value or "") for p in parsed]
     assert oracle_ok, f"we accepted {words!r}, getopt does not"
     shorts = {s.short: s.long for k, s in SBATCH_OPTIONS.items() if s.short and k == s.long}
-    expected = [
-        (SBATCH_OPTIONS[o[2:]].long if o.startswith("--") else shorts[o[1:]], v)
-        for o, v in oracle
-    ]
+    expected = [(SBATCH_OPTIONS[o[2:]].long if o.startswith("--") else shorts[o[1:]], v) for o, v in oracle]
     assert [(p.name, p.value or "") for p in parsed] == expected
     try:
         check_options(parsed, PERMISSIVE.sbatch_allow, field=F)
