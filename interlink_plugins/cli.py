@@ -112,8 +112,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         "enroot": config.enroot[0], "none": "bwrap",
     }[config.container_runtime]
     found = shutil.which(runtime_binary)
-    hint = "" if config.container_runtime != "none" else " (needed for pods with volumeMounts)"
-    report(found is not None, f"runtime binary {runtime_binary}{hint}: {found or 'not found on this host'}")
+    if config.container_runtime == "none":
+        from interlink_plugins.core.jobdir import host_namespaces_available
+
+        available, why = host_namespaces_available()
+        report(available, "private mount namespaces for volumeMounts (bubblewrap)" + ("" if available else f": {why}"))
+    else:
+        report(found is not None, f"runtime binary {runtime_binary}: {found or 'not found on this host'}")
     backend = make_backend(config, LocalRunner(), policy)
     try:
         resources = asyncio.run(backend.resources())

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from interlink_plugins.config import Config
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod
 from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.runner import CommandFailed, run_blocking
 from interlink_plugins.core.runplan import ContainerRun, RestartPolicy, RunPlan
 from interlink_plugins.core.runscript import render_runner
-from interlink_plugins.core.runtimes import Runtime, RuntimeContext, helper_files, runtime_for
+from interlink_plugins.core.runtimes import NS_EXEC_NAME, Runtime, RuntimeContext, helper_files, runtime_for
 from interlink_plugins.core.templating import quote_words
 from interlink_plugins.core.volumes import materialise_volumes
 
@@ -67,6 +70,35 @@ def _hook_argv(runtime: Runtime, ctx: RuntimeContext, hook: object, field: str) 
     return ()
 
 
+@lru_cache(maxsize=1)
+def host_namespaces_available() -> tuple[bool, str]:
+    """Can ns-exec.sh build a private mount namespace here? (bubblewrap present and permitted)"""
+    with tempfile.TemporaryDirectory(prefix="il-probe-") as tmp:
+        script = Path(tmp) / NS_EXEC_NAME
+        script.write_text(helper_files()[NS_EXEC_NAME])
+        try:
+            result = run_blocking(["bash", str(script), "--probe"], timeout=20)
+        except CommandFailed as exc:
+            return False, exc.detail
+    return result.ok, result.error_text
+
+
+def _refuse_mounts_without_namespaces(pod: Pod) -> None:
+    available, why = host_namespaces_available()
+    if available:
+        return
+    for container in pod.all_containers:
+        if container.volume_mounts or container.working_dir:
+            position = pod.all_containers.index(container)
+            if container.kind == "main":
+                position -= len(pod.init_containers)
+            field = f"{container.field_path}[{position}].volumeMounts[0].mountPath"
+            target = container.volume_mounts[0].mount_path if container.volume_mounts else container.working_dir
+            raise PodSpecError(
+                field, f"cannot give {target!r} container semantics with runtime 'none' on this host: {why}"
+            )
+
+
 def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool) -> RunPlan:
     """Volumes materialised (when write) and every container turned into argv for the runtime."""
     if write:
@@ -74,6 +106,8 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         os.chmod(job_dir, 0o700)
     volume_plan = materialise_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths, write=write)
     runtime_name = config.container_runtime
+    if runtime_name == "none":
+        _refuse_mounts_without_namespaces(pod)
     runtime = runtime_for(runtime_name)
     image_root = next((pod.annotations[k] for k in IMAGE_ROOT_ANNOTATIONS if pod.annotations.get(k)), "")
     options = _runtime_options(pod, policy, runtime_name)

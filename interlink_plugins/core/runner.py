@@ -104,3 +104,23 @@ class LocalRunner:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def run_blocking(argv: Sequence[str], *, timeout: float) -> CommandResult:
+    """The blocking twin of LocalRunner.run, for worker threads and the CLI (same kill-on-timeout)."""
+    import subprocess
+
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+    except OSError as exc:
+        raise CommandFailed(argv, exc.strerror or str(exc)) from exc
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.communicate()
+        raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None
+    return CommandResult(tuple(argv), proc.returncode, stdout, stderr, time.monotonic() - started)
