@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.harness import PluginProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_STATE = Path(os.environ.get("IL_SLURM_STATE", "/tmp/il-slurm"))
@@ -36,3 +39,29 @@ def podman_ready() -> None:
         ["bash", str(ROOT / "podman" / "podman-setup.sh")], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def plugin_factory(tmp_path: Path, slurm_cluster: dict[str, str], podman_ready: None) -> Iterator[Callable[..., PluginProcess]]:
+    started: list[PluginProcess] = []
+
+    def make(runtime: str = "none", workdir: Path | None = None, **config: Any) -> PluginProcess:
+        workdir = workdir or tmp_path / f"plugin{len(started)}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        process = PluginProcess(
+            workdir,
+            {"Backend": "slurm", "ContainerRuntime": runtime, "InstanceId": f"t{len(started)}-{tmp_path.name[-12:]}",
+             **config},
+            env={"SLURM_CONF": slurm_cluster["SLURM_CONF"]},
+        )
+        started.append(process)
+        return process.start()
+
+    yield make
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def plugin(plugin_factory: Callable[..., PluginProcess]) -> PluginProcess:
+    return plugin_factory()
