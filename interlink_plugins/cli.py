@@ -17,6 +17,8 @@ from interlink_plugins.config import Config, config_reference_markdown, load_con
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
 from interlink_plugins.core.runner import LocalRunner
+from interlink_plugins.logsetup import setup_logging
+from interlink_plugins.metrics import MeteredRunner, Metrics
 
 log = logging.getLogger("interlink_plugins")
 
@@ -27,9 +29,7 @@ def _load(path: str) -> tuple[Config, AdminPolicy]:
         policy = policy_from_config(config.policy_raw)
     except ConfigError as exc:
         raise SystemExit(f"config error: {exc}") from None
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    setup_logging(config.log_level, config.log_format)
     for warning in warnings:
         log.warning("%s", warning)
     return config, policy
@@ -44,8 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config, policy = _load(args.config)
     config.data_root.mkdir(parents=True, exist_ok=True)
-    backend = make_backend(config, LocalRunner(), policy)
-    service = PluginService(config, backend, StateStore(config.state_db))
+    metrics = Metrics(config.backend)
+    backend = make_backend(config, MeteredRunner(LocalRunner(), metrics), policy)
+    service = PluginService(config, backend, StateStore(config.state_db), metrics=metrics)
     app = create_app(service)
     if config.socket:
         socket_path = Path(config.socket)

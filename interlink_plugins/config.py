@@ -84,6 +84,7 @@ class Config:
     job_environment: Mapping[str, str] = field(default_factory=dict)
     job_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     log_level: str = "INFO"
+    log_format: str = "json"
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -326,6 +327,9 @@ FIELDS: dict[str, FieldSpec] = {
     ),
     "JobPath": FieldSpec("job_path", _str, "PATH of the job runner (jobs are submitted with --export=NIL)."),
     "LogLevel": FieldSpec("log_level", _choice(("debug", "info", "warning", "error")), "Plugin log level."),
+    "LogFormat": FieldSpec(
+        "log_format", _choice(("json", "text")), "json: one JSON object per line with interLink's session id; text."
+    ),
 }
 
 POLICY_KEYS = (

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError
 from interlink_plugins.core.policy import PolicyViolation
 from interlink_plugins.core.service import LogRequest, PluginService
+from interlink_plugins.logsetup import session_id
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,27 @@ def create_app(service: PluginService, *, manage_lifecycle: bool = True) -> Fast
         description="interLink sidecar plugin API (wire-compatible with interLink 0.3 to 0.6.2)",
         lifespan=lifespan,
     )
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        token = session_id.set(request.headers.get("InterLink-Http-Session", ""))
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            service.metrics.http_seconds.labels(path, request.method, str(status)).observe(
+                time.perf_counter() - started
+            )
+            session_id.reset(token)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(PodSpecError)
     async def _pod_spec(_request: Request, exc: PodSpecError) -> JSONResponse:

@@ -18,7 +18,7 @@ from typing import Any
 
 from interlink_plugins.config import Config
 from interlink_plugins.core.backend import Backend, JobInfo, Resources
-from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, SubmitRejected
+from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
 from interlink_plugins.core.logs import LogOptions, follow_log, read_log
 from interlink_plugins.core.pod import parse_create_body, pod_identity
 from interlink_plugins.core.state import PodRecord, StateStore
@@ -29,6 +29,7 @@ from interlink_plugins.core.status import (
     is_final,
     submit_failed_status,
 )
+from interlink_plugins.metrics import Metrics, directory_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,17 @@ class LogRequest:
 
 class PluginService:
     def __init__(
-        self, config: Config, backend: Backend, store: StateStore, *, clock: Callable[[], float] = time.time
+        self,
+        config: Config,
+        backend: Backend,
+        store: StateStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics(backend.name)
+        self._usage_at = 0.0
         self.backend = backend
         self.store = store
         self.clock = clock
@@ -67,6 +76,7 @@ class PluginService:
         self._resources = Resources()
         self._resources_at = 0.0
         self._poll_task: asyncio.Task[None] | None = None
+        self.metrics.track_pods(self._phases)
         self.poll_count = 0
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -137,12 +147,22 @@ class PluginService:
         return self._locks.setdefault(uid, asyncio.Lock())
 
     async def create(self, body: Any) -> dict[str, str]:
-        pod = parse_create_body(body)
+        try:
+            pod = parse_create_body(body)
+        except PodSpecError as exc:
+            self.metrics.create_failures.labels(self.backend.name, "Invalid").inc()
+            raise exc from None
         async with self._lock(pod.uid):
             existing = self.store.get(pod.uid)
             if existing is not None:
                 return {"PodUID": pod.uid, "PodJID": existing.pod_jid}
-            prepared = await asyncio.to_thread(self.backend.prepare, pod)
+            try:
+                prepared = await asyncio.to_thread(self.backend.prepare, pod)
+            except PodSpecError as exc:
+                reason = "Forbidden" if exc.status == 403 else "Invalid"
+                self.metrics.create_failures.labels(self.backend.name, reason).inc()
+                raise
+            self.metrics.creates.labels(self.backend.name).inc()
             now = self.clock()
             record = PodRecord(
                 uid=pod.uid,
@@ -180,13 +200,16 @@ class PluginService:
             self._mark_down(exc)
             record.phase, record.last_error = "waiting-backend", str(exc)
             record.meta["waiting_reason"] = "BackendUnavailable"
+            self.metrics.create_failures.labels(self.backend.name, "BackendUnavailable").inc()
         except SubmitRejected as exc:
             record.last_error = exc.detail
             if exc.retryable:
                 record.phase = "waiting-backend"
                 record.meta["waiting_reason"] = "SubmitThrottled"
+                self.metrics.create_failures.labels(self.backend.name, "SubmitThrottled").inc()
             else:
                 record.phase = "failed-submit"
+                self.metrics.create_failures.labels(self.backend.name, "SubmitFailed").inc()
                 record.final_status = submit_failed_status(record, record.meta.get("images", {}), self.backend.name)
         else:
             self._mark_up()
@@ -245,13 +268,34 @@ class PluginService:
             deleting=record.phase == "deleting",
         )
 
+    def _phases(self) -> list[str]:
+        phases: list[str] = []
+        for record in self.store:
+            status = record.final_status or self._cache.get(record.uid)
+            if record.phase in ("deleting", "waiting-backend"):
+                phases.append(record.phase)
+            elif status is None:
+                phases.append("pending")
+            else:
+                states = [c["state"] for c in status["containers"]]
+                if all("terminated" in st for st in states):
+                    failed = any(st["terminated"].get("exitCode") for st in states)
+                    phases.append("failed" if failed else "succeeded")
+                elif any("running" in st for st in states):
+                    phases.append("running")
+                else:
+                    phases.append("pending")
+        return phases
+
     def _mark_down(self, exc: BackendUnavailable) -> None:
+        self.metrics.backend_up.labels(self.backend.name).set(0)
         if self._down_since is None:
             self._down_since = self.clock()
             log.error("backend %s unreachable: %s", self.backend.name, exc)
         self._down_error = str(exc)
 
     def _mark_up(self) -> None:
+        self.metrics.backend_up.labels(self.backend.name).set(1)
         if self._down_since is not None:
             log.info("backend %s reachable again", self.backend.name)
         self._down_since = None
@@ -385,7 +429,9 @@ class PluginService:
 
     async def read_logs(self, request: LogRequest) -> bytes:
         _record, path = self._log_path(request)
-        return await asyncio.to_thread(read_log, path, self._log_options(request))
+        data = await asyncio.to_thread(read_log, path, self._log_options(request))
+        self.metrics.log_bytes.labels(self.backend.name).inc(len(data))
+        return data
 
     def follow_logs(self, request: LogRequest) -> AsyncIterator[bytes]:
         record, path = self._log_path(request)
@@ -397,7 +443,13 @@ class PluginService:
                 return True
             return "terminated" in self._container_state(current, container)
 
-        return follow_log(path, self._log_options(request), finished=finished)
+        return self._counted(follow_log(path, self._log_options(request), finished=finished))
+
+    async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        counter = self.metrics.log_bytes.labels(self.backend.name)
+        async for chunk in chunks:
+            counter.inc(len(chunk))
+            yield chunk
 
     # --- polling -----------------------------------------------------------------------
 
@@ -408,6 +460,8 @@ class PluginService:
                 await self.poll_once()
             except Exception:
                 log.exception("poll failed")
+            self.metrics.poll_seconds.labels(self.backend.name).observe(time.monotonic() - started)
+            await self._measure_usage()
             await asyncio.sleep(max(0.0, self.config.poll_interval - (time.monotonic() - started)))
 
     async def poll_once(self) -> None:
@@ -461,6 +515,15 @@ class PluginService:
             status = build_pod_status(self._context(record, job), files, record.meta.get("images", {}))
             results.append((record, status, job is not None and is_final(status, job)))
         return results
+
+    async def _measure_usage(self) -> None:
+        """Data-root usage for the metrics: a tree walk, so at most every 5 minutes, in a thread."""
+        now = self.clock()
+        if now - self._usage_at < 300:
+            return
+        self._usage_at = now
+        usage = await asyncio.to_thread(directory_bytes, self.config.data_root)
+        self.metrics.data_root_bytes.labels(self.backend.name).set(usage)
 
     async def _refresh_resources(self, now: float) -> None:
         if now - self._resources_at < max(30.0, self.config.poll_interval):

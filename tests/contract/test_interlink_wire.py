@@ -117,3 +117,28 @@ def test_exact_interlink_exchange(plugin_factory: Callable[..., PluginProcess]) 
     PingResponse.model_validate(ping.json())  # the 0.6.2 PingResponse shape
     assert plugin.client.post("/delete", content=json.dumps(v1pod), headers=headers).status_code == 200
     assert plugin.client.post("/delete", content=json.dumps(v1pod), headers=headers).status_code == 200
+
+
+def test_metrics_and_session_logging(plugin_factory: Callable[..., PluginProcess]) -> None:
+    plugin = plugin_factory()
+    uid = str(uuid.uuid4())
+    body = interlink_0_6_2_body(uid)
+    response = plugin.client.post("/create", json=body, headers={"InterLink-Http-Session": "CreatePod#4242"})
+    assert response.status_code == 200
+    bad = plugin.client.post("/create", json={"pod": {"metadata": {}}})
+    assert bad.status_code == 422
+    time.sleep(2.5)
+    plugin.client.request("GET", "/status", json=[body["pod"]])
+    text = plugin.client.get("/metrics").text
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert samples['interlink_plugin_creates_total{backend="slurm"}'] == 1
+    assert samples['interlink_plugin_create_failures_total{backend="slurm",reason="Invalid"}'] == 1
+    assert samples['interlink_plugin_scheduler_call_seconds_count{backend="slurm",command="sbatch",outcome="ok"}'] == 1
+    assert samples['interlink_plugin_scheduler_call_seconds_count{backend="slurm",command="squeue",outcome="ok"}'] >= 1
+    assert samples['interlink_plugin_http_request_seconds_count{method="POST",route="/create",status="200"}'] == 1
+    assert samples['interlink_plugin_poll_seconds_count{backend="slurm"}'] >= 1
+    assert sum(v for k, v in samples.items() if k.startswith("interlink_plugin_tracked_pods{")) == 1
+    assert samples['interlink_plugin_backend_up{backend="slurm"}'] == 1
+    log_lines = [json.loads(line) for line in plugin.log_path.read_text().splitlines() if line.startswith("{")]
+    assert any(entry.get("session") == "CreatePod#4242" and uid in entry["message"] for entry in log_lines)
+    plugin.delete(body)
