@@ -10,9 +10,8 @@
 #        HTCONDOR_PORT   collector port                         (9618)
 # Prints "export CONDOR_CONFIG=..." (a client config for tools and the bindings) on success.
 #
-# Jobs run as condortest (uid 2001 in the container). That uid is mapped to the host's root, so a
-# test job reads and writes the plugin's (root-owned, 0700) job directories on the shared paths
-# the way a site's jobs act as the plugin's service account. Test kit only: never at a site.
+# Jobs run as condortest, uid 2001 (CLAIMTOBE identity of the tests, or the token's subject): a
+# plugin running as root hands each job directory to that uid (HTCondorJobUser: 2001).
 set -euo pipefail
 IMAGE=${1:?usage: htcondor-up.sh IMAGE}
 NAME=${HTCONDOR_NAME:-il-htcondor}
@@ -25,13 +24,8 @@ for dir in ${HTCONDOR_SHARED:-/tmp}; do
   mounts+=(-v "$dir:$dir")
 done
 podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-# container uid/gid 0-2000 -> host 100000+, 2001 (condortest) -> host 0, the rest -> host 102002+
-idmap=()
-for kind in uidmap gidmap; do
-  idmap+=("--$kind" 0:100000:2001 "--$kind" 2001:0:1 "--$kind" 2002:102002:63534)
-done
-podman run -d --name "$NAME" --hostname il-htcondor --network=host --privileged "${idmap[@]}" \
-  -e "_CONDOR_IL_COLLECTOR_PORT=$PORT" "${mounts[@]}" "$IMAGE" >/dev/null
+podman run -d --name "$NAME" --hostname il-htcondor --network=host --privileged \
+  -e "_CONDOR_IL_COLLECTOR_PORT=$PORT" -e _CONDOR_FILESYSTEM_DOMAIN=il-pool -e _CONDOR_UID_DOMAIN=il-pool "${mounts[@]}" "$IMAGE" >/dev/null
 for _ in $(seq 1 120); do
   if podman exec "$NAME" condor_status -af Name 2>/dev/null | grep -q slot; then
     cat >"$D/client.config" <<CONF
@@ -40,6 +34,8 @@ COLLECTOR_HOST = 127.0.0.1:$PORT
 ENABLE_IPV6 = False
 SEC_CLIENT_AUTHENTICATION_METHODS = CLAIMTOBE
 SEC_CLAIMTOBE_USER = condortest
+FILESYSTEM_DOMAIN = il-pool
+UID_DOMAIN = il-pool
 CONF
     echo "export CONDOR_CONFIG=$D/client.config"
     exit 0

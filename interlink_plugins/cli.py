@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -47,7 +48,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     metrics = Metrics(config.backend)
     backend = make_backend(config, MeteredRunner(LocalRunner(), metrics), policy)
     service = PluginService(config, backend, StateStore(config.state_db), metrics=metrics)
-    app = create_app(service)
+    def reload() -> None:
+        """SIGHUP: re-read flavors, policy and taints; keys that need a restart keep their value."""
+        try:
+            fresh, fresh_policy = _load(args.config)
+        except SystemExit as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        updated = dataclasses.replace(
+            service.config,
+            flavors=fresh.flavors,
+            default_flavor=fresh.default_flavor,
+            gres_map=fresh.gres_map,
+            taints=fresh.taints,
+            policy_raw=fresh.policy_raw,
+            default_cpus=fresh.default_cpus,
+            default_memory_mib=fresh.default_memory_mib,
+        )
+        service.reconfigure(updated, fresh_policy)
+        log.info("reloaded flavors, policy and taints from %s", args.config)
+
+    app = create_app(service, on_reload=reload)
+    listen_fds = os.environ.get("LISTEN_FDS", "")
+    if listen_fds.isdigit() and int(listen_fds) >= 1 and os.environ.get("LISTEN_PID") == str(os.getpid()):
+        log.info("serving %s backend on the socket passed by systemd (fd 3)", config.backend)
+        uvicorn.run(app, fd=3, log_level="warning", timeout_graceful_shutdown=5)
+        return 0
     if config.socket:
         socket_path = Path(config.socket)
         socket_path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ class Flavor:
     memory_mib: int | None
     sbatch_flags: tuple[str, ...]
     description: str = ""
+    uid: int | None = None  # --uid for pods of this flavor that set no runAsUser
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class Config:
     restart_backoff_initial: float = 10.0
     restart_backoff_max: float = 300.0
     requeue: bool = False
+    enable_probes: bool = False
+    default_uid: int | None = None
+    retention_days: float = 30.0
+    mpi_launcher: tuple[str, ...] = ("srun", "--export=ALL")
     partitions: tuple[str, ...] = ()
     default_cpus: int = 1
     default_memory_mib: int = 1024
@@ -227,14 +232,32 @@ def _flavors(key: str, value: Any) -> dict[str, Flavor]:
                 raise ConfigError(f"{key}.{name}.SlurmFlags: {flag!r} must start with '-'")
         cpus = spec.get("CPUDefault")
         memory = spec.get("MemoryDefault")
+        uid = spec.get("UID")
         flavors[str(name)] = Flavor(
             name=str(spec.get("Name") or name),
             cpus=_int(f"{key}.{name}.CPUDefault", cpus) if cpus not in (None, "", 0) else None,
             memory_mib=_memory_mib(f"{key}.{name}.MemoryDefault", memory) if memory not in (None, "", 0) else None,
             sbatch_flags=flags,
             description=str(spec.get("Description", "")),
+            uid=_int(f"{key}.{name}.UID", uid) if uid not in (None, "") else None,
         )
     return flavors
+
+
+def _uid(key: str, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    return _int(key, value)
+
+
+def _days(key: str, value: Any) -> float:
+    try:
+        number = float(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: expected a number of days, got {value!r}") from exc
+    if number < 0:
+        raise ConfigError(f"{key}: must be >= 0, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -308,7 +331,29 @@ FIELDS: dict[str, FieldSpec] = {
         "restart_backoff_initial", _seconds, "restartPolicy back-off start (kubelet: 10 s)."
     ),
     "RestartBackoffMax": FieldSpec("restart_backoff_max", _seconds, "restartPolicy back-off cap (kubelet: 300 s)."),
-    "Requeue": FieldSpec("requeue", _bool, "Let SLURM requeue jobs (default: --no-requeue)."),
+    "Requeue": FieldSpec(
+        "requeue",
+        _bool,
+        "Let SLURM requeue jobs (default: --no-requeue); a requeued pod shows waiting, reason Requeued, restartCount+1.",
+    ),
+    "EnableProbes": FieldSpec(
+        "enable_probes",
+        _bool,
+        "Run startup/readiness/liveness probes inside the job (Kubernetes semantics; the Go plugin's key).",
+    ),
+    "DefaultUID": FieldSpec(
+        "default_uid", _uid, "Unix uid jobs run as (sbatch --uid) when neither the pod nor its flavor sets one."
+    ),
+    "RetentionDays": FieldSpec(
+        "retention_days",
+        _days,
+        "Job dirs and logs of finished pods that were never deleted are removed after this many days (0: keep).",
+    ),
+    "MpiLauncher": FieldSpec(
+        "mpi_launcher",
+        _argv,
+        "Launcher for pods with slurm-job.vk.io/mpi-flags; the word @NTASKS@ becomes $SLURM_NTASKS in the job.",
+    ),
     "Partitions": FieldSpec("partitions", _str_list, "Partitions counted by the ping's resources (default: all)."),
     "DefaultCPU": FieldSpec("default_cpus", _int, "CPUs for a pod that asks for none (and has no flavor)."),
     "DefaultMemory": FieldSpec(
@@ -356,9 +401,7 @@ GO_COMPAT_KEYS = {
     "TsocksLoginNode": "not supported",
     "VerboseLogging": "use LogLevel",
     "ErrorsOnlyLogging": "use LogLevel",
-    "EnableProbes": "probes follow in a later release",
     "ResourceScriptPath": "not yet used",
-    "DefaultUID": "not yet used",
     "Namespace": "unused in the Go plugin too",
     "VKConfigPath": "unused in the Go plugin too",
 }

@@ -2,7 +2,8 @@
 # Start a REAL single-node SLURM cluster on localhost (Debian's slurm-wlm, root, no systemd).
 # Usage: slurm/slurm-up.sh [STATE_DIR]   (default /tmp/il-slurm)
 # Prints "export SLURM_CONF=..." on success. Idempotent: a running cluster is restarted fresh.
-# Env: SLURM_CPUS (32), SLURM_MEM_MB (32000), SLURM_MIN_JOB_AGE (300), SLURMCTLD_PORT (6817), SLURMD_PORT (6818)
+# Env: SLURM_CPUS (32), SLURM_MEM_MB (32000), SLURM_MIN_JOB_AGE (300), SLURMCTLD_PORT (6817), SLURMD_PORT (6818),
+#      SLURM_EXTRA_CONF (extra slurm.conf lines appended as given, e.g. more partitions or PreemptType; default none)
 set -euo pipefail
 S=${1:-/tmp/il-slurm}
 H=$(hostname -s)
@@ -54,6 +55,7 @@ SlurmdParameters=config_overrides
 GresTypes=gpu
 NodeName=$H NodeAddr=127.0.0.1 CPUs=${SLURM_CPUS:-32} Sockets=1 CoresPerSocket=${SLURM_CPUS:-32} ThreadsPerCore=1 RealMemory=${SLURM_MEM_MB:-32000} Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+${SLURM_EXTRA_CONF:-}
 CONF
 echo "NodeName=$H Name=gpu File=$S/dev/gpu[0-1]" > "$S/gres.conf"
 if ! munge -n >/dev/null 2>&1; then
@@ -65,7 +67,7 @@ export SLURM_CONF="$S/slurm.conf"
 slurmctld
 slurmd
 for _ in $(seq 1 100); do
-  [ "$(sinfo -h -N -o %T 2>/dev/null)" = idle ] && { echo "export SLURM_CONF=$SLURM_CONF"; exit 0; }
+  [ "$(sinfo -h -N -o %T 2>/dev/null | sort -u)" = idle ] && { echo "export SLURM_CONF=$SLURM_CONF"; exit 0; }
   sleep 0.2
 done
 echo "slurm did not become idle; see $S/log" >&2

@@ -25,8 +25,9 @@ fi
 
 echo "== real backends"
 bash podman/podman-setup.sh
-eval "$(bash slurm/slurm-up.sh /tmp/il-slurm)"
-trap 'bash slurm/slurm-down.sh /tmp/il-slurm' EXIT
+export IL_SLURM_STATE=${IL_SLURM_STATE:-/tmp/il-slurm}
+eval "$(bash slurm/slurm-up.sh "$IL_SLURM_STATE")"
+trap 'bash slurm/slurm-down.sh "$IL_SLURM_STATE"' EXIT
 
 echo "== ruff"
 .venv/bin/ruff check interlink_plugins tests bench

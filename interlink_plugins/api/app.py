@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -60,9 +62,13 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=content)
 
 
-def create_app(service: PluginService, *, manage_lifecycle: bool = True) -> FastAPI:
+def create_app(
+    service: PluginService, *, manage_lifecycle: bool = True, on_reload: Callable[[], None] | None = None
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if on_reload is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_reload)
         if manage_lifecycle:
             await service.start()
         try:

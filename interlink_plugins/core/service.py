@@ -81,6 +81,14 @@ class PluginService:
 
     # --- lifecycle ---------------------------------------------------------------------
 
+    def reconfigure(self, config: Config, policy: Any) -> None:
+        """Swap the reloadable settings (SIGHUP); the backend picks them up on the next create."""
+        self.config = config
+        if hasattr(self.backend, "config"):
+            self.backend.config = config
+        if hasattr(self.backend, "policy"):
+            self.backend.policy = policy
+
     async def start(self) -> None:
         await self.recover()
         self._poll_task = asyncio.create_task(self._poll_forever(), name="poller")

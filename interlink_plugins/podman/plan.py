@@ -1,0 +1,404 @@
+"""The pod state machine of the Podman backend, as a pure function.
+
+Input: the pod's spec and what podman shows (every run of every container, from ONE ``podman ps``
+per poll, refined by ``podman inspect`` for runs that changed state). Output: each container's
+snapshot (what core/status.py turns into the wire JSON), the actions to take now (start a run,
+stop sidecars, ...) and whether the pod is still active. Everything is derived from podman's view
+and labels, so a plugin that lost its state decides exactly as the one that crashed.
+
+Semantics (the kubelet's, as the SLURM pod runner implements them): init containers one at a time
+in order (a failing one is retried with back-off unless the pod's restartPolicy is Never, in which
+case the pod fails and the containers that never ran get exit 1, InitContainerFailed); sidecar init
+containers (restartPolicy Always) start in order, keep running beside the main containers (restarted
+when they end) and are stopped once every main container has ended; main containers start together;
+restartPolicy Never / OnFailure / Always with back-off doubling from RestartBackoffInitial to
+RestartBackoffMax (reset after a run of twice the maximum). A restart is a new podman container:
+run N+1 of a container, labelled with N+1 and the back-off it waited; the previous run stays for
+lastState and for Previous logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
+from interlink_plugins.podman.spec import ContainerSpec, PodSpec
+from interlink_plugins.podman.states import START_ERROR_EXIT, Phase
+
+Outcome = Literal["pending", "running", "succeeded", "failed", "backoff"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One podman container: one run of one pod container."""
+
+    run: int
+    container_id: str
+    phase: Phase
+    started: str = ""  # RFC 3339 UTC, "" if it never started
+    finished: str = ""
+    started_ts: float | None = None
+    finished_ts: float | None = None
+    exit_code: int | None = None
+    oom: bool = False
+    start_error: str = ""  # podman created it but could not start it (the kubelet's StartError)
+    backoff: float = 0.0  # seconds waited before this run
+
+    @property
+    def ended(self) -> bool:
+        return self.phase == "ended" or bool(self.start_error)
+
+    @property
+    def code(self) -> int:
+        if self.start_error:
+            return START_ERROR_EXIT
+        return self.exit_code if self.exit_code is not None else 0
+
+    @property
+    def did_start(self) -> bool:
+        return not self.start_error and self.phase in ("running", "ended") and bool(self.started)
+
+
+@dataclass(frozen=True)
+class CreateError:
+    """podman could not create run ``run`` (missing image, bad option): the kubelet keeps it waiting."""
+
+    run: int
+    reason: str  # ErrImageNeverPull, ErrImagePull, CreateContainerError
+    message: str
+    at: float
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Observed:
+    runs: Mapping[str, Sequence[Run]]  # container name -> its runs, oldest first
+    create_errors: Mapping[str, CreateError] = field(default_factory=dict)
+    pod_started_ts: float | None = None
+    infra_running: bool = True
+    stop_requested: bool = False  # /delete asked for this pod
+    in_flight: frozenset[str] = frozenset()  # containers with an action under way
+
+
+ActionKind = Literal["start", "start-existing", "stop", "stop-pod", "finish-pod", "prune"]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    container: str = ""
+    run: int = 0
+    backoff: float = 0.0
+    container_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PodView:
+    files: dict[str, ContainerFiles]
+    current_run: dict[str, int]  # the run whose log is the current one (it may not exist yet)
+    started: dict[str, bool]  # that run has started (it has a log)
+    actions: tuple[Action, ...]
+    active: bool
+    deadline_exceeded: bool = False
+    finished_ts: float | None = None
+
+
+@dataclass
+class _State:
+    outcome: Outcome
+    files: ContainerFiles
+    current_run: int
+    started: bool
+    action: Action | None = None
+    running_id: str = ""  # podman id of a running run
+    end_ts: float | None = None
+    code: int | None = None
+
+
+def backoff_after(run: Run, initial: float, maximum: float) -> float:
+    """The kubelet's back-off before the run after ``run``: doubling, capped, reset after a long run."""
+    duration = 0.0
+    if run.started_ts is not None and run.finished_ts is not None:
+        duration = run.finished_ts - run.started_ts
+    if run.backoff <= 0 or duration >= 2 * maximum:
+        return min(initial, maximum)
+    return min(run.backoff * 2, maximum)
+
+
+def _retry_delay(attempts: int, initial: float, maximum: float) -> float:
+    return float(min(initial * 2 ** max(0, attempts - 1), maximum))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _last_state(runs: Sequence[Run], before: int) -> tuple[int, str, str] | None:
+    """lastState: the run before ``before`` (if it ended)."""
+    previous = [r for r in runs if r.run < before and r.ended]
+    if not previous:
+        return None
+    run = previous[-1]
+    started = run.started or run.finished
+    return run.code, started, run.finished or started
+
+
+def _ended_files(run: Run, runs: Sequence[Run]) -> ContainerFiles:
+    reason: tuple[str, str] | None = None
+    if run.start_error:
+        reason = ("StartError", run.start_error)
+    elif run.oom:
+        reason = ("OOMKilled", "the container exceeded its memory limit")
+    started = run.started or run.finished
+    return ContainerFiles(
+        started=started,
+        finished=run.finished or started,
+        exit_code=run.code,
+        restarts=run.run,
+        last=_last_state(runs, run.run),
+        reason=reason,
+    )
+
+
+class Planner:
+    """Decides for one pod; ``initial``/``maximum`` are the restart back-off bounds (seconds)."""
+
+    def __init__(self, spec: PodSpec, observed: Observed, now: float, initial: float, maximum: float) -> None:
+        self.spec = spec
+        self.obs = observed
+        self.now = now
+        self.initial = initial
+        self.maximum = maximum
+
+    def _runs(self, name: str) -> list[Run]:
+        return sorted(self.obs.runs.get(name, ()), key=lambda r: r.run)
+
+    def drive(self, c: ContainerSpec, *, allow_start: bool, restart: bool, waiting: tuple[str, str]) -> _State:
+        """One container: its snapshot, and the action it needs now (if ``allow_start``)."""
+        runs = self._runs(c.name)
+        last = runs[-1] if runs else None
+        flying = c.name in self.obs.in_flight
+        error = self.obs.create_errors.get(c.name)
+        if last is None or (error is not None and error.run > last.run):
+            run = error.run if error is not None else 0
+            files = ContainerFiles(restarts=run, last=_last_state(runs, run), waiting=waiting)
+            action = None
+            if error is not None:
+                files = ContainerFiles(restarts=run, last=_last_state(runs, run), waiting=(error.reason, error.message))
+                due = self.now >= error.at + _retry_delay(error.attempts, self.initial, self.maximum)
+                if allow_start and due and not flying:
+                    waited = backoff_after(last, self.initial, self.maximum) if last and last.ended else 0.0
+                    action = Action("start", c.name, run, backoff=waited)
+            elif allow_start and not flying:
+                action = Action("start", c.name, 0, 0.0)
+            return _State("pending", files, run, False, action)
+        if last.phase == "created" and not last.start_error:
+            # created but not started (a start interrupted by a crash): start it
+            files = ContainerFiles(restarts=last.run, last=_last_state(runs, last.run), waiting=waiting)
+            action = Action("start-existing", c.name, last.run, container_ids=(last.container_id,))
+            return _State("pending", files, last.run, False, action if allow_start and not flying else None)
+        if last.phase == "running":
+            files = ContainerFiles(started=last.started or epoch_rfc3339(self.now), restarts=last.run,
+                                   last=_last_state(runs, last.run))
+            return _State("running", files, last.run, True, running_id=last.container_id)
+        # the run ended
+        code = last.code
+        end = last.finished_ts if last.finished_ts is not None else self.now
+        wants = c.restart == "Always" or (c.restart == "OnFailure" and code != 0)
+        if restart and wants:
+            delay = backoff_after(last, self.initial, self.maximum)
+            started, finished = last.started or last.finished, last.finished or last.started
+            files = ContainerFiles(
+                restarts=last.run + 1,
+                last=(code, started, finished),
+                waiting=("CrashLoopBackOff", f"back-off {_seconds(delay)}s restarting failed container {c.name}"),
+            )
+            action = None
+            if allow_start and not flying and self.now >= end + delay:
+                action = Action("start", c.name, last.run + 1, delay)
+            return _State("backoff", files, last.run + 1, False, action, end_ts=end, code=code)
+        outcome: Outcome = "succeeded" if code == 0 else "failed"
+        return _State(outcome, _ended_files(last, runs), last.run, last.did_start, end_ts=end, code=code)
+
+    def plan(self) -> PodView:
+        spec, obs = self.spec, self.obs
+        deadline_at = None
+        if spec.active_deadline and obs.pod_started_ts is not None:
+            deadline_at = obs.pod_started_ts + spec.active_deadline
+        deadline = deadline_at is not None and self.now >= deadline_at
+        stopping = obs.stop_requested or deadline
+        states: dict[str, _State] = {}
+        actions: list[Action] = []
+
+        # init containers, in order
+        blocked_by = ""
+        init_failed: tuple[str, int, float] | None = None
+        for c in spec.init:
+            if blocked_by or init_failed:
+                before = blocked_by or (init_failed[0] if init_failed else "")
+                waiting = ("PodInitializing", f"waiting for init container {before}")
+                states[c.name] = self.drive(c, allow_start=False, restart=False, waiting=waiting)
+                continue
+            state = self.drive(c, allow_start=not stopping, restart=not stopping,
+                               waiting=("ContainerCreating", "starting"))
+            states[c.name] = state
+            if c.kind == "sidecar":
+                if state.outcome != "running":
+                    blocked_by = c.name
+                continue
+            if state.outcome == "succeeded":
+                continue
+            if state.outcome == "failed":
+                init_failed = (c.name, state.code or 0, state.end_ts or self.now)
+                continue
+            blocked_by = c.name
+
+        # main containers, together
+        mains_done = False
+        if init_failed is not None:
+            name, code, at = init_failed
+            when = epoch_rfc3339(at)
+            for c in spec.main:
+                states[c.name] = _State(
+                    "failed",
+                    ContainerFiles(started=when, finished=when, exit_code=1,
+                                   reason=("InitContainerFailed", f"init container {name} exited {code}")),
+                    0, False, end_ts=at, code=1,
+                )
+            for c in spec.init:
+                if c.kind == "init" and not self._runs(c.name) and c.name != name:
+                    states[c.name] = _State(
+                        "failed",
+                        ContainerFiles(started=when, finished=when, exit_code=1,
+                                       reason=("InitContainerFailed", f"init container {name} exited {code}")),
+                        0, False, end_ts=at, code=1,
+                    )
+            mains_done = True
+        elif blocked_by:
+            for c in spec.main:
+                states[c.name] = self.drive(c, allow_start=False, restart=False,
+                                            waiting=("PodInitializing", "waiting for the init containers"))
+        else:
+            for c in spec.main:
+                states[c.name] = self.drive(c, allow_start=not stopping, restart=not stopping,
+                                            waiting=("ContainerCreating", "starting"))
+            mains_done = all(states[c.name].outcome in ("succeeded", "failed") for c in spec.main)
+
+        # sidecars end once the main containers are done (or an init container failed)
+        if mains_done and not stopping:
+            why = "an init container failed" if init_failed else "the main containers finished"
+            for c in spec.init:
+                if c.kind != "sidecar":
+                    continue
+                state = self.drive(c, allow_start=False, restart=False, waiting=("ContainerCreating", "starting"))
+                if state.outcome == "running":
+                    if c.name not in obs.in_flight:
+                        actions.append(Action("stop", c.name, state.current_run, container_ids=(state.running_id,)))
+                elif state.outcome in ("succeeded", "failed", "backoff", "pending"):
+                    state = self._sidecar_done(c, state, why)
+                states[c.name] = state
+
+        if stopping:
+            for c in spec.containers:
+                states[c.name] = self._stopped(c, states[c.name], obs.stop_requested, deadline_at)
+            running_now = any(s.outcome == "running" for s in states.values())
+            if deadline and not obs.stop_requested and running_now and "*" not in obs.in_flight:
+                actions.append(Action("stop-pod"))
+
+        actions += [s.action for s in states.values() if s.action is not None and not stopping]
+        running = any(s.outcome == "running" for s in states.values())
+        flying = bool(obs.in_flight)
+        active = (running or flying) if stopping else not (mains_done and not running and not flying)
+        ends = [s.end_ts for s in states.values() if s.end_ts is not None]
+        finished_ts = max(ends) if ends and not active else None
+        if not active and obs.infra_running and not obs.stop_requested and "*" not in obs.in_flight:
+            actions.append(Action("finish-pod"))
+        if not flying:
+            actions += self._prune()
+        return PodView(
+            files={name: s.files for name, s in states.items()},
+            current_run={name: s.current_run for name, s in states.items()},
+            started={name: s.started for name, s in states.items()},
+            actions=tuple(actions),
+            active=active,
+            deadline_exceeded=deadline,
+            finished_ts=finished_ts,
+        )
+
+    def _sidecar_done(self, c: ContainerSpec, state: _State, why: str) -> _State:
+        """A sidecar stopped by the plugin ends like the runner reports it: exit 0, Completed."""
+        runs = self._runs(c.name)
+        ran = [r for r in runs if r.ended]
+        if not ran:
+            when = epoch_rfc3339(self.now)
+            files = ContainerFiles(started=when, finished=when, exit_code=0,
+                                   reason=("Completed", f"sidecar stopped because {why}"))
+            return _State("succeeded", files, state.current_run, False, end_ts=self.now, code=0)
+        last = ran[-1]
+        files = ContainerFiles(
+            started=last.started or last.finished,
+            finished=last.finished or last.started,
+            exit_code=0,
+            restarts=last.run,
+            last=_last_state(runs, last.run),
+            reason=("Completed", f"sidecar stopped because {why}"),
+        )
+        return _State("succeeded", files, last.run, last.did_start, end_ts=last.finished_ts, code=0)
+
+    def _stopped(self, c: ContainerSpec, state: _State, deleted: bool, deadline_at: float | None) -> _State:
+        """The pod is being stopped (/delete or activeDeadlineSeconds): nothing starts any more."""
+        runs = self._runs(c.name)
+        if state.outcome == "running":
+            return state
+        deadline = ("DeadlineExceeded", f"activeDeadlineSeconds {self.spec.active_deadline} exceeded")
+        last = runs[-1] if runs else None
+        if state.outcome in ("succeeded", "failed") and last is not None and last.ended:
+            files = state.files
+            stopped_by_us = last.finished_ts is not None and deadline_at is not None and last.finished_ts >= deadline_at
+            if not deleted and stopped_by_us and files.reason is None:
+                files = _replace_reason(files, deadline)
+            elif deleted and files.reason is None and last.code in (137, 143):
+                files = _replace_reason(
+                    files,
+                    ("Killed", "SIGKILL after the grace period") if last.code == 137
+                    else ("Terminated", "killed by SIGTERM"),
+                )
+            return _State(state.outcome, files, state.current_run, state.started, end_ts=state.end_ts, code=state.code)
+        if state.outcome in ("succeeded", "failed"):
+            return state  # e.g. InitContainerFailed for a container that never ran
+        when_ts = deadline_at if (deadline_at is not None and not deleted) else self.now
+        when = epoch_rfc3339(min(when_ts, self.now))
+        if state.outcome == "backoff" and last is not None:
+            waited = ("Terminated", "pod stopped while the container was waiting to restart")
+            reason = waited if deleted else deadline
+            files = ContainerFiles(started=when, finished=when, exit_code=143, restarts=state.files.restarts,
+                                   last=state.files.last, reason=reason)
+            return _State("failed", files, state.current_run, False, end_ts=self.now, code=143)
+        reason = deadline if not deleted else ("Terminated", "pod stopped before the container started")
+        files = ContainerFiles(started=when, finished=when, exit_code=143, restarts=state.files.restarts,
+                               last=state.files.last, reason=reason)
+        return _State("failed", files, state.current_run, False, end_ts=self.now, code=143)
+
+    def _prune(self) -> list[Action]:
+        """Runs older than the previous one go (podman container and run directory): the current and
+        the previous run stay, for the status (lastState) and for Previous logs."""
+        actions: list[Action] = []
+        for c in self.spec.containers:
+            runs = self._runs(c.name)
+            old = [r for r in runs[:-2] if r.ended]
+            if old:
+                actions.append(Action("prune", c.name, runs[-2].run, container_ids=tuple(r.container_id for r in old)))
+        return actions
+
+
+def _replace_reason(files: ContainerFiles, reason: tuple[str, str]) -> ContainerFiles:
+    return ContainerFiles(
+        started=files.started, finished=files.finished, exit_code=files.exit_code, restarts=files.restarts,
+        last=files.last, waiting=files.waiting, reason=reason,
+    )  # fmt: skip
+
+
+def plan_pod(spec: PodSpec, observed: Observed, now: float, initial: float, maximum: float) -> PodView:
+    return Planner(spec, observed, now, initial, maximum).plan()
