@@ -66,6 +66,8 @@ class Config:
     enroot: tuple[str, ...] = ("enroot",)
     image_prefix: str = ""
     pull_policy: str = ""
+    podman_pod_network: str = ""
+    gpu_cdi_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     poll_interval: float = 5.0
     command_timeout: float = 30.0
     submit_deadline: float = 900.0
@@ -192,6 +194,19 @@ def _str_map(key: str, value: Any) -> dict[str, str]:
     return {str(k): _str(f"{key}.{k}", v) for k, v in value.items()}
 
 
+def _str_list_map(key: str, value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of name to a list, got {value!r}")
+    return {str(k): _str_list(f"{key}.{k}", v) for k, v in value.items()}
+
+
+def _network(key: str, value: Any) -> str:
+    text = _str(key, value).strip()
+    if text.startswith("-") or any(ch.isspace() for ch in text):
+        raise ConfigError(f"{key}: {value!r} is not a podman network mode or name")
+    return text
+
+
 def _memory_mib(key: str, value: Any) -> int:
     text = _str(key, value).strip()
     if text.upper().endswith(("G", "M", "K", "T")) and not text.endswith("i"):
@@ -312,6 +327,17 @@ FIELDS: dict[str, FieldSpec] = {
         "pull_policy",
         _choice(("", "always", "missing", "never", "newer")),
         "Podman runtime: overrides imagePullPolicy.",
+    ),
+    "PodmanPodNetwork": FieldSpec(
+        "podman_pod_network",
+        _network,
+        "Podman backend: network of each pod (podman's default when empty: bridge as root, slirp4netns "
+        "rootless; or none, host, a network name). Containers of a pod always share it (localhost).",
+    ),
+    "GpuCdiMap": FieldSpec(
+        "gpu_cdi_map",
+        _str_list_map,
+        "Podman backend: GPU resource -> CDI device names, e.g. nvidia.com/gpu: [nvidia.com/gpu=0, nvidia.com/gpu=1].",
     ),
     "PollInterval": FieldSpec(
         "poll_interval", _seconds, "Seconds between scheduler queries (one query for all tracked jobs)."

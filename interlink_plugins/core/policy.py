@@ -344,6 +344,44 @@ NEVER_ALLOWED_SINGULARITY: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
+# HTCondor submit commands a pod may add (annotation htcondor-job.vk.io/submit-commands, one
+# `key = value` a line): matchmaking and GPU shape only. Custom attributes (`+Name`/`MY.Name`) only
+# when an admin lists them (ExtraSubmitCommands: ["+ProjectName"]). Values may not use `$`: submit
+# macros ($ENV(...) reads the plugin's environment, $(...) other commands) are never expanded.
+DEFAULT_SUBMIT_ALLOW: frozenset[str] = frozenset(
+    {
+        "requirements", "rank", "priority", "concurrency_limits", "require_gpus",
+        "gpus_minimum_capability", "gpus_maximum_capability", "gpus_minimum_memory", "gpus_minimum_runtime",
+    }
+)  # fmt: skip
+
+# Refused even when an admin lists them: what the plugin sets itself (the job, its files, its
+# identity, its resources from the pod, its policy expressions) and what reads plugin-host files.
+NEVER_ALLOWED_SUBMIT: frozenset[str] = frozenset(
+    {
+        "universe", "executable", "arguments", "args", "environment", "env", "getenv", "initialdir",
+        "initial_dir", "iwd", "input", "output", "error", "log", "log_xml", "stream_input", "stream_output",
+        "stream_error", "transfer_executable", "transfer_input_files", "transfer_output_files",
+        "transfer_output_remaps", "should_transfer_files", "when_to_transfer_output", "preserve_relative_paths",
+        "accounting_group", "accounting_group_user", "periodic_remove", "periodic_hold", "periodic_hold_reason",
+        "periodic_hold_subcode", "periodic_release", "on_exit_remove", "on_exit_hold", "allowed_execute_duration",
+        "allowed_job_duration", "job_max_vacate_time", "leave_in_queue", "queue", "batch_name", "jobbatchname",
+        "hold", "notification", "notify_user", "run_as_owner", "load_profile", "kill_sig", "remove_kill_sig",
+        "hold_kill_sig", "max_retries", "success_exit_code", "request_cpus", "request_memory", "request_disk",
+        "request_gpus", "x509userproxy", "use_x509userproxy", "use_oauth_services", "scitokens_file",
+        "container_image", "docker_image", "+interlinkpoduid", "+interlinkinstance", "+interlinkjobdir",
+        "+interlinkcontainers", "+owner", "+user", "+acctgroup", "+acctgroupuser", "+accountinggroup",
+        "+wantioproxy", "+singularityimage", "+jobbatchname", "+iwd", "+cmd", "+environment", "+env",
+    }
+)  # fmt: skip
+
+
+def submit_key(key: str) -> str:
+    """Canonical spelling of a submit command: lower case, `MY.Name` as `+name`."""
+    key = key.strip().lower()
+    return "+" + key[3:] if key.startswith("my.") else key
+
+
 _PFLAG_BOOLS = frozenset({"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"})
 _MAX_SHOWN = 80
 
@@ -499,12 +537,13 @@ def render_sbatch_option(opt: ParsedOption) -> list[str]:
 
 @dataclass(frozen=True)
 class NamespacePolicy:
-    """What one Kubernetes namespace may choose: SLURM account/QoS/partitions, unix users."""
+    """What one Kubernetes namespace may choose: SLURM account/QoS/partitions, unix users, HTCondor groups."""
 
     accounts: tuple[str, ...] = ()
     qos: tuple[str, ...] = ()
     partitions: tuple[str, ...] = ()
     users: tuple[str, ...] = ()  # unix user names or numeric uids, as strings
+    accounting_groups: tuple[str, ...] = ()  # HTCondor accounting_group (the first is the default)
 
 
 _NS_CHOICES = {"account": "accounts", "qos": "qos", "partition": "partitions"}
@@ -531,6 +570,7 @@ class AdminPolicy:
     allow_raw_shell: bool = False  # pre-exec, mesh, wstunnel scripts
     sbatch_allow: frozenset[str] = DEFAULT_SBATCH_ALLOW
     singularity_allow: frozenset[str] = DEFAULT_SINGULARITY_ALLOW
+    submit_allow: frozenset[str] = DEFAULT_SUBMIT_ALLOW
     allowed_host_paths: tuple[str, ...] = ()
     namespaces: Mapping[str, NamespacePolicy] = field(default_factory=dict)
     default_namespace: NamespacePolicy | None = None  # None: no account/qos/partition/user choice
@@ -570,6 +610,40 @@ class AdminPolicy:
                     if not self.host_path_allowed(source):
                         raise PolicyViolation(field, f"{_show(opt.spelling)}: host path {_show(source)} is not allowed")
         return parsed
+
+    def submit_commands(self, text: str, *, field: str) -> list[tuple[str, str]]:
+        """Parse `key = value` lines (HTCondor submit syntax) and check each key against the allow-list."""
+        if not isinstance(text, str):
+            raise PolicyViolation(field, "must be a string", 422)
+        commands: list[tuple[str, str]] = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            key, eq, value = line.partition("=")
+            name = submit_key(key)
+            if not eq or not name or not all(c.isalnum() or c in "_.+" for c in name):
+                raise PolicyViolation(field, f"line {number}: expected `key = value`, got {_show(line)}", 422)
+            value = value.strip()
+            if "$" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+                raise PolicyViolation(field, f"line {number}: {name}: `$` and control characters are not allowed")
+            if name in NEVER_ALLOWED_SUBMIT:
+                raise PolicyViolation(field, f"line {number}: {_show(key.strip())} is reserved by the plugin")
+            if name not in self.submit_allow:
+                raise PolicyViolation(field, f"line {number}: {_show(key.strip())} is not allowed")
+            commands.append((name, value))
+        return commands
+
+    def accounting_group(self, namespace: str, requested: str, *, field: str) -> str:
+        """The namespace's accounting group: the requested one if the namespace may use it, else its first."""
+        ns = self.namespace_policy(namespace)
+        groups = ns.accounting_groups if ns is not None else ()
+        if requested:
+            if requested not in groups:
+                raise PolicyViolation(
+                    field, f"accounting group {_show(requested)} is not allowed for namespace {namespace!r}"
+                )
+            return requested
+        return groups[0] if groups else ""
 
     def host_path_allowed(self, path: str) -> bool:
         """True when the real path is one of AllowedHostPaths or below one (no prefix tricks)."""
@@ -631,7 +705,25 @@ def _option_names(key: str, raw: Any, table: Mapping[str, OptionSpec], never: fr
     return frozenset(names)
 
 
-_NS_KEYS = {"Accounts": "accounts", "QOS": "qos", "Partitions": "partitions", "Users": "users"}
+def _submit_names(key: str, raw: Any) -> frozenset[str]:
+    names: set[str] = set()
+    for item in _str_list(key, raw):
+        name = submit_key(item)
+        if not all(c.isalnum() or c in "_.+" for c in name):
+            raise ConfigError(f"{key}: bad value {item!r} (not a submit command)")
+        if name in NEVER_ALLOWED_SUBMIT:
+            raise ConfigError(f"{key}: bad value {item!r} (reserved by the plugin, never allowed)")
+        names.add(name)
+    return frozenset(names)
+
+
+_NS_KEYS = {
+    "Accounts": "accounts",
+    "QOS": "qos",
+    "Partitions": "partitions",
+    "Users": "users",
+    "AccountingGroups": "accounting_groups",
+}
 
 
 def _namespace_policy(key: str, raw: Any) -> NamespacePolicy:
@@ -672,6 +764,12 @@ def policy_from_config(raw: Mapping[str, Any]) -> AdminPolicy:
             NEVER_ALLOWED_SINGULARITY,
         )
 
+    submit_allow = DEFAULT_SUBMIT_ALLOW
+    if "AllowedSubmitCommands" in raw:
+        submit_allow = _submit_names("AllowedSubmitCommands", raw["AllowedSubmitCommands"])
+    if "ExtraSubmitCommands" in raw:
+        submit_allow = submit_allow | _submit_names("ExtraSubmitCommands", raw["ExtraSubmitCommands"])
+
     host_paths: tuple[str, ...] = ()
     if "AllowedHostPaths" in raw:
         paths = _str_list("AllowedHostPaths", raw["AllowedHostPaths"])
@@ -699,6 +797,7 @@ def policy_from_config(raw: Mapping[str, Any]) -> AdminPolicy:
         allow_raw_shell=allow_raw,
         sbatch_allow=sbatch_allow,
         singularity_allow=singularity_allow,
+        submit_allow=submit_allow,
         allowed_host_paths=host_paths,
         namespaces=namespaces,
         default_namespace=default_ns,

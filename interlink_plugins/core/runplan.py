@@ -6,6 +6,26 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 RestartPolicy = Literal["Never", "OnFailure", "Always"]
+ProbeKind = Literal["startup", "readiness", "liveness"]
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """One Kubernetes probe, run by the pod runner beside the container (exit 0 of argv = success).
+
+    Kubernetes semantics: the startup probe gates the others; readiness only sets the container's
+    ``ready`` file; a failed liveness or startup probe kills the container (preStop, TERM, KILL
+    after the grace period) and the restart policy decides what follows.
+    """
+
+    kind: ProbeKind
+    argv: tuple[str, ...]
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    grace_seconds: int | None = None  # probe-level terminationGracePeriodSeconds (liveness/startup kills)
 
 
 @dataclass(frozen=True)
@@ -20,6 +40,7 @@ class ContainerRun:
     # lifecycle hooks, already wrapped by the runtime (exec inside the container's environment)
     post_start_argv: tuple[str, ...] = ()
     pre_stop_argv: tuple[str, ...] = ()
+    probes: tuple[ProbeRun, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -34,6 +55,9 @@ class RunPlan:
     prologue: tuple[str, ...] = field(default_factory=tuple)
     # exported into the runner's environment (e.g. POD_IP) - never into containers implicitly
     runner_env: tuple[tuple[str, str], ...] = ()
+    # after the prologue, the containers run inside this program: `WRAPPER... bash pod-runner.sh --wrapped`
+    # (the interLink mesh script, which sets up a network namespace and then runs its arguments)
+    wrapper: tuple[str, ...] = ()
 
     @property
     def init_containers(self) -> tuple[ContainerRun, ...]:

@@ -142,3 +142,26 @@ def test_metrics_and_session_logging(plugin_factory: Callable[..., PluginProcess
     log_lines = [json.loads(line) for line in plugin.log_path.read_text().splitlines() if line.startswith("{")]
     assert any(entry.get("session") == "CreatePod#4242" and uid in entry["message"] for entry in log_lines)
     plugin.delete(body)
+
+
+def test_every_dashboard_metric_has_samples_after_a_pod_lifecycle(plugin_factory: Callable[..., PluginProcess]) -> None:
+    """deploy/grafana: each metric a panel queries exists with at least one sample (error counters excepted)."""
+    from tests.harness import ROOT
+    from tests.podfactory import container, pod_body
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "interlink-plugins-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    wanted = {re.sub(r"_(bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"interlink_plugin_[a-z_]+", e)}
+    plugin = plugin_factory()
+    body = pod_body("dash", [container("c", ["echo", "metrics"])])
+    plugin.create(body)
+    plugin.wait_done(body)
+    assert plugin.logs(body, "c").text == "metrics\n"
+    plugin.delete(body)
+    text = plugin.client.get("/metrics").text
+    sampled = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    sampled = {re.sub(r"_(bucket|count|sum|total|created)$", "", name) for name in sampled}
+    for metric in sorted(wanted):
+        if "failures" in metric:
+            continue
+        assert re.sub(r"_total$", "", metric) in sampled, f"{metric} has no sample"
