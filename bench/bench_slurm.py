@@ -176,10 +176,9 @@ def main() -> None:
     parser.add_argument("--load-pods", type=int, default=0)
     parser.add_argument("--load-seconds", type=float, default=300)
     args = parser.parse_args()
-    subprocess.run(
-        ["bash", str(ROOT / "slurm" / "slurm-up.sh"), "/tmp/il-slurm"], check=True, timeout=300, capture_output=True
-    )
-    os.environ["SLURM_CONF"] = "/tmp/il-slurm/slurm.conf"
+    state = os.environ.get("IL_SLURM_STATE", "/tmp/il-slurm")  # SLURMCTLD_PORT/SLURMD_PORT pick the ports
+    subprocess.run(["bash", str(ROOT / "slurm" / "slurm-up.sh"), state], check=True, timeout=300, capture_output=True)
+    os.environ["SLURM_CONF"] = f"{state}/slurm.conf"
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="il-bench-") as tmp:
         work = Path(tmp)

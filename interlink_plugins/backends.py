@@ -16,8 +16,23 @@ def _slurm(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backen
     return SlurmBackend(config, runner, policy)
 
 
+def _podman(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:
+    from interlink_plugins.podman.backend import PodmanBackend
+
+    return PodmanBackend(config, runner, policy)
+
+
+
+def _htcondor(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:
+    from interlink_plugins.htcondor.backend import HTCondorBackend
+
+    return HTCondorBackend(config, runner, policy)
+
+
 BACKENDS: dict[str, Callable[[Config, CommandRunner, AdminPolicy], Backend]] = {
     "slurm": _slurm,
+    "podman": _podman,
+    "htcondor": _htcondor,
 }
 
 

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("slurm", "podman", "htcondor")
 RUNTIMES = ("apptainer", "singularity", "enroot", "podman", "none")
+HTCONDOR_AUTH = ("CLAIMTOBE", "IDTOKENS", "SSL", "SCITOKENS", "FS", "KERBEROS", "MUNGE")
+HTCONDOR_DATA_MODES = ("shared", "spool")
 _SHELL_CHARS = re.compile(r"[|&;<>()$`\\\n*?{}\[\]~]")
 
 
@@ -92,6 +94,18 @@ class Config:
     job_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     log_level: str = "INFO"
     log_format: str = "json"
+    htcondor_schedd: str = ""
+    htcondor_collector: str = ""
+    htcondor_auth: tuple[str, ...] = ()
+    htcondor_token_file: str = ""
+    htcondor_ca_file: str = ""
+    htcondor_cert_file: str = ""
+    htcondor_key_file: str = ""
+    htcondor_params: Mapping[str, str] = field(default_factory=dict)
+    htcondor_job_user: str = ""
+    htcondor_data_mode: str = "shared"
+    htcondor_tail: tuple[str, ...] = ()
+    held_timeout: float = 1800.0
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -171,6 +185,23 @@ def _argv(key: str, value: Any) -> tuple[str, ...]:
     if not words:
         raise ConfigError(f"{key}: must not be empty")
     return words
+
+
+def _optional_path(key: str, value: Any) -> str:
+    text = _str(key, value).strip()
+    return str(Path(text).expanduser().absolute()) if text else ""
+
+
+def _optional_argv(key: str, value: Any) -> tuple[str, ...]:
+    return _argv(key, value) if _str(key, value).strip() else ()
+
+
+def _auth_methods(key: str, value: Any) -> tuple[str, ...]:
+    methods = tuple(m.upper() for m in _str_list(key, value))
+    for method in methods:
+        if method not in HTCONDOR_AUTH:
+            raise ConfigError(f"{key}: {method!r} is not one of {', '.join(HTCONDOR_AUTH)}")
+    return methods
 
 
 def _socket(key: str, value: Any) -> str:
@@ -401,6 +432,48 @@ FIELDS: dict[str, FieldSpec] = {
     "LogFormat": FieldSpec(
         "log_format", _choice(("json", "text")), "json: one JSON object per line with interLink's session id; text."
     ),
+    "HTCondorSchedd": FieldSpec(
+        "htcondor_schedd", _str, "HTCondor: schedd name (located through the collector; empty: the pool's only one)."
+    ),
+    "HTCondorCollector": FieldSpec(
+        "htcondor_collector", _str, "HTCondor: collector host[:port] (empty: the local HTCondor configuration)."
+    ),
+    "HTCondorAuth": FieldSpec(
+        "htcondor_auth",
+        _auth_methods,
+        "HTCondor: client authentication methods in order, e.g. [IDTOKENS] (CLAIMTOBE, IDTOKENS, SSL, SCITOKENS, "
+        "FS, KERBEROS, MUNGE; empty: the HTCondor configuration's).",
+    ),
+    "HTCondorTokenFile": FieldSpec(
+        "htcondor_token_file", _optional_path, "HTCondor: IDTOKENS token or SciToken file (re-read when it changes)."
+    ),
+    "HTCondorCAFile": FieldSpec("htcondor_ca_file", _optional_path, "HTCondor SSL: CA bundle to verify the daemons."),
+    "HTCondorCertFile": FieldSpec("htcondor_cert_file", _optional_path, "HTCondor SSL: client certificate."),
+    "HTCondorKeyFile": FieldSpec("htcondor_key_file", _optional_path, "HTCondor SSL: client private key."),
+    "HTCondorParams": FieldSpec(
+        "htcondor_params",
+        _str_map,
+        "HTCondor: extra client configuration for the bindings and the tail command, e.g. "
+        "{SEC_CLAIMTOBE_USER: svc, FILESYSTEM_DOMAIN: site}.",
+    ),
+    "HTCondorJobUser": FieldSpec(
+        "htcondor_job_user",
+        _str,
+        "HTCondor shared mode: user (name or uid) jobs run as; a root plugin hands each job dir to it.",
+    ),
+    "HTCondorDataMode": FieldSpec(
+        "htcondor_data_mode",
+        _choice(HTCONDOR_DATA_MODES),
+        "HTCondor: shared (DataRootFolder seen by the execute nodes) or spool (inputs spooled, outputs retrieved).",
+    ),
+    "HTCondorTailCommand": FieldSpec(
+        "htcondor_tail",
+        _optional_argv,
+        "HTCondor spool mode: condor_tail command for live logs (argv prefix); empty: logs after completion only.",
+    ),
+    "HeldTimeout": FieldSpec(
+        "held_timeout", _seconds, "HTCondor: a job held this long is removed and its pod reported Failed."
+    ),
 }
 
 POLICY_KEYS = (
@@ -409,6 +482,8 @@ POLICY_KEYS = (
     "ExtraSbatchOptions",
     "AllowedSingularityOptions",
     "AllowedHostPaths",
+    "AllowedSubmitCommands",
+    "ExtraSubmitCommands",
     "NamespacePolicy",
     "DefaultNamespacePolicy",
 )
@@ -509,7 +584,9 @@ def config_reference_markdown() -> str:
         "| `ExtraSbatchOptions` | added to the default allow-list |",
         "| `AllowedSingularityOptions` | apptainer/singularity options a pod may set |",
         "| `AllowedHostPaths` | hostPath volumes and binds only under these paths (default: none) |",
-        "| `NamespacePolicy` | namespace -> {Accounts, QOS, Partitions, Users} a namespace may use |",
+        "| `AllowedSubmitCommands` | replaces the default allow-list of HTCondor submit commands a pod may add |",
+        "| `ExtraSubmitCommands` | added to it, e.g. `+ProjectName` |",
+        "| `NamespacePolicy` | namespace -> {Accounts, QOS, Partitions, Users, AccountingGroups} a namespace may use |",
         "| `DefaultNamespacePolicy` | the same, for namespaces not listed |",
         "",
         "## Accepted for compatibility with the Go plugin's SlurmConfig.yaml (ignored, with a warning)",

@@ -3,9 +3,11 @@
 # build the local test images. Idempotent. Usage: podman/podman-setup.sh
 # Writes /etc/containers/containers.conf so every podman (plugin, SLURM jobs) shares the settings.
 set -euo pipefail
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v bwrap >/dev/null; then
+# catatonit: the infra process of podman pods (Podman backend); uidmap: rootless podman
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v bwrap >/dev/null \
+   || ! command -v catatonit >/dev/null || ! command -v newuidmap >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc busybox-static bubblewrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc busybox-static bubblewrap catatonit uidmap >/dev/null
 fi
 mkdir -p /etc/containers
 cat > /etc/containers/containers.conf <<'CONF'

@@ -1,4 +1,12 @@
-"""A pod turned into a job directory and a RunPlan: shared by every batch backend (SLURM, HTCondor)."""
+"""A pod turned into a job directory and a RunPlan: shared by every batch backend (SLURM, HTCondor).
+
+Besides the containers, the RunPlan carries what the pod's annotations ask for inside the job:
+runtime options (singularity/enroot options and mounts, policy-checked), the MPI launcher
+(mpi-flags), probes and lifecycle hooks, and the admin-enabled raw shell (interLink's wstunnel
+commands, pre-exec, the full-mesh script as a wrapper around the containers). interLink's
+``jobScript`` replaces the containers with one pseudo-container ``jobscript`` whose state every
+spec container shows (c/<name> links to c/jobscript).
+"""
 
 from __future__ import annotations
 
@@ -9,23 +17,25 @@ from functools import lru_cache
 from pathlib import Path
 
 from interlink_plugins.config import Config
+from interlink_plugins.core import annotations as ann
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod
 from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.probes import MPI_HELPER, handler_argv, probe_helper_files, probe_runs
 from interlink_plugins.core.runner import CommandFailed, run_blocking
-from interlink_plugins.core.runplan import ContainerRun, RestartPolicy, RunPlan
+from interlink_plugins.core.runplan import ContainerRun, ProbeRun, RestartPolicy, RunPlan
 from interlink_plugins.core.runscript import render_runner
 from interlink_plugins.core.runtimes import NS_EXEC_NAME, Runtime, RuntimeContext, helper_files, runtime_for
 from interlink_plugins.core.templating import quote_words
 from interlink_plugins.core.volumes import materialise_volumes
 
-IMAGE_ROOT_ANNOTATIONS = ("slurm-job.vk.io/image-root", "htcondor-job.knoc.io/image-root")
-PRE_EXEC_ANNOTATIONS = ("slurm-job.vk.io/pre-exec", "job.vk.io/pre-exec")
-SINGULARITY_OPTIONS_ANNOTATIONS = (
-    "slurm-job.vk.io/singularity-options",
-    "htcondor-job.vk.io/singularity-options",
-    "job.vk.io/singularity-options",
-)
+# kept for importers; core.annotations is the list of every key and its legacy names
+IMAGE_ROOT_ANNOTATIONS = ann.IMAGE_ROOT
+PRE_EXEC_ANNOTATIONS = ann.PRE_EXEC
+SINGULARITY_OPTIONS_ANNOTATIONS = ann.SINGULARITY_OPTIONS
+JOB_SCRIPT_CONTAINER = "jobscript"
+JOB_SCRIPT_FILE = "jobScript.sh"
+MESH_FILE = "mesh.sh"
 
 
 def _restart_policy(pod: Pod, container: Container) -> RestartPolicy:
@@ -48,26 +58,66 @@ def _runtime_binary(config: Config, runtime_name: str) -> str | None:
 
 
 def _runtime_options(pod: Pod, policy: AdminPolicy, runtime_name: str) -> tuple[str, ...]:
-    if runtime_name not in ("apptainer", "singularity"):
-        return ()
+    """Policy-checked options of the runtime's annotations (mounts first, as the Go plugin)."""
     words: list[str] = []
-    for key in SINGULARITY_OPTIONS_ANNOTATIONS:
-        text = pod.annotations.get(key, "")
-        if text.strip():
+    if runtime_name in ("apptainer", "singularity"):
+        for key, text in ann.present(pod.annotations, (*ann.SINGULARITY_MOUNTS, *ann.SINGULARITY_OPTIONS)):
             for option in policy.singularity_options(text, field=f"metadata.annotations[{key}]"):
                 words.append(f"--{option.name}" if option.value is None else f"--{option.name}={option.value}")
+    elif runtime_name == "enroot":
+        for key, text in ann.present(pod.annotations, (*ann.ENROOT_MOUNTS, *ann.ENROOT_OPTIONS)):
+            words += ann.enroot_option_words(policy, text, field=f"metadata.annotations[{key}]")
     return tuple(words)
 
 
-def _hook_argv(runtime: Runtime, ctx: RuntimeContext, hook: object, field: str) -> tuple[str, ...]:
-    if not isinstance(hook, dict):
+def _hook_argv(
+    pod: Pod, container: Container, runtime: Runtime, ctx: RuntimeContext, hook: object, field: str
+) -> tuple[str, ...]:
+    if not isinstance(hook, dict) or not hook:
         return ()
-    exec_spec = hook.get("exec")
-    if isinstance(exec_spec, dict) and isinstance(exec_spec.get("command"), list):
-        return runtime.exec_argv(ctx, [str(word) for word in exec_spec["command"]])
-    if hook:
-        raise PodSpecError(field, "only exec lifecycle hooks are supported by this plugin")
-    return ()
+    return handler_argv(
+        hook, field=field, pod=pod, container=container, runtime=runtime, ctx=ctx, job_dir=ctx.job_dir, hook=True
+    )
+
+
+def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, job_dir: Path) -> tuple[str, ...]:
+    """`bash mpi.sh launch LAUNCHER... FLAGS... --il-task RUNTIME` for pods with mpi-flags, else ()."""
+    # present at all (even empty) means MPI; "false" turns it off
+    found = next(((k, pod.annotations[k]) for k in ann.MPI_FLAGS if k in pod.annotations), None)
+    if found is None or ann.mpi_disabled(found[1]):
+        return ()
+    key, text = found
+    field = f"metadata.annotations[{key}]"
+    if runtime_name == "podman":
+        raise PodSpecError(field, "MPI launch is not supported with ContainerRuntime podman (one container per pod)")
+    words = ann.mpi_launch_words(policy, text, config.mpi_launcher, field=field)
+    return ("bash", str(job_dir / MPI_HELPER), "launch", *words, "--il-task", runtime_name)
+
+
+def _prologue(pod: Pod, policy: AdminPolicy, job_dir: Path) -> tuple[list[str], tuple[str, ...]]:
+    """Admin-enabled raw shell in the Go plugin's order (wstunnel, pre-exec) and the mesh wrapper."""
+    prologue: list[str] = []
+    wrapper: tuple[str, ...] = ()
+    wstunnel = pod.annotations.get(ann.WSTUNNEL, "")
+    if wstunnel.strip():
+        policy.check_raw_shell(f"metadata.annotations[{ann.WSTUNNEL}]")
+        prologue.append(wstunnel)
+    for key, text in ann.present(pod.annotations, ann.PRE_EXEC):
+        policy.check_raw_shell(f"metadata.annotations[{key}]")
+        rest, mesh = ann.split_mesh(text)
+        if mesh is not None and not wrapper:
+            wrapper = (str(job_dir / MESH_FILE),)
+            text = rest
+        if text.strip():
+            prologue.append(text)
+    return prologue, wrapper
+
+
+def _job_script_run(pod: Pod, job_dir: Path) -> ContainerRun:
+    script = pod.job_script or ""
+    path = str(job_dir / JOB_SCRIPT_FILE)
+    argv = (path,) if script.startswith("#!") else ("bash", path)
+    return ContainerRun(name=JOB_SCRIPT_CONTAINER, kind="main", argv=argv, restart_policy="Never")
 
 
 @lru_cache(maxsize=1)
@@ -109,11 +159,17 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     if runtime_name == "none":
         _refuse_mounts_without_namespaces(pod)
     runtime = runtime_for(runtime_name)
-    image_root = next((pod.annotations[k] for k in IMAGE_ROOT_ANNOTATIONS if pod.annotations.get(k)), "")
+    image_root_found = ann.first(pod.annotations, ann.IMAGE_ROOT)
+    image_root = image_root_found[1] if image_root_found else ""
     options = _runtime_options(pod, policy, runtime_name)
+    mpi = _mpi_launch(pod, config, policy, runtime_name, job_dir)
     runs: list[ContainerRun] = []
     prepare_steps: list[tuple[str, ...]] = []
-    for index, container in enumerate(pod.all_containers):
+    if pod.job_script is not None:
+        # interLink's job script replaces the containers (the Go plugin's pseudo-container jobScript)
+        policy.check_raw_shell("jobScript")
+        runs.append(_job_script_run(pod, job_dir))
+    for index, container in enumerate(() if pod.job_script is not None else pod.all_containers):
         position = index if container.kind == "init" else index - len(pod.init_containers)
         gpus = sum(container.resources.extended.get(kind, 0) for kind in GPU_RESOURCES)
         ctx = RuntimeContext(
@@ -136,27 +192,33 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         prepare_steps.extend(argv.prepare_argvs)
         lifecycle = container.lifecycle
         path = f"{container.field_path}[{position}]"
+        probes: tuple[ProbeRun, ...] = ()
+        if config.enable_probes and (container.kind == "main" or container.is_sidecar):
+            probes = probe_runs(pod, container, runtime=runtime, ctx=ctx, job_dir=str(job_dir), field=path)
+        command = argv.argv
+        if mpi and container.kind == "main":
+            command = (*mpi, *command)
         runs.append(
             ContainerRun(
                 name=container.name,
                 kind=container.kind,
-                argv=argv.argv,
+                argv=command,
                 restart_policy=_restart_policy(pod, container),
                 sidecar=container.is_sidecar,
                 cleanup_argv=argv.cleanup_argv,
-                post_start_argv=_hook_argv(runtime, ctx, lifecycle.get("postStart"), f"{path}.lifecycle.postStart"),
-                pre_stop_argv=_hook_argv(runtime, ctx, lifecycle.get("preStop"), f"{path}.lifecycle.preStop"),
+                post_start_argv=_hook_argv(
+                    pod, container, runtime, ctx, lifecycle.get("postStart"), f"{path}.lifecycle.postStart"
+                ),
+                pre_stop_argv=_hook_argv(
+                    pod, container, runtime, ctx, lifecycle.get("preStop"), f"{path}.lifecycle.preStop"
+                ),
+                probes=probes,
             )
         )
-    prologue: list[str] = []
-    for key in PRE_EXEC_ANNOTATIONS:
-        text = pod.annotations.get(key, "")
-        if text.strip():
-            policy.check_raw_shell(f"metadata.annotations[{key}]")
-            prologue.append(text)
+    prologue, wrapper = _prologue(pod, policy, job_dir)
     prologue.extend(quote_words(step) for step in prepare_steps)
     runner_env = dict(config.job_environment)
-    pod_ip = pod.annotations.get("interlink.eu/pod-ip", "")
+    pod_ip = pod.annotations.get(ann.POD_IP, "")
     if pod_ip:
         runner_env["POD_IP"] = pod_ip
     return RunPlan(
@@ -168,6 +230,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         runner_path=config.job_path,
         prologue=tuple(prologue),
         runner_env=tuple(sorted(runner_env.items())),
+        wrapper=wrapper,
     )
 
 
@@ -186,13 +249,22 @@ def pod_metadata(pod: Pod) -> dict[str, object]:
 
 
 def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:
-    """pod-runner.sh, ns-exec.sh and pod.json; returns their text (for `render`)."""
+    """pod-runner.sh, the helpers, pod.json (and mesh.sh, jobScript.sh); returns their text (for `render`)."""
     del config
     files = {
         "pod-runner.sh": render_runner(plan),
         **helper_files(),
+        **probe_helper_files(),
         "pod.json": json.dumps(pod_metadata(pod), indent=1) + "\n",
     }
+    if plan.wrapper:
+        for _key, text in ann.present(pod.annotations, ann.PRE_EXEC):
+            _rest, mesh = ann.split_mesh(text)
+            if mesh is not None:
+                files[MESH_FILE] = mesh
+                break
+    if pod.job_script is not None:
+        files[JOB_SCRIPT_FILE] = pod.job_script
     if write:
         for name, text in files.items():
             target = job_dir / name
@@ -200,4 +272,17 @@ def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, w
             tmp.write_text(text)
             os.chmod(tmp, 0o700 if name.endswith((".sh", ".rc")) else 0o600)
             os.replace(tmp, target)
+        if pod.job_script is not None:
+            _link_job_script_state(pod, job_dir)
     return files
+
+
+def _link_job_script_state(pod: Pod, job_dir: Path) -> None:
+    """Every spec container shows the job script's state and log: c/<name> -> jobscript."""
+    state = job_dir / "c"
+    state.mkdir(exist_ok=True)
+    for container in pod.all_containers:
+        link = state / container.name
+        if container.name == JOB_SCRIPT_CONTAINER or link.is_symlink():
+            continue
+        os.symlink(JOB_SCRIPT_CONTAINER, link)

@@ -11,11 +11,12 @@ import re
 
 from interlink_plugins.core import templating
 from interlink_plugins.core.errors import PodSpecError
-from interlink_plugins.core.runplan import ContainerRun, RunPlan
+from interlink_plugins.core.runplan import ContainerRun, ProbeRun, RunPlan
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POLICIES = ("Never", "OnFailure", "Always")
+_PROBE_KINDS = ("startup", "readiness", "liveness")
 
 
 def render_runner(plan: RunPlan) -> str:
@@ -65,9 +66,9 @@ def _check(plan: RunPlan) -> None:
             raise PodSpecError(field, f"must be a positive number of seconds, got {seconds!r}")
     if not plan.job_dir:
         raise PodSpecError("job_dir", "empty job directory")
-    for text in (plan.job_dir, plan.runner_path, *plan.prologue):
+    for text in (plan.job_dir, plan.runner_path, *plan.prologue, *plan.wrapper):
         if "\0" in text:
-            raise PodSpecError("job", "NUL byte in the job dir, PATH or prologue")
+            raise PodSpecError("job", "NUL byte in the job dir, PATH, prologue or wrapper")
 
 
 def _check_container(index: int, c: ContainerRun) -> None:
@@ -87,3 +88,29 @@ def _check_container(index: int, c: ContainerRun) -> None:
     for words in (c.argv, c.post_start_argv, c.pre_stop_argv, c.cleanup_argv):
         if any("\0" in word for word in words):
             raise PodSpecError(f"{where}.command", "NUL byte in an argument")
+    seen: set[str] = set()
+    for probe in c.probes:
+        _check_probe(where, probe)
+        if probe.kind in seen:
+            raise PodSpecError(f"{where}.{probe.kind}Probe", "only one probe of each kind")
+        seen.add(probe.kind)
+
+
+def _check_probe(where: str, probe: ProbeRun) -> None:
+    field = f"{where}.{probe.kind}Probe"
+    if probe.kind not in _PROBE_KINDS:
+        raise PodSpecError(f"{where}.probes", f"unknown probe kind {probe.kind!r}")
+    if not probe.argv or any("\0" in word for word in probe.argv):
+        raise PodSpecError(field, "empty probe command or NUL byte in it")
+    for name, value, minimum in (
+        ("initialDelaySeconds", probe.initial_delay_seconds, 0),
+        ("periodSeconds", probe.period_seconds, 1),
+        ("timeoutSeconds", probe.timeout_seconds, 1),
+        ("successThreshold", probe.success_threshold, 1),
+        ("failureThreshold", probe.failure_threshold, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value > 10**6:
+            raise PodSpecError(f"{field}.{name}", f"must be an integer >= {minimum}, got {value!r}")
+    grace = probe.grace_seconds
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int) or grace < 0):
+        raise PodSpecError(f"{field}.terminationGracePeriodSeconds", f"must be an integer >= 0, got {grace!r}")

@@ -436,6 +436,11 @@ class PluginService:
         )
 
     async def read_logs(self, request: LogRequest) -> bytes:
+        # optional backend hook: bring a live copy of a log the plugin host cannot see (HTCondor spool mode)
+        fetch = getattr(self.backend, "fetch_log", None)
+        record = self.store.get(request.pod_uid)
+        if fetch is not None and record is not None and request.container in record.init_names + record.main_names:
+            await fetch(record, request.container, previous=request.previous)
         _record, path = self._log_path(request)
         data = await asyncio.to_thread(read_log, path, self._log_options(request))
         self.metrics.log_bytes.labels(self.backend.name).inc(len(data))
@@ -451,7 +456,12 @@ class PluginService:
                 return True
             return "terminated" in self._container_state(current, container)
 
-        return self._counted(follow_log(path, self._log_options(request), finished=finished))
+        stream = follow_log(path, self._log_options(request), finished=finished)
+        # optional backend hook: keep that live copy fresh while the stream lasts
+        keep_fresh = getattr(self.backend, "keep_log_fresh", None)
+        if keep_fresh is not None:
+            stream = keep_fresh(record, container, stream)
+        return self._counted(stream)
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         counter = self.metrics.log_bytes.labels(self.backend.name)

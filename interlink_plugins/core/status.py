@@ -36,6 +36,8 @@ class ContainerFiles:
     last: tuple[int, str, str] | None = None
     waiting: tuple[str, str] | None = None
     reason: tuple[str, str] | None = None
+    ready: bool | None = None  # from the probes (`ready` file); None: ready while running
+    startup: bool | None = None  # startup probe passed (`startup` file); None: started while running
 
 
 def _read(path: Path) -> str:
@@ -61,6 +63,8 @@ def read_container_files(container_dir: Path) -> ContainerFiles:
         with contextlib.suppress(ValueError):
             last = (int(last_text[0]), last_text[1], last_text[2])
     restarts_text = _read(container_dir / "restarts")
+    ready_text = _read(container_dir / "ready")
+    startup_text = _read(container_dir / "startup")
     exit_code = None
     if exit_text:
         with contextlib.suppress(ValueError):
@@ -73,6 +77,8 @@ def read_container_files(container_dir: Path) -> ContainerFiles:
         last=last,
         waiting=_split_reason(_read(container_dir / "waiting")),
         reason=_split_reason(_read(container_dir / "reason")),
+        ready=None if not ready_text else ready_text == "1",
+        startup=None if not startup_text else startup_text == "1",
     )
 
 
@@ -131,6 +137,9 @@ def container_status(
     job = ctx.job
     job_over = job is not None and not job.active
     state: dict[str, Any]
+    if job is not None and job.active and not job.running and files.started:
+        # the scheduler requeued the job: a run is over and the next one waits (restartCount+1)
+        return _requeued(name, image, files, ctx)
     if files.exit_code is not None:
         reason, detail = files.reason or ("Completed" if files.exit_code == 0 else "Error", "")
         if job and job.abnormal_reason and reason in ("Terminated", "Killed") and not ctx.deleting:
@@ -161,11 +170,12 @@ def container_status(
     else:
         reason, detail = _waiting_reason(ctx, init_pending)
         state = {"waiting": {"reason": reason, "message": _message(reason, detail, ctx)}}
+    running = "running" in state
     status: dict[str, Any] = {
         "name": name,
         "state": state,
-        "ready": "running" in state,
-        "started": "running" in state,
+        "ready": running and files.ready is not False,
+        "started": running and files.startup is not False,
         "restartCount": files.restarts,
         "image": image,
         "imageID": "",
@@ -174,6 +184,24 @@ def container_status(
         code, started, finished = files.last
         status["lastState"] = _terminated(code, "Completed" if code == 0 else "Error", "", started, finished)
     return status
+
+
+def _requeued(name: str, image: str, files: ContainerFiles, ctx: StatusContext) -> dict[str, Any]:
+    job = ctx.job
+    assert job is not None
+    detail = f"{ctx.backend} {job.state} {job.detail}".strip() + ", requeued"
+    code = files.exit_code if files.exit_code is not None else (KILLED if not files.finished else TERMINATED)
+    finished = files.finished or now_rfc3339()
+    return {
+        "name": name,
+        "state": {"waiting": {"reason": "Requeued", "message": _message("Requeued", detail, ctx)}},
+        "ready": False,
+        "started": False,
+        "restartCount": files.restarts + 1,
+        "image": image,
+        "imageID": "",
+        "lastState": _terminated(code, "Completed" if code == 0 else "Error", "", files.started, finished),
+    }
 
 
 def _waiting_reason(ctx: StatusContext, init_pending: bool) -> tuple[str, str]:

@@ -85,3 +85,96 @@ class SlurmKit:
     def job_alive(self, job_id: str) -> bool:
         out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=10).stdout
         return out.strip() in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
+
+
+class PodmanKit:
+    """Podman backend. The "backend daemon" the outage tests stop is a REAL podman REST service
+    (`podman system service`, started by this kit on its own socket) that the plugin reaches through
+    `podman --remote` (PodmanPath). Stopping it leaves the pods running, as stopping slurmctld leaves
+    jobs running. With ``remote=False`` the plugin runs the podman CLI directly (no service)."""
+
+    name = "podman"
+
+    def __init__(self, workdir: Path, *, remote: bool = True) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.remote = remote
+        self.socket = workdir / "podman.sock"
+        self._service: subprocess.Popen[bytes] | None = None
+        self._plugins: list[PluginProcess] = []
+        self._started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
+        if remote:
+            self.start_backend()
+
+    @property
+    def podman_path(self) -> str:
+        return f"podman --remote --url unix://{self.socket}" if self.remote else "podman"
+
+    def plugin(self, runtime: str | None = None, **config: Any) -> PluginProcess:
+        if runtime == "none":
+            import pytest
+
+            pytest.skip("the podman backend always runs containers with podman (runtime 'none' is SLURM's)")
+        workdir = self.workdir / f"plugin{len(self._plugins)}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        process = PluginProcess(
+            workdir,
+            {"Backend": "podman", "InstanceId": f"k{len(self._plugins)}-{self.workdir.name[-12:]}",
+             "PodmanPath": self.podman_path, "LogFormat": "text", **config},
+        )
+        self._plugins.append(process)
+        return process.start()
+
+    def stop_backend(self) -> None:
+        assert self._service is not None, "the podman service is not running"
+        self._service.terminate()
+        self._service.wait(timeout=30)
+        self._service = None
+        self.socket.unlink(missing_ok=True)
+
+    def start_backend(self) -> None:
+        log = (self.workdir / "podman-service.log").open("ab")
+        self._service = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            probe = subprocess.run(["podman", "--remote", "--url", f"unix://{self.socket}", "version"],
+                                   capture_output=True, timeout=10)
+            if probe.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError("the podman service did not answer")
+
+    def jobs_for(self, plugin: PluginProcess, uid: str) -> list[str]:
+        """Every podman pod ever created for the pod (podman's event log keeps removed ones too)."""
+        name = f"il-{plugin.config['InstanceId']}-{uid}"
+        out = subprocess.run(
+            ["podman", "events", "--stream=false", "--since", self._started, "--filter", "type=pod",
+             "--filter", "event=create", "--format", "json"], capture_output=True, text=True, timeout=30,
+        ).stdout
+        import json
+
+        return sorted({event["ID"] for event in map(json.loads, out.splitlines()) if event.get("Name") == name})
+
+    def pending_annotations(self) -> dict[str, str]:
+        return {}  # podman has no queue: nothing keeps a pod pending (see test_faults.py)
+
+    def job_alive(self, job_id: str) -> bool:
+        """The pod exists and one of its containers (not the infra container) runs."""
+        out = subprocess.run(["podman", "ps", "--filter", f"pod={job_id}", "--format", "{{.IsInfra}}"],
+                             capture_output=True, text=True, timeout=30).stdout
+        return "false" in out.split()
+
+    def close(self) -> None:
+        for process in self._plugins:
+            process.stop()
+        for process in self._plugins:
+            instance = process.config["InstanceId"]
+            pods = subprocess.run(["podman", "pod", "ps", "-q", "--filter", f"label=interlink.eu/instance={instance}"],
+                                  capture_output=True, text=True, timeout=30).stdout.split()
+            if pods:
+                subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", *pods], capture_output=True, timeout=120)
+        if self._service is not None:
+            self.stop_backend()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kits import BackendKit, SlurmKit
+from tests.e2e.kits import BackendKit, PodmanKit, SlurmKit
 from tests.harness import PluginProcess, exit_codes
 from tests.podfactory import config_map, container, pod_body
 
@@ -52,11 +52,16 @@ def corpus(canary: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(params=["slurm"])
-def kit(request: pytest.FixtureRequest, plugin_factory: Callable[..., PluginProcess],
-        slurm_cluster: dict[str, str]) -> Iterator[BackendKit]:
+@pytest.fixture(params=["slurm", "podman"])
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendKit]:
     if request.param == "slurm":
-        yield SlurmKit(plugin_factory, slurm_cluster["state"])
+        factory: Callable[..., PluginProcess] = request.getfixturevalue("plugin_factory")
+        yield SlurmKit(factory, request.getfixturevalue("slurm_cluster")["state"])
+    elif request.param == "podman":
+        request.getfixturevalue("podman_ready")
+        podman_kit = PodmanKit(tmp_path / "podman-kit", remote=False)
+        yield podman_kit
+        podman_kit.close()
 
 
 @pytest.mark.parametrize("runtime", ["none", "podman"])

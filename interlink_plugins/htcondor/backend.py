@@ -1,0 +1,371 @@
+"""HTCondor backend: a pod becomes one job (submit description + the shared pod runner).
+
+Identity: ``+InterLinkPodUID`` and ``+InterLinkInstance`` on the job; PodJID is ``cluster.proc``.
+Status: ONE schedd query per poll for every job of this instance (constraint on the instance
+attribute, a projection of the attributes states.py reads), history for jobs that left the queue.
+Two data modes (HTCondorDataMode): ``shared`` (the execute nodes see DataRootFolder) and ``spool``
+(inputs spooled, outputs brought back with Schedd.retrieve once the job completed; while it runs,
+per-container state comes from the job ad (chirped by the wrapper) and live logs through the tail
+command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import shutil
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from interlink_plugins.config import Config
+from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
+from interlink_plugins.core.errors import BackendUnavailable, ConfigError, LogRequestError
+from interlink_plugins.core.jobdir import build_run_plan, write_job_files
+from interlink_plugins.core.pod import Pod
+from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.runner import CommandFailed, CommandRunner
+from interlink_plugins.core.runnerfiles import RunnerFiles
+from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.status import ContainerFiles
+from interlink_plugins.htcondor import livelogs, states, submit
+from interlink_plugins.htcondor.client import CondorClient
+
+log = logging.getLogger(__name__)
+
+STARTD_PROJECTION = [
+    "Name", "SlotType", "Cpus", "Memory", "GPUs", "TotalSlotCpus", "TotalSlotMemory", "TotalSlotGPUs", "State",
+    "Offline", "Draining",
+]  # fmt: skip
+_FILE_VOLUMES = ("configMap", "secret", "projected", "downwardAPI")
+
+
+class HTCondorBackend(RunnerFiles):
+    name = "htcondor"
+
+    def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
+        self.config = config
+        self.runner = runner
+        self.policy = policy
+        self.client = CondorClient(config)
+        self.spool = config.htcondor_data_mode == "spool"
+        self._job_uid = _resolve_user(config.htcondor_job_user) if config.htcondor_job_user else None
+        self._jobs: dict[str, JobInfo] = {}  # the last answer of query()/query_finished(), by job id
+        self._chirped: dict[str, Mapping[str, list[str]]] = {}  # spool: per-container state from the job ad
+
+    # --- identity ----------------------------------------------------------------------
+
+    def _mine(self) -> str:
+        return f"InterLinkInstance == {submit.classad_string(self.config.instance_id)}"
+
+    def _of_pod(self, uid: str) -> str:
+        return f"{self._mine()} && InterLinkPodUID == {submit.classad_string(uid)}"
+
+    # --- prepare -----------------------------------------------------------------------
+
+    def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
+        where = submit.layout(self.config, pod.namespace, pod.uid)
+        local = Path(where.local_dir)
+        plan = build_run_plan(pod, local, self.config, self.policy, write=write)
+        if where.spool:
+            # the files are written here; the runner is rendered for the path the job sees
+            plan = build_run_plan(pod, Path(where.run_dir), self.config, self.policy, write=False)
+        files = dict(write_job_files(pod, local, plan, self.config, write=write))
+        inputs = list(submit.SPOOL_INPUTS)
+        if any(v.kind in _FILE_VOLUMES for v in pod.volumes):
+            inputs.append("volumes")
+        description = submit.description(
+            pod, self.config, self.policy, where, grace_seconds=plan.grace_seconds, spool_inputs=inputs
+        )
+        if where.spool:
+            description["+InterLinkSpool"] = "true"
+            emptydirs = [v.name for v in pod.volumes if v.kind == "emptyDir"]
+            files[submit.WRAPPER] = submit.wrapper_script(where, [c.name for c in pod.all_containers], emptydirs)
+            if write:
+                target = local / submit.WRAPPER
+                target.write_text(files[submit.WRAPPER])
+                os.chmod(target, 0o700)
+        elif write and self._job_uid is not None and os.geteuid() == 0:
+            _hand_over(local, self._job_uid)
+        files["submit-description"] = "".join(f"{key} = {value}\n" for key, value in description.items())
+        return PreparedJob(job_dir=local, submit={"description": description, "spool": where.spool}, files=files)
+
+    # --- submit, find, adopt -----------------------------------------------------------
+
+    async def submit(self, record: PodRecord) -> str:
+        return await self.client.submit(record.submit["description"], spool=bool(record.submit.get("spool")))
+
+    async def find_job(self, record: PodRecord) -> str | None:
+        constraint = self._of_pod(record.uid)
+        for ad in await self.client.query(constraint, states.PROJECTION):
+            if states.number(ad, "HoldReasonCode") == states.HOLD_SPOOLING_INPUT:
+                # submitted, but the plugin died before spooling: this job can never start
+                await self.client.act("Remove", [states.job_id(ad)], "inputs never spooled (plugin restart)")
+                continue
+            return states.job_id(ad)
+        for ad in await self.client.history(constraint, states.PROJECTION, match=1):
+            if states.number(ad, "LastHoldReasonCode") != states.HOLD_SPOOLING_INPUT:
+                return states.job_id(ad)
+        return None
+
+    async def adopt(self) -> list[AdoptedJob]:
+        ads = await self.client.query(self._mine(), ["ClusterId", "ProcId", "InterLinkPodUID", "InterLinkJobDir"])
+        return [
+            AdoptedJob(uid=states.text(ad, "InterLinkPodUID"), job_id=states.job_id(ad),
+                       job_dir=states.text(ad, "InterLinkJobDir"))
+            for ad in ads
+            if states.text(ad, "InterLinkPodUID") and states.text(ad, "InterLinkJobDir")
+        ]
+
+    # --- status ------------------------------------------------------------------------
+
+    async def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        if not job_ids:
+            return {}
+        wanted = set(job_ids)
+        ads = {states.job_id(ad): ad for ad in await self.client.query(self._mine(), states.PROJECTION)}
+        ads = {job: ad for job, ad in ads.items() if job in wanted}
+        not_back = await self._retrieve_completed(ads) if self.spool else set()
+        jobs: dict[str, JobInfo] = {}
+        for job, ad in ads.items():
+            info = states.job_info(ad)
+            if job in not_back:
+                info = JobInfo(job, "Completed (outputs not retrieved yet)", active=True, running=True,
+                               node=info.node, started_at=info.started_at)
+            jobs[job] = info
+            chirped = states.text(ad, submit.CHIRP_ATTR)
+            if chirped:
+                self._chirped[job] = submit.parse_chirped(chirped)
+        self._jobs.update(jobs)
+        return jobs
+
+    async def _retrieve_completed(self, ads: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        """Bring back the outputs of completed spooled jobs; returns the ids whose outputs are not back."""
+        pending = [
+            job for job, ad in ads.items()
+            if states.number(ad, "JobStatus") == 4
+            and (states.number(ad, "StageOutFinish") or 0) < (states.number(ad, "EnteredCurrentStatus") or 0)
+        ]  # fmt: skip
+        if not pending:
+            return set()
+        try:
+            await self.client.retrieve(pending)
+        except BackendUnavailable as exc:
+            log.warning("retrieve of %s failed: %s", ", ".join(pending), exc)
+            return set(pending)
+        for job in pending:
+            uid = states.text(ads[job], "InterLinkPodUID")
+            job_dir = states.text(ads[job], "InterLinkJobDir")
+            if uid and job_dir:
+                await asyncio.to_thread(_sync_live_copies, Path(job_dir))
+        return set()
+
+    async def query_finished(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        clusters = sorted({int(j.split(".")[0]) for j in job_ids if j.split(".")[0].isdigit()})
+        if not clusters:
+            return {}
+        constraint = f"{self._mine()} && member(ClusterId, {{{', '.join(str(c) for c in clusters)}}})"
+        ads = await self.client.history(constraint, states.PROJECTION, match=len(clusters))
+        wanted = set(job_ids)
+        jobs = {states.job_id(ad): states.job_info(ad) for ad in ads if states.job_id(ad) in wanted}
+        self._jobs.update(jobs)
+        return jobs
+
+    # --- per-container view ------------------------------------------------------------
+
+    def _local_state(self, record: PodRecord) -> bool:
+        return not self.spool or (Path(record.job_dir) / "c").is_dir()
+
+    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
+        if self._local_state(record):
+            files = super().container_snapshot(record)
+        else:
+            chirped = self._chirped.get(record.job_id, {})
+            files = {name: _from_chirp(chirped[name]) for name in record.init_names + record.main_names
+                     if name in chirped}
+        job = self._jobs.get(record.job_id)
+        if job is not None and job.active and job.waiting_reason == "Held":
+            # a held job is not running: its last run becomes lastState, the containers wait
+            files = {name: _held_view(f) for name, f in files.items()}
+        return files
+
+    def container_started(self, record: PodRecord, container: str) -> bool:
+        if self._local_state(record):
+            return super().container_started(record, container)
+        fields = self._chirped.get(record.job_id, {}).get(container)
+        return bool(fields and fields[0])
+
+    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
+        local = super().log_file(record, container, previous=previous)
+        if not self.spool or local.exists():
+            return local
+        return _live_copy(record, container, previous)
+
+    # --- live logs of spooled jobs (hooks the service calls when the backend has them) ---
+
+    async def fetch_log(self, record: PodRecord, container: str, *, previous: bool) -> None:
+        if not self.spool or self._local_state(record) or not self.container_started(record, container):
+            return
+        job = self._jobs.get(record.job_id)
+        if job is None or not job.running:
+            return
+        if not self.config.htcondor_tail:
+            raise _no_tail(record, container)
+        if previous:
+            raise LogRequestError(
+                f"the previous log of container {container} is available once spooled job {record.job_id} completes"
+            )
+        await self._tail(record, container)
+
+    def keep_log_fresh(self, record: PodRecord, container: str, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        if not self.spool or self._local_state(record):
+            return stream
+        if not self.config.htcondor_tail:
+            job = self._jobs.get(record.job_id)
+            if job is not None and job.running and self.container_started(record, container):
+                raise _no_tail(record, container)
+            return stream
+
+        async def refresh() -> None:
+            job = self._jobs.get(record.job_id)
+            if job is not None and job.running and not self._local_state(record):
+                await self._tail(record, container)
+
+        return livelogs.refreshed(stream, refresh)
+
+    async def _tail(self, record: PodRecord, container: str) -> None:
+        argv = [*self.config.htcondor_tail, "-no-stdout", "-maxbytes", str(livelogs.MAX_BYTES)]
+        if self.config.htcondor_collector:
+            argv += ["-pool", self.config.htcondor_collector]
+        if self.config.htcondor_schedd:
+            argv += ["-name", self.config.htcondor_schedd]
+        argv += [record.job_id, f"c/{container}/log"]
+        try:
+            result = await self.runner.run(argv, timeout=min(self.config.command_timeout, 10.0),
+                                           env=self.client.tool_env())
+        except CommandFailed as exc:
+            raise BackendUnavailable("htcondor", f"{argv[0]} (live log of job {record.job_id})", exc.detail) from exc
+        if not result.ok:
+            if "No such job" in result.error_text or "not running" in result.error_text.lower():
+                return
+            raise BackendUnavailable("htcondor", f"{argv[0]} (live log of job {record.job_id})", result.error_text)
+        await asyncio.to_thread(livelogs.merge, _live_copy(record, container, False), result.stdout)
+
+    # --- delete, cleanup ---------------------------------------------------------------
+
+    async def cancel(self, job_id: str, *, graceful: bool) -> None:
+        # Remove: the starter sends the job SIGTERM (kill_sig), the runner stops every container in its
+        # grace period, SIGKILL follows after job_max_vacate_time. RemoveX forgets a job stuck in removal.
+        answer = await self.client.act("Remove" if graceful else "RemoveX", [job_id], "pod deleted by interLink")
+        if not graceful and answer.get("TotalBadStatus"):
+            await self.client.act("Remove", [job_id], "pod deleted by interLink")
+
+    async def cleanup(self, record: PodRecord) -> None:
+        job_dir = Path(record.job_dir)
+        self._jobs.pop(record.job_id, None)
+        self._chirped.pop(record.job_id, None)
+        if job_dir.parent == self.config.data_root and job_dir.exists():
+            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+
+    # --- ping --------------------------------------------------------------------------
+
+    async def resources(self) -> Resources:
+        cpus = memory_mib = gpus = 0
+        unusable = 0
+        ads = await self.client.startd_ads(STARTD_PROJECTION)
+        for ad in ads:
+            slot_type = states.text(ad, "SlotType")
+            if slot_type == "Dynamic":
+                continue  # carved out of a partitionable slot, already counted there
+            if states.value(ad, "Offline") is True or states.value(ad, "Draining") is True or (
+                states.text(ad, "State") in ("Owner", "Drained", "Preempting")
+            ):
+                unusable += 1
+                continue
+            prefix = "TotalSlot" if slot_type == "Partitionable" else ""
+            cpus += states.number(ad, f"{prefix}Cpus") or 0
+            memory_mib += states.number(ad, f"{prefix}Memory") or 0
+            gpus += states.number(ad, f"{prefix}GPUs") or 0
+        reason = ""
+        if ads and unusable == len([a for a in ads if states.text(a, "SlotType") != "Dynamic"]):
+            reason = "every slot of the pool is offline, draining or owner-claimed"
+        return Resources(
+            cpus=cpus,
+            memory_bytes=memory_mib * 2**20,
+            gpus={"nvidia.com/gpu": gpus} if gpus else {},
+            unavailable_reason=reason,
+        )
+
+
+def _no_tail(record: PodRecord, container: str) -> LogRequestError:
+    return LogRequestError(
+        f"container {container} runs in spooled job {record.job_id}: live logs need HTCondorTailCommand "
+        "(e.g. condor_tail) in the plugin config; the full log is available once the job completes"
+    )
+
+
+def _resolve_user(user: str) -> int:
+    if user.isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise ConfigError(f"HTCondorJobUser: no local user {user!r}") from None
+
+
+def _hand_over(job_dir: Path, uid: int) -> None:
+    """Shared mode with a root plugin: the job (running as uid) owns its job dir, privately."""
+    try:
+        gid = pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        gid = uid
+    for root, dirs, names in os.walk(job_dir):
+        os.lchown(root, uid, gid)
+        for name in dirs + names:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def _from_chirp(fields: list[str]) -> ContainerFiles:
+    started, finished, exit_text, restarts, last_text, waiting, reason = (f.strip() for f in fields)
+    last = None
+    parts = last_text.split()
+    if len(parts) == 3 and parts[0].lstrip("-").isdigit():
+        last = (int(parts[0]), parts[1], parts[2])
+
+    def split(text: str) -> tuple[str, str] | None:
+        word, _, rest = text.partition(" ")
+        return (word, rest) if word else None
+
+    return ContainerFiles(
+        started=started,
+        finished=finished,
+        exit_code=int(exit_text) if exit_text.lstrip("-").isdigit() else None,
+        restarts=int(restarts) if restarts.isdigit() else 0,
+        last=last,
+        waiting=split(waiting),
+        reason=split(reason),
+    )
+
+
+def _held_view(files: ContainerFiles) -> ContainerFiles:
+    if not files.started:
+        return ContainerFiles(restarts=files.restarts, last=files.last)
+    last = (files.exit_code if files.exit_code is not None else 137, files.started, files.finished or files.started)
+    return ContainerFiles(restarts=files.restarts + 1, last=last)
+
+
+def _live_copy(record: PodRecord, container: str, previous: bool) -> Path:
+    return Path(record.job_dir) / ".live" / container / ("log.prev" if previous else "log")
+
+
+def _sync_live_copies(job_dir: Path) -> None:
+    """After retrieve: live copies get the lines written after the last tail (followers see them)."""
+    live = job_dir / ".live"
+    if not live.is_dir():
+        return
+    for copy in live.glob("*/log"):
+        final = job_dir / "c" / copy.parent.name / "log"
+        if final.exists():
+            livelogs.merge(copy, final.read_bytes())

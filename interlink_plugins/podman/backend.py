@@ -1,0 +1,786 @@
+"""Podman backend: a Kubernetes pod becomes a real podman pod, one podman container per container run.
+
+The containers of a pod share its network namespace (localhost between them, as in Kubernetes).
+The plugin itself is the kubelet here: every poll it runs ONE ``podman ps`` for all its pods
+(label filter), ``podman inspect`` only for containers whose state changed, and lets the pure
+state machine in ``plan.py`` decide what to start, restart or stop. Actions run in the background
+(never in an HTTP request), each a single podman command with a timeout.
+
+Identity lives in podman: pods and containers carry labels (pod UID, namespace, name, instance,
+job dir; per container its name, kind, index, run number and back-off), so a plugin that lost its
+state directory recovers every pod from ``podman pod ps`` and its job directory (``pod.json``).
+
+Layout of a pod's job directory ``<DataRootFolder>/<namespace>-<uid>/``: ``pod.json`` (the spec
+the plugin runs from), ``volumes/`` and ``emptydir/`` (core/volumes.py), and per container run
+``c/<container>/<run>/`` with ``log`` (k8s-file, written by conmon), ``oom`` (written by conmon
+when the kernel OOM-killed in the container's memory cgroup: conmon runs in this directory) and
+``error`` (the plugin's record of a run podman could not start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from interlink_plugins.config import Config
+from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
+from interlink_plugins.core.errors import BackendUnavailable, SubmitRejected
+from interlink_plugins.core.jobdir import pod_metadata
+from interlink_plugins.core.pod import Pod
+from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
+from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
+from interlink_plugins.core.volumes import materialise_volumes
+from interlink_plugins.podman.plan import Action, CreateError, Observed, PodView, Run, plan_pod
+from interlink_plugins.podman.spec import (
+    BACKEND_NAME,
+    L_BACKEND,
+    L_BACKOFF,
+    L_CONTAINER,
+    L_GPUS,
+    L_INSTANCE,
+    L_NAME,
+    L_NAMESPACE,
+    L_RUN,
+    L_UID,
+    LABEL_PREFIX,
+    HostFacts,
+    PodSpec,
+    build_pod_spec,
+    container_devices,
+    pod_create_argv,
+    pod_name,
+    run_argv,
+)
+from interlink_plugins.podman.states import (
+    NAME_IN_USE,
+    NO_SUCH,
+    START_FAILED_CODES,
+    UNREACHABLE,
+    create_failure_reason,
+    phase_of,
+)
+
+log = logging.getLogger(__name__)
+
+L_JOB_DIR = LABEL_PREFIX + "job-dir"
+STOP_MARKER = "stop-requested"
+ACTION_CONCURRENCY = 4
+_ZERO_TIME = "0001-01-01"
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def parse_time(text: str) -> float | None:
+    """RFC 3339 with up to nanoseconds (podman inspect) -> epoch seconds; None for podman's zero time."""
+    match = _TIME.match(text.strip())
+    if not match or text.startswith(_ZERO_TIME):
+        return None
+    base, fraction, zone = match.groups()
+    moment = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
+    return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def _utc_text(text: str) -> str:
+    """podman's times as the wire wants them: RFC 3339 UTC with Z (nanoseconds kept)."""
+    if not text or text.startswith(_ZERO_TIME):
+        return ""
+    if text.endswith("Z"):
+        return text
+    seconds = parse_time(text)
+    return epoch_rfc3339(seconds) if seconds is not None else ""
+
+
+def local_host_facts() -> HostFacts:
+    """Rootless when the plugin (which runs podman) is not root; cgroup v2 when the unified hierarchy is
+    mounted at /sys/fs/cgroup (what podman checks). ``podman info`` refines this once it answered."""
+    return HostFacts(rootless=os.geteuid() != 0, cgroup_v2=Path("/sys/fs/cgroup/cgroup.controllers").exists())
+
+
+def _memory_total() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+@dataclass
+class PodInfo:
+    """What the labels of a podman pod say (enough to report, log and delete it without any state)."""
+
+    pod_id: str
+    uid: str
+    namespace: str
+    name: str
+    job_dir: Path
+    devices: dict[str, list[str]] = field(default_factory=dict)
+    started_ts: float | None = None
+    infra_running: bool = False
+
+
+@dataclass(frozen=True)
+class Inspected:
+    state: str
+    started: str
+    finished: str
+    exit_code: int | None
+    oom_killed: bool
+
+
+class PodmanBackend:
+    name = "podman"
+
+    def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
+        self.config = config
+        self.runner = runner
+        self.policy = policy
+        self.host: HostFacts | None = None
+        self._node = socket.gethostname()
+        self._specs: dict[str, PodSpec] = {}  # pod id -> spec (from pod.json)
+        self._prepared: dict[str, PodSpec] = {}  # pod uid -> spec, between prepare and submit
+        self._pods: dict[str, PodInfo] = {}  # pod id -> labels
+        self._views: dict[str, PodView] = {}  # pod id -> the last decision
+        self._inspected: dict[str, Inspected] = {}  # container id -> inspect of its current state
+        self._run_files: dict[str, tuple[bool, str]] = {}  # container id -> (oom file, start error)
+        self._start_errors: dict[tuple[str, str, int], str] = {}  # (pod, container, run) -> error
+        self._create_errors: dict[str, dict[str, CreateError]] = {}  # pod id -> container -> error
+        self._in_flight: dict[str, set[str]] = {}  # pod id -> containers with an action under way ("*": pod)
+        self._stop_requested: set[str] = set()
+        self._orphans: set[str] = set()  # pods whose removal failed: retried every poll
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._actions = asyncio.Semaphore(ACTION_CONCURRENCY)
+        self._gpu_lock = asyncio.Lock()
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def host_facts(self) -> HostFacts:
+        return self.host or local_host_facts()
+
+    def job_dir(self, namespace: str, uid: str) -> Path:
+        return self.config.data_root / f"{namespace}-{uid}"
+
+    async def _podman(
+        self, args: Sequence[str], what: str, *, cwd: str | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """Run podman; BackendUnavailable when podman cannot be run or cannot reach its storage/service."""
+        argv = [*self.config.podman, *args]
+        if cwd:
+            argv = ["env", "-C", cwd, *argv]  # conmon inherits the directory: its `oom` file lands there
+        command = f"podman {' '.join(args[:2])}"
+        try:
+            result = await self.runner.run(argv, timeout=timeout or self.config.command_timeout)
+        except CommandFailed as exc:
+            raise BackendUnavailable("podman", f"{command} ({what})", exc.detail) from exc
+        if not result.ok:
+            error = result.error_text
+            if UNREACHABLE.search(error) or (result.returncode == 127 and error.startswith("env:")):
+                raise BackendUnavailable("podman", f"{command} ({what})", error)
+        return result
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- prepare / submit --------------------------------------------------------------
+
+    def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
+        job_dir = self.job_dir(pod.namespace, pod.uid)
+        if write:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(job_dir, 0o700)
+        volumes = materialise_volumes(pod, job_dir, allowed_host_paths=self.policy.allowed_host_paths, write=write)
+        spec = build_pod_spec(
+            pod,
+            volumes.mounts,
+            grace_cap=self.config.grace_period_cap,
+            pull_override=self.config.pull_policy or None,
+            host=self.host_facts(),
+            gpu_map=self.config.gpu_cdi_map,
+        )
+        create = pod_create_argv(pod, spec, instance=self.config.instance_id, network=self.config.podman_pod_network)
+        create.append(f"--label={L_JOB_DIR}={job_dir}")
+        meta = pod_metadata(pod)
+        meta["podman"] = spec.to_json()
+        files = {"pod.json": json.dumps(meta, indent=1) + "\n"}
+        preview = [
+            " ".join(json.dumps(w) for w in [*self.config.podman, *run_argv(
+                spec, c, pod_id="<pod id>", instance=self.config.instance_id, run=0, backoff=0,
+                log_path=str(job_dir / "c" / c.name / "0" / "log"), devices=[f"<{n} x {k}>" for k, n in c.gpus.items()],
+            )])
+            for c in spec.containers
+        ]  # fmt: skip
+        files["podman-run (first run of each container)"] = "\n".join(preview) + "\n"
+        if write:
+            target = job_dir / "pod.json"
+            tmp = job_dir / ".pod.json.tmp"
+            tmp.write_text(files["pod.json"])
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, target)
+            (job_dir / "c").mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                (job_dir / STOP_MARKER).unlink()
+            self._prepared[pod.uid] = spec
+        return PreparedJob(
+            job_dir=job_dir,
+            submit={"argv": [*self.config.podman, *create], "pod_create": create, "gpus": spec.gpu_needs()},
+            files=files,
+        )
+
+    async def _gpus_in_use(self) -> set[str]:
+        result = await self._podman(
+            ["pod", "ps", "--format", "json", "--filter", f"label={L_INSTANCE}={self.config.instance_id}",
+             "--filter", f"label={L_BACKEND}={BACKEND_NAME}"], "GPUs in use",
+        )  # fmt: skip
+        if not result.ok:
+            raise BackendUnavailable("podman", "podman pod ps (GPUs in use)", result.error_text)
+        used: set[str] = set()
+        for entry in _json_list(result.stdout):
+            labels = entry.get("Labels") or {}
+            pod_id = str(entry.get("Id", ""))
+            view = self._views.get(pod_id)
+            if view is not None and not view.active:
+                continue
+            for devices in _devices_label(labels.get(L_GPUS, "")).values():
+                used.update(devices)
+        return used
+
+    async def submit(self, record: PodRecord) -> str:
+        create = [str(w) for w in record.submit.get("pod_create", [])]
+        if not create:
+            raise SubmitRejected("the stored submission has no podman pod create command")
+        needs: dict[str, int] = {str(k): int(v) for k, v in dict(record.submit.get("gpus") or {}).items()}
+        async with self._gpu_lock:
+            devices: dict[str, list[str]] = {}
+            if needs:
+                used = await self._gpus_in_use()
+                for kind, count in needs.items():
+                    free = [d for d in self.config.gpu_cdi_map.get(kind, ()) if d not in used]
+                    if len(free) < count:
+                        raise SubmitRejected(f"waiting for {count} free {kind} (CDI devices in use: {len(used)})",
+                                             retryable=True)
+                    devices[kind] = free[:count]
+                create = [*create, f"--label={L_GPUS}={json.dumps(devices, separators=(',', ':'))}"]
+            result = await self._podman(create, "submit")
+        if result.ok and result.text.strip():
+            pod_id = result.text.strip().splitlines()[-1]
+        elif NAME_IN_USE.search(result.error_text):
+            found = await self.find_job(record)
+            if not found:
+                raise SubmitRejected(result.error_text)
+            pod_id = found
+        else:
+            raise SubmitRejected(result.error_text or f"podman pod create exited {result.returncode}")
+        info = PodInfo(pod_id, record.uid, record.namespace, record.name, Path(record.job_dir), devices,
+                       started_ts=time.time())
+        self._pods[pod_id] = info
+        spec = self._prepared.pop(record.uid, None)
+        self._spawn(self._kick(pod_id, info, spec))
+        return pod_id
+
+    async def _kick(self, pod_id: str, info: PodInfo, spec: PodSpec | None) -> None:
+        """Start what a new pod starts with (first init container, or the main containers) right away."""
+        try:
+            if spec is None:
+                spec = await asyncio.to_thread(self._load_spec, pod_id, info.job_dir)
+            if spec is None:
+                return
+            self._specs[pod_id] = spec
+            if pod_id in self._views:
+                return  # a poll got there first
+            observed = Observed(runs={}, pod_started_ts=info.started_ts, infra_running=False,
+                                stop_requested=pod_id in self._stop_requested,
+                                in_flight=frozenset(self._in_flight.get(pod_id, ())))
+            view = self._plan(spec, observed)
+            self._views[pod_id] = view
+            self._dispatch(pod_id, spec, view.actions)
+        except Exception:  # a background task: log, the next poll decides again
+            log.exception("podman: starting pod %s", pod_id)
+
+    async def find_job(self, record: PodRecord) -> str | None:
+        result = await self._podman(
+            ["pod", "ps", "--format", "json", "--filter", f"label={L_UID}={record.uid}",
+             "--filter", f"label={L_INSTANCE}={self.config.instance_id}",
+             "--filter", f"label={L_BACKEND}={BACKEND_NAME}"], "find",
+        )  # fmt: skip
+        if not result.ok:
+            raise BackendUnavailable("podman", "podman pod ps (find)", result.error_text)
+        for entry in _json_list(result.stdout):
+            return str(entry.get("Id", "")) or None
+        return None
+
+    async def adopt(self) -> list[AdoptedJob]:
+        result = await self._podman(
+            ["pod", "ps", "--format", "json", "--filter", f"label={L_INSTANCE}={self.config.instance_id}",
+             "--filter", f"label={L_BACKEND}={BACKEND_NAME}"], "adopt",
+        )  # fmt: skip
+        if not result.ok:
+            raise BackendUnavailable("podman", "podman pod ps (adopt)", result.error_text)
+        adopted = []
+        for entry in _json_list(result.stdout):
+            labels = entry.get("Labels") or {}
+            uid, namespace = labels.get(L_UID, ""), labels.get(L_NAMESPACE, "")
+            if not uid:
+                continue
+            job_dir = labels.get(L_JOB_DIR) or str(self.job_dir(namespace, uid))
+            adopted.append(AdoptedJob(uid=uid, job_id=str(entry.get("Id", "")), job_dir=job_dir,
+                                      namespace=namespace, name=labels.get(L_NAME, "")))
+        return adopted
+
+    # --- status ------------------------------------------------------------------------
+
+    async def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        """ONE ``podman ps`` for every pod of this instance; inspect only what changed state."""
+        result = await self._podman(
+            ["ps", "-a", "--format", "json", "--filter", f"label={L_INSTANCE}={self.config.instance_id}",
+             "--filter", f"label={L_BACKEND}={BACKEND_NAME}"], "status",
+        )  # fmt: skip
+        if not result.ok:
+            raise BackendUnavailable("podman", "podman ps (status)", result.error_text)
+        entries = _json_list(result.stdout)
+        infra: dict[str, dict[str, Any]] = {}
+        members: dict[str, list[dict[str, Any]]] = {}
+        for entry in entries:
+            pod_id = str(entry.get("Pod") or "")
+            if not pod_id:
+                continue  # not in a pod: e.g. a SLURM job's podman runtime container
+            if entry.get("IsInfra"):
+                infra[pod_id] = entry
+            else:
+                members.setdefault(pod_id, []).append(entry)
+        for pod_id, entry in infra.items():
+            self._remember_pod(pod_id, entry)
+        await self._inspect_changed([e for group in members.values() for e in group])
+        wanted = [j for j in job_ids if j in infra]
+        await asyncio.to_thread(self._load_files, wanted, members)
+        seen = {str(e.get("Id")) for e in entries}
+        for cache in (self._inspected, self._run_files):
+            for stale in [cid for cid in cache if cid not in seen]:
+                cache.pop(stale, None)
+        jobs: dict[str, JobInfo] = {}
+        for pod_id in wanted:
+            spec, info = self._specs.get(pod_id), self._pods[pod_id]
+            if spec is None:
+                continue
+            observed = self._observe(pod_id, info, members.get(pod_id, []))
+            view = self._plan(spec, observed)
+            self._views[pod_id] = view
+            self._dispatch(pod_id, spec, view.actions)
+            jobs[pod_id] = self._job_info(pod_id, info, view)
+        for orphan in list(self._orphans):
+            self._spawn(self._remove_orphan(orphan))
+        return jobs
+
+    def _remember_pod(self, pod_id: str, infra: Mapping[str, Any]) -> None:
+        labels = infra.get("Labels") or {}
+        uid, namespace = str(labels.get(L_UID, "")), str(labels.get(L_NAMESPACE, ""))
+        started = infra.get("StartedAt")
+        created = infra.get("Created")
+        when = next((float(v) for v in (started, created) if isinstance(v, int | float) and v > 0), None)
+        info = self._pods.get(pod_id)
+        if info is None:
+            info = PodInfo(pod_id, uid, namespace, str(labels.get(L_NAME, "")),
+                           Path(labels.get(L_JOB_DIR) or self.job_dir(namespace, uid)))
+            self._pods[pod_id] = info
+        info.devices = _devices_label(str(labels.get(L_GPUS, "")))
+        info.started_ts = when if when is not None else info.started_ts
+        info.infra_running = phase_of(str(infra.get("State", ""))) == "running"
+
+    async def _inspect_changed(self, entries: list[dict[str, Any]]) -> None:
+        changed = [str(e["Id"]) for e in entries
+                   if e.get("Id") and (str(e["Id"]) not in self._inspected
+                                        or self._inspected[str(e["Id"])].state != e.get("State"))]
+        for start in range(0, len(changed), 100):
+            batch = changed[start : start + 100]
+            result = await self._podman(["inspect", "--type", "container", "--format", "json", *batch], "inspect")
+            for item in _json_list(result.stdout):  # missing ids (removed meanwhile) only fail themselves
+                state = item.get("State") or {}
+                code = state.get("ExitCode")
+                self._inspected[str(item.get("Id"))] = Inspected(
+                    state=str(state.get("Status", "")),
+                    started=_utc_text(str(state.get("StartedAt") or "")),
+                    finished=_utc_text(str(state.get("FinishedAt") or "")),
+                    exit_code=code if isinstance(code, int) else None,
+                    oom_killed=bool(state.get("OOMKilled")),
+                )
+
+    def _load_files(self, pod_ids: Sequence[str], members: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Blocking (worker thread): pod.json of pods not loaded yet; oom/error files of runs that ended
+        or are stuck before their start."""
+        for pod_id in pod_ids:
+            info = self._pods[pod_id]
+            if pod_id not in self._specs:
+                spec = self._load_spec(pod_id, info.job_dir)
+                if spec is not None:
+                    self._specs[pod_id] = spec
+            for entry in members.get(pod_id, []):
+                cid = str(entry.get("Id", ""))
+                phase = phase_of(str(entry.get("State", "")))
+                labels = entry.get("Labels") or {}
+                if phase == "running" or (cid in self._run_files and phase == "ended"):
+                    continue
+                run_dir = info.job_dir / "c" / str(labels.get(L_CONTAINER, "")) / str(labels.get(L_RUN, ""))
+                error = ""
+                with contextlib.suppress(OSError, ValueError):
+                    error = json.loads((run_dir / "error").read_text()).get("message", "")
+                self._run_files[cid] = ((run_dir / "oom").exists(), error)
+
+    def _load_spec(self, pod_id: str, job_dir: Path) -> PodSpec | None:
+        try:
+            meta = json.loads((job_dir / "pod.json").read_text())
+            spec = PodSpec.from_json(meta["podman"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("podman pod %s: cannot read %s/pod.json (%s); not managed", pod_id, job_dir, exc)
+            return None
+        if (job_dir / STOP_MARKER).exists():
+            self._stop_requested.add(pod_id)
+        return spec
+
+    def _observe(self, pod_id: str, info: PodInfo, entries: list[dict[str, Any]]) -> Observed:
+        runs: dict[str, list[Run]] = {}
+        for entry in entries:
+            labels = entry.get("Labels") or {}
+            name = str(labels.get(L_CONTAINER, ""))
+            try:
+                run_number = int(labels.get(L_RUN, ""))
+                backoff = float(labels.get(L_BACKOFF, "0") or 0)
+            except ValueError:
+                continue
+            cid = str(entry.get("Id", ""))
+            state = str(entry.get("State", ""))
+            phase = phase_of(state)
+            if phase == "gone":
+                continue
+            seen = self._inspected.get(cid)
+            inspected = seen if seen is not None and seen.state == state else None
+            started = inspected.started if inspected else ""
+            finished = inspected.finished if inspected and phase == "ended" else ""
+            if not started and isinstance(entry.get("StartedAt"), int) and entry["StartedAt"] > 0:
+                started = epoch_rfc3339(entry["StartedAt"])
+            if phase == "ended" and not finished and isinstance(entry.get("ExitedAt"), int) and entry["ExitedAt"] > 0:
+                finished = epoch_rfc3339(entry["ExitedAt"])
+            code = entry.get("ExitCode")
+            oom_file, error = self._run_files.get(cid, (False, ""))
+            error = self._start_errors.get((pod_id, name, run_number), error) if phase == "created" else ""
+            if error and not finished:
+                finished = started = epoch_rfc3339(entry.get("Created") or time.time())
+            runs.setdefault(name, []).append(Run(
+                run=run_number,
+                container_id=cid,
+                phase=phase,
+                started=started,
+                finished=finished,
+                started_ts=parse_time(started) if started else None,
+                finished_ts=parse_time(finished) if finished else None,
+                exit_code=code if isinstance(code, int) else None,
+                oom=(inspected.oom_killed if inspected else False) or oom_file,
+                start_error=error,
+                backoff=backoff,
+            ))  # fmt: skip
+        return Observed(
+            runs=runs,
+            create_errors=dict(self._create_errors.get(pod_id, {})),
+            pod_started_ts=info.started_ts,
+            infra_running=info.infra_running,
+            stop_requested=pod_id in self._stop_requested,
+            in_flight=frozenset(self._in_flight.get(pod_id, ())),
+        )
+
+    def _plan(self, spec: PodSpec, observed: Observed) -> PodView:
+        return plan_pod(spec, observed, time.time(), self.config.restart_backoff_initial,
+                        self.config.restart_backoff_max)
+
+    def _job_info(self, pod_id: str, info: PodInfo, view: PodView) -> JobInfo:
+        state = "Running" if view.active else "Exited"
+        if view.deadline_exceeded:
+            state = "DeadlineExceeded"
+        elif pod_id in self._stop_requested:
+            state = "Stopping" if view.active else "Stopped"
+        return JobInfo(
+            job_id=pod_id,
+            state=state,
+            active=view.active,
+            running=True,
+            abnormal_reason="DeadlineExceeded" if view.deadline_exceeded else "",
+            node=self._node,
+            started_at=epoch_rfc3339(info.started_ts) if info.started_ts else "",
+            finished_at=epoch_rfc3339(view.finished_ts) if view.finished_ts and not view.active else "",
+        )
+
+    async def query_finished(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
+        return {}  # podman keeps no accounting: a pod that left podman is reported as vanished
+
+    # --- actions -----------------------------------------------------------------------
+
+    def _dispatch(self, pod_id: str, spec: PodSpec, actions: Sequence[Action]) -> None:
+        flying = self._in_flight.setdefault(pod_id, set())
+        for action in actions:
+            key = action.container or "*"
+            if key in flying:
+                continue
+            flying.add(key)
+            self._spawn(self._act(pod_id, spec, action, key))
+
+    async def _act(self, pod_id: str, spec: PodSpec, action: Action, key: str) -> None:
+        try:
+            async with self._actions:
+                await self._perform(pod_id, spec, action)
+        except BackendUnavailable as exc:
+            log.warning("podman pod %s: %s %s: %s", pod_id, action.kind, action.container, exc)
+        except Exception:
+            log.exception("podman pod %s: %s %s failed", pod_id, action.kind, action.container)
+        finally:
+            self._in_flight.get(pod_id, set()).discard(key)
+
+    async def _perform(self, pod_id: str, spec: PodSpec, action: Action) -> None:
+        info = self._pods.get(pod_id)
+        if info is None:
+            return
+        grace = str(spec.grace_seconds)
+        timeout = spec.grace_seconds + self.config.command_timeout
+        if action.kind in ("start", "start-existing"):
+            if pod_id in self._stop_requested:
+                return
+            container = spec.container(action.container)
+            if container is None:
+                return
+            run_dir = info.job_dir / "c" / container.name / str(action.run)
+            await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+            if action.kind == "start":
+                devices = container_devices(spec, info.devices).get(container.name, [])
+                args = run_argv(spec, container, pod_id=pod_id, instance=self.config.instance_id, run=action.run,
+                                backoff=action.backoff, log_path=str(run_dir / "log"), devices=devices)
+            else:
+                args = ["start", *action.container_ids]
+            result = await self._podman(args, f"start {container.name}", cwd=str(run_dir))
+            await self._after_start(pod_id, container.name, action.run, run_dir, result,
+                                    never_pull=any(w == "--pull=never" for w in container.options))
+        elif action.kind == "stop":
+            await self._podman(["stop", "-t", grace, *action.container_ids], "stop sidecar", timeout=timeout)
+        elif action.kind == "stop-pod":
+            await self._podman(["pod", "stop", "-t", grace, pod_id], "deadline", timeout=timeout)
+        elif action.kind == "finish-pod":
+            await self._podman(["pod", "stop", "-t", "0", "--ignore", pod_id], "finish")
+        elif action.kind == "prune":
+            await self._podman(["rm", "-f", "--ignore", *action.container_ids], "prune")
+            await asyncio.to_thread(_remove_runs_before, info.job_dir / "c" / action.container, action.run)
+
+    async def _after_start(
+        self, pod_id: str, name: str, run: int, run_dir: Path, result: CommandResult, *, never_pull: bool
+    ) -> None:
+        errors = self._create_errors.setdefault(pod_id, {})
+        if result.ok or NAME_IN_USE.search(result.error_text):
+            errors.pop(name, None)
+            return
+        text = result.error_text or f"podman exited {result.returncode}"
+        if result.returncode in START_FAILED_CODES or "OCI runtime" in text:
+            # the container exists but could not start: the kubelet's StartError (exit 128)
+            errors.pop(name, None)
+            self._start_errors[(pod_id, name, run)] = text
+            payload = json.dumps({"message": text, "at": time.time()})
+            await asyncio.to_thread(_write_text, run_dir / "error", payload)
+            log.warning("podman pod %s: container %s run %s could not start: %s", pod_id, name, run, text)
+            return
+        previous = errors.get(name)
+        attempts = previous.attempts + 1 if previous is not None and previous.run == run else 1
+        reason = create_failure_reason(text, never_pull)
+        errors[name] = CreateError(run, reason, text, time.time(), attempts)
+        log.warning("podman pod %s: container %s run %s: %s: %s", pod_id, name, run, reason, text)
+
+    # --- delete ------------------------------------------------------------------------
+
+    async def _pod_info(self, pod_id: str) -> PodInfo | None:
+        info = self._pods.get(pod_id)
+        if info is not None:
+            return info
+        result = await self._podman(["pod", "inspect", "--format", "json", pod_id], "delete")
+        if not result.ok:
+            if NO_SUCH.search(result.error_text):
+                return None
+            raise BackendUnavailable("podman", "podman pod inspect (delete)", result.error_text)
+        try:
+            data = json.loads(result.stdout or b"{}")
+        except ValueError:
+            return None
+        if isinstance(data, list):
+            data = data[0] if data else {}
+        labels = data.get("Labels") or {}
+        uid, namespace = str(labels.get(L_UID, "")), str(labels.get(L_NAMESPACE, ""))
+        info = PodInfo(pod_id, uid, namespace, str(labels.get(L_NAME, "")),
+                       Path(labels.get(L_JOB_DIR) or self.job_dir(namespace, uid)))
+        self._pods[pod_id] = info
+        return info
+
+    async def cancel(self, job_id: str, *, graceful: bool) -> None:
+        info = await self._pod_info(job_id)
+        if info is None:
+            return
+        if job_id not in self._stop_requested:
+            self._stop_requested.add(job_id)
+            await asyncio.to_thread(_write_text, info.job_dir / STOP_MARKER, f"{time.time()}\n")
+        if graceful:
+            spec = self._specs.get(job_id)
+            grace = spec.grace_seconds if spec else int(self.config.grace_period_cap)
+            # SIGTERM now, SIGKILL after the grace period; in the background (the core sends the hard
+            # cancel at its own deadline as well)
+            self._spawn(self._stop_pod(job_id, grace))
+            return
+        result = await self._podman(["pod", "kill", job_id], "delete")
+        if not result.ok and not NO_SUCH.search(result.error_text):
+            log.info("podman pod kill %s: %s", job_id, result.error_text)
+
+    async def _stop_pod(self, pod_id: str, grace: int) -> None:
+        try:
+            result = await self._podman(["pod", "stop", "-t", str(grace), pod_id], "delete",
+                                        timeout=grace + self.config.command_timeout)
+            if not result.ok and not NO_SUCH.search(result.error_text):
+                log.warning("podman pod stop %s: %s", pod_id, result.error_text)
+        except BackendUnavailable as exc:
+            log.warning("podman pod stop %s: %s", pod_id, exc)
+
+    async def cleanup(self, record: PodRecord) -> None:
+        targets = [t for t in (record.job_id, pod_name(self.config.instance_id, record.uid)) if t]
+        try:
+            result = await self._podman(["pod", "rm", "-f", "-t", "0", "--ignore", *targets], "cleanup")
+        except BackendUnavailable:
+            if record.job_id:
+                self._orphans.add(record.job_id)
+            raise
+        if not result.ok:
+            log.warning("podman pod rm %s: %s", " ".join(targets), result.error_text)
+        job_dir = Path(record.job_dir)
+        if job_dir.parent == self.config.data_root and job_dir.exists():
+            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        self._forget(record.job_id)
+
+    def _forget(self, pod_id: str) -> None:
+        self._specs.pop(pod_id, None)
+        self._pods.pop(pod_id, None)
+        self._views.pop(pod_id, None)
+        self._create_errors.pop(pod_id, None)
+        self._in_flight.pop(pod_id, None)
+        self._stop_requested.discard(pod_id)
+        self._orphans.discard(pod_id)
+        for key in [k for k in self._start_errors if k[0] == pod_id]:
+            self._start_errors.pop(key, None)
+
+    async def _remove_orphan(self, pod_id: str) -> None:
+        with contextlib.suppress(BackendUnavailable):
+            result = await self._podman(["pod", "rm", "-f", "-t", "0", "--ignore", pod_id], "cleanup")
+            if result.ok:
+                self._orphans.discard(pod_id)
+
+    # --- ping --------------------------------------------------------------------------
+
+    async def resources(self) -> Resources:
+        result = await self._podman(["info", "--format", "json"], "resources")
+        if not result.ok:
+            raise BackendUnavailable("podman", "podman info", result.error_text)
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            host = json.loads(result.stdout).get("host") or {}
+            self.host = HostFacts(
+                rootless=bool((host.get("security") or {}).get("rootless")),
+                cgroup_v2=str(host.get("cgroupVersion", "")) == "v2",
+            )
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 0
+        gpus = {kind: len(devices) for kind, devices in self.config.gpu_cdi_map.items() if devices}
+        return Resources(cpus=cpus, memory_bytes=_memory_total(), gpus=gpus)
+
+    # --- per-container view ------------------------------------------------------------
+
+    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
+        view = self._views.get(record.job_id)
+        return dict(view.files) if view is not None else {}
+
+    def _current_run(self, record: PodRecord, container: str) -> int | None:
+        view = self._views.get(record.job_id)
+        if view is not None and container in view.current_run:
+            return view.current_run[container]
+        runs = _run_numbers(Path(record.job_dir) / "c" / container)
+        return runs[-1] if runs else None
+
+    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
+        base = Path(record.job_dir) / "c" / container
+        current = self._current_run(record, container)
+        if current is None:
+            return base / "none" / "log"
+        if not previous:
+            return base / str(current) / "log"
+        earlier = [n for n in _run_numbers(base) if n < current and (base / str(n) / "log").exists()]
+        return base / str(earlier[-1] if earlier else current - 1) / "log"
+
+    def container_started(self, record: PodRecord, container: str) -> bool:
+        view = self._views.get(record.job_id)
+        if view is not None and container in view.started:
+            return view.started[container] and self.log_file(record, container, previous=False).exists()
+        return self.log_file(record, container, previous=False).exists()
+
+    def runner_finished(self, record: PodRecord) -> bool:
+        view = self._views.get(record.job_id)
+        return view is not None and not view.active
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _json_list(raw: bytes) -> list[dict[str, Any]]:
+    text = raw.decode(errors="replace").strip()
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return []
+    if isinstance(data, dict):
+        data = [data]
+    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+def _devices_label(text: str) -> dict[str, list[str]]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): [str(d) for d in v] for k, v in data.items() if isinstance(v, list)}
+
+
+def _run_numbers(directory: Path) -> list[int]:
+    try:
+        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    except OSError:
+        return []
+
+
+def _remove_runs_before(directory: Path, keep_from: int) -> None:
+    for number in _run_numbers(directory):
+        if number < keep_from:
+            shutil.rmtree(directory / str(number), ignore_errors=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
