@@ -24,7 +24,7 @@ for dir in ${HTCONDOR_SHARED:-/tmp}; do
   mounts+=(-v "$dir:$dir")
 done
 podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-podman run -d --name "$NAME" --hostname il-htcondor --network=host --privileged \
+podman run -d --name "$NAME" --hostname il-htcondor --add-host il-htcondor:127.0.0.1 --network=host --privileged \
   -e "_CONDOR_IL_COLLECTOR_PORT=$PORT" -e _CONDOR_FILESYSTEM_DOMAIN=il-pool -e _CONDOR_UID_DOMAIN=il-pool "${mounts[@]}" "$IMAGE" >/dev/null
 for _ in $(seq 1 120); do
   if podman exec "$NAME" condor_status -af Name 2>/dev/null | grep -q slot; then

@@ -65,3 +65,22 @@ def plugin_factory(tmp_path: Path, slurm_cluster: dict[str, str], podman_ready: 
 @pytest.fixture
 def plugin(plugin_factory: Callable[..., PluginProcess]) -> PluginProcess:
     return plugin_factory()
+
+
+@pytest.fixture(scope="session")
+def htcondor_pool(podman_ready: None) -> Iterator[dict[str, str]]:
+    """A real personal HTCondor pool (Debian 13's htcondor) in a podman container: htcondor/ scripts.
+
+    The image is built once per recipe (content-hash tag); the host's /tmp is the pool's shared
+    filesystem. Tokens and the client config go to HTCONDOR_DIR.
+    """
+    built = subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-build.sh")], capture_output=True, text=True,
+                           timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    image = built.stdout.strip().splitlines()[-1]
+    env = {**os.environ, "HTCONDOR_NAME": "il-htcondor", "HTCONDOR_DIR": "/tmp/il-htcondor", "HTCONDOR_SHARED": "/tmp"}
+    up = subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-up.sh"), image], capture_output=True, text=True,
+                        timeout=180, env=env)
+    assert up.returncode == 0, up.stderr[-3000:]
+    yield {"name": "il-htcondor", "image": image, "collector": "127.0.0.1:9618", "dir": "/tmp/il-htcondor"}
+    subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-down.sh")], capture_output=True, timeout=60, env=env)

@@ -178,3 +178,95 @@ class PodmanKit:
                 subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", *pods], capture_output=True, timeout=120)
         if self._service is not None:
             self.stop_backend()
+
+
+class HTCondorKit:
+    """HTCondor backend on the personal pool (htcondor_pool). The daemon the outage tests stop is the
+    schedd (condor_off): jobs keep running on the startd and reconnect when it is back, as on a site.
+    Jobs run as uid 2001 (CLAIMTOBE condortest), so the test's tmp dirs are made traversable."""
+
+    name = "htcondor"
+
+    def __init__(self, workdir: Path, pool: dict[str, str], *, data_mode: str = "shared") -> None:
+        self.workdir = workdir
+        self.pool = pool
+        self.data_mode = data_mode
+        self.container = pool["name"]
+        self._plugins: list[PluginProcess] = []
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir
+        while str(path).startswith("/tmp/") and path != Path("/tmp"):
+            path.chmod((path.stat().st_mode & 0o7777) | 0o711)  # traverse only: the jobs' uid reaches its job dirs
+            path = path.parent
+
+    def base_config(self) -> dict[str, Any]:
+        return {
+            "Backend": "htcondor", "HTCondorCollector": self.pool["collector"], "HTCondorAuth": ["CLAIMTOBE"],
+            "HTCondorParams": {"SEC_CLAIMTOBE_USER": "condortest", "FILESYSTEM_DOMAIN": "il-pool",
+                               "UID_DOMAIN": "il-pool"},
+            "HTCondorJobUser": "2001", "HTCondorDataMode": self.data_mode, "HeldTimeout": 8, "LogFormat": "text",
+            "HTCondorTailCommand": f"podman exec -u condortest {self.container} condor_tail",
+        }
+
+    def plugin(self, runtime: str | None = None, **config: Any) -> PluginProcess:
+        if runtime == "podman":
+            import pytest
+
+            pytest.skip("the HTCondor test pool has no podman inside its execute node (runtime podman: SLURM kit)")
+        workdir = self.workdir / f"plugin{len(self._plugins)}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        workdir.chmod(0o711)
+        settings = {**self.base_config(), "ContainerRuntime": runtime or "none",
+                    "InstanceId": f"h{len(self._plugins)}-{self.workdir.name[-12:]}", **config}
+        if self.data_mode == "spool" and "DataRootFolder" not in config:
+            # a data root the pool cannot see: /var/tmp is not shared with the pool container
+            settings["DataRootFolder"] = f"/var/tmp/il-htcondor-spool/{self.workdir.name}-{len(self._plugins)}"
+        process = PluginProcess(workdir, settings, env={"CONDOR_CONFIG": "/dev/null"})
+        self._plugins.append(process)
+        return process.start()
+
+    def condor(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """An HTCondor tool inside the pool container (as root: sees every user's jobs)."""
+        return subprocess.run(["podman", "exec", self.container, *argv], capture_output=True, text=True,
+                              timeout=timeout)
+
+    def stop_backend(self) -> None:
+        self.condor("condor_off", "-daemon", "schedd")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.condor("condor_q", "-all", "-af", "ClusterId", timeout=20).returncode != 0:
+                return
+            time.sleep(0.3)
+        raise AssertionError("the schedd did not stop")
+
+    def start_backend(self) -> None:
+        self.condor("condor_on", "-daemon", "schedd")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.condor("condor_q", "-all", "-af", "ClusterId", timeout=20).returncode == 0:
+                return
+            time.sleep(0.3)
+        raise AssertionError("the schedd did not come back")
+
+    def jobs_for(self, plugin: PluginProcess, uid: str) -> list[str]:
+        """Every job ever submitted for the pod, in the queue or in the history."""
+        constraint = f'InterLinkPodUID == "{uid}" && InterLinkInstance == "{plugin.config["InstanceId"]}"'
+        jobs: set[str] = set()
+        for tool in (["condor_q", "-all"], ["condor_history"]):
+            out = self.condor(*tool, "-constraint", constraint, "-af", "ClusterId", "ProcId").stdout
+            jobs |= {".".join(line.split()) for line in out.splitlines() if line.strip()}
+        return sorted(jobs)
+
+    def pending_annotations(self) -> dict[str, str]:
+        return {"htcondor-job.vk.io/submit-commands": "requirements = false"}
+
+    def job_alive(self, job_id: str) -> bool:
+        out = self.condor("condor_q", "-all", job_id, "-af", "JobStatus").stdout.split()
+        return bool(out) and out[0] in ("1", "2", "5", "6", "7")
+
+    def close(self) -> None:
+        for process in self._plugins:
+            process.stop()
+        for process in self._plugins:
+            instance = process.config["InstanceId"]
+            self.condor("condor_rm", "-constraint", f'InterLinkInstance == "{instance}"')

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kits import BackendKit, PodmanKit, SlurmKit
+from tests.e2e.kits import BackendKit, HTCondorKit, PodmanKit, SlurmKit
 from tests.harness import PluginProcess, all_terminated, exit_codes, states
 from tests.podfactory import container, pod_body
 
 pytestmark = pytest.mark.e2e
 
-BACKENDS = ["slurm", "podman"]
+BACKENDS = ["slurm", "podman", "htcondor"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -29,6 +29,10 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendKit]:
         podman_kit = PodmanKit(tmp_path / "podman-kit")
         yield podman_kit
         podman_kit.close()
+    elif request.param == "htcondor":
+        htcondor_kit = HTCondorKit(tmp_path / "htcondor-kit", request.getfixturevalue("htcondor_pool"))
+        yield htcondor_kit
+        htcondor_kit.close()
 
 
 def _restart(plugin: PluginProcess) -> None:

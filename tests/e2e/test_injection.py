@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kits import BackendKit, PodmanKit, SlurmKit
+from tests.e2e.kits import BackendKit, HTCondorKit, PodmanKit, SlurmKit
 from tests.harness import PluginProcess, exit_codes
 from tests.podfactory import config_map, container, pod_body
 
@@ -52,7 +52,7 @@ def corpus(canary: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(params=["slurm", "podman"])
+@pytest.fixture(params=["slurm", "podman", "htcondor"])
 def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendKit]:
     if request.param == "slurm":
         factory: Callable[..., PluginProcess] = request.getfixturevalue("plugin_factory")
@@ -62,6 +62,10 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendKit]:
         podman_kit = PodmanKit(tmp_path / "podman-kit", remote=False)
         yield podman_kit
         podman_kit.close()
+    elif request.param == "htcondor":
+        htcondor_kit = HTCondorKit(tmp_path / "htcondor-kit", request.getfixturevalue("htcondor_pool"))
+        yield htcondor_kit
+        htcondor_kit.close()
 
 
 @pytest.mark.parametrize("runtime", ["none", "podman"])
