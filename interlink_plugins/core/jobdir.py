@@ -189,6 +189,8 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             container_index=position,
         )
         argv = runtime.argv(ctx)
+        if write:
+            _write_private_files(argv.files)
         prepare_steps.extend(argv.prepare_argvs)
         lifecycle = container.lifecycle
         path = f"{container.field_path}[{position}]"
@@ -232,6 +234,18 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         runner_env=tuple(sorted(runner_env.items())),
         wrapper=wrapper,
     )
+
+
+def _write_private_files(files: tuple[tuple[str, bytes], ...]) -> None:
+    """Runtime files such as the container env file: 0600, atomic, inside the private job dir."""
+    for path_text, content in files:
+        path = Path(path_text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, path)
 
 
 def pod_metadata(pod: Pod) -> dict[str, object]:

@@ -127,6 +127,8 @@ class ContainerArgv:
     argv: tuple[str, ...]
     cleanup_argv: tuple[str, ...] = ()
     prepare_argvs: tuple[tuple[str, ...], ...] = ()
+    # (path as the job sees it, content): private files the job dir must hold, written mode 0600
+    files: tuple[tuple[str, bytes], ...] = ()
 
 
 class Runtime(Protocol):
@@ -188,27 +190,36 @@ def _check_target(ctx: RuntimeContext, mount: Mount) -> None:
 # none
 
 
+ENV_FILE_NAME = "env.nul"
+
+
+def env_file_path(ctx: RuntimeContext) -> str:
+    """Where the container's env file lives (inside the private job dir)."""
+    return posixpath.join(ctx.job_dir, "c", ctx.container.name, ENV_FILE_NAME)
+
+
+def env_file_bytes(ctx: RuntimeContext) -> bytes:
+    """NAME=VALUE records, NUL-separated (values may hold newlines), PATH defaulted."""
+    env = _final_env(ctx)
+    if "PATH" not in env:
+        env["PATH"] = ctx.default_path
+    return b"".join(f"{name}={value}".encode() + b"\0" for name, value in env.items())
+
+
 class NoneRuntime:
     """Host userland; env -i for the env, ns-exec.sh (bubblewrap) for mounts and workingDir."""
 
     name = "none"
 
-    def _env_words(self, ctx: RuntimeContext) -> list[str]:
-        env = _final_env(ctx)
-        if "PATH" not in env:
-            env["PATH"] = ctx.default_path
-        # `--` ends env's options, so a name starting with '-' is an assignment, not an option
-        return ["env", "-i", "--", *(f"{name}={value}" for name, value in env.items())]
-
     def _prefix(self, ctx: RuntimeContext) -> list[str]:
         if ctx.extra_options:
             raise PodSpecError("metadata.annotations", "runtime 'none' takes no container runtime options")
         wd = ctx.container.working_dir
-        if not ctx.mounts and not wd:
-            return []
         words = ["bash", posixpath.join(ctx.job_dir, NS_EXEC_NAME)]
         if ctx.binary:
             words += ["--bwrap", ctx.binary]
+        # the env goes through a file, never through a long-lived argv (ps on shared nodes)
+        words += ["--env-file", env_file_path(ctx)]
         for mount in _sorted_mounts(ctx.mounts):
             _check_target(ctx, mount)
             words += ["--ro" if mount.read_only else "--rw", mount.source, mount.target]
@@ -231,13 +242,13 @@ class NoneRuntime:
                 ctx.field("command"), "is required with runtime 'none' (the host has no image entrypoint)"
             )
         program = self._program(ctx, [*command, *(args or [])], "command[0]")
-        return ContainerArgv(argv=(*self._prefix(ctx), *self._env_words(ctx), *program))
+        return ContainerArgv(argv=(*self._prefix(ctx), *program), files=((env_file_path(ctx), env_file_bytes(ctx)),))
 
     def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
         if not command:
             raise ValueError("exec_argv needs a command")
         program = self._program(ctx, list(command), "lifecycle")
-        return (*self._prefix(ctx), *self._env_words(ctx), *program)
+        return (*self._prefix(ctx), *program)
 
 
 # ---------------------------------------------------------------------------------------------

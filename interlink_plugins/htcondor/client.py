@@ -22,10 +22,9 @@ from interlink_plugins.htcondor import security
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# errors that mean "could not talk to the daemon" rather than "the daemon refused"
-_UNREACHABLE = re.compile(
-    r"Failed to connect|Unable to locate|Failed to fetch ads|connect|timed? ?out|AUTHENTICATE|SECMAN|"
-    r"communicat|Failed to get|No such schedd|Unable to find",
+# submit errors that mean "the schedd refused this job" (anything else is an outage: retried)
+_REFUSED = re.compile(
+    r"create job ad|requirement|not permitted|permission denied|invalid|not allowed|exceed|limit|quota",
     re.IGNORECASE,
 )
 
@@ -40,11 +39,12 @@ class CondorClient:
         self.params = security.client_params(config, self._token_dir)
         self._schedd: Any = None
         self._applied = False
+        self._located = ""
         self.calls: dict[str, int] = {}  # per call kind, for benchmarks and tests
 
     @property
     def schedd_name(self) -> str:
-        return self.config.htcondor_schedd or "(local schedd)"
+        return self.config.htcondor_schedd or self._located or "(local schedd)"
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -76,6 +76,7 @@ class CondorClient:
             if len(names) != 1:
                 raise RuntimeError(f"collector knows schedds {names}: set HTCondorSchedd to one of them")
             name = names[0]
+        self._located = name
         self._schedd = htcondor2.Schedd(collector.locate(htcondor2.DaemonTypes.Schedd, name))
         return self._schedd
 
@@ -158,7 +159,7 @@ class CondorClient:
             raise SubmitRejected(f"spooling the input files of job {exc.job_id} failed: {exc.detail}") from exc
         except Exception as exc:
             text = str(exc) or type(exc).__name__
-            if _UNREACHABLE.search(text) and "create job ad" not in text:
+            if not _REFUSED.search(text) or "AUTHENTICATE" in text or "SECMAN" in text:
                 raise self._unavailable("submit", exc) from exc
             raise SubmitRejected(f"schedd {self.schedd_name} refused the job: {text}") from exc
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from interlink_plugins.config import Config
@@ -61,6 +61,7 @@ from interlink_plugins.podman.spec import (
     PodSpec,
     build_pod_spec,
     container_devices,
+    container_name,
     pod_create_argv,
     pod_name,
     run_argv,
@@ -68,8 +69,10 @@ from interlink_plugins.podman.spec import (
 from interlink_plugins.podman.states import (
     NAME_IN_USE,
     NO_SUCH,
+    NOT_FOUND_IN_CONTAINER,
     START_FAILED_CODES,
     UNREACHABLE,
+    WORKDIR_MISSING,
     create_failure_reason,
     phase_of,
 )
@@ -568,6 +571,11 @@ class PodmanBackend:
             else:
                 args = ["start", *action.container_ids]
             result = await self._podman(args, f"start {container.name}", cwd=str(run_dir))
+            workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
+            if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
+                ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
+                if await self._create_workdir(ctr, workdir, run_dir):
+                    result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
             await self._after_start(pod_id, container.name, action.run, run_dir, result,
                                     never_pull=any(w == "--pull=never" for w in container.options))
         elif action.kind == "stop":
@@ -579,6 +587,22 @@ class PodmanBackend:
         elif action.kind == "prune":
             await self._podman(["rm", "-f", "--ignore", *action.container_ids], "prune")
             await asyncio.to_thread(_remove_runs_before, info.job_dir / "c" / action.container, action.run)
+
+    async def _create_workdir(self, ctr: str, workdir: str, run_dir: Path) -> bool:
+        """Create a missing workingDir in a created container (0755, root), as the CRI runtimes do:
+        ``podman cp`` an empty directory tree onto the deepest ancestor that exists."""
+        parts = PurePosixPath(workdir).parts
+        for depth in range(len(parts) - 1, 0, -1):
+            target = str(PurePosixPath(*parts[: depth + 1]))
+            source = run_dir / "workdir" / str(depth)
+            await asyncio.to_thread(_empty_tree, source, parts[depth + 1 :])
+            result = await self._podman(["cp", str(source), f"{ctr}:{target}"], "create workingDir")
+            if result.ok:
+                return True
+            if not NOT_FOUND_IN_CONTAINER.search(result.error_text):
+                log.warning("podman cp into %s: %s", ctr, result.error_text)
+                return False
+        return False
 
     async def _after_start(
         self, pod_id: str, name: str, run: int, run_dir: Path, result: CommandResult, *, never_pull: bool
@@ -777,6 +801,13 @@ def _remove_runs_before(directory: Path, keep_from: int) -> None:
     for number in _run_numbers(directory):
         if number < keep_from:
             shutil.rmtree(directory / str(number), ignore_errors=True)
+
+
+def _empty_tree(root: Path, parts: Sequence[str]) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    root.joinpath(*parts).mkdir(parents=True, mode=0o755)
+    for directory in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
+        directory.chmod(0o755)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -32,6 +32,9 @@ UNREACHABLE = re.compile(
     r"|database is locked|error opening database|timed out|resource temporarily unavailable|podman-unreachable",
     re.IGNORECASE,
 )
+# podman 4 (unlike the CRI runtimes) refuses a workingDir missing from the image: the plugin creates it
+WORKDIR_MISSING = re.compile(r'workdir "[^"]*" does not exist on container', re.IGNORECASE)
+NOT_FOUND_IN_CONTAINER = re.compile(r"could not be found on container|no such file or directory", re.IGNORECASE)
 NAME_IN_USE = re.compile(r"already in use|already exists", re.IGNORECASE)
 NO_SUCH = re.compile(r"no such (pod|container|object)|no pod with name or id|no container with name or id",
                      re.IGNORECASE)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
+import os
+import pwd
 import re
 import shutil
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from interlink_plugins.config import Config
+from interlink_plugins.config import Config, Flavor
+from interlink_plugins.core import annotations as ann
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
 from interlink_plugins.core.jobdir import build_run_plan, write_job_files
@@ -21,6 +24,7 @@ from interlink_plugins.core.policy import (
     SBATCH_OPTIONS,
     AdminPolicy,
     ParsedOption,
+    PolicyViolation,
     parse_options,
     render_sbatch_option,
 )
@@ -28,11 +32,15 @@ from interlink_plugins.core.resources import pod_totals
 from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
 from interlink_plugins.core.runnerfiles import RunnerFiles
 from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.status import ContainerFiles
+from interlink_plugins.slurm import migrate
 from interlink_plugins.slurm.states import lookup
 
 log = logging.getLogger(__name__)
 
-FLAGS_ANNOTATIONS = ("slurm-job.vk.io/flags",)
+FLAGS_ANNOTATIONS = ann.FLAGS
+_NS_CHOICES = {"account": "accounts", "qos": "qos", "partition": "partitions"}
+_GRES_GPU = re.compile(r"^gpu(?::[^:,]+)?:(\d+)$")
 _UNREACHABLE = re.compile(
     r"Unable to contact slurm controller|Socket timed out|Connection refused|Zero Bytes were transmitted"
     r"|Communication connection failure|Unable to establish|Transport endpoint|slurm_load_jobs error: Unable",
@@ -52,6 +60,7 @@ class SlurmBackend(RunnerFiles):
         self.runner = runner
         self.policy = policy
         self._completion_accounting: bool | None = None  # None: not probed yet
+        self._go_layout: dict[str, bool] = {}  # job dir -> written by the Go plugin (adopted)
 
     # --- identity ----------------------------------------------------------------------
 
@@ -68,6 +77,9 @@ class SlurmBackend(RunnerFiles):
         options = self._sbatch_options(pod)
         plan = build_run_plan(pod, job_dir, self.config, self.policy, write=write)
         files = write_job_files(pod, job_dir, plan, self.config, write=write)
+        owner = _job_owner(options)
+        if write and owner is not None:
+            _give_job_dir(job_dir, owner)
         argv = [
             *self.config.sbatch,
             "--parsable",
@@ -83,33 +95,31 @@ class SlurmBackend(RunnerFiles):
         return PreparedJob(job_dir=job_dir, submit={"argv": argv}, files=files)
 
     def _sbatch_options(self, pod: Pod) -> list[ParsedOption]:
-        """Precedence: pod resources > annotation flags > flavor > config default."""
+        """Precedence: pod resources > annotation flags > flavor > namespace default > config default."""
         merged: dict[str, ParsedOption] = {}
         merged["job-name"] = ParsedOption("job-name", f"{pod.namespace}-{pod.name}"[:128])
-        flavor = self._flavor(pod)
-        if flavor is None:
-            merged["cpus-per-task"] = ParsedOption("cpus-per-task", str(self.config.default_cpus))
-            merged["mem"] = ParsedOption("mem", str(self.config.default_memory_mib))
-        else:
-            if flavor.cpus:
-                merged["cpus-per-task"] = ParsedOption("cpus-per-task", str(flavor.cpus))
-            if flavor.memory_mib:
-                merged["mem"] = ParsedOption("mem", str(flavor.memory_mib))
-            for option in parse_options(" ".join(flavor.sbatch_flags), SBATCH_OPTIONS, field=f"Flavors.{flavor.name}"):
-                merged[option.name] = option
-        for key in FLAGS_ANNOTATIONS:
-            text = pod.annotations.get(key, "")
-            if text.strip():
-                for option in self.policy.sbatch_flags(text, pod.namespace, field=f"metadata.annotations[{key}]"):
-                    merged[option.name] = option
         totals = pod_totals(pod)
+        gpus = sum(totals.extended.get(kind, 0) for kind in GPU_RESOURCES)
+        flavor = self._flavor(pod, gpus)
+        merged["cpus-per-task"] = ParsedOption("cpus-per-task", str(self.config.default_cpus))
+        merged["mem"] = ParsedOption("mem", str(self.config.default_memory_mib))
+        self._namespace_defaults(pod.namespace, merged)
+        if flavor is not None:
+            layer = []
+            if flavor.cpus:
+                layer.append(ParsedOption("cpus-per-task", str(flavor.cpus)))
+            if flavor.memory_mib:
+                layer.append(ParsedOption("mem", str(flavor.memory_mib)))
+            for option in _flavor_options(flavor):
+                self._check_namespace_choice(option, pod.namespace, f"Flavors.{flavor.name}")
+                layer.append(option)
+            _apply(merged, layer)
+        for key, text in ann.present(pod.annotations, FLAGS_ANNOTATIONS):
+            _apply(merged, self.policy.sbatch_flags(text, pod.namespace, field=f"metadata.annotations[{key}]"))
         if totals.cpu_millis:
             merged["cpus-per-task"] = ParsedOption("cpus-per-task", str(math.ceil(totals.cpu_millis / 1000)))
         if totals.memory_bytes:
-            merged["mem"] = ParsedOption("mem", str(math.ceil(totals.memory_bytes / 2**20)))
-        if "mem" in merged:
-            merged.pop("mem-per-cpu", None)
-            merged.pop("mem-per-gpu", None)
+            _apply(merged, [ParsedOption("mem", str(math.ceil(totals.memory_bytes / 2**20)))])
         gres = self._gres(pod, totals.extended)
         if gres:
             merged["gres"] = ParsedOption("gres", ",".join(gres))
@@ -122,22 +132,89 @@ class SlurmBackend(RunnerFiles):
             start = _pod_start_time(pod)
             deadline = start + timedelta(seconds=seconds)
             merged["deadline"] = ParsedOption("deadline", deadline.strftime("%Y-%m-%dT%H:%M:%S"))
+
+        uid = self._job_uid(pod, flavor)
+        if uid is not None and uid != os.geteuid():
+            merged["uid"] = ParsedOption("uid", str(uid))
+            gid = _primary_gid(uid)
+            if gid is not None:
+                merged["gid"] = ParsedOption("gid", str(gid))
         return list(merged.values())
 
-    def _flavor(self, pod: Pod) -> Any:
-        name = pod.annotations.get("slurm-job.vk.io/flavor", "") or self.config.default_flavor
-        if not name:
-            return None
-        flavor = self.config.flavors.get(name)
-        if flavor is None:
-            raise PodSpecError("metadata.annotations[slurm-job.vk.io/flavor]", f"no flavor named {name!r}")
-        return flavor
+    def _flavor(self, pod: Pod, gpus: int) -> Flavor | None:
+        """The pod's flavor annotation, else a GPU flavor when the pod asks for GPUs, else DefaultFlavor."""
+        found = ann.first(pod.annotations, ann.FLAVOR)
+        if found is not None:
+            key, name = found
+            flavor = self.config.flavors.get(name.strip())
+            if flavor is None:
+                known = ", ".join(sorted(self.config.flavors)) or "none configured"
+                raise PodSpecError(f"metadata.annotations[{key}]", f"no flavor named {name!r} (flavors: {known})")
+            return flavor
+        if gpus:
+            picked = gpu_flavor(self.config.flavors, gpus)
+            if picked is not None:
+                return picked
+        if self.config.default_flavor:
+            return self.config.flavors[self.config.default_flavor]
+        return None
+
+    def _namespace_defaults(self, namespace: str, merged: dict[str, ParsedOption]) -> None:
+        """A namespace that may use accounts/QoS/partitions gets the first of each by default (-A ...)."""
+        ns = self.policy.namespace_policy(namespace)
+        if ns is None:
+            return
+        for name, attr in _NS_CHOICES.items():
+            choices: tuple[str, ...] = getattr(ns, attr)
+            if choices:
+                merged[name] = ParsedOption(name, choices[0])
+
+    def _check_namespace_choice(self, option: ParsedOption, namespace: str, field: str) -> None:
+        """A flavor's account/QoS/partition must be one the namespace may use, where its policy lists any."""
+        attr = _NS_CHOICES.get(option.name)
+        ns = self.policy.namespace_policy(namespace)
+        if attr is None or ns is None:
+            return
+        allowed: tuple[str, ...] = getattr(ns, attr)
+        if not allowed:
+            return
+        for item in (option.value or "").split(","):
+            if item not in allowed:
+                raise PolicyViolation(
+                    "metadata.annotations[slurm-job.vk.io/flavor]",
+                    f"{field} sets {option.name} {item!r}, which namespace {namespace!r} may not use",
+                )
+
+    def _job_uid(self, pod: Pod, flavor: Flavor | None) -> int | None:
+        """runAsUser (only where the namespace policy allows it), else the flavor's UID, else DefaultUID.
+
+        A container-level runAsUser counts when every container that sets one agrees (one job, one user).
+        """
+        uid, field = pod.run_as_user, "spec.securityContext.runAsUser"
+        if uid is None:
+            users = [
+                (c.run_as_user, f"{c.field_path}[{i if c.kind == 'init' else i - len(pod.init_containers)}]")
+                for i, c in enumerate(pod.all_containers)
+                if c.run_as_user is not None
+            ]
+            if users and len({u for u, _ in users}) == 1:
+                uid, where = users[0]
+                field = f"{where}.securityContext.runAsUser"
+        if uid is not None:
+            # running as the plugin's own user needs no permission: it is what happens without runAsUser
+            if uid != os.geteuid():
+                self.policy.check_user(pod.namespace, uid, field=field)
+            return uid
+        if flavor is not None and flavor.uid is not None:
+            return flavor.uid
+        return self.config.default_uid
 
     def _gres(self, pod: Pod, extended: Mapping[str, int]) -> list[str]:
-        gres: list[str] = []
+        """--gres items; a gres named twice (GPUs plus MIG slices mapped to gpu) is summed."""
+        counts: dict[str, int] = {}
         gpus = sum(extended.get(kind, 0) for kind in GPU_RESOURCES)
         if gpus:
-            gres.append(f"gpu:{gpus}")
+            counts["gpu"] = gpus
         for resource, count in sorted(extended.items()):
             if resource in GPU_RESOURCES or resource in ("ephemeral-storage", "storage", "pods") or not count:
                 continue
@@ -149,8 +226,8 @@ class SlurmBackend(RunnerFiles):
                     f"spec.containers[*].resources[{resource}]",
                     f"resource {resource!r} has no SLURM gres mapping (GresMap in the plugin config)",
                 )
-            gres.append(f"{mapped}:{count}")
-        return gres
+            counts[mapped] = counts.get(mapped, 0) + count
+        return [f"{name}:{count}" for name, count in counts.items()]
 
     # --- commands ----------------------------------------------------------------------
 
@@ -204,7 +281,65 @@ class SlurmBackend(RunnerFiles):
             uid = self._uid_from_comment(fields[6])
             if uid:
                 adopted.append(AdoptedJob(uid=uid, job_id=fields[0], job_dir=fields[7]))
+        adopted += await asyncio.to_thread(self._adopt_go_job_dirs, {a.uid for a in adopted})
         return adopted
+
+    def _adopt_go_job_dirs(self, known: set[str]) -> list[AdoptedJob]:
+        """Job dirs the Go SLURM plugin left in the data root: tracked like ours from now on."""
+        adopted = []
+        for job in migrate.scan(self.config.data_root):
+            if job.uid in known:
+                continue
+            try:
+                migrate.write_pod_json(job)
+            except OSError as exc:
+                log.warning("cannot adopt Go plugin job dir %s: %s", job.path, exc)
+                continue
+            self._go_layout[str(job.path)] = True
+            log.info("adopting job %s of pod %s/%s from the Go plugin's job dir %s", job.job_id, job.namespace,
+                     job.uid, job.path)
+            adopted.append(
+                AdoptedJob(uid=job.uid, job_id=job.job_id, job_dir=str(job.path), namespace=job.namespace,
+                           name=job.name)
+            )
+        return adopted
+
+    # --- per-container view: our runner's files, or the Go plugin's for adopted job dirs ---------
+
+    def _is_go(self, record: PodRecord) -> bool:
+        known = self._go_layout.get(record.job_dir)
+        if known is None:
+            known = self._go_layout[record.job_dir] = migrate.is_go_job_dir(Path(record.job_dir))
+        return known
+
+    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
+        if not self._is_go(record):
+            return super().container_snapshot(record)
+        job_dir = Path(record.job_dir)
+        snapshot = {}
+        for name in record.init_names + record.main_names:
+            snapshot[name] = migrate.container_files(job_dir, name)
+            with contextlib.suppress(OSError):
+                migrate.sync_log(job_dir, name)
+        return snapshot
+
+    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
+        if not self._is_go(record):
+            return super().log_file(record, container, previous=previous)
+        job_dir = Path(record.job_dir)
+        if previous:
+            return migrate.log_path(job_dir, container).with_suffix(".previous")  # never exists
+        return migrate.sync_log(job_dir, container)
+
+    def container_started(self, record: PodRecord, container: str) -> bool:
+        if not self._is_go(record):
+            return super().container_started(record, container)
+        return bool(migrate.container_files(Path(record.job_dir), container).started)
+
+    def runner_finished(self, record: PodRecord) -> bool:
+        if not self._is_go(record):
+            return super().runner_finished(record)
+        return migrate.runner_finished(Path(record.job_dir), record.init_names, record.main_names)
 
     async def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         if not job_ids:
@@ -290,9 +425,8 @@ class SlurmBackend(RunnerFiles):
     async def cleanup(self, record: PodRecord) -> None:
         job_dir = Path(record.job_dir)
         if job_dir.parent == self.config.data_root and job_dir.exists():
-            import asyncio
-
             await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        self._go_layout.pop(record.job_dir, None)
 
     async def resources(self) -> Resources:
         result = await self._run([*self.config.sinfo, "-h", "-N", "-o", "%N|%c|%m|%G|%T|%P"], "resources")
@@ -321,6 +455,78 @@ class SlurmBackend(RunnerFiles):
             gpus={"nvidia.com/gpu": gpus} if gpus else {},
             unavailable_reason=f"partition(s) {', '.join(down)} down or drained" if down else "",
         )
+
+
+_MEMORY_GROUP = ("mem", "mem-per-cpu", "mem-per-gpu")
+
+
+def _apply(merged: dict[str, ParsedOption], layer: Sequence[ParsedOption]) -> None:
+    """A higher-precedence layer of options; one that sets memory replaces every memory option."""
+    if any(option.name in _MEMORY_GROUP for option in layer):
+        for name in _MEMORY_GROUP:
+            merged.pop(name, None)
+    for option in layer:
+        merged[option.name] = option
+
+
+def _flavor_options(flavor: Flavor) -> list[ParsedOption]:
+    return parse_options(" ".join(flavor.sbatch_flags), SBATCH_OPTIONS, field=f"Flavors.{flavor.name}.SlurmFlags")
+
+
+def _flavor_gpus(flavor: Flavor) -> int | None:
+    """GPUs a flavor's flags ask for (--gres=gpu[:type]:N, --gpus=N), None when they name no GPUs."""
+    try:
+        options = _flavor_options(flavor)
+    except PodSpecError:
+        return None
+    for option in options:
+        if option.name == "gres":
+            for item in (option.value or "").split(","):
+                match = _GRES_GPU.match(item)
+                if match:
+                    return int(match.group(1))
+        if option.name in ("gpus", "gpus-per-node") and (option.value or "").rsplit(":", 1)[-1].isdigit():
+            return int((option.value or "").rsplit(":", 1)[-1])
+    return None
+
+
+def gpu_flavor(flavors: Mapping[str, Flavor], gpus: int) -> Flavor | None:
+    """The Go plugin's GPU auto-selection, deterministic: a GPU flavor asking for exactly ``gpus``, else
+    any flavor whose flags mention GPUs, else none; ties go to the first name in sorted order."""
+    exact: Flavor | None = None
+    any_gpu: Flavor | None = None
+    for name in sorted(flavors):
+        flavor = flavors[name]
+        in_flags = any("gpu" in flag.lower() for flag in flavor.sbatch_flags)
+        if not in_flags and "gpu" not in name.lower():
+            continue
+        if exact is None and _flavor_gpus(flavor) == gpus:
+            exact = flavor
+        if any_gpu is None and in_flags:
+            any_gpu = flavor
+    return exact or any_gpu
+
+
+def _primary_gid(uid: int) -> int | None:
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return None
+
+
+def _job_owner(options: Sequence[ParsedOption]) -> int | None:
+    """The uid the job runs as when that is not the plugin's own user (--uid)."""
+    return next((int(o.value) for o in options if o.name == "uid" and o.value and o.value.isdigit()), None)
+
+
+def _give_job_dir(job_dir: Path, uid: int) -> None:
+    """The job's user owns its job dir; the plugin's group keeps read access (DESIGN: 0750 + group)."""
+    group = os.getegid()
+    for root, dirs, files in os.walk(job_dir):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, group)
+    os.chown(job_dir, uid, group)
+    os.chmod(job_dir, 0o750)  # noqa: S103 - owner: the job's user; group: the plugin (logs, status)
 
 
 def _int(text: str) -> int:

@@ -39,9 +39,26 @@ case $mode in
     out=()
     case $runtime in
       none)
-        # env -i -- NAME=VALUE... PROGRAM: the rank variables join the pod's env
+        # ns-exec.sh --env-file FILE ...: a copy of FILE (NUL-separated NAME=VALUE records, 0600)
+        # with the rank variables added, one per task; or env -i -- NAME=VALUE... PROGRAM
         done_=0
         for ((k = 0; k < ${#argv[@]}; k++)); do
+          if ((!done_)) && [[ ${argv[k]} == --env-file && $((k + 1)) -lt ${#argv[@]} ]]; then
+            source_file=${argv[k + 1]}
+            task_file="$source_file.task-${SLURM_PROCID:-0}"
+            (
+              umask 077
+              cat -- "$source_file" >"$task_file.tmp" || exit 1
+              for entry in "${rank[@]}"; do
+                printf '%s\0' "$entry"
+              done >>"$task_file.tmp"
+              mv -f -- "$task_file.tmp" "$task_file"
+            ) || { echo "mpi.sh: cannot write $task_file" >&2; exit 125; }
+            out+=(--env-file "$task_file")
+            k=$((k + 1))
+            done_=1
+            continue
+          fi
           out+=("${argv[k]}")
           if ((!done_)) && [[ ${argv[k]} == -- && ${argv[k - 1]-} == -i && ${argv[k - 2]-} == env ]]; then
             out+=("${rank[@]}")

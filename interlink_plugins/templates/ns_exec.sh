@@ -3,7 +3,7 @@
 # (interlink-plugins, container runtime "none"). Static helper: the plugin copies it into the
 # job directory unchanged; every value arrives as a separate argument, nothing is evaluated.
 #
-# Usage: ns-exec.sh [--bwrap PATH] [--ro SRC DST | --rw SRC DST]... [--chdir DIR] -- COMMAND [ARG]...
+# Usage: ns-exec.sh [--bwrap PATH] [--env-file FILE] [--ro SRC DST | --rw SRC DST]... [--chdir DIR] -- COMMAND [ARG]...
 #        ns-exec.sh [--bwrap PATH] --probe        (exit 0 when the namespace can be built here)
 #
 # At job start it builds a bubblewrap (bwrap) command line as an argv array:
@@ -18,6 +18,10 @@
 # Signals: bwrap does not forward signals, so this script stays the parent, runs bwrap in its
 # own process group and forwards TERM/INT/HUP/QUIT/USR1/USR2 to the command (the pid bwrap
 # reports on --info-fd). SIGKILL of this script kills everything (--die-with-parent).
+# Env: with --env-file, the command gets exactly the NAME=VALUE records of FILE (NUL-separated,
+# written by the plugin, mode 0600) and nothing else. The values never sit in a long-lived argv
+# (only in env(1)'s, until it execs), so `ps` on a shared node does not show them.
+# Without mounts and workingDir no namespace is needed and bwrap is not used.
 # Exit status: the command's; 126 when bwrap is missing; 125 on a setup error.
 set -euo pipefail
 shopt -s nullglob dotglob
@@ -32,6 +36,7 @@ die() {
 bwrap=bwrap
 probe=0
 chdir=""
+env_file=""
 modes=() srcs=() dsts=()
 while (($#)); do
     case $1 in
@@ -44,6 +49,11 @@ while (($#)); do
             (($# >= 3)) || die 125 "$1 needs SRC and DST"
             modes+=("$1") srcs+=("$2") dsts+=("$3")
             shift 3
+            ;;
+        --env-file)
+            (($# >= 2)) || die 125 "--env-file needs a file"
+            env_file=$2
+            shift 2
             ;;
         --chdir)
             (($# >= 2)) || die 125 "--chdir needs a directory"
@@ -65,6 +75,18 @@ if ((probe)); then
     set -- true
 fi
 (($# > 0)) || die 125 "no command given"
+
+# the container's environment: exactly the records of the env file (env -i), or ours unchanged
+launcher=()
+if [[ -n $env_file ]]; then
+    [[ -r $env_file ]] || die 125 "cannot read the env file $env_file"
+    envs=()
+    mapfile -d '' -t envs <"$env_file"
+    launcher=(env -i -- "${envs[@]}")
+fi
+if ((!probe)) && [[ -z $chdir ]] && ((${#modes[@]} == 0)); then
+    exec "${launcher[@]}" "$@"
+fi
 
 if ! bwrap_path=$(command -v -- "$bwrap"); then
     die 126 "bubblewrap ($bwrap) is not installed on $(hostname 2>/dev/null || echo this node): runtime 'none' needs it for volumeMounts and workingDir"
@@ -258,6 +280,13 @@ forward() {
     fi
 }
 set -m
+if [[ -n $env_file ]]; then
+    # inside the namespace this script runs again, only to load the env file: bwrap would
+    # otherwise add PWD, and the values must not sit in bwrap's long-lived argv
+    self=$(readlink -f -- "${BASH_SOURCE[0]}")
+    args+=(--ro-bind "$env_file" /.il-env --ro-bind "$self" /.il-ns-exec)
+    set -- bash /.il-ns-exec --env-file /.il-env -- "$@"
+fi
 "$bwrap_path" --info-fd 3 "${args[@]}" -- "$@" 3>"$info" &
 bwrap_pid=$!
 set +m

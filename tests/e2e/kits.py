@@ -231,7 +231,7 @@ class HTCondorKit:
                               timeout=timeout)
 
     def stop_backend(self) -> None:
-        self.condor("condor_off", "-daemon", "schedd")
+        self.condor("condor_off", "-fast", "-daemon", "schedd")  # -fast: jobs keep running, reconnect later
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.condor("condor_q", "-all", "-af", "ClusterId", timeout=20).returncode != 0:

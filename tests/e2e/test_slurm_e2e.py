@@ -532,3 +532,26 @@ def test_job_purged_from_slurmctld_is_resolved_through_accounting(plugin: Plugin
     term = states(status)["c"]["terminated"]
     assert term["reason"] == "Cancelled" and term["exitCode"] == 143
     assert f"job {job_id}" in term["message"]
+
+
+def test_env_values_never_show_in_process_arguments(plugin: PluginProcess) -> None:
+    """On a shared node `ps` must not reveal env values (tokens resolved from secretKeyRef arrive as env)."""
+    marker = "tok-" + os.urandom(8).hex()
+    body = pod_body("ps", [
+        container("plain", ["sh", "-c", 'test -n "$TOKEN" && sleep 30'], env=[{"name": "TOKEN", "value": marker}]),
+        container("mounted", ["sleep", "30"], env=[{"name": "TOKEN", "value": marker}],
+                  volumeMounts=[{"name": "v", "mountPath": "/v"}]),
+    ], volumes=[{"name": "v", "emptyDir": {}}], terminationGracePeriodSeconds=1)
+    plugin.create(body)
+    plugin.wait_status(body, lambda s: all("running" in c["state"] for c in s["containers"]), timeout=30)
+    time.sleep(1)
+    leaks = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker.encode() in (proc / "cmdline").read_bytes():
+                    leaks.append(proc.name)
+            except OSError:
+                continue
+    assert leaks == []
+    plugin.delete(body)

@@ -106,6 +106,15 @@ def run(argv: Sequence[str], timeout: float = 60, **kw: Any) -> subprocess.Compl
     return subprocess.run(list(argv), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
 
 
+def none_argv(ctx: RuntimeContext) -> list[str]:
+    """The runtime 'none' argv, with its private files (the env file) written as the job dir would hold them."""
+    spec = runtime_for("none").argv(ctx)
+    for path, content in spec.files:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(content)
+    return list(spec.argv)
+
+
 def environ_of(output: bytes) -> dict[bytes, bytes]:
     entries = [e for e in output.split(b"\0") if e]
     return dict(e.split(b"=", 1) for e in entries)
@@ -210,10 +219,12 @@ def test_none_requires_command() -> None:
     assert "image entrypoint" in err.value.message
 
 
-def test_none_without_mounts_or_workdir_skips_ns_exec() -> None:
+def test_none_env_goes_through_a_private_file_never_argv() -> None:
     ctx = make_ctx(make_container(command=["/bin/echo", "$(A)"], env=[("A", "1"), ("B", "2"), ("A", "3")]))
-    argv = runtime_for("none").argv(ctx).argv
-    assert argv == ("env", "-i", "--", "A=3", "B=2", f"PATH={DEFAULT_PATH}", "/bin/echo", "3")
+    spec = runtime_for("none").argv(ctx)
+    env_file = "/jobs/ns-uid/c/c1/env.nul"
+    assert spec.argv == ("bash", "/jobs/ns-uid/ns-exec.sh", "--env-file", env_file, "--", "/bin/echo", "3")
+    assert spec.files == ((env_file, f"A=3\0B=2\0PATH={DEFAULT_PATH}\0".encode()),)
 
 
 def test_none_pod_path_wins_and_ns_exec_words() -> None:
@@ -223,10 +234,10 @@ def test_none_pod_path_wins_and_ns_exec_words() -> None:
     )
     argv = runtime_for("none").argv(ctx).argv
     assert argv == (
-        "bash", "/jobs/ns-uid/ns-exec.sh", "--bwrap", "/opt/bwrap",
-        "--ro", "/jobs/x/vol", "/a", "--rw", "/jobs/x/deep", "/a/b/c", "--chdir", "/w", "--",
-        "env", "-i", "--", "PATH=/opt/bin", "ls",
+        "bash", "/jobs/ns-uid/ns-exec.sh", "--bwrap", "/opt/bwrap", "--env-file", "/jobs/ns-uid/c/c1/env.nul",
+        "--ro", "/jobs/x/vol", "/a", "--rw", "/jobs/x/deep", "/a/b/c", "--chdir", "/w", "--", "ls",
     )  # fmt: skip
+    assert runtime_for("none").argv(ctx).files[0][1] == b"PATH=/opt/bin\0"
 
 
 def test_none_refuses_program_name_with_equals_and_options() -> None:
@@ -239,13 +250,8 @@ def test_none_refuses_program_name_with_equals_and_options() -> None:
 def test_none_exec_argv_uses_same_environment() -> None:
     ctx = make_ctx(make_container(command=["sleep", "9"], env=[("A", "1")]))
     assert runtime_for("none").exec_argv(ctx, ["/bin/true"]) == (
-        "env",
-        "-i",
-        "--",
-        "A=1",
-        f"PATH={DEFAULT_PATH}",
-        "/bin/true",
-    )
+        "bash", "/jobs/ns-uid/ns-exec.sh", "--env-file", "/jobs/ns-uid/c/c1/env.nul", "--", "/bin/true",
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,11 +267,13 @@ def _none_expected_env(env: Sequence[tuple[str, str]]) -> dict[bytes, bytes]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(env=env_lists)
 @example(env=[("A.b-c", "x\ny=z"), ("-lead", "$(touch CANARY)"), ("_", "`touch CANARY`'\""), ("PATH", "/nope")])
-def test_none_env_reaches_process_byte_exact(env: list[tuple[str, str]], tmp_path: Path) -> None:
-    canary = tmp_path / "canary"
+def test_none_env_reaches_process_byte_exact(env: list[tuple[str, str]], job_dir: Path) -> None:
+    canary = job_dir / "canary"
     env = [(n, canary_free(v, canary)) for n, v in env]
-    ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env))
-    result = run(runtime_for("none").argv(ctx).argv, timeout=20)
+    ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env), job_dir)
+    argv = none_argv(ctx)
+    assert not any("=" in word and word.split("=", 1)[1] for word in argv if word.split("=", 1)[0] in dict(env)), argv
+    result = run(argv, timeout=20)
     assert result.returncode == 0, result.stderr
     assert environ_of(result.stdout) == _none_expected_env(env)
     assert not canary.exists()
@@ -279,14 +287,14 @@ def test_none_env_reaches_process_byte_exact(env: list[tuple[str, str]], tmp_pat
     env=[("VAR", "v a l")],
 )
 def test_none_command_and_args_byte_exact_after_expansion(
-    command_tail: list[str], args: list[str] | None, env: list[tuple[str, str]], tmp_path: Path
+    command_tail: list[str], args: list[str] | None, env: list[tuple[str, str]], job_dir: Path
 ) -> None:
-    canary = tmp_path / "canary"
+    canary = job_dir / "canary"
     command_tail = [canary_free(w, canary) for w in command_tail]
     args = None if args is None else [canary_free(w, canary) for w in args]
     command = [sys.executable, "-I", "-c", PY_ARGV, *command_tail]
-    ctx = make_ctx(make_container(command=command, args=args, env=env))
-    result = run(runtime_for("none").argv(ctx).argv, timeout=20)
+    ctx = make_ctx(make_container(command=command, args=args, env=env), job_dir)
+    result = run(none_argv(ctx), timeout=20)
     assert result.returncode == 0, result.stderr
     lookup = env_map(ctx.env)
     expected = [expand_k8s(w, lookup) for w in [*command_tail, *(args or [])]]
@@ -306,13 +314,13 @@ def test_none_through_ns_exec_byte_exact(env: list[tuple[str, str]], args: list[
     vol.mkdir(exist_ok=True)
     mounts = (Mount(str(vol), "/il-test-ns/vol"),)
     env_ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env), job_dir, mounts=mounts)
-    result = run(runtime_for("none").argv(env_ctx).argv, timeout=20)
+    result = run(none_argv(env_ctx), timeout=20)
     assert result.returncode == 0, result.stderr
     assert environ_of(result.stdout) == _none_expected_env(env)
     argv_ctx = make_ctx(
         make_container(command=[sys.executable, "-I", "-c", PY_ARGV], args=args, env=env), job_dir, mounts=mounts
     )
-    result = run(runtime_for("none").argv(argv_ctx).argv, timeout=20)
+    result = run(none_argv(argv_ctx), timeout=20)
     assert result.returncode == 0, result.stderr
     assert argv_of(result.stdout) == [b(expand_k8s(w, env_map(argv_ctx.env))) for w in args]
     assert not canary.exists()
@@ -351,7 +359,7 @@ def test_none_mounts_readonly_workdir_and_nothing_created_on_host(job_dir: Path)
     ctx = make_ctx(
         make_container(command=["/bin/sh", "-c", MOUNT_SCRIPT], working_dir="/il-test-wd/sub"), job_dir, mounts=mounts
     )
-    result = run(runtime_for("none").argv(ctx).argv, timeout=30)
+    result = run(none_argv(ctx), timeout=30)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.decode().splitlines()
     assert lines == [
@@ -369,7 +377,7 @@ def test_ns_exec_missing_bwrap_exits_126(job_dir: Path) -> None:
     ctx = make_ctx(
         make_container(command=["/bin/true"]), job_dir, mounts=(Mount(str(job_dir), "/x"),), binary="/nonexistent/bwrap"
     )
-    result = run(runtime_for("none").argv(ctx).argv)
+    result = run(none_argv(ctx))
     assert result.returncode == 126
     assert b"bubblewrap" in result.stderr and b"not installed" in result.stderr
 
@@ -378,14 +386,14 @@ def test_ns_exec_missing_bwrap_exits_126(job_dir: Path) -> None:
 def test_ns_exec_probe_and_exit_code(job_dir: Path) -> None:
     assert run(["bash", str(job_dir / NS_EXEC_NAME), "--probe"]).returncode == 0
     ctx = make_ctx(make_container(command=["/bin/sh", "-c", "exit 42"], working_dir="/tmp"), job_dir)
-    assert run(runtime_for("none").argv(ctx).argv).returncode == 42
+    assert run(none_argv(ctx)).returncode == 42
 
 
 @needs_bwrap
 def test_ns_exec_forwards_sigterm_to_the_command(job_dir: Path) -> None:
     script = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done"
     ctx = make_ctx(make_container(command=["/bin/sh", "-c", script], working_dir="/tmp"), job_dir)
-    proc = subprocess.Popen(list(runtime_for("none").argv(ctx).argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(none_argv(ctx), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"ready\n"
