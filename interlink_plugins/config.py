@@ -391,7 +391,7 @@ FIELDS: dict[str, FieldSpec] = {
     "Requeue": FieldSpec(
         "requeue",
         _bool,
-        "Let SLURM requeue jobs (default: --no-requeue); a requeued pod shows waiting, reason Requeued, restartCount+1.",
+        "Let SLURM requeue jobs (default: --no-requeue); a requeued pod waits (Requeued) with restartCount+1.",
     ),
     "EnableProbes": FieldSpec(
         "enable_probes",

@@ -20,7 +20,8 @@ from interlink_plugins.config import Config
 from interlink_plugins.core.backend import Backend, JobInfo, Resources
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
 from interlink_plugins.core.logs import LogOptions, follow_log, read_log
-from interlink_plugins.core.pod import parse_create_body, pod_identity
+from interlink_plugins.core.pod import parse_create_body, pod_identity, spec_container_names
+from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.core.status import (
     StatusContext,
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 BACKEND_TAINT = "interlink.eu/backend-unavailable"
 PARTITION_TAINT = "interlink.eu/partition-unavailable"
 VANISHED_AFTER_SECONDS = 60.0
+THROTTLE_BACKOFF_MAX = 60.0
 
 
 @dataclass
@@ -64,6 +66,7 @@ class PluginService:
         self.config = config
         self.metrics = metrics or Metrics(backend.name)
         self._usage_at = 0.0
+        self._retention_at = 0.0
         self.backend = backend
         self.store = store
         self.clock = clock
@@ -201,9 +204,11 @@ class PluginService:
     async def _submit(self, record: PodRecord) -> None:
         attempts = int(record.meta.get("submit_attempts", 0))
         record.meta["submit_attempts"] = attempts + 1
+        # after a refusal the scheduler answered: no earlier attempt can have gone through
+        unsure = attempts and not record.meta.pop("submit_refused", False)
         try:
             # an earlier attempt may have reached the scheduler (timeout, crash): never submit twice
-            job_id = (await self.backend.find_job(record) if attempts else None) or await self.backend.submit(record)
+            job_id = (await self.backend.find_job(record) if unsure else None) or await self.backend.submit(record)
         except BackendUnavailable as exc:
             self._mark_down(exc)
             record.phase, record.last_error = "waiting-backend", str(exc)
@@ -212,8 +217,15 @@ class PluginService:
         except SubmitRejected as exc:
             record.last_error = exc.detail
             if exc.retryable:
+                # a limit of the scheduler (QOS/association MaxSubmit...): wait, retried with back-off,
+                # as long as the scheduler keeps saying so (the submit deadline is for outages)
+                throttled = int(record.meta.get("throttled", 0))
+                now = self.clock()
                 record.phase = "waiting-backend"
                 record.meta["waiting_reason"] = "SubmitThrottled"
+                record.meta.update(submit_refused=True, throttled=throttled + 1)
+                record.meta["retry_at"] = now + min(THROTTLE_BACKOFF_MAX, self.config.poll_interval * 2**throttled)
+                record.deadline_at = max(record.deadline_at, now + self.config.submit_deadline)
                 self.metrics.create_failures.labels(self.backend.name, "SubmitThrottled").inc()
             else:
                 record.phase = "failed-submit"
@@ -235,8 +247,21 @@ class PluginService:
             record = self.store.get(uid)
             if record is None:
                 continue  # interLink keeps the last state it has ("No status available")
+            if not record.name:
+                self._learn_identity(record, raw)
             answer.append(self.pod_status(record))
         return answer
+
+    def _learn_identity(self, record: PodRecord, raw: Any) -> None:
+        """A job dir adopted from the Go plugin does not name its pod (nor always every container)."""
+        with contextlib.suppress(ValueError):
+            _uid, _namespace, name = pod_identity(raw)
+            init, main = spec_container_names(raw)
+            if name:
+                record.name = name
+                if main:
+                    record.init_names, record.main_names = init, main
+                self.store.put(record)
 
     def pod_status(self, record: PodRecord) -> dict[str, Any]:
         if record.final_status is not None:
@@ -480,6 +505,7 @@ class PluginService:
                 log.exception("poll failed")
             self.metrics.poll_seconds.labels(self.backend.name).observe(time.monotonic() - started)
             await self._measure_usage()
+            await self._sweep_retention()
             await asyncio.sleep(max(0.0, self.config.poll_interval - (time.monotonic() - started)))
 
     async def poll_once(self) -> None:
@@ -543,6 +569,19 @@ class PluginService:
         usage = await asyncio.to_thread(directory_bytes, self.config.data_root)
         self.metrics.data_root_bytes.labels(self.backend.name).set(usage)
 
+    async def _sweep_retention(self) -> None:
+        """Finished pods never deleted expire after RetentionDays (at start, then hourly)."""
+        now = self.clock()
+        if self._retention_at and now - self._retention_at < SWEEP_INTERVAL_SECONDS:
+            return
+        self._retention_at = now
+        for record in expired(self.store, now, self.config.retention_days):
+            async with self._lock(record.uid):
+                if self.store.get(record.uid) is record:
+                    log.info("pod %s/%s (%s) finished more than %g days ago and was never deleted: removing "
+                             "its job dir", record.namespace, record.name, record.uid, self.config.retention_days)
+                    await self._forget(record)
+
     async def _refresh_resources(self, now: float) -> None:
         if now - self._resources_at < max(30.0, self.config.poll_interval):
             return
@@ -561,6 +600,8 @@ class PluginService:
                 record.phase = "failed-submit"
                 record.final_status = submit_failed_status(record, record.meta.get("images", {}), self.backend.name)
                 await asyncio.to_thread(self.store.put, record)
+                continue
+            if record.meta.get("waiting_reason") == "SubmitThrottled" and now < record.meta.get("retry_at", 0):
                 continue
             if self._down_since is not None and record.meta.get("waiting_reason") == "BackendUnavailable":
                 # one probe per interval is enough: try the oldest only until it goes through

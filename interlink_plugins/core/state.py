@@ -14,7 +14,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# schema version -> the statements that bring the previous version to it (run in order, once)
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: the job id in its own indexed column, so adoption and lookups need no JSON scan
+    2: (
+        "ALTER TABLE pods ADD COLUMN job_id TEXT NOT NULL DEFAULT ''",
+        "UPDATE pods SET job_id = COALESCE(json_extract(data, '$.job_id'), '')",
+        "CREATE INDEX IF NOT EXISTS pods_job_id ON pods (job_id)",
+    ),
+}
 
 Phase = Literal[
     "submitting",  # recorded, submission not confirmed (recovery looks the job up before resubmitting)
@@ -56,17 +66,37 @@ class StateStore:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS pods (uid TEXT PRIMARY KEY, data TEXT NOT NULL)")
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise RuntimeError(f"state {path} has schema {row[0]}, newer than this plugin ({SCHEMA_VERSION})")
+        self._migrate(path)
         self.records: dict[str, PodRecord] = {}
         for _uid, data in self._db.execute("SELECT uid, data FROM pods"):
             record = PodRecord(**json.loads(data))
             self.records[record.uid] = record
+
+    def _migrate(self, path: Path) -> None:
+        """Create the schema, or upgrade an older one in a transaction (a crash leaves the old one)."""
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if row is None and "pods" not in tables:
+            self._db.execute(
+                "CREATE TABLE pods (uid TEXT PRIMARY KEY, data TEXT NOT NULL, job_id TEXT NOT NULL DEFAULT '')"
+            )
+            self._db.execute("CREATE INDEX pods_job_id ON pods (job_id)")
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            return
+        version = 1 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"state {path} has schema {version}, newer than this plugin ({SCHEMA_VERSION})")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[target]:
+                    self._db.execute(statement)
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(target),))
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def get(self, uid: str) -> PodRecord | None:
         return self.records.get(uid)
@@ -74,7 +104,9 @@ class StateStore:
     def put(self, record: PodRecord) -> None:
         data = json.dumps(asdict(record), separators=(",", ":"))
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO pods VALUES (?, ?)", (record.uid, data))
+            self._db.execute(
+                "INSERT OR REPLACE INTO pods (uid, data, job_id) VALUES (?, ?, ?)", (record.uid, data, record.job_id)
+            )
         self.records[record.uid] = record
 
     def remove(self, uid: str) -> None:

@@ -244,7 +244,10 @@ class SlurmBackend(RunnerFiles):
         argv = list(record.submit["argv"])
         result = await self._run(argv, "submit")
         if not result.ok:
-            detail = result.error_text or f"sbatch exited {result.returncode}"
+            # SLURM's own words, one line (e.g. "sbatch: error: QOSMaxSubmitJobPerUserLimit; sbatch: error:
+            # Batch job submission failed: Job violates accounting/QOS policy (job submit limit, ...)")
+            lines = [line.strip() for line in result.error_text.splitlines() if line.strip()]
+            detail = "; ".join(lines) or f"sbatch exited {result.returncode}"
             raise SubmitRejected(detail, retryable=bool(_THROTTLED.search(detail)))
         job_id = result.text.strip().split(";")[0]
         if not job_id.isdigit():
