@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -116,8 +117,8 @@ def _status_rate(base: str, body: dict[str, Any], seconds: float, rate: float, w
         for pct in ("50%", "99%"):
             if line.startswith(f"{pct} in"):
                 figures[f"p{pct[:-1]}_ms"] = float(line.split()[2]) * 1000
-    codes = [line for line in out.splitlines() if "[200]" in line or "[5" in line or "[4" in line]
-    figures["non_200"] = float(sum(int(c.split()[1]) for c in codes if "[200]" not in c))
+    codes = re.findall(r"^\s*\[(\d{3})\]\s+(\d+) responses", out, flags=re.M)
+    figures["non_200"] = float(sum(int(count) for code, count in codes if code != "200"))
     return figures
 
 

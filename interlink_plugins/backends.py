@@ -13,6 +13,12 @@ from interlink_plugins.core.runner import CommandRunner
 def _slurm(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:
     from interlink_plugins.slurm.backend import SlurmBackend
 
+    if config.ssh_host and config.data_transfer == "sftp":
+        # the data root exists only on the login node: job files over SFTP (issue 6)
+        from interlink_plugins.core.ssh import ssh_runner
+        from interlink_plugins.slurm.remote import RemoteSlurmBackend
+
+        return RemoteSlurmBackend(config, runner, policy, ssh_runner(config))
     return SlurmBackend(config, runner, policy)
 
 

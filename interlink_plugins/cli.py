@@ -17,7 +17,7 @@ from interlink_plugins.backends import make_backend
 from interlink_plugins.config import Config, config_reference_markdown, load_config
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
-from interlink_plugins.core.runner import LocalRunner
+from interlink_plugins.core.runner import CommandRunner, LocalRunner
 from interlink_plugins.logsetup import setup_logging
 from interlink_plugins.metrics import MeteredRunner, Metrics
 
@@ -44,9 +44,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from interlink_plugins.core.state import StateStore
 
     config, policy = _load(args.config)
-    config.data_root.mkdir(parents=True, exist_ok=True)
+    if not _remote_data_root(config):
+        config.data_root.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(config.backend)
-    backend = make_backend(config, MeteredRunner(LocalRunner(), metrics), policy)
+    backend = make_backend(config, MeteredRunner(_command_runner(config), metrics), policy)
     service = PluginService(config, backend, StateStore(config.state_db), metrics=metrics)
     def reload() -> None:
         """SIGHUP: re-read flavors, policy and taints; keys that need a restart keep their value."""
@@ -88,6 +89,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_runner(config: Config) -> CommandRunner:
+    """Where scheduler commands run: here, or on SshHost over the SSH pool (issue 6)."""
+    if config.ssh_host:
+        from interlink_plugins.core.ssh import ssh_runner
+
+        return ssh_runner(config)
+    return LocalRunner()
+
+
+def _remote_data_root(config: Config) -> bool:
+    """The data root exists only on the login node (DataTransfer: sftp)."""
+    return bool(config.ssh_host) and config.data_transfer == "sftp"
+
+
 def _mask(text: str, secrets: list[bytes]) -> str:
     for secret in secrets:
         value = secret.decode(errors="replace")
@@ -112,6 +127,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 2
     secrets = [value for data in pod.secrets.values() for value in data.values()]
     secrets += [value for name, data in pod.projected.items() for key, value in data.items() if "token" in key]
+    secrets += [password.encode() for _user, password in config.registry_credentials.values()]
     print(f"# job directory: {prepared.job_dir}")
     print(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}")
     for name, text in prepared.files.items():
@@ -130,8 +146,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"[{'ok' if ok else 'FAIL'}] {what}")
 
     report(True, f"config {args.config}: backend {config.backend}, runtime {config.container_runtime}")
-    config.data_root.mkdir(parents=True, exist_ok=True)
-    report(os.access(config.data_root, os.W_OK), f"DataRootFolder {config.data_root} writable")
+    if _remote_data_root(config):
+        report(True, f"DataRootFolder {config.data_root} is on {config.ssh_host} (DataTransfer: sftp)")
+    else:
+        config.data_root.mkdir(parents=True, exist_ok=True)
+        report(os.access(config.data_root, os.W_OK), f"DataRootFolder {config.data_root} writable")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     report(os.access(config.state_dir, os.W_OK), f"StateDir {config.state_dir} writable")
     runtime_binary = {
@@ -144,9 +163,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         available, why = host_namespaces_available()
         report(available, "private mount namespaces for volumeMounts (bubblewrap)" + ("" if available else f": {why}"))
+    elif config.ssh_host:
+        report(True, f"runtime binary {runtime_binary}: runs on {config.ssh_host}'s compute nodes (not checked here)")
     else:
         report(found is not None, f"runtime binary {runtime_binary}: {found or 'not found on this host'}")
-    backend = make_backend(config, LocalRunner(), policy)
+    backend = make_backend(config, _command_runner(config), policy)
     try:
         resources = asyncio.run(backend.resources())
         report(True, f"backend {config.backend} reachable: {resources.cpus} CPUs, "

@@ -106,6 +106,24 @@ class Config:
     htcondor_data_mode: str = "shared"
     htcondor_tail: tuple[str, ...] = ()
     held_timeout: float = 1800.0
+    # SSH runner (issue 6): commands, files and logs on a login node reached over SSH
+    ssh_host: str = ""
+    ssh_port: int = 22
+    ssh_user: str = ""
+    ssh_key_file: str = ""
+    ssh_certificate_file: str = ""
+    ssh_known_hosts: str = ""
+    ssh_jump_host: str = ""
+    ssh_pool_size: int = 2
+    ssh_max_sessions: int = 10
+    ssh_connect_timeout: float = 10.0
+    data_transfer: str = "shared"
+    # apptainer / singularity (issue 6)
+    apptainer_cache_dir: str = ""
+    image_overrides: Mapping[str, str] = field(default_factory=dict)
+    registry_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    apptainer_options: tuple[str, ...] = ()
+    apptainer_fallback: str = "singularity"
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -306,6 +324,74 @@ def _days(key: str, value: Any) -> float:
     return number
 
 
+APPTAINER_OPTIONS = ("containall", "no-home", "cleanenv", "fakeroot", "writable-tmpfs", "contain", "no-init")
+DATA_TRANSFERS = ("shared", "sftp")
+
+
+def _jump_host(key: str, value: Any) -> str:
+    """[user@]host[:port] of an SSH bastion."""
+    text = _str(key, value).strip()
+    if text and not re.fullmatch(r"(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(?::\d{1,5})?", text):
+        raise ConfigError(f"{key}: {value!r} is not [user@]host[:port]")
+    return text
+
+
+def _pool_size(key: str, value: Any) -> int:
+    number = _int(key, value)
+    if not 1 <= number <= 64:
+        raise ConfigError(f"{key}: must be between 1 and 64, got {value!r}")
+    return number
+
+
+def _apptainer_options(key: str, value: Any) -> tuple[str, ...]:
+    """{containall: true, no-home: true, ...} or a list of those names -> option words."""
+    if isinstance(value, dict):
+        names = [str(k) for k, v in value.items() if _bool(f"{key}.{k}", v)]
+    else:
+        names = list(_str_list(key, value))
+    words = []
+    for name in names:
+        normal = re.sub(r"(?<=[a-z])([A-Z])", r"-\1", name.strip().lstrip("-")).lower().replace("_", "-")
+        if normal not in APPTAINER_OPTIONS:
+            raise ConfigError(f"{key}: {name!r} is not one of {', '.join(APPTAINER_OPTIONS)}")
+        words.append(f"--{normal}")
+    return tuple(dict.fromkeys(words))
+
+
+def _image_overrides(key: str, value: Any) -> dict[str, str]:
+    overrides = _str_map(key, value)
+    for image, target in overrides.items():
+        if not target.startswith("/") and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", target):
+            raise ConfigError(f"{key}.{image}: {target!r} must be an absolute path (SIF or sandbox dir) or a URI")
+    return overrides
+
+
+def _registry_credentials(key: str, value: Any) -> dict[str, tuple[str, str]]:
+    """registry host -> {Username, Password | PasswordFile}; read once at start-up (and on SIGHUP)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of registry to {{Username, Password}}")
+    creds: dict[str, tuple[str, str]] = {}
+    for registry, spec in value.items():
+        where = f"{key}.{registry}"
+        if not isinstance(spec, dict) or not spec.get("Username"):
+            raise ConfigError(f"{where}: needs Username and Password or PasswordFile")
+        if spec.get("PasswordFile"):
+            path = Path(_str(f"{where}.PasswordFile", spec["PasswordFile"])).expanduser()
+            try:
+                password = path.read_text().rstrip("\n")
+            except OSError as exc:
+                raise ConfigError(f"{where}.PasswordFile: cannot read {path}: {exc.strerror}") from exc
+        else:
+            password = _str(f"{where}.Password", spec.get("Password", ""))
+        if not password or "\n" in password or "\x00" in password:
+            raise ConfigError(f"{where}: the password must be one non-empty line")
+        host = str(registry).strip().lower()
+        if not re.fullmatch(r"[a-z0-9.-]+(?::\d+)?", host):
+            raise ConfigError(f"{where}: {registry!r} is not a registry host[:port]")
+        creds[host] = (_str(f"{where}.Username", spec["Username"]), password)
+    return creds
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     attr: str
@@ -473,6 +559,73 @@ FIELDS: dict[str, FieldSpec] = {
     ),
     "HeldTimeout": FieldSpec(
         "held_timeout", _seconds, "HTCondor: a job held this long is removed and its pod reported Failed."
+    ),
+    "SshHost": FieldSpec(
+        "ssh_host",
+        _str,
+        "Run every scheduler command on this login node over SSH (empty: on this host). The plugin keeps a "
+        "small pool of persistent connections.",
+    ),
+    "SshPort": FieldSpec("ssh_port", _int, "SSH port of SshHost."),
+    "SshUser": FieldSpec("ssh_user", _str, "Remote user (empty: the plugin's own user name); jobs run as this user."),
+    "SshKeyFile": FieldSpec(
+        "ssh_key_file", _optional_path, "Private key for SshHost (re-read on every reconnect, like the certificate)."
+    ),
+    "SshCertificateFile": FieldSpec(
+        "ssh_certificate_file",
+        _optional_path,
+        "OpenSSH certificate of SshKeyFile (e.g. a 12 h CINECA certificate), re-read on every reconnect.",
+    ),
+    "SshKnownHosts": FieldSpec(
+        "ssh_known_hosts",
+        _optional_path,
+        "known_hosts file the host key must be in (default ~/.ssh/known_hosts); an unknown or different key "
+        "fails every command and nothing runs.",
+    ),
+    "SshJumpHost": FieldSpec(
+        "ssh_jump_host", _jump_host, "[user@]host[:port] of a bastion to go through (same key and known_hosts)."
+    ),
+    "SshPoolSize": FieldSpec("ssh_pool_size", _pool_size, "Persistent SSH connections at most (1-64)."),
+    "SshMaxSessions": FieldSpec(
+        "ssh_max_sessions",
+        _pool_size,
+        "Channels per connection at most (sshd's MaxSessions, 10 by default); each log Follow holds one.",
+    ),
+    "SshConnectTimeout": FieldSpec("ssh_connect_timeout", _seconds, "Timeout of one SSH connect + login."),
+    "DataTransfer": FieldSpec(
+        "data_transfer",
+        _choice(DATA_TRANSFERS),
+        "With SshHost: shared (DataRootFolder is the same path here and on the cluster) or sftp (it exists only "
+        "on the cluster: job files are uploaded over SFTP, runner state read with one command per poll).",
+    ),
+    "ApptainerCacheDir": FieldSpec(
+        "apptainer_cache_dir",
+        _str,
+        "Shared dir (as the jobs see it) where images that need a conversion (docker://, oras://, archives) "
+        "are built once into SIF files, under a lock: pods started together convert an image once.",
+    ),
+    "ImageOverrides": FieldSpec(
+        "image_overrides",
+        _image_overrides,
+        "image -> SIF file, sandbox dir (e.g. unpacked on CVMFS) or URI used instead (apptainer/singularity).",
+    ),
+    "RegistryCredentials": FieldSpec(
+        "registry_credentials",
+        _registry_credentials,
+        "registry host -> {Username, Password | PasswordFile} for apptainer pulls (interLink sends no "
+        "imagePullSecrets); given to the pull only, through its environment, never argv, logs or containers.",
+    ),
+    "ApptainerOptions": FieldSpec(
+        "apptainer_options",
+        _apptainer_options,
+        "Options every apptainer/singularity container gets: {containall, no-home, cleanenv, fakeroot, "
+        "writable-tmpfs, contain, no-init: true}; pods add allowed ones with the singularity-options annotation.",
+    ),
+    "ApptainerFallback": FieldSpec(
+        "apptainer_fallback",
+        _str,
+        "Binary tried in the job when the runtime binary is not on the node's PATH (singularity for apptainer; "
+        "empty: none).",
     ),
 }
 

@@ -175,7 +175,7 @@ def create_app(
             since_time=opts.SinceTime,
         )
         if opts.Follow:
-            return StreamingResponse(service.follow_logs(request_obj), media_type="text/plain")
+            return StreamingResponse(await service.open_follow(request_obj), media_type="text/plain")
         return Response(await service.read_logs(request_obj), media_type="text/plain")
 
     @app.get("/healthz")

@@ -25,7 +25,15 @@ from interlink_plugins.core.probes import MPI_HELPER, handler_argv, probe_helper
 from interlink_plugins.core.runner import CommandFailed, run_blocking
 from interlink_plugins.core.runplan import ContainerRun, ProbeRun, RestartPolicy, RunPlan
 from interlink_plugins.core.runscript import render_runner
-from interlink_plugins.core.runtimes import NS_EXEC_NAME, Runtime, RuntimeContext, helper_files, runtime_for
+from interlink_plugins.core.runtimes import (
+    NS_EXEC_NAME,
+    Runtime,
+    RuntimeContext,
+    apptainer_runner_env,
+    apptainer_settings,
+    helper_files,
+    runtime_for,
+)
 from interlink_plugins.core.templating import quote_words
 from interlink_plugins.core.volumes import materialise_volumes
 
@@ -82,6 +90,8 @@ def _hook_argv(
 
 def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, job_dir: Path) -> tuple[str, ...]:
     """`bash mpi.sh launch LAUNCHER... FLAGS... --il-task RUNTIME` for pods with mpi-flags, else ()."""
+    if config.backend != "slurm":
+        return ()  # slurm-job.vk.io/mpi-flags: srun/mpiexec inside a SLURM allocation only
     # present at all (even empty) means MPI; "false" turns it off
     found = next(((k, pod.annotations[k]) for k in ann.MPI_FLAGS if k in pod.annotations), None)
     if found is None or ann.mpi_disabled(found[1]):
@@ -164,6 +174,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     options = _runtime_options(pod, policy, runtime_name)
     mpi = _mpi_launch(pod, config, policy, runtime_name, job_dir)
     runs: list[ContainerRun] = []
+    private_files: list[tuple[str, bytes]] = []
     prepare_steps: list[tuple[str, ...]] = []
     if pod.job_script is not None:
         # interLink's job script replaces the containers (the Go plugin's pseudo-container jobScript)
@@ -187,8 +198,10 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             extra_options=options,
             binary=_runtime_binary(config, runtime_name),
             container_index=position,
+            apptainer=apptainer_settings(config),
         )
         argv = runtime.argv(ctx)
+        private_files.extend(argv.files)
         if write:
             _write_private_files(argv.files)
         prepare_steps.extend(argv.prepare_argvs)
@@ -220,6 +233,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     prologue, wrapper = _prologue(pod, policy, job_dir)
     prologue.extend(quote_words(step) for step in prepare_steps)
     runner_env = dict(config.job_environment)
+    runner_env.update(apptainer_runner_env(config, [c.image for c in pod.all_containers]))
     pod_ip = pod.annotations.get(ann.POD_IP, "")
     if pod_ip:
         runner_env["POD_IP"] = pod_ip
@@ -233,6 +247,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         prologue=tuple(prologue),
         runner_env=tuple(sorted(runner_env.items())),
         wrapper=wrapper,
+        private_files=tuple(private_files),
     )
 
 

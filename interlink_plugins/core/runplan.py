@@ -58,6 +58,8 @@ class RunPlan:
     # after the prologue, the containers run inside this program: `WRAPPER... bash pod-runner.sh --wrapped`
     # (the interLink mesh script, which sets up a network namespace and then runs its arguments)
     wrapper: tuple[str, ...] = ()
+    # (path as the job sees it, content): the runtimes' private files (env files), mode 0600
+    private_files: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def init_containers(self) -> tuple[ContainerRun, ...]:

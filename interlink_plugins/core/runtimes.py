@@ -14,8 +14,16 @@ shell. Per runtime:
     containers, ports on the node), as with apptainer, enroot and ``none``.
 ``apptainer`` / ``singularity``
     ``exec`` when the pod sets a command, ``run`` otherwise (keeps the runscript); always
-    ``--no-eval``; env through ``APPTAINERENV_<NAME>`` / ``SINGULARITYENV_<NAME>`` entries of an
-    ``env`` prefix (never an env file that a shell parses).
+    ``--no-eval``. The container runs through ``apptainer.sh`` in the job dir, which picks the
+    binary (the fallback when it is missing), converts images once into ApptainerCacheDir under a
+    lock, gives registry credentials to the conversion only, and turns the container's private
+    NUL-separated env file into ``APPTAINERENV_<NAME>`` (``SINGULARITYENV_``) entries of its own
+    environment: the values never sit in an argv (``ps``) and no shell parses them. Measured with
+    apptainer 1.4.5 and ``--no-eval``: these entries give every value byte for byte; apptainer's
+    own ``--env-file`` (shell-parsed) does too for shell-quoted values but loses ``PWD`` and
+    ``IFS``, so it is not used. A name that is not a shell identifier is refused (422): the
+    entries would silently drop the WHOLE env, ``--env-file`` fails. ``HOME`` cannot be set
+    (apptainer refuses to override it).
 ``enroot``
     ``enroot import`` + ``enroot create`` as prepare steps, ``enroot start`` to run, ``enroot
     remove -f`` as cleanup. enroot passes env through a line-based file, so names must be C
@@ -24,13 +32,14 @@ shell. Per runtime:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.expand import env_map, expand_k8s
@@ -38,6 +47,7 @@ from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import Container, EnvVar
 
 NS_EXEC_NAME = "ns-exec.sh"
+APPTAINER_HELPER_NAME = "apptainer.sh"
 ENROOT_RC_NAME = "enroot-exec.rc"
 # enroot's image rc runs ENTRYPOINT with the given args; Kubernetes `command` replaces the
 # entrypoint, so a pod command runs through this rc instead: `rc WORKDIR COMMAND [ARG]...`.
@@ -86,6 +96,17 @@ _ENROOT_HOST_SENSITIVE = frozenset(
 
 
 @dataclass(frozen=True)
+class ApptainerSettings:
+    """Site settings of the apptainer/singularity runtime (config keys Apptainer*, ImageOverrides, ...)."""
+
+    options: tuple[str, ...] = ()  # ApptainerOptions, e.g. --containall
+    fallback: str = "singularity"  # tried in the job when the binary is not on PATH ("" = none)
+    cache_dir: str = ""  # ApptainerCacheDir (as the jobs see it)
+    overrides: Mapping[str, str] = field(default_factory=dict)  # image -> SIF / sandbox dir / URI
+    credentialed_registries: frozenset[str] = frozenset()  # registries with RegistryCredentials
+
+
+@dataclass(frozen=True)
 class RuntimeContext:
     """Everything a runtime needs to build the argv of one container."""
 
@@ -105,6 +126,7 @@ class RuntimeContext:
     binary: str | None = None  # runtime executable (none: the bwrap binary)
     default_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     container_index: int | None = None  # index in spec.containers / spec.initContainers, for errors
+    apptainer: ApptainerSettings = field(default_factory=ApptainerSettings)
 
     def field(self, suffix: str) -> str:
         """The Kubernetes field path of this container plus ``suffix``."""
@@ -150,8 +172,12 @@ def process_argv(container: Container, env: Mapping[str, str]) -> tuple[list[str
 
 def helper_files() -> dict[str, str]:
     """Static helpers the backend installs in the job dir (name -> content), mode 0755."""
-    ns_exec = resources.files("interlink_plugins").joinpath("templates", "ns_exec.sh").read_text()
-    return {NS_EXEC_NAME: ns_exec, ENROOT_RC_NAME: ENROOT_RC}
+    templates = resources.files("interlink_plugins").joinpath("templates")
+    return {
+        NS_EXEC_NAME: templates.joinpath("ns_exec.sh").read_text(),
+        ENROOT_RC_NAME: ENROOT_RC,
+        APPTAINER_HELPER_NAME: templates.joinpath("apptainer.sh").read_text(),
+    }
 
 
 def container_name(ctx: RuntimeContext) -> str:
@@ -340,21 +366,56 @@ def apptainer_image(image: str, prefix: str) -> str:
     return prefix + image
 
 
+def needs_conversion(image: str) -> bool:
+    """True for references apptainer turns into a SIF first (registries, archives); False for files/dirs."""
+    return not image.startswith("/")
+
+
+def image_registry(image: str) -> str:
+    """The registry host of a docker:// (or bare) reference, lower case; "" for other transports."""
+    rest = image
+    if image.startswith("docker://"):
+        rest = image[len("docker://") :]
+    elif _SCHEME.match(image) or image.startswith("/") or image.startswith(_APPTAINER_TRANSPORTS):
+        return ""
+    first, sep, _ = rest.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first.lower()
+    return "docker.io"
+
+
+def cached_sif_name(image: str) -> str:
+    """File name of the SIF an image converts to in the cache: readable prefix + hash of the reference."""
+    digest = hashlib.sha256(image.encode()).hexdigest()[:24]
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", image.split("://", 1)[-1])[-60:].strip("._") or "image"
+    return f"{readable}-{digest}.sif"
+
+
 class ApptainerRuntime:
-    """``apptainer exec|run --no-eval``; the env prefix is APPTAINERENV_ (SINGULARITYENV_)."""
+    """``apptainer exec|run --no-eval`` through ``apptainer.sh`` (env prefix APPTAINERENV_ or SINGULARITYENV_)."""
 
     def __init__(self, name: str = "apptainer", env_prefix: str = "APPTAINERENV_") -> None:
         self.name = name
-        self.env_prefix = env_prefix
+        self.env_prefix = env_prefix  # what the binary reads; apptainer.sh picks it by the binary it finds
 
-    def _env_words(self, ctx: RuntimeContext) -> list[str]:
-        return ["env", *(f"{self.env_prefix}{n}={v}" for n, v in _final_env(ctx).items())]
+    def _env_file(self, ctx: RuntimeContext) -> tuple[str, bytes]:
+        """The container's env as NAME=VALUE records, NUL-separated (values may hold newlines)."""
+        env = _final_env(ctx)
+        for name in env:
+            if not _C_IDENTIFIER.match(name):
+                # apptainer would drop the whole env (APPTAINERENV_) or fail (--env-file): refuse it
+                raise PodSpecError(
+                    f"{_env_field(ctx, name)}.name", f"{self.name} can only pass names that are shell identifiers"
+                )
+        content = b"".join(f"{name}={value}".encode() + b"\0" for name, value in env.items())
+        return env_file_path(ctx), content
 
     def _options(self, ctx: RuntimeContext) -> list[str]:
         words = ["--no-eval"]
         if ctx.gpus > 0:
             words.append("--nv")
         words += ctx.extra_options
+        words += [w for w in ctx.apptainer.options if w not in words]
         for mount in _sorted_mounts(ctx.mounts):
             _check_target(ctx, mount)
             for path in (mount.source, mount.target):
@@ -366,6 +427,8 @@ class ApptainerRuntime:
             words += ["--bind", f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")]
         if ctx.container.working_dir:
             words += ["--pwd", ctx.container.working_dir]
+        if "--" in words:
+            raise PodSpecError(ctx.field("workingDir"), "'--' is not a valid directory")
         return words
 
     def _binary(self, ctx: RuntimeContext) -> str:
@@ -374,19 +437,71 @@ class ApptainerRuntime:
             raise ConfigError(f"runtime binary {binary!r} must not contain '='")
         return binary
 
+    def image(self, ctx: RuntimeContext) -> tuple[str, str]:
+        """(image reference, SIF path to convert it into or "") for the container."""
+        settings = ctx.apptainer
+        image = settings.overrides.get(ctx.container.image)
+        if image is None:
+            image = apptainer_image(ctx.container.image, ctx.image_prefix or "docker://")
+        if not needs_conversion(image):
+            return image, ""
+        if settings.cache_dir:
+            return image, posixpath.join(settings.cache_dir, cached_sif_name(image))
+        if image_registry(image) in settings.credentialed_registries:
+            # credentials reach only a conversion: into the job dir when no shared cache is configured
+            return image, posixpath.join(ctx.job_dir, "images", cached_sif_name(image))
+        return image, ""
+
+    def _launch(self, ctx: RuntimeContext, verb: str, program: Sequence[str]) -> tuple[str, ...]:
+        image, sif = self.image(ctx)
+        fallback = ctx.apptainer.fallback
+        if fallback == self.name or fallback == self._binary(ctx):
+            fallback = "apptainer" if self.name == "singularity" else ""
+        helper = posixpath.join(ctx.job_dir, APPTAINER_HELPER_NAME)
+        env_file = self._env_file(ctx)[0]
+        return (
+            "bash", helper, self._binary(ctx), fallback, env_file, sif, image, verb, *self._options(ctx), "--",
+            *program,
+        )  # fmt: skip
+
     def argv(self, ctx: RuntimeContext) -> ContainerArgv:
         command, args = _expanded(ctx)
         verb = "exec" if command else "run"
-        image = apptainer_image(ctx.container.image, ctx.image_prefix)
-        words = [*self._env_words(ctx), self._binary(ctx), verb, *self._options(ctx), image]
-        words += [*(command or []), *(args or [])]
-        return ContainerArgv(argv=tuple(words))
+        return ContainerArgv(
+            argv=self._launch(ctx, verb, [*(command or []), *(args or [])]), files=(self._env_file(ctx),)
+        )
 
     def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
         if not command:
             raise ValueError("exec_argv needs a command")
-        image = apptainer_image(ctx.container.image, ctx.image_prefix)
-        return (*self._env_words(ctx), self._binary(ctx), "exec", *self._options(ctx), image, *command)
+        return self._launch(ctx, "exec", command)
+
+
+def apptainer_settings(config: Any) -> ApptainerSettings:
+    """The runtime settings from the plugin config (duck-typed: core must not import config)."""
+    return ApptainerSettings(
+        options=tuple(config.apptainer_options),
+        fallback=str(config.apptainer_fallback),
+        cache_dir=str(config.apptainer_cache_dir),
+        overrides=dict(config.image_overrides),
+        credentialed_registries=frozenset(config.registry_credentials),
+    )
+
+
+def apptainer_runner_env(config: Any, images: Sequence[str]) -> dict[str, str]:
+    """Registry credentials for the pod's conversions (runner env, unset by apptainer.sh before a container runs).
+
+    One pair per pod: those of the first image whose registry has credentials."""
+    if config.container_runtime not in ("apptainer", "singularity") or not config.registry_credentials:
+        return {}
+    for image in images:
+        if image in config.image_overrides:
+            continue
+        reference = apptainer_image(image, config.image_prefix or "docker://")
+        found = config.registry_credentials.get(image_registry(reference))
+        if found:
+            return {"IL_REGAUTH_USER": found[0], "IL_REGAUTH_PASS": found[1]}
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------

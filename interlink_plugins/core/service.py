@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -471,8 +471,23 @@ class PluginService:
         self.metrics.log_bytes.labels(self.backend.name).inc(len(data))
         return data
 
-    def follow_logs(self, request: LogRequest) -> AsyncIterator[bytes]:
+    async def open_follow(self, request: LogRequest) -> AsyncIterator[bytes]:
+        """A Follow, opened before the response starts, so that a backend streaming the log from
+        another host (SSH) can still answer 503 when that host is unreachable."""
+        opener = getattr(self.backend, "open_log_feed", None)  # optional backend hook
+        if opener is None:
+            return self.follow_logs(request)
+        record, _path = self._log_path(request)
+        if request.previous:  # a finished run: nothing more will come
+            data = await self.read_logs(request)
+            return _one_chunk(data)
+        feed = await opener(record, request.container)
+        return self.follow_logs(request, feed=feed)
+
+    def follow_logs(self, request: LogRequest, *, feed: Any = None) -> AsyncIterator[bytes]:
         record, path = self._log_path(request)
+        if feed is not None:
+            path = feed.path  # a local file the backend keeps appending to (closed with the stream)
         uid, container = record.uid, request.container
 
         def finished() -> bool:
@@ -481,11 +496,13 @@ class PluginService:
                 return True
             return "terminated" in self._container_state(current, container)
 
-        stream = follow_log(path, self._log_options(request), finished=finished)
+        stream: AsyncIterator[bytes] = follow_log(path, self._log_options(request), finished=finished)
         # optional backend hook: keep that live copy fresh while the stream lasts
         keep_fresh = getattr(self.backend, "keep_log_fresh", None)
         if keep_fresh is not None:
             stream = keep_fresh(record, container, stream)
+        if feed is not None:
+            stream = _closing(stream, feed.close)
         return self._counted(stream)
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -528,6 +545,14 @@ class PluginService:
             self._jobs = jobs
         await self._refresh_resources(now)
         await self._retry_pending(now)
+        # optional backend hook: runner files on another host, fetched for all pods at once (SSH + sftp)
+        prefetch = getattr(self.backend, "prefetch_files", None)
+        if prefetch is not None and tracked:
+            try:
+                await prefetch(tracked)
+            except BackendUnavailable as exc:
+                log.warning("runner state not refreshed, statuses kept: %s", exc)
+                return
         statuses = await asyncio.to_thread(self._build_statuses, tracked, now)
         for record, status, final in statuses:
             if final:
@@ -610,6 +635,19 @@ class PluginService:
                     return
                 continue
             await self._submit(record)
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
+
+
+async def _closing(chunks: AsyncIterator[bytes], close: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await close()
 
 
 def _grace_from_pod(raw: Any) -> float | None:

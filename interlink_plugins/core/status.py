@@ -142,6 +142,11 @@ def container_status(
         return _requeued(name, image, files, ctx)
     if files.exit_code is not None:
         reason, detail = files.reason or ("Completed" if files.exit_code == 0 else "Error", "")
+        if job and job.active and reason in ("Terminated", "Killed") and not ctx.deleting and files.started:
+            # the scheduler is stopping the job (timeout, preemption, node failure, requeue): its
+            # verdict comes when the job leaves the queue; a terminated state now would be final
+            # for interLink, with the wrong reason
+            return _still_stopping(name, image, files, ctx, detail)
         if job and job.abnormal_reason and reason in ("Terminated", "Killed") and not ctx.deleting:
             reason, detail = job.abnormal_reason, f"{ctx.backend} {job.state}"
         state = _terminated(files.exit_code, reason, _message(reason, detail, ctx), files.started, files.finished)
@@ -176,6 +181,27 @@ def container_status(
         "state": state,
         "ready": running and files.ready is not False,
         "started": running and files.startup is not False,
+        "restartCount": files.restarts,
+        "image": image,
+        "imageID": "",
+    }
+    if files.last:
+        code, started, finished = files.last
+        status["lastState"] = _terminated(code, "Completed" if code == 0 else "Error", "", started, finished)
+    return status
+
+
+def _still_stopping(name: str, image: str, files: ContainerFiles, ctx: StatusContext, detail: str) -> dict[str, Any]:
+    state: dict[str, Any]
+    if detail.startswith(("killed", "SIGKILL")):
+        state = {"running": {"startedAt": files.started}}
+    else:
+        state = {"waiting": {"reason": "Terminating", "message": _message("Terminating", detail, ctx)}}
+    status: dict[str, Any] = {
+        "name": name,
+        "state": state,
+        "ready": False,
+        "started": "running" in state,
         "restartCount": files.restarts,
         "image": image,
         "imageID": "",

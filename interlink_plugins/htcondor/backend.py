@@ -16,6 +16,7 @@ import logging
 import os
 import pwd
 import shutil
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ STARTD_PROJECTION = [
     "Offline", "Draining",
 ]  # fmt: skip
 _FILE_VOLUMES = ("configMap", "secret", "projected", "downwardAPI")
+FORGOTTEN_AFTER = 60.0
+_LOCAL_ONLY = ("pod.json", "emptydir", submit.WRAPPER)
 
 
 class HTCondorBackend(RunnerFiles):
@@ -54,6 +57,7 @@ class HTCondorBackend(RunnerFiles):
         self._job_uid = _resolve_user(config.htcondor_job_user) if config.htcondor_job_user else None
         self._jobs: dict[str, JobInfo] = {}  # the last answer of query()/query_finished(), by job id
         self._chirped: dict[str, Mapping[str, list[str]]] = {}  # spool: per-container state from the job ad
+        self._last_seen: dict[str, float] = {}  # job id -> when query() last saw it in the queue
 
     # --- identity ----------------------------------------------------------------------
 
@@ -73,9 +77,13 @@ class HTCondorBackend(RunnerFiles):
             # the files are written here; the runner is rendered for the path the job sees
             plan = build_run_plan(pod, Path(where.run_dir), self.config, self.policy, write=False)
         files = dict(write_job_files(pod, local, plan, self.config, write=write))
-        inputs = list(submit.SPOOL_INPUTS)
-        if any(v.kind in _FILE_VOLUMES for v in pod.volumes):
-            inputs.append("volumes")
+        # spool mode sends what the core wrote: runner, helpers, volumes, per-container files (env files);
+        # pod.json stays (recovery reads it here), emptyDirs are made by the wrapper
+        if write:
+            inputs = sorted(p.name for p in local.iterdir() if p.name not in _LOCAL_ONLY)
+        else:
+            inputs = [name for name in files if name not in _LOCAL_ONLY]
+            inputs += ["volumes"] if any(v.kind in _FILE_VOLUMES for v in pod.volumes) else []
         description = submit.description(
             pod, self.config, self.policy, where, grace_seconds=plan.grace_seconds, spool_inputs=inputs
         )
@@ -135,6 +143,7 @@ class HTCondorBackend(RunnerFiles):
                 info = JobInfo(job, "Completed (outputs not retrieved yet)", active=True, running=True,
                                node=info.node, started_at=info.started_at)
             jobs[job] = info
+            self._last_seen[job] = time.monotonic()
             chirped = states.text(ad, submit.CHIRP_ATTR)
             if chirped:
                 self._chirped[job] = submit.parse_chirped(chirped)
@@ -176,7 +185,8 @@ class HTCondorBackend(RunnerFiles):
     # --- per-container view ------------------------------------------------------------
 
     def _local_state(self, record: PodRecord) -> bool:
-        return not self.spool or (Path(record.job_dir) / "c").is_dir()
+        # spool mode: the runner's files are here once retrieved (the wrapper always leaves pod.exit)
+        return not self.spool or (Path(record.job_dir) / "pod.exit").exists()
 
     def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
         if self._local_state(record):
@@ -202,6 +212,12 @@ class HTCondorBackend(RunnerFiles):
         if not self.spool or local.exists():
             return local
         return _live_copy(record, container, previous)
+
+    def runner_finished(self, record: PodRecord) -> bool:
+        # the schedd's history is the authority: the runner's own account only settles a job that left
+        # the queue a while ago and that the history does not know (history off or rotated)
+        seen = self._last_seen.get(record.job_id)
+        return super().runner_finished(record) and (seen is None or time.monotonic() - seen > FORGOTTEN_AFTER)
 
     # --- live logs of spooled jobs (hooks the service calls when the backend has them) ---
 
@@ -266,6 +282,7 @@ class HTCondorBackend(RunnerFiles):
         job_dir = Path(record.job_dir)
         self._jobs.pop(record.job_id, None)
         self._chirped.pop(record.job_id, None)
+        self._last_seen.pop(record.job_id, None)
         if job_dir.parent == self.config.data_root and job_dir.exists():
             await asyncio.to_thread(shutil.rmtree, job_dir, True)
 

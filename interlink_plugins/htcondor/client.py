@@ -82,6 +82,7 @@ class CondorClient:
 
     async def _call(self, what: str, fn: Callable[[], T], *, timeout: float | None = None) -> T:
         self.calls[what] = self.calls.get(what, 0) + 1
+        log.debug("htcondor call %s", what)
         loop = asyncio.get_running_loop()
 
         def run() -> T:

@@ -94,6 +94,8 @@ def _hold(ad: Mapping[str, Any], prefix: str) -> tuple[int | None, int | None, s
 def _removed_reason(ad: Mapping[str, Any], deleting: bool) -> tuple[str, str]:
     """(abnormal reason, state text) of a removed job, from its last hold and RemoveReason."""
     code, sub, hold_text = _hold(ad, "Last")
+    if code is None:  # still in the queue right after the removal: the hold is not "Last" yet
+        code, sub, hold_text = _hold(ad, "")
     remove_text = text(ad, "RemoveReason")
     if code in (HOLD_EXECUTE_DURATION, HOLD_JOB_DURATION) or (code == HOLD_JOB_POLICY and sub == DEADLINE_SUBCODE):
         return "DeadlineExceeded", f"removed after exceeding its deadline ({hold_text})"

@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 L_JOB_DIR = LABEL_PREFIX + "job-dir"
 STOP_MARKER = "stop-requested"
 ACTION_CONCURRENCY = 4
+STOP_CONCURRENCY = 16
 _ZERO_TIME = "0001-01-01"
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
@@ -167,6 +168,8 @@ class PodmanBackend:
         self._orphans: set[str] = set()  # pods whose removal failed: retried every poll
         self._tasks: set[asyncio.Task[None]] = set()
         self._actions = asyncio.Semaphore(ACTION_CONCURRENCY)
+        self._stops = asyncio.Semaphore(STOP_CONCURRENCY)  # graceful stops wait out grace periods: more at once
+        self._removals = asyncio.Semaphore(ACTION_CONCURRENCY)
         self._gpu_lock = asyncio.Lock()
 
     # --- helpers -----------------------------------------------------------------------
@@ -204,18 +207,24 @@ class PodmanBackend:
 
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
         job_dir = self.job_dir(pod.namespace, pod.uid)
+
+        def spec_for(written: bool) -> PodSpec:
+            volumes = materialise_volumes(pod, job_dir, allowed_host_paths=self.policy.allowed_host_paths,
+                                          write=written)
+            return build_pod_spec(
+                pod,
+                volumes.mounts,
+                grace_cap=self.config.grace_period_cap,
+                pull_override=self.config.pull_policy or None,
+                host=self.host_facts(),
+                gpu_map=self.config.gpu_cdi_map,
+            )
+
+        spec = spec_for(False)  # validate everything before anything is written
         if write:
             job_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(job_dir, 0o700)
-        volumes = materialise_volumes(pod, job_dir, allowed_host_paths=self.policy.allowed_host_paths, write=write)
-        spec = build_pod_spec(
-            pod,
-            volumes.mounts,
-            grace_cap=self.config.grace_period_cap,
-            pull_override=self.config.pull_policy or None,
-            host=self.host_facts(),
-            gpu_map=self.config.gpu_cdi_map,
-        )
+            spec = spec_for(True)
         create = pod_create_argv(pod, spec, instance=self.config.instance_id, network=self.config.podman_pod_network)
         create.append(f"--label={L_JOB_DIR}={job_dir}")
         meta = pod_metadata(pod)
@@ -343,6 +352,10 @@ class PodmanBackend:
             job_dir = labels.get(L_JOB_DIR) or str(self.job_dir(namespace, uid))
             adopted.append(AdoptedJob(uid=uid, job_id=str(entry.get("Id", "")), job_dir=job_dir,
                                       namespace=namespace, name=labels.get(L_NAME, "")))
+        # adopt() runs once at start, before the plugin answers: decide once now, so the first /status
+        # after a restart already shows what podman shows (no "waiting for the scheduler" gap)
+        with contextlib.suppress(BackendUnavailable):
+            await self.query([job.job_id for job in adopted])
         return adopted
 
     # --- status ------------------------------------------------------------------------
@@ -440,7 +453,8 @@ class PodmanBackend:
                 run_dir = info.job_dir / "c" / str(labels.get(L_CONTAINER, "")) / str(labels.get(L_RUN, ""))
                 error = ""
                 with contextlib.suppress(OSError, ValueError):
-                    error = json.loads((run_dir / "error").read_text()).get("message", "")
+                    data = json.loads((run_dir / "error").read_text())
+                    error = "" if data.get("create") else str(data.get("message", ""))
                 self._run_files[cid] = ((run_dir / "oom").exists(), error)
 
     def _load_spec(self, pod_id: str, job_dir: Path) -> PodSpec | None:
@@ -452,6 +466,16 @@ class PodmanBackend:
             return None
         if (job_dir / STOP_MARKER).exists():
             self._stop_requested.add(pod_id)
+        errors = self._create_errors.setdefault(pod_id, {})
+        for container in spec.containers:
+            runs = _run_numbers(job_dir / "c" / container.name)
+            if not runs or container.name in errors:
+                continue
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                data = json.loads((job_dir / "c" / container.name / str(runs[-1]) / "error").read_text())
+                if data.get("create"):
+                    errors[container.name] = CreateError(runs[-1], str(data["reason"]), str(data["message"]),
+                                                         float(data["at"]), int(data.get("attempts", 1)))
         return spec
 
     def _observe(self, pod_id: str, info: PodInfo, entries: list[dict[str, Any]]) -> Observed:
@@ -624,6 +648,9 @@ class PodmanBackend:
         attempts = previous.attempts + 1 if previous is not None and previous.run == run else 1
         reason = create_failure_reason(text, never_pull)
         errors[name] = CreateError(run, reason, text, time.time(), attempts)
+        # kept in the run directory too, so a restarted plugin reports it at once (podman has no trace)
+        record = {"create": True, "reason": reason, "message": text, "at": time.time(), "attempts": attempts}
+        await asyncio.to_thread(_write_text, run_dir / "error", json.dumps(record))
         log.warning("podman pod %s: container %s run %s: %s: %s", pod_id, name, run, reason, text)
 
     # --- delete ------------------------------------------------------------------------
@@ -669,6 +696,10 @@ class PodmanBackend:
             log.info("podman pod kill %s: %s", job_id, result.error_text)
 
     async def _stop_pod(self, pod_id: str, grace: int) -> None:
+        async with self._stops:
+            await self._stop_pod_now(pod_id, grace)
+
+    async def _stop_pod_now(self, pod_id: str, grace: int) -> None:
         try:
             result = await self._podman(["pod", "stop", "-t", str(grace), pod_id], "delete",
                                         timeout=grace + self.config.command_timeout)
@@ -678,19 +709,25 @@ class PodmanBackend:
             log.warning("podman pod stop %s: %s", pod_id, exc)
 
     async def cleanup(self, record: PodRecord) -> None:
-        targets = [t for t in (record.job_id, pod_name(self.config.instance_id, record.uid)) if t]
-        try:
-            result = await self._podman(["pod", "rm", "-f", "-t", "0", "--ignore", *targets], "cleanup")
-        except BackendUnavailable:
-            if record.job_id:
-                self._orphans.add(record.job_id)
-            raise
-        if not result.ok:
-            log.warning("podman pod rm %s: %s", " ".join(targets), result.error_text)
-        job_dir = Path(record.job_dir)
-        if job_dir.parent == self.config.data_root and job_dir.exists():
-            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        """Remove the pod (containers included) and its job dir, in the background: the core calls this
+        from its poll loop, one pod after the other, and a bulk delete must not stall the polls."""
+        targets = tuple(t for t in (record.job_id, pod_name(self.config.instance_id, record.uid)) if t)
         self._forget(record.job_id)
+        self._spawn(self._remove(targets, Path(record.job_dir), record.job_id))
+
+    async def _remove(self, targets: tuple[str, ...], job_dir: Path, pod_id: str) -> None:
+        async with self._removals:
+            try:
+                result = await self._podman(["pod", "rm", "-f", "-t", "0", "--ignore", *targets], "cleanup")
+            except BackendUnavailable as exc:
+                log.warning("podman pod rm %s: %s (retried every poll)", " ".join(targets), exc)
+                if pod_id:
+                    self._orphans.add(pod_id)
+                return
+            if not result.ok:
+                log.warning("podman pod rm %s: %s", " ".join(targets), result.error_text)
+            if job_dir.parent == self.config.data_root and job_dir.exists():
+                await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
     def _forget(self, pod_id: str) -> None:
         self._specs.pop(pod_id, None)

@@ -232,10 +232,17 @@ class Planner:
         states: dict[str, _State] = {}
         actions: list[Action] = []
 
-        # init containers, in order
+        # init containers, in order; once the main containers have started the pod is initialized for
+        # good (the kubelet never goes back): init containers are only reported, sidecars kept running
+        initialized = any(self._runs(c.name) or c.name in obs.create_errors for c in spec.main)
         blocked_by = ""
         init_failed: tuple[str, int, float] | None = None
         for c in spec.init:
+            if initialized:
+                sidecar = c.kind == "sidecar"
+                states[c.name] = self.drive(c, allow_start=sidecar and not stopping, restart=sidecar and not stopping,
+                                            waiting=("ContainerCreating", "starting"))
+                continue
             if blocked_by or init_failed:
                 before = blocked_by or (init_failed[0] if init_failed else "")
                 waiting = ("PodInitializing", f"waiting for init container {before}")
@@ -370,12 +377,6 @@ class Planner:
             return state  # e.g. InitContainerFailed for a container that never ran
         when_ts = deadline_at if (deadline_at is not None and not deleted) else self.now
         when = epoch_rfc3339(min(when_ts, self.now))
-        if state.outcome == "backoff" and last is not None:
-            waited = ("Terminated", "pod stopped while the container was waiting to restart")
-            reason = waited if deleted else deadline
-            files = ContainerFiles(started=when, finished=when, exit_code=143, restarts=state.files.restarts,
-                                   last=state.files.last, reason=reason)
-            return _State("failed", files, state.current_run, False, end_ts=self.now, code=143)
         reason = deadline if not deleted else ("Terminated", "pod stopped before the container started")
         files = ContainerFiles(started=when, finished=when, exit_code=143, restarts=state.files.restarts,
                                last=state.files.last, reason=reason)

@@ -117,7 +117,7 @@ def _volumes_pod(plugin: PluginProcess) -> None:
     plugin.create(body)
     status = plugin.wait_done(body, timeout=60)
     assert exit_codes(status) == {"c": 0}, plugin.logs(body, "c").text
-    assert plugin.logs(body, "c").text == "a: 1\n600\n400\ns3cr3t $(whoami) `id`"
+    assert plugin.logs(body, "c").text == "a: 1\n600\n400\ns3cr3t $(whoami) `id`\n"
 
 
 def test_resources_accounting_group_and_submit_commands(kit: HTCondorKit) -> None:
@@ -269,7 +269,7 @@ def test_spool_mode_volumes_live_state_live_logs_and_retrieve(spool_kit: HTCondo
     assert text.startswith("line1\nline2\n")
     status = plugin.wait_done(body, timeout=60)
     assert exit_codes(status) == {"c": 0, "d": 4}
-    assert plugin.logs(body, "c").text == "line1\nline2\nline3\nline4\nline5\nline6\nfrom-configmap"
+    assert plugin.logs(body, "c").text == "line1\nline2\nline3\nline4\nline5\nline6\nfrom-configmap\n"
     job_dir = Path(data_root) / f"default-{body['pod']['metadata']['uid']}"
     assert (job_dir / "c" / "c" / "exit").read_text() == "0\n" and (job_dir / "pod.exit").exists()
     assert ad(spool_kit, job_id, "InterLinkSpool")["InterLinkSpool"] is True

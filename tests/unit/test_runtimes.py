@@ -28,13 +28,17 @@ from interlink_plugins.core.expand import env_map, expand_k8s
 from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import Container, ContainerResources, EnvVar
 from interlink_plugins.core.runtimes import (
+    APPTAINER_HELPER_NAME,
     ENROOT_RC,
     ENROOT_RC_NAME,
     NS_EXEC_NAME,
     RUNTIMES,
     ContainerArgv,
+    ApptainerSettings,
     RuntimeContext,
     apptainer_image,
+    cached_sif_name,
+    image_registry,
     container_name,
     enroot_uri,
     helper_files,
@@ -196,7 +200,8 @@ def test_process_argv_expands_command_and_args_only() -> None:
 
 def test_helper_files_are_static() -> None:
     files = helper_files()
-    assert set(files) == {NS_EXEC_NAME, ENROOT_RC_NAME}
+    assert set(files) == {NS_EXEC_NAME, ENROOT_RC_NAME, APPTAINER_HELPER_NAME}
+    assert "eval" not in files[APPTAINER_HELPER_NAME]
     assert files[NS_EXEC_NAME].startswith("#!/usr/bin/env bash")
     assert "eval" not in files[NS_EXEC_NAME].replace("evaluated", "")
     assert files[ENROOT_RC_NAME] == ENROOT_RC
@@ -601,23 +606,72 @@ def test_apptainer_exec_argv_structure() -> None:
         image="img", command=["/bin/x", "$(A)"], args=["y z"], env=[("A", "1"), ("B", "q'\n")], working_dir="/w"
     )
     mounts = (Mount("/j/v", "/data"), Mount("/j/s", "/sec", read_only=True))
-    ctx = make_ctx(c, mounts=mounts, gpus=1, extra_options=("--contain",), image_prefix="docker://")
-    assert runtime_for("apptainer").argv(ctx) == ContainerArgv(
-        argv=(
-            "env", "APPTAINERENV_A=1", "APPTAINERENV_B=q'\n", "apptainer", "exec", "--no-eval", "--nv", "--contain",
-            "--bind", "/j/v:/data", "--bind", "/j/s:/sec:ro", "--pwd", "/w", "docker://img", "/bin/x", "1", "y z",
-        )
+    settings = ApptainerSettings(options=("--cleanenv",))
+    ctx = make_ctx(c, mounts=mounts, gpus=1, extra_options=("--contain",), image_prefix="docker://", apptainer=settings)
+    spec = runtime_for("apptainer").argv(ctx)
+    assert spec.argv == (
+        "bash", "/jobs/ns-uid/apptainer.sh", "apptainer", "singularity", "/jobs/ns-uid/c/c1/env.nul", "",
+        "docker://img", "exec", "--no-eval", "--nv", "--contain", "--cleanenv",
+        "--bind", "/j/v:/data", "--bind", "/j/s:/sec:ro", "--pwd", "/w", "--", "/bin/x", "1", "y z",
     )  # fmt: skip
+    # the env never sits in the argv: it is a private NUL-separated file
+    assert spec.files == (("/jobs/ns-uid/c/c1/env.nul", b"A=1\0B=q'\n\0"),)
 
 
-def test_apptainer_run_keeps_runscript_and_singularity_prefix() -> None:
+def test_apptainer_run_keeps_runscript_and_singularity_binary() -> None:
     ctx = make_ctx(make_container(image="/i.sif", args=["a"], env=[("X", "1")]), binary="/opt/bin/singularity")
     argv = runtime_for("singularity").argv(ctx).argv
-    assert argv == ("env", "SINGULARITYENV_X=1", "/opt/bin/singularity", "run", "--no-eval", "/i.sif", "a")
+    assert argv[2:] == ("/opt/bin/singularity", "apptainer", "/jobs/ns-uid/c/c1/env.nul", "", "/i.sif", "run",
+                        "--no-eval", "--", "a")  # fmt: skip
     no_args = runtime_for("apptainer").argv(make_ctx(make_container(image="/i.sif"))).argv
-    assert no_args == ("env", "apptainer", "run", "--no-eval", "/i.sif")
+    assert no_args[2:] == ("apptainer", "singularity", "/jobs/ns-uid/c/c1/env.nul", "", "/i.sif", "run", "--no-eval",
+                           "--")  # fmt: skip
     hook = runtime_for("apptainer").exec_argv(ctx, ["cat", "/x"])
-    assert hook == ("env", "APPTAINERENV_X=1", "/opt/bin/singularity", "exec", "--no-eval", "/i.sif", "cat", "/x")
+    assert hook[2:] == ("/opt/bin/singularity", "singularity", "/jobs/ns-uid/c/c1/env.nul", "", "/i.sif", "exec",
+                        "--no-eval", "--", "cat", "/x")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("image", "settings", "expected"),
+    [
+        ("busybox", ApptainerSettings(), ("docker://busybox", "")),
+        ("busybox", ApptainerSettings(overrides={"busybox": "/cvmfs/unpacked/busybox"}), ("/cvmfs/unpacked/busybox", "")),
+        ("/x/bb.sif", ApptainerSettings(cache_dir="/cache"), ("/x/bb.sif", "")),
+        ("busybox:1", ApptainerSettings(cache_dir="/cache"), ("docker://busybox:1", "/cache/" + cached_sif_name("docker://busybox:1"))),
+        ("docker-archive:/s/bb.tar", ApptainerSettings(cache_dir="/c"), ("docker-archive:/s/bb.tar", "/c/" + cached_sif_name("docker-archive:/s/bb.tar"))),
+        ("reg.io/a:1", ApptainerSettings(credentialed_registries=frozenset({"reg.io"})),
+         ("docker://reg.io/a:1", "/jobs/ns-uid/images/" + cached_sif_name("docker://reg.io/a:1"))),
+        ("other.io/a:1", ApptainerSettings(credentialed_registries=frozenset({"reg.io"})), ("docker://other.io/a:1", "")),
+    ],
+)  # fmt: skip
+def test_apptainer_image_resolution(image: str, settings: ApptainerSettings, expected: tuple[str, str]) -> None:
+    ctx = make_ctx(make_container(image=image, command=["x"]), apptainer=settings)
+    runtime = runtime_for("apptainer")
+    assert isinstance(runtime, type(runtime_for("singularity")))
+    assert runtime.image(ctx) == expected  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("image", "registry"),
+    [("busybox", "docker.io"), ("docker://library/x:1", "docker.io"), ("reg.io:5000/a/b", "reg.io:5000"),
+     ("localhost/x", "localhost"), ("oras://reg.io/x", ""), ("/x.sif", ""), ("docker-archive:/x.tar", "")],
+)  # fmt: skip
+def test_image_registry(image: str, registry: str) -> None:
+    assert image_registry(image) == registry
+
+
+def test_cached_sif_names_differ_per_reference() -> None:
+    assert cached_sif_name("docker://a:1") != cached_sif_name("docker://a:2")
+    assert cached_sif_name("docker://a:1").endswith(".sif") and "/" not in cached_sif_name("docker://x/y/z:1")
+
+
+@pytest.mark.parametrize("name", ["A.b-c", "-x", "a-b"])
+def test_apptainer_refuses_names_that_are_not_identifiers(name: str) -> None:
+    # APPTAINERENV_A.b-c makes apptainer 1.4.5 drop the WHOLE env ("invalid var name"): refused instead
+    ctx = make_ctx(make_container(command=["x"], env=[("OK", "1"), (name, "v")]))
+    with pytest.raises(PodSpecError) as err:
+        runtime_for("apptainer").argv(ctx)
+    assert err.value.field == "spec.containers[0].env[1].name"
 
 
 @pytest.mark.parametrize("path", ["/j/a,b", "/j/a:b"])
@@ -650,14 +704,20 @@ def test_apptainer_values_reach_stand_in_byte_exact(
     env: list[tuple[str, str]], args: list[str], tmp_path: Path
 ) -> None:
     canary = tmp_path / "canary"
-    env = [(n, canary_free(v, canary)) for n, v in env]
+    env = [(n.replace(".", "_").replace("-", "_"), canary_free(v, canary)) for n, v in env]
     args = [canary_free(a, canary) for a in args]
     stand_in = write_stand_in(tmp_path / "bin", "apptainer")
+    job = tmp_path / "job"
+    job.mkdir(exist_ok=True)
+    (job / APPTAINER_HELPER_NAME).write_text(helper_files()[APPTAINER_HELPER_NAME])
     out = tmp_path / "rec"
-    ctx = make_ctx(make_container(image="/i.sif", command=["/bin/prog"], args=args, env=env), binary=str(stand_in))
-    result = run(
-        runtime_for("apptainer").argv(ctx).argv, timeout=20, env={"PATH": "/usr/bin:/bin", "STANDIN_OUT": str(out)}
-    )
+    ctx = make_ctx(make_container(image="/i.sif", command=["/bin/prog"], args=args, env=env), job_dir=job,
+                   binary=str(stand_in))  # fmt: skip
+    spec = runtime_for("apptainer").argv(ctx)
+    for path, content in spec.files:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(content)
+    result = run(spec.argv, timeout=20, env={"PATH": "/usr/bin:/bin", "STANDIN_OUT": str(out)})
     assert result.returncode == 0, result.stderr
     lookup = env_map(ctx.env)
     assert argv_of(out.with_suffix(".argv").read_bytes()) == [
@@ -671,6 +731,68 @@ def test_apptainer_values_reach_stand_in_byte_exact(
     for name, value in lookup.items():
         assert seen[b"APPTAINERENV_" + b(name)] == b(value)
     assert not canary.exists()
+
+
+def test_apptainer_helper_falls_back_and_renames_the_env(tmp_path: Path) -> None:
+    """apptainer missing on the node: singularity runs, and the env arrives as SINGULARITYENV_."""
+    stand_in = write_stand_in(tmp_path / "bin", "singularity")
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / APPTAINER_HELPER_NAME).write_text(helper_files()[APPTAINER_HELPER_NAME])
+    ctx = make_ctx(make_container(image="/i.sif", command=["x"], env=[("V", "a\nb $(c)")]), job_dir=job)
+    spec = runtime_for("apptainer").argv(ctx)
+    for path, content in spec.files:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(content)
+    out = tmp_path / "rec"
+    result = run(spec.argv, timeout=20, env={"PATH": f"{stand_in.parent}:/usr/bin:/bin", "STANDIN_OUT": str(out)})
+    assert result.returncode == 0, result.stderr
+    seen = environ_of(out.with_suffix(".env").read_bytes())
+    assert seen[b"SINGULARITYENV_V"] == b"a\nb $(c)" and b"APPTAINERENV_V" not in seen
+    missing = run(spec.argv, timeout=20, env={"PATH": "/usr/bin:/bin"})
+    assert missing.returncode == 127 and b"neither 'apptainer' nor 'singularity'" in missing.stderr
+
+
+def test_apptainer_helper_converts_once_under_a_lock_and_hides_credentials(tmp_path: Path) -> None:
+    """Four containers start together with one image: one conversion; the credentials reach the
+    build's environment only, never an argv nor the container."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apptainer"
+    fake.write_text(
+        "#!/bin/bash\n"
+        "# stand-in for apptainer: `build OUT REF` sleeps, records its env and argv, writes OUT; other verbs record\n"
+        'if [[ $1 == build ]]; then sleep 0.5; printf "%s\\0" "$@" >> "$REC.build.argv";\n'
+        '  cat /proc/$$/environ > "$REC.build.env"; echo sif > "$3"; exit 0; fi\n'
+        'printf "%s\\0" "$@" > "$REC.$$.argv"; cat /proc/$$/environ > "$REC.$$.env"\n'
+    )
+    fake.chmod(0o755)
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / APPTAINER_HELPER_NAME).write_text(helper_files()[APPTAINER_HELPER_NAME])
+    settings = ApptainerSettings(cache_dir=str(tmp_path / "cache"))
+    ctx = make_ctx(make_container(image="reg.io/app:1", command=["x"]), job_dir=job, apptainer=settings)
+    spec = runtime_for("apptainer").argv(ctx)
+    for path, content in spec.files:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(content)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REC": str(tmp_path / "rec"), "IL_REGAUTH_USER": "u",
+           "IL_REGAUTH_PASS": "s3cr3t pass"}  # fmt: skip
+    procs = [subprocess.Popen(list(spec.argv), env=env, stderr=subprocess.PIPE) for _ in range(4)]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
+    assert len(builds) == 1 and "docker://reg.io/app:1" in builds[0]
+    build_env = environ_of((tmp_path / "rec.build.env").read_bytes())
+    assert build_env[b"APPTAINER_DOCKER_PASSWORD"] == b"s3cr3t pass"
+    assert b"s3cr3t" not in (tmp_path / "rec.build.argv").read_bytes()
+    runs = sorted(tmp_path.glob("rec.*[0-9].argv"))
+    assert len(runs) == 4
+    for argv_file in runs:
+        assert argv_of(argv_file.read_bytes())[2] == b(spec.argv[5])  # the cached SIF, not the reference
+        run_env = argv_file.with_suffix(".env").read_bytes()
+        assert b"s3cr3t" not in run_env and b"IL_REGAUTH" not in run_env
 
 
 # ------------------------------------------------------------------------------------------------
