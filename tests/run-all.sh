@@ -8,7 +8,7 @@ ROOT=$PWD
 
 need=()
 for cmd in slurmctld:slurmctld slurmd:slurmd squeue:slurm-client munge:munge podman:podman runc:runc \
-           busybox:busybox-static bwrap:bubblewrap; do
+           busybox:busybox-static bwrap:bubblewrap ssh-keygen:openssh-client debootstrap:debootstrap; do
   command -v "${cmd%%:*}" >/dev/null || need+=("${cmd#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

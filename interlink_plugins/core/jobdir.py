@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -307,11 +308,19 @@ def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, w
 
 
 def _link_job_script_state(pod: Pod, job_dir: Path) -> None:
-    """Every spec container shows the job script's state and log: c/<name> -> jobscript."""
+    """Every spec container shows the job script's state and log (c/<name> -> jobscript); the init
+    containers, which the job script replaces, are done (exit 0) so that the pod can run."""
     state = job_dir / "c"
     state.mkdir(exist_ok=True)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
     for container in pod.all_containers:
-        link = state / container.name
-        if container.name == JOB_SCRIPT_CONTAINER or link.is_symlink():
+        target = state / container.name
+        if container.name == JOB_SCRIPT_CONTAINER or target.is_symlink() or target.exists():
             continue
-        os.symlink(JOB_SCRIPT_CONTAINER, link)
+        if container.kind == "init":
+            target.mkdir()
+            for name, text in (("started", now), ("finished", now),
+                               ("reason", "Completed replaced by interLink's jobScript"), ("exit", "0")):
+                (target / name).write_text(text + "\n")
+        else:
+            os.symlink(JOB_SCRIPT_CONTAINER, target)

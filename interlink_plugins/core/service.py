@@ -79,6 +79,8 @@ class PluginService:
         self._resources = Resources()
         self._resources_at = 0.0
         self._poll_task: asyncio.Task[None] | None = None
+        self._seen_running: set[str] = set()  # pods whose job ran: their runner files are read
+        self._status_keys: dict[str, tuple[object, ...]] = {}  # what a pending pod's status was built from
         self.metrics.track_pods(self._phases)
         self.poll_count = 0
 
@@ -269,10 +271,11 @@ class PluginService:
         cached = self._cache.get(record.uid)
         if cached is not None and not self._down_since:
             return cached
-        ctx = self._context(record, self._jobs.get(record.job_id))
         if cached is not None:
             return self._with_outage(cached)
-        return build_pod_status(ctx, {}, record.meta.get("images", {}))
+        # nothing built yet (first poll after a start, or that poll is building it right now): the job
+        # alone, without the per-container view, must never turn containers into terminated ones
+        return build_pod_status(self._context(record, None), {}, record.meta.get("images", {}))
 
     def _with_outage(self, status: dict[str, Any]) -> dict[str, Any]:
         note = f"backend unreachable since {self.down_since_text}"
@@ -414,6 +417,8 @@ class PluginService:
         await asyncio.to_thread(self.store.remove, record.uid)
         self._cache.pop(record.uid, None)
         self._locks.pop(record.uid, None)
+        self._seen_running.discard(record.uid)
+        self._status_keys.pop(record.uid, None)
 
     # --- logs --------------------------------------------------------------------------
 
@@ -578,6 +583,19 @@ class PluginService:
                                   detail="the job left the queue and accounting has no record of it")
             else:
                 self._missing_since.pop(record.job_id, None)
+            if job is not None and job.active and not job.running and record.uid not in self._seen_running:
+                # a job that never ran has no runner files: no I/O, and no rebuild while nothing changed
+                key = (job.state, job.detail, job.waiting_reason, self._down_since, record.phase)
+                cached = self._cache.get(record.uid)
+                if cached is not None and self._status_keys.get(record.uid) == key:
+                    results.append((record, cached, False))
+                    continue
+                self._status_keys[record.uid] = key
+                status = build_pod_status(self._context(record, job), {}, record.meta.get("images", {}))
+                results.append((record, status, False))
+                continue
+            if job is not None and job.running:
+                self._seen_running.add(record.uid)
             files = self.backend.container_snapshot(record)
             if job is None and self.backend.runner_finished(record):
                 job = JobInfo(record.job_id, "ENDED", active=False)

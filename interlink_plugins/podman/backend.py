@@ -255,18 +255,17 @@ class PodmanBackend:
         )
 
     async def _gpus_in_use(self) -> set[str]:
+        """CDI devices held by pods of every plugin instance on this host (a pod ran out: released)."""
         result = await self._podman(
-            ["pod", "ps", "--format", "json", "--filter", f"label={L_INSTANCE}={self.config.instance_id}",
-             "--filter", f"label={L_BACKEND}={BACKEND_NAME}"], "GPUs in use",
-        )  # fmt: skip
+            ["pod", "ps", "--format", "json", "--filter", f"label={L_BACKEND}={BACKEND_NAME}"], "GPUs in use"
+        )
         if not result.ok:
             raise BackendUnavailable("podman", "podman pod ps (GPUs in use)", result.error_text)
         used: set[str] = set()
         for entry in _json_list(result.stdout):
             labels = entry.get("Labels") or {}
-            pod_id = str(entry.get("Id", ""))
-            view = self._views.get(pod_id)
-            if view is not None and not view.active:
+            view = self._views.get(str(entry.get("Id", "")))
+            if (view is not None and not view.active) or str(entry.get("Status", "")).lower() in ("exited", "dead"):
                 continue
             for devices in _devices_label(labels.get(L_GPUS, "")).values():
                 used.update(devices)

@@ -188,7 +188,7 @@ class SlurmBackend(RunnerFiles):
     def _job_uid(self, pod: Pod, flavor: Flavor | None) -> int | None:
         """runAsUser (only where the namespace policy allows it), else the flavor's UID, else DefaultUID.
 
-        A container-level runAsUser counts when every container that sets one agrees (one job, one user).
+        Container-level runAsUser values must agree (one job, one user): different ones are a 422.
         """
         uid, field = pod.run_as_user, "spec.securityContext.runAsUser"
         if uid is None:
@@ -197,7 +197,12 @@ class SlurmBackend(RunnerFiles):
                 for i, c in enumerate(pod.all_containers)
                 if c.run_as_user is not None
             ]
-            if users and len({u for u, _ in users}) == 1:
+            if len({u for u, _ in users}) > 1:
+                raise PodSpecError(
+                    f"{users[1][1]}.securityContext.runAsUser",
+                    "the containers ask for different users; one SLURM job runs as one user",
+                )
+            if users:
                 uid, where = users[0]
                 field = f"{where}.securityContext.runAsUser"
         if uid is not None:

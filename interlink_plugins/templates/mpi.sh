@@ -36,25 +36,34 @@ case $mode in
         SLURM_* | PMI_* | PMIX_* | OMPI_* | MPI_* | I_MPI_* | HYDRA_* | HYDI_* | MV2_* | UCX_*) rank+=("$entry") ;;
       esac
     done < <(env -0)
+    # task_file SRC: a copy of the env file SRC (NUL-separated NAME=VALUE records, 0600) with the
+    # rank variables added (later records win), one per task; prints its path
+    task_file() {
+      local target="$1.task-${SLURM_PROCID:-0}" entry
+      (
+        umask 077
+        cat -- "$1" >"$target.tmp" || exit 1
+        for entry in "${rank[@]}"; do
+          printf '%s\0' "$entry"
+        done >>"$target.tmp"
+        mv -f -- "$target.tmp" "$target"
+      ) || { echo "mpi.sh: cannot write $target" >&2; exit 125; }
+      printf '%s' "$target"
+    }
     out=()
+    done_=0
+    if [[ ($runtime == apptainer || $runtime == singularity) && ${argv[1]-} == */apptainer.sh ]]; then
+      # bash apptainer.sh BINARY FALLBACK ENV_FILE ...: the env file carries the container's env
+      out=("${argv[@]}")
+      out[4]=$(task_file "${argv[4]}") || exit 125
+      done_=1
+    fi
     case $runtime in
       none)
-        # ns-exec.sh --env-file FILE ...: a copy of FILE (NUL-separated NAME=VALUE records, 0600)
-        # with the rank variables added, one per task; or env -i -- NAME=VALUE... PROGRAM
-        done_=0
+        # ns-exec.sh --env-file FILE ..., or env -i -- NAME=VALUE... PROGRAM
         for ((k = 0; k < ${#argv[@]}; k++)); do
           if ((!done_)) && [[ ${argv[k]} == --env-file && $((k + 1)) -lt ${#argv[@]} ]]; then
-            source_file=${argv[k + 1]}
-            task_file="$source_file.task-${SLURM_PROCID:-0}"
-            (
-              umask 077
-              cat -- "$source_file" >"$task_file.tmp" || exit 1
-              for entry in "${rank[@]}"; do
-                printf '%s\0' "$entry"
-              done >>"$task_file.tmp"
-              mv -f -- "$task_file.tmp" "$task_file"
-            ) || { echo "mpi.sh: cannot write $task_file" >&2; exit 125; }
-            out+=(--env-file "$task_file")
+            out+=(--env-file "$(task_file "${argv[k + 1]}")") || exit 125
             k=$((k + 1))
             done_=1
             continue
@@ -67,19 +76,20 @@ case $mode in
         done
         ;;
       apptainer | singularity)
-        # env PREFIX_NAME=VALUE... apptainer exec ...
-        prefix=APPTAINERENV_
-        [[ $runtime == singularity ]] && prefix=SINGULARITYENV_
-        out=("${argv[0]}")
-        for entry in "${rank[@]}"; do
-          out+=("$prefix$entry")
-        done
-        out+=("${argv[@]:1}")
+        if ((!done_)); then
+          # env PREFIX_NAME=VALUE... apptainer exec ...
+          prefix=APPTAINERENV_
+          [[ $runtime == singularity ]] && prefix=SINGULARITYENV_
+          out=("${argv[0]}")
+          for entry in "${rank[@]}"; do
+            out+=("$prefix$entry")
+          done
+          out+=("${argv[@]:1}")
+        fi
         ;;
       enroot)
         # env NAME=VALUE... enroot start --env NAME ... : each variable named after `start`
         out=("${argv[0]}" "${rank[@]}")
-        done_=0
         for ((k = 1; k < ${#argv[@]}; k++)); do
           out+=("${argv[k]}")
           if ((!done_)) && [[ ${argv[k]} == start ]]; then

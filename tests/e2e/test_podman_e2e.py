@@ -494,7 +494,7 @@ def test_kill_at_each_step_of_create_leaves_exactly_one_pod(podman_factory: Fact
     plugin.proc.wait(timeout=20)
     plugin.start()
     status = plugin.wait_done(body, timeout=60)
-    assert exit_codes(status) == {"c": 0}
+    assert exit_codes(status) == {"c": 0}, json.dumps(status)
     assert plugin.create(body)["PodJID"] == status["JID"]  # interLink may repeat the create
     assert plugin.logs(body, "c").text == "survived\n"
     name = f"il-{plugin.config['InstanceId']}-{body['pod']['metadata']['uid']}"

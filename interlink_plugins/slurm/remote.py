@@ -1,0 +1,138 @@
+"""SLURM on a login node reached over SSH, with a data root the plugin host cannot see (DataTransfer: sftp).
+
+Everything the SLURM backend does stays (sbatch argv, squeue/sacct parsing, states); what touches
+the job directory goes through ``RemoteJobFiles`` instead of the local filesystem:
+
+* prepare (at /create) builds the job dir in a local stage, naming the cluster path; no network;
+* submit uploads the stage over SFTP, then runs sbatch: an unreachable node defers the pod
+  (BackendUnavailable) and the stage waits on local disk for the next try;
+* each poll mirrors every tracked pod's runner state with one remote command (``prefetch_files``);
+* logs are fetched into local copies (``fetch_log``), a Follow streams ``tail -F`` (``open_log_feed``);
+* cleanup removes the remote job dir with one ``rm -rf``.
+
+With DataTransfer: shared (the default) the plain SlurmBackend is used with the SSH runner: the
+data root is the same path on both hosts, so files are written and read directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from interlink_plugins.config import Config
+from interlink_plugins.core.backend import PreparedJob
+from interlink_plugins.core.errors import BackendUnavailable
+from interlink_plugins.core.jobdir import build_run_plan, write_job_files
+from interlink_plugins.core.jobfiles import LogFeed, RemoteJobFiles
+from interlink_plugins.core.pod import Pod
+from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.runner import CommandFailed, CommandRunner
+from interlink_plugins.core.ssh import SshRunner
+from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.status import ContainerFiles, read_pod_files
+from interlink_plugins.core.volumes import materialise_volumes
+from interlink_plugins.slurm.backend import SlurmBackend
+
+log = logging.getLogger(__name__)
+
+
+class RemoteSlurmBackend(SlurmBackend):
+    def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy, ssh: SshRunner) -> None:
+        super().__init__(config, runner, policy)
+        self.ssh = ssh
+        self.files = RemoteJobFiles(
+            ssh, str(config.data_root), config.state_dir / f"remote-{config.instance_id}",
+            timeout=config.command_timeout,
+        )  # fmt: skip
+
+    def _unavailable(self, what: str, exc: CommandFailed) -> BackendUnavailable:
+        return BackendUnavailable("slurm", f"{what} on {self.ssh.label}", exc.detail)
+
+    # --- writing -----------------------------------------------------------------------
+
+    def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
+        prepared = super().prepare(pod, write=False)  # validation, sbatch argv, rendered files
+        if not write:
+            return prepared
+        job_dir = prepared.job_dir
+        stage = self.files.new_stage(str(job_dir))
+        plan = build_run_plan(pod, job_dir, self.config, self.policy, write=False)  # cluster paths
+        materialise_volumes(pod, stage, allowed_host_paths=self.policy.allowed_host_paths, write=True)
+        write_job_files(pod, stage, plan, self.config, write=True)
+        for path, content in plan.private_files:
+            target = stage / os.path.relpath(path, job_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+        return dataclasses.replace(prepared, submit={**prepared.submit, "stage": str(stage)})
+
+    async def submit(self, record: PodRecord) -> str:
+        stage = Path(str(record.submit.get("stage", "")))
+        if record.submit.get("stage") and stage.is_dir():
+            try:
+                await self.files.upload(stage, record.job_dir)
+            except CommandFailed as exc:
+                raise self._unavailable(f"sftp upload of {record.job_dir}", exc) from exc
+            except OSError as exc:
+                raise BackendUnavailable("slurm", f"sftp upload of {record.job_dir} on {self.ssh.label}",
+                                         exc.strerror or str(exc)) from exc
+        job_id = await super().submit(record)
+        if record.submit.get("stage"):
+            await asyncio.to_thread(self.files.discard_stage, stage)
+        return job_id
+
+    async def cleanup(self, record: PodRecord) -> None:
+        try:
+            await self.files.remove(record.job_dir)
+        except CommandFailed as exc:
+            raise self._unavailable(f"rm -rf {record.job_dir}", exc) from exc
+
+    # --- runner state: mirrored once per poll ----------------------------------------------
+
+    async def prefetch_files(self, records: list[PodRecord]) -> None:
+        """Service hook, once per poll before the statuses are built."""
+        try:
+            await self.files.refresh([r.job_dir for r in records if r.job_id])
+        except CommandFailed as exc:
+            raise self._unavailable("runner state (grep)", exc) from exc
+
+    def _mirror(self, record: PodRecord) -> Path:
+        return self.files.mirror_dir(record.job_dir)
+
+    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
+        return read_pod_files(self._mirror(record) / "c", record.init_names + record.main_names)
+
+    def container_started(self, record: PodRecord, container: str) -> bool:
+        return (self._mirror(record) / "c" / container / "started").exists()
+
+    def container_exited(self, record: PodRecord, container: str) -> bool:
+        return (self._mirror(record) / "c" / container / "exit").exists()
+
+    def runner_finished(self, record: PodRecord) -> bool:
+        return (self._mirror(record) / "pod.exit").exists()
+
+    # --- logs ----------------------------------------------------------------------------
+
+    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
+        return self.files.log_copy(record.job_dir, container, previous=previous)
+
+    async def fetch_log(self, record: PodRecord, container: str, *, previous: bool) -> None:
+        """Service hook before a log read: the local copy brought up to date (503 when unreachable)."""
+        try:
+            await self.files.fetch_log(record.job_dir, container, previous=previous)
+        except CommandFailed as exc:
+            raise self._unavailable(f"sftp get of {container}'s log", exc) from exc
+        except OSError as exc:
+            raise BackendUnavailable("slurm", f"sftp get of {container}'s log on {self.ssh.label}",
+                                     exc.strerror or str(exc)) from exc
+
+    async def open_log_feed(self, record: PodRecord, container: str) -> LogFeed:
+        """Service hook for a Follow: ``tail -F`` of the remote log into a private local file."""
+        try:
+            return await self.files.open_feed(record.job_dir, container)
+        except CommandFailed as exc:
+            raise self._unavailable(f"tail -F of {container}'s log", exc) from exc

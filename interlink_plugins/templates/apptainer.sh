@@ -1,0 +1,96 @@
+#!/bin/bash
+# interlink-plugins apptainer/singularity launcher (installed in every job dir, run by the pod runner).
+#
+#   bash apptainer.sh BINARY FALLBACK ENV_FILE SIF IMAGE VERB [OPTION]... -- [ARG]...
+#
+# BINARY    the configured runtime binary; FALLBACK is tried when BINARY is not on PATH ("" = none)
+# ENV_FILE  the container's env: NAME=VALUE records, NUL-separated (written by the plugin, 0600);
+#           each becomes APPTAINERENV_NAME (SINGULARITYENV_NAME for a singularity binary) in the
+#           binary's environment, so no value is ever in an argv and none is parsed by a shell
+# SIF       "" to run IMAGE as given; else IMAGE is converted once into this SIF file (under a
+#           flock, so pods started together convert once) and the SIF is run
+# Registry credentials, if any, arrive in IL_REGAUTH_USER / IL_REGAUTH_PASS (the runner's env,
+# never argv): they reach only the conversion, through its environment, and are unset before the
+# container starts. No value is ever run through a shell parser: every word stays one argv word.
+set -uo pipefail
+bin=$1 fallback=$2 env_file=$3 sif=$4 image=$5 verb=$6
+shift 6
+opts=()
+while (($#)) && [[ $1 != -- ]]; do
+  opts+=("$1")
+  shift
+done
+shift  # the --
+user=${IL_REGAUTH_USER-} pass=${IL_REGAUTH_PASS-}
+unset IL_REGAUTH_USER IL_REGAUTH_PASS
+
+path=$(command -v -- "$bin" 2>/dev/null)
+if [[ -z $path && -n $fallback ]]; then
+  path=$(command -v -- "$fallback" 2>/dev/null)
+fi
+if [[ -z $path ]]; then
+  echo "apptainer.sh: neither ${bin@Q} nor ${fallback@Q} is on PATH ($PATH)" >&2
+  exit 127
+fi
+# the env prefix the binary found reads (singularity is often a link to apptainer)
+real=$(readlink -f -- "$path" 2>/dev/null || printf '%s' "$path")
+want=APPTAINERENV_
+[[ ${real##*/} == *singularity* ]] && want=SINGULARITYENV_
+# the runtime's INFO lines (e.g. "gocryptfs not found") are not the container's output
+if [[ $want == APPTAINERENV_ ]]; then
+  export APPTAINER_QUIET=${APPTAINER_QUIET-1}
+else
+  export SINGULARITY_QUIET=${SINGULARITY_QUIET-1}
+fi
+if [[ -n $env_file ]]; then
+  if ! mapfile -d '' -t records <"$env_file"; then
+    echo "apptainer.sh: cannot read the env file ${env_file@Q}" >&2
+    exit 1
+  fi
+  for record in "${records[@]}"; do
+    export "$want${record%%=*}=${record#*=}"
+  done
+  unset records record
+fi
+
+if [[ -n $sif ]]; then
+  if [[ ! -s $sif ]]; then
+    dir=${sif%/*}
+    mkdir -p -- "$dir" 2>/dev/null
+    if ! exec 9>>"$sif.lock"; then
+      echo "apptainer.sh: cannot create the lock ${sif@Q}.lock" >&2
+      exit 1
+    fi
+    if ! flock -w 3600 9; then
+      echo "apptainer.sh: timed out waiting for the conversion of ${image@Q}" >&2
+      exit 1
+    fi
+    if [[ ! -s $sif ]]; then
+      tmp="$sif.tmp.$$"
+      log="$sif.build.log"
+      # credentials through the build's environment (bash assignments: never an argv)
+      if [[ -z $user ]]; then
+        "$path" build -F "$tmp" "$image" >"$log" 2>&1 </dev/null
+      elif [[ $want == SINGULARITYENV_ ]]; then
+        SINGULARITY_DOCKER_USERNAME=$user SINGULARITY_DOCKER_PASSWORD=$pass \
+          "$path" build -F "$tmp" "$image" >"$log" 2>&1 </dev/null
+      else
+        APPTAINER_DOCKER_USERNAME=$user APPTAINER_DOCKER_PASSWORD=$pass \
+          "$path" build -F "$tmp" "$image" >"$log" 2>&1 </dev/null
+      fi
+      rc=$?
+      if ((rc != 0)); then
+        rm -f -- "$tmp"
+        echo "apptainer.sh: converting ${image@Q} failed (exit $rc):" >&2
+        tail -n 20 -- "$log" >&2
+        exit 1
+      fi
+      mv -f -- "$tmp" "$sif"
+      printf '%s built %s -> %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$image" "$sif" >>"${dir}/builds.log"
+    fi
+    exec 9>&-
+  fi
+  image=$sif
+fi
+unset user pass
+exec "$path" "$verb" "${opts[@]}" "$image" "$@"

@@ -1,0 +1,171 @@
+"""Go-plugin job dirs (migration), retention, and the status rules for probes, requeue and a job the
+scheduler is still stopping."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from interlink_plugins.core.backend import JobInfo
+from interlink_plugins.core.retention import expired, finished_at
+from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.status import ContainerFiles, StatusContext, build_pod_status
+from interlink_plugins.slurm import migrate
+
+T0, T1 = "2026-11-25T10:00:00.000000Z", "2026-11-25T10:00:05.000000Z"
+
+
+def go_dir(root: Path, uid: str = "0b6c-uid", name: str = "web") -> Path:
+    path = root / f"default-{uid}"
+    path.mkdir(parents=True)
+    (path / "JobID.jid").write_text("77")
+    (path / "PodUID.uid").write_text(uid)
+    (path / "PodNamespace.ns").write_text("default")
+    (path / "StartedAt.time").write_text("2026-11-25 11:00:00.123456789 +0100 CET")
+    (path / "job.sh").write_text(
+        f"printf '%s\\n' \"This pod {name}/{uid} has been submitted to SLURM node ${{SLURMD_NODENAME}}.\"\n"
+        "runInitCtn setup singularity exec img true\nruncCtn nope\nrunCtn main singularity run img\n"
+        "runCtn side singularity run img\n"
+    )
+    return path
+
+
+def test_go_time_format() -> None:
+    assert migrate.go_time("2026-11-25 11:00:00.123456789 +0100 CET") == "2026-11-25T10:00:00.123456Z"
+    assert migrate.go_time("2026-11-25 10:00:00 +0000 UTC m=+0.01") == "2026-11-25T10:00:00.000000Z"
+    assert migrate.go_time("garbage") == ""
+
+
+def test_scan_reads_the_go_layout_and_skips_ours(tmp_path: Path) -> None:
+    path = go_dir(tmp_path)
+    ours = tmp_path / "default-ours"
+    ours.mkdir()
+    for marker in migrate.MARKERS:
+        (ours / marker).write_text("1")
+    (ours / "pod-runner.sh").write_text("")
+    (tmp_path / "default-incomplete").mkdir()
+    (path / "run-extra.out").write_text("")
+    found = migrate.scan(tmp_path)
+    assert [f.path for f in found] == [path]
+    job = found[0]
+    assert (job.uid, job.namespace, job.job_id, job.name) == ("0b6c-uid", "default", "77", "web")
+    assert job.init_names == ("setup",) and job.main_names == ("main", "side", "extra")
+    migrate.write_pod_json(job)
+    assert migrate.is_go_job_dir(path)  # pod.json does not make it ours
+
+
+def test_container_files_and_runner_finished(tmp_path: Path) -> None:
+    path = go_dir(tmp_path)
+    assert migrate.container_files(path, "main") == ContainerFiles()
+    (path / "init-setup.out").write_text("ok\n")
+    (path / "init-setup.status").write_text("0\n")
+    (path / "run-main.out").write_text("working\n")
+    main = migrate.container_files(path, "main")
+    assert main.started == "2026-11-25T10:00:00.123456Z" and main.exit_code is None
+    (path / "run-main.status").write_text("3\n")
+    done = migrate.container_files(path, "main")
+    assert done.exit_code == 3 and done.finished.endswith("Z")
+    assert migrate.container_files(path, "setup").exit_code == 0
+    assert not migrate.runner_finished(path, ["setup"], ["main", "side"])
+    (path / "run-side.status").write_text("0\n")
+    assert migrate.runner_finished(path, ["setup"], ["main", "side"])
+    (path / "init-setup.status").write_text("2\n")
+    assert migrate.runner_finished(path, ["setup"], ["main", "side", "never"])
+
+
+def test_logs_are_converted_incrementally_to_cri_lines(tmp_path: Path) -> None:
+    path = go_dir(tmp_path)
+    out = path / "run-main.out"
+    out.write_bytes(b"one\ntwo\npart")
+    log = migrate.sync_log(path, "main")
+    lines = log.read_text().splitlines()
+    assert [line.split(" ", 3)[1:] for line in lines] == [["stdout", "F", "one"], ["stdout", "F", "two"]]
+    assert lines[0].split()[0].endswith("000Z")
+    with open(out, "ab") as handle:
+        handle.write(b"ial\nthree\n")
+    os.utime(out, (time.time() + 5, time.time() + 5))
+    migrate.sync_log(path, "main")
+    texts = [line.split(" ", 3)[3] for line in log.read_text().splitlines()]
+    assert texts == ["one", "two", "partial", "three"]
+    stamps = [line.split()[0] for line in log.read_text().splitlines()]
+    assert stamps[2] > stamps[1]  # the new lines carry the later write time
+    (path / "run-main.status").write_text("0")
+    with open(out, "ab") as handle:
+        handle.write(b"no newline at the end")
+    migrate.sync_log(path, "main")
+    assert log.read_text().splitlines()[-1].endswith(" F no newline at the end")
+    migrate.sync_log(path, "main")
+    assert len(log.read_text().splitlines()) == 5  # nothing new: nothing added
+
+
+# --- retention -------------------------------------------------------------------------------------
+
+
+def record(uid: str, status: dict[str, object] | None, phase: str = "submitted", created: float = 0.0) -> PodRecord:
+    return PodRecord(uid=uid, namespace="ns", name=uid, job_dir="/x", init_names=[], main_names=["c"],
+                     phase=phase, job_id="1", final_status=status, created_at=created)  # type: ignore[arg-type]
+
+
+def final(finished: str) -> dict[str, object]:
+    return {"containers": [{"name": "c", "state": {"terminated": {"exitCode": 0, "finishedAt": finished}}}],
+            "initContainers": []}
+
+
+def test_only_finished_pods_older_than_the_retention_expire() -> None:
+    old = record("old", final("2026-11-01T00:00:00Z"))
+    recent = record("recent", final("2026-11-24T23:00:00Z"))
+    running = record("running", None)
+    deleting = record("deleting", final("2026-11-01T00:00:00Z"), phase="deleting")
+    no_time = record("no-time", {"containers": [], "initContainers": []}, created=1.0)
+    now = 1795600000.0  # 2026-11-25
+    assert finished_at(old) == 1793491200.0 and finished_at(running) is None
+    assert [r.uid for r in expired([old, recent, running, deleting, no_time], now, 7)] == ["old", "no-time"]
+    assert expired([old], now, 0) == []
+
+
+# --- status: probes, requeue, a job being stopped --------------------------------------------------
+
+
+def status(job: JobInfo, files: ContainerFiles, deleting: bool = False) -> dict[str, object]:
+    rec = record("u", None)
+    ctx = StatusContext(record=rec, job=job, backend="SLURM", deleting=deleting)
+    built = build_pod_status(ctx, {"c": files}, {})
+    entry: dict[str, object] = built["containers"][0]
+    return entry
+
+
+RUNNING = JobInfo("1", "RUNNING", active=True, running=True, node="n1")
+
+
+def test_ready_and_started_come_from_the_probe_files() -> None:
+    assert status(RUNNING, ContainerFiles(started=T0))["ready"] is True
+    not_ready = status(RUNNING, ContainerFiles(started=T0, ready=False, startup=False))
+    assert not_ready["state"] == {"running": {"startedAt": T0}}
+    assert (not_ready["ready"], not_ready["started"]) == (False, False)
+    ready = status(RUNNING, ContainerFiles(started=T0, ready=True, startup=True))
+    assert (ready["ready"], ready["started"]) == (True, True)
+
+
+def test_a_requeued_job_waits_with_one_more_restart() -> None:
+    pending = JobInfo("1", "PENDING", active=True, detail="BeginTime", waiting_reason="Pending")
+    files = ContainerFiles(T0, T1, 143, restarts=0, reason=("Terminated", "killed by SIGTERM"))
+    entry = status(pending, files)
+    assert entry["state"]["waiting"]["reason"] == "Requeued"  # type: ignore[index]
+    assert "SLURM job 1" in entry["state"]["waiting"]["message"]  # type: ignore[index]
+    assert entry["restartCount"] == 1
+    assert entry["lastState"] == {"terminated": {"exitCode": 143, "reason": "Error", "message": "", "startedAt": T0,
+                                                 "finishedAt": T1, "signal": 15}}
+
+
+def test_a_container_stopped_by_the_scheduler_is_not_terminated_before_the_verdict() -> None:
+    completing = JobInfo("1", "COMPLETING", active=True, running=True, node="n1")
+    killed = ContainerFiles(T0, T1, 143, reason=("Terminated", "killed by SIGTERM"))
+    held = status(completing, killed)
+    assert held["state"] == {"running": {"startedAt": T0}} and held["ready"] is False
+    preempted = JobInfo("1", "PREEMPTED", active=False, abnormal_reason="Preempted", node="n1")
+    term = status(preempted, killed)["state"]["terminated"]  # type: ignore[index]
+    assert term["reason"] == "Preempted" and term["message"].startswith("Preempted: SLURM PREEMPTED")
+    # asked by /delete, or ended by the container itself: terminated at once
+    assert "terminated" in status(completing, killed, deleting=True)["state"]  # type: ignore[operator]
+    assert "terminated" in status(completing, ContainerFiles(T0, T1, 0))["state"]  # type: ignore[operator]

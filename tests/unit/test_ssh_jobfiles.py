@@ -1,0 +1,201 @@
+"""SSH runner and remote job files: the parts that need no login node (the e2e suite has the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+
+from interlink_plugins.config import parse_config
+from interlink_plugins.core.errors import ConfigError
+from interlink_plugins.core.jobfiles import _tail_argv, dump_argv, parse_dump, sync_mirror, upload_tree
+from interlink_plugins.core.runner import CommandFailed
+from interlink_plugins.core.ssh import (
+    HostKeyError,
+    SshRunner,
+    SshTarget,
+    _check_host_key,
+    fingerprint,
+    remote_command,
+    target_from_config,
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["echo", "a b", "$(touch x)", "`x`", "it's", "", "a\nb", "*", "--", "é"], ["sbatch", "--comment=il:u@i", "/j d/x"]],
+)
+def test_remote_command_gives_the_remote_shell_the_same_words(argv: list[str]) -> None:
+    line = remote_command(argv)
+    assert shlex.split(line) == argv
+    # the remote login shell (sh here) splits it back into exactly these words, running nothing
+    out = subprocess.run(["sh", "-c", "printf '%s\\0' " + remote_command(argv[1:] or [""])], capture_output=True,
+                         check=True)
+    assert out.stdout.split(b"\0")[:-1] == [a.encode() for a in (argv[1:] or [""])]
+
+
+def test_remote_command_env_goes_through_env() -> None:
+    assert shlex.split(remote_command(["squeue"], {"A": "x y"})) == ["env", "A=x y", "squeue"]
+
+
+class _FakeTransport:
+    def __init__(self, key: paramiko.PKey) -> None:
+        self.key = key
+
+    def get_remote_server_key(self) -> paramiko.PKey:
+        return self.key
+
+
+def test_host_key_mismatch_and_unknown_host_name_host_and_fingerprints(tmp_path: Path) -> None:
+    keys = []
+    for name in ("offered", "other"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+        keys.append(paramiko.Ed25519Key.from_private_key_file(str(tmp_path / name)))
+    offered, other = keys
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[login.example]:2222 {other.get_name()} {other.get_base64()}\n")
+    target = SshTarget(host="login.example", port=2222, user="u", known_hosts=str(known))
+    with pytest.raises(HostKeyError) as err:
+        _check_host_key(_FakeTransport(offered), target)  # type: ignore[arg-type]
+    text = str(err.value)
+    assert "[login.example]:2222" in text and fingerprint(offered) in text and fingerprint(other) in text
+    with pytest.raises(HostKeyError, match="is not in"):
+        _check_host_key(_FakeTransport(offered), SshTarget(host="other", user="u", known_hosts=str(known)))  # type: ignore[arg-type]
+    known.write_text(f"[login.example]:2222 {offered.get_name()} {offered.get_base64()}\n")
+    _check_host_key(_FakeTransport(offered), target)  # type: ignore[arg-type]
+
+
+def test_unreachable_host_fails_fast_with_backoff_naming_host_and_command() -> None:
+    async def main() -> tuple[str, str]:
+        runner = SshRunner(SshTarget(host="127.0.0.1", port=1, user="u", key_file="/nonexistent", known_hosts="/x",
+                                     connect_timeout=2))
+        with pytest.raises(CommandFailed) as first:
+            await runner.run(["squeue", "-h"], timeout=5)
+        with pytest.raises(CommandFailed) as second:
+            await runner.run(["sbatch", "x"], timeout=5)
+        await runner.close()
+        return str(first.value), str(second.value)
+
+    first, second = asyncio.run(main())
+    assert first.startswith("squeue: ssh u@127.0.0.1:1") and "refused" in first.lower()
+    assert second.startswith("sbatch: ssh u@127.0.0.1:1 unreachable (next attempt in")
+
+
+def test_ssh_config_keys() -> None:
+    config, warnings = parse_config(
+        {"SshHost": "login.hpc", "SshUser": "me", "SshPort": 2222, "SshJumpHost": "bastion.hpc:2200",
+         "SshKeyFile": "/k", "SshCertificateFile": "/k-cert.pub", "SshKnownHosts": "/kh", "DataTransfer": "sftp"},
+        environ={},
+    )
+    assert not warnings
+    target = target_from_config(config)
+    assert (target.host, target.port, target.user, target.certificate_file) == ("login.hpc", 2222, "me", "/k-cert.pub")
+    assert target.jump is not None and (target.jump.host, target.jump.port, target.jump.user) == ("bastion.hpc", 2200, "me")
+    for key, value in (("SshJumpHost", "a b"), ("DataTransfer", "nfs"), ("SshPoolSize", 0),
+                       ("ApptainerOptions", {"privileged": True}), ("ImageOverrides", {"x": "relative.sif"}),
+                       ("RegistryCredentials", {"reg.io": {"Username": "u", "Password": "a\nb"}})):
+        with pytest.raises(ConfigError, match=key):
+            parse_config({key: value}, environ={})
+
+
+def test_dump_parsing_and_mirror(tmp_path: Path) -> None:
+    argv = dump_argv(["/d/ns-1", "/d/ns-2"])
+    assert argv[-4:] == ["/d/ns-1/c", "/d/ns-1/pod.exit", "/d/ns-2/c", "/d/ns-2/pod.exit"]
+    assert "--exclude=log" in argv and "--exclude=*.nul" in argv and "-D" in argv
+    # the real grep on a real tree: state files in, logs, env files, FIFOs and temp files out
+    job = tmp_path / "ns-1"
+    (job / "c" / "a").mkdir(parents=True)
+    for name, text in (("started", "T1\n"), ("exit", "0\n"), ("log", "x\n"), ("env.nul", "S=secret\0"),
+                       ("exit.tmp.123", "9\n"), ("waiting", "Reason two\nlines\n")):
+        (job / "c" / "a" / name).write_text(text)
+    os.mkfifo(job / "c" / "a" / ".stdout")
+    (job / "pod.exit").write_text("0\n")
+    out = subprocess.run(dump_argv([str(job), str(tmp_path / "missing")]), capture_output=True, timeout=10)
+    assert out.returncode == 2  # a missing job dir, silently
+    found = parse_dump(out.stdout)
+    assert found == {f"{job}/c/a/started": b"T1\n", f"{job}/c/a/exit": b"0\n", f"{job}/pod.exit": b"0\n",
+                     f"{job}/c/a/waiting": b"Reason two\nlines\n"}
+    mirror = tmp_path / "mirror"
+    sync_mirror(mirror, {}, {"c/a/exit": b"0\n", "c/a/waiting": b"w\n"})
+    sync_mirror(mirror, {"c/a/exit": b"0\n", "c/a/waiting": b"w\n"}, {"c/a/exit": b"1\n"})
+    assert (mirror / "c/a/exit").read_bytes() == b"1\n" and not (mirror / "c/a/waiting").exists()
+
+
+def test_follow_script_never_interpolates_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "it's $(touch x) dir" / "log"
+    path.parent.mkdir()
+    path.write_text("hello\n")
+    argv = _tail_argv(str(path), 2)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"llo\n"  # from offset 2
+    proc.stdin.close()  # type: ignore[union-attr]  # the channel is gone: tail is killed
+    assert proc.wait(timeout=10) is not None
+    assert not (tmp_path / "x").exists()
+
+
+class _LocalSftp:
+    """The SFTPClient calls upload_tree makes, on the local filesystem."""
+
+    def stat(self, path: str) -> os.stat_result:
+        return os.stat(path)
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        os.mkdir(path, mode)
+
+    def chmod(self, path: str, mode: int) -> None:
+        os.chmod(path, mode)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def symlink(self, source: str, dest: str) -> None:
+        os.symlink(source, dest)
+
+    def open(self, path: str, mode: str) -> Any:
+        handle = open(path, mode)  # noqa: SIM115
+        handle.set_pipelined = lambda _on: None  # type: ignore[attr-defined]
+        handle.chmod = lambda m: os.chmod(path, m)  # type: ignore[attr-defined]
+        return handle
+
+
+def test_upload_keeps_modes_symlinks_and_a_private_job_dir(tmp_path: Path) -> None:
+    stage = tmp_path / "stage"
+    (stage / "volumes" / "sec").mkdir(parents=True)
+    (stage / "volumes" / "sec" / "token").write_bytes(b"s3cret")
+    os.chmod(stage / "volumes" / "sec" / "token", 0o400)
+    (stage / "emptydir" / "work").mkdir(parents=True)
+    os.chmod(stage / "emptydir" / "work", 0o777)
+    (stage / "pod-runner.sh").write_text("#!/bin/bash\n")
+    os.chmod(stage / "pod-runner.sh", 0o700)
+    (stage / "c" / "jobscript").mkdir(parents=True)
+    (stage / "c" / "a").symlink_to("jobscript")
+    remote = tmp_path / "root" / "data" / "ns-uid"
+    for _ in range(2):  # a re-upload (after a crash) meets the 0400 file and rewrites it
+        assert upload_tree(_LocalSftp(), stage, str(remote)) == 2  # type: ignore[arg-type]
+    mode = lambda p: stat.S_IMODE(os.lstat(p).st_mode)  # noqa: E731
+    assert mode(remote) == 0o700 and mode(remote / "volumes/sec/token") == 0o400
+    assert (remote / "volumes/sec/token").read_bytes() == b"s3cret"
+    assert mode(remote / "emptydir/work") == 0o777 and mode(remote / "pod-runner.sh") == 0o700
+    assert os.readlink(remote / "c" / "a") == "jobscript"
+
+
+def test_fetch_missing_log_removes_the_copy(tmp_path: Path) -> None:
+    from interlink_plugins.core.jobfiles import fetch_into
+
+    class Missing:
+        def stat(self, path: str) -> None:
+            raise FileNotFoundError(errno.ENOENT, "no such file")
+
+    local = tmp_path / "copy"
+    local.write_text("old")
+    assert fetch_into(Missing(), "/r/log", local) is False  # type: ignore[arg-type]
+    assert not local.exists()
