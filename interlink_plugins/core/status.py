@@ -137,8 +137,9 @@ def container_status(
     job = ctx.job
     job_over = job is not None and not job.active
     state: dict[str, Any]
-    if job is not None and job.active and not job.running and files.started:
-        # the scheduler requeued the job: a run is over and the next one waits (restartCount+1)
+    if job is not None and job.active and files.started and (not job.running or _restarted(job, files)):
+        # the scheduler requeued the job: a run is over and the next one waits (restartCount+1), also
+        # while the job runs again but the runner has not yet taken the old run's files aside
         return _requeued(name, image, files, ctx)
     if files.exit_code is not None:
         reason, detail = files.reason or ("Completed" if files.exit_code == 0 else "Error", "")
@@ -179,7 +180,7 @@ def container_status(
     status: dict[str, Any] = {
         "name": name,
         "state": state,
-        "ready": running and files.ready is not False,
+        "ready": running and files.ready is not False and files.startup is not False,
         "started": running and files.startup is not False,
         "restartCount": files.restarts,
         "image": image,
@@ -210,6 +211,21 @@ def _still_stopping(name: str, image: str, files: ContainerFiles, ctx: StatusCon
         code, started, finished = files.last
         status["lastState"] = _terminated(code, "Completed" if code == 0 else "Error", "", started, finished)
     return status
+
+
+def _epoch(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _restarted(job: JobInfo, files: ContainerFiles) -> bool:
+    """The job (re)started after this run of the container had finished: a requeued job running again."""
+    if not job.started_at or not files.finished:
+        return False
+    start, finished = _epoch(job.started_at), _epoch(files.finished)
+    return start is not None and finished is not None and start > finished
 
 
 def _requeued(name: str, image: str, files: ContainerFiles, ctx: StatusContext) -> dict[str, Any]:

@@ -351,8 +351,8 @@ class PodmanBackend:
             job_dir = labels.get(L_JOB_DIR) or str(self.job_dir(namespace, uid))
             adopted.append(AdoptedJob(uid=uid, job_id=str(entry.get("Id", "")), job_dir=job_dir,
                                       namespace=namespace, name=labels.get(L_NAME, "")))
-        # adopt() runs once at start, before the plugin answers: decide once now, so the first /status
-        # after a restart already shows what podman shows (no "waiting for the scheduler" gap)
+        # adopt() runs once at start, before the plugin answers: decide once now, so logs (current and
+        # previous run) and the first poll after a restart work from podman's view, not from guesses
         with contextlib.suppress(BackendUnavailable):
             await self.query([job.job_id for job in adopted])
         return adopted

@@ -145,6 +145,8 @@ def test_ready_and_started_come_from_the_probe_files() -> None:
     assert (not_ready["ready"], not_ready["started"]) == (False, False)
     ready = status(RUNNING, ContainerFiles(started=T0, ready=True, startup=True))
     assert (ready["ready"], ready["started"]) == (True, True)
+    # ready implies started, whatever order the probe files were written in
+    assert status(RUNNING, ContainerFiles(started=T0, ready=True, startup=False))["ready"] is False
 
 
 def test_a_requeued_job_waits_with_one_more_restart() -> None:
@@ -156,6 +158,15 @@ def test_a_requeued_job_waits_with_one_more_restart() -> None:
     assert entry["restartCount"] == 1
     assert entry["lastState"] == {"terminated": {"exitCode": 143, "reason": "Error", "message": "", "startedAt": T0,
                                                  "finishedAt": T1, "signal": 15}}
+
+
+def test_a_requeued_job_running_again_before_the_runner_started_over() -> None:
+    again = JobInfo("1", "RUNNING", active=True, running=True, node="n1", started_at="2026-11-25T10:00:06Z")
+    files = ContainerFiles(T0, T1, 143, reason=("Terminated", "killed by SIGTERM"))
+    entry = status(again, files)
+    assert entry["state"]["waiting"]["reason"] == "Requeued" and entry["restartCount"] == 1  # type: ignore[index]
+    first_run = JobInfo("1", "RUNNING", active=True, running=True, node="n1", started_at="2026-11-25T09:59:59Z")
+    assert "running" in status(first_run, ContainerFiles(started=T0))["state"]  # type: ignore[operator]
 
 
 def test_a_container_stopped_by_the_scheduler_is_not_terminated_before_the_verdict() -> None:
