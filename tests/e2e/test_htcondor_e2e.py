@@ -137,8 +137,9 @@ def test_resources_accounting_group_and_submit_commands(kit: HTCondorKit) -> Non
     assert attrs["RequestCpus"] == 2 and attrs["RequestMemory"] == 612 and attrs["RequestGPUs"] == 1
     assert attrs["RequestDisk"] == 2 * 1024 * 1024 and attrs["AllowedExecuteDuration"] == 150
     assert attrs["AcctGroup"] == "group_ops" and attrs["JobStatus"] == 1
-    waiting = plugin.wait_status(body, lambda s: "waiting" in s["containers"][0]["state"])
-    assert waiting["containers"][0]["state"]["waiting"]["reason"] == "Pending"
+    # before the first poll the pod is ContainerCreating; the idle job then shows as Pending
+    waiting = plugin.wait_status(body, lambda s: s["containers"][0]["state"].get("waiting", {}).get("reason") == "Pending")
+    assert "waiting" in waiting["containers"][0]["state"]
     assert plugin.delete(body).status_code == 200
     for extra, field in (
         ({"htcondor-job.vk.io/submit-commands": "executable = /bin/sh"}, "submit-commands"),
