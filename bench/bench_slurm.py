@@ -180,13 +180,14 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="il-bench-") as tmp:
         work = Path(tmp)
-        plugin = PluginProcess(work / "creates", {"Backend": "slurm", "ContainerRuntime": "none", "InstanceId": "bc"})
-        plugin.workdir.mkdir(parents=True)
-        plugin.start()
-        try:
-            results["creates"] = bench_creates(plugin, args.creates, args.concurrency)
-        finally:
-            plugin.stop()
+        if args.creates:
+            plugin = PluginProcess(work / "creates", {"Backend": "slurm", "ContainerRuntime": "none", "InstanceId": "bc"})
+            plugin.workdir.mkdir(parents=True)
+            plugin.start()
+            try:
+                results["creates"] = bench_creates(plugin, args.creates, args.concurrency)
+            finally:
+                plugin.stop()
         results["status"] = [
             bench_status(work, int(n), args.status_seconds, args.interval) for n in args.tracked.split(",") if n
         ]
