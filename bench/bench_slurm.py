@@ -181,7 +181,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="il-bench-") as tmp:
         work = Path(tmp)
         if args.creates:
-            plugin = PluginProcess(work / "creates", {"Backend": "slurm", "ContainerRuntime": "none", "InstanceId": "bc"})
+            settings = {"Backend": "slurm", "ContainerRuntime": "none", "InstanceId": "bc"}
+            plugin = PluginProcess(work / "creates", settings)
             plugin.workdir.mkdir(parents=True)
             plugin.start()
             try:
