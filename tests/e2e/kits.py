@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -270,3 +270,22 @@ class HTCondorKit:
         for process in self._plugins:
             instance = process.config["InstanceId"]
             self.condor("condor_rm", "-constraint", f'InterLinkInstance == "{instance}"')
+
+
+KIT_NAMES = ("slurm", "podman", "htcondor")
+
+
+def open_kit(request: Any, tmp_path: Path, name: str, *, podman_remote: bool = True) -> Iterator[BackendKit]:
+    """The kit of one backend for the shared suites (fault, injection), with its real daemon started."""
+    if name == "slurm":
+        factory: Callable[..., PluginProcess] = request.getfixturevalue("plugin_factory")
+        yield SlurmKit(factory, request.getfixturevalue("slurm_cluster")["state"])
+    elif name == "podman":
+        request.getfixturevalue("podman_ready")
+        podman_kit = PodmanKit(tmp_path / "podman-kit", remote=podman_remote)
+        yield podman_kit
+        podman_kit.close()
+    elif name == "htcondor":
+        htcondor_kit = HTCondorKit(tmp_path / "htcondor-kit", request.getfixturevalue("htcondor_pool"))
+        yield htcondor_kit
+        htcondor_kit.close()

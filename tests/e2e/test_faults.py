@@ -5,34 +5,20 @@ from __future__ import annotations
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.kits import BackendKit, HTCondorKit, PodmanKit, SlurmKit
+from tests.e2e.kits import KIT_NAMES, BackendKit, open_kit
 from tests.harness import PluginProcess, all_terminated, exit_codes, states
 from tests.podfactory import container, pod_body
 
 pytestmark = pytest.mark.e2e
 
-BACKENDS = ["slurm", "podman", "htcondor"]
-
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=KIT_NAMES)
 def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendKit]:
-    if request.param == "slurm":
-        factory: Callable[..., PluginProcess] = request.getfixturevalue("plugin_factory")
-        yield SlurmKit(factory, request.getfixturevalue("slurm_cluster")["state"])
-    elif request.param == "podman":
-        request.getfixturevalue("podman_ready")
-        podman_kit = PodmanKit(tmp_path / "podman-kit")
-        yield podman_kit
-        podman_kit.close()
-    elif request.param == "htcondor":
-        htcondor_kit = HTCondorKit(tmp_path / "htcondor-kit", request.getfixturevalue("htcondor_pool"))
-        yield htcondor_kit
-        htcondor_kit.close()
+    yield from open_kit(request, tmp_path, request.param)
 
 
 def _restart(plugin: PluginProcess) -> None:
