@@ -112,7 +112,7 @@ def run_blocking(argv: Sequence[str], *, timeout: float) -> CommandResult:
 
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # bounded: communicate(timeout=...) below, killed when it expires
             list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
     except OSError as exc:
