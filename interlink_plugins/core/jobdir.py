@@ -20,7 +20,7 @@ from pathlib import Path
 from interlink_plugins.config import Config
 from interlink_plugins.core import annotations as ann
 from interlink_plugins.core.errors import PodSpecError
-from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod
+from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod, pod_summary
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.probes import MPI_HELPER, handler_argv, probe_helper_files, probe_runs
 from interlink_plugins.core.runner import CommandFailed, run_blocking
@@ -264,20 +264,6 @@ def _write_private_files(files: tuple[tuple[str, bytes], ...]) -> None:
         os.replace(tmp, path)
 
 
-def pod_metadata(pod: Pod) -> dict[str, object]:
-    """pod.json: what recovery from the scheduler alone needs to report the pod again."""
-    return {
-        "uid": pod.uid,
-        "namespace": pod.namespace,
-        "name": pod.name,
-        "init_names": [c.name for c in pod.init_containers],
-        "main_names": [c.name for c in pod.containers],
-        "images": {c.name: c.image for c in pod.all_containers},
-        "sidecars": [c.name for c in pod.init_containers if c.is_sidecar],
-        "grace_seconds": pod.termination_grace_seconds,
-    }
-
-
 def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:
     """pod-runner.sh, the helpers, pod.json (and mesh.sh, jobScript.sh); returns their text (for `render`)."""
     del config
@@ -285,7 +271,7 @@ def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, w
         "pod-runner.sh": render_runner(plan),
         **helper_files(),
         **probe_helper_files(),
-        "pod.json": json.dumps(pod_metadata(pod), indent=1) + "\n",
+        "pod.json": json.dumps(pod_summary(pod), indent=1) + "\n",
     }
     if plan.wrapper:
         for _key, text in ann.present(pod.annotations, ann.PRE_EXEC):

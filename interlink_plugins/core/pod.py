@@ -435,6 +435,20 @@ def parse_pod(
     )
 
 
+def pod_summary(pod: Pod) -> dict[str, Any]:
+    """What reporting a pod needs besides the scheduler (pod.json, podman labels, the state record)."""
+    return {
+        "uid": pod.uid,
+        "namespace": pod.namespace,
+        "name": pod.name,
+        "init_names": [c.name for c in pod.init_containers],
+        "main_names": [c.name for c in pod.containers],
+        "images": {c.name: c.image for c in pod.all_containers},
+        "sidecars": [c.name for c in pod.init_containers if c.is_sidecar],
+        "grace_seconds": pod.termination_grace_seconds,
+    }
+
+
 def pod_identity(raw: Any, path: str = "pod") -> tuple[str, str, str]:
     """(uid, namespace, name) of a v1.Pod as sent to /status and /delete."""
     meta = _as_dict(_as_dict(raw, path).get("metadata"), f"{path}.metadata")

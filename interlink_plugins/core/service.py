@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,7 @@ from interlink_plugins.config import Config
 from interlink_plugins.core.backend import Backend, JobInfo, Resources
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
 from interlink_plugins.core.logs import LogOptions, follow_log, read_log
-from interlink_plugins.core.pod import parse_create_body, pod_identity, spec_container_names
+from interlink_plugins.core.pod import parse_create_body, pod_identity, pod_summary, spec_container_names
 from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.core.status import (
@@ -134,24 +135,13 @@ class PluginService:
                 self.store.put(adopted_record)
 
     def _record_from_job_dir(self, uid: str, job_id: str, job_dir: Path) -> PodRecord | None:
-        import json
-
         try:
-            meta = json.loads((job_dir / "pod.json").read_text())
+            summary = json.loads((job_dir / "pod.json").read_text())
         except (OSError, ValueError):
             log.warning("job %s of pod %s has no readable pod.json in %s; not adopted", job_id, uid, job_dir)
             return None
-        return PodRecord(
-            uid=uid,
-            namespace=meta.get("namespace", ""),
-            name=meta.get("name", ""),
-            job_dir=str(job_dir),
-            init_names=list(meta.get("init_names", [])),
-            main_names=list(meta.get("main_names", [])),
-            phase="submitted",
-            job_id=job_id,
-            created_at=self.clock(),
-            meta={k: meta[k] for k in ("images", "sidecars", "grace_seconds") if k in meta},
+        return PodRecord.from_summary(
+            {**summary, "uid": uid}, job_dir=str(job_dir), created_at=self.clock(), phase="submitted", job_id=job_id
         )
 
     # --- create ------------------------------------------------------------------------
@@ -177,21 +167,12 @@ class PluginService:
                 raise
             self.metrics.creates.labels(self.backend.name).inc()
             now = self.clock()
-            record = PodRecord(
-                uid=pod.uid,
-                namespace=pod.namespace,
-                name=pod.name,
+            record = PodRecord.from_summary(
+                pod_summary(pod),
                 job_dir=str(prepared.job_dir),
-                init_names=[c.name for c in pod.init_containers],
-                main_names=[c.name for c in pod.containers],
-                submit=dict(prepared.submit),
                 created_at=now,
+                submit=dict(prepared.submit),
                 deadline_at=now + self.config.submit_deadline,
-                meta={
-                    "images": {c.name: c.image for c in pod.all_containers},
-                    "sidecars": [c.name for c in pod.init_containers if c.is_sidecar],
-                    "grace_seconds": pod.termination_grace_seconds,
-                },
             )
             await asyncio.to_thread(self.store.put, record)
             if self._down_since is None:

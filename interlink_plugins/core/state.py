@@ -54,6 +54,21 @@ class PodRecord:
     delete_hard_sent: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], *, job_dir: str, created_at: float, **fields: Any) -> PodRecord:
+        """A record from core.pod.pod_summary (at create) or a pod.json / labels (at adoption)."""
+        return cls(
+            uid=str(summary["uid"]),
+            namespace=str(summary.get("namespace", "")),
+            name=str(summary.get("name", "")),
+            job_dir=job_dir,
+            init_names=list(summary.get("init_names", [])),
+            main_names=list(summary.get("main_names", [])),
+            created_at=created_at,
+            meta={k: summary[k] for k in ("images", "sidecars", "grace_seconds") if k in summary},
+            **fields,
+        )
+
     @property
     def pod_jid(self) -> str:
         return self.job_id or f"pending-{self.uid}"

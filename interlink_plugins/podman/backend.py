@@ -37,8 +37,7 @@ from typing import Any
 from interlink_plugins.config import Config
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, SubmitRejected
-from interlink_plugins.core.jobdir import pod_metadata
-from interlink_plugins.core.pod import Pod
+from interlink_plugins.core.pod import Pod, pod_summary
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
 from interlink_plugins.core.state import PodRecord
@@ -227,7 +226,7 @@ class PodmanBackend:
             spec = spec_for(True)
         create = pod_create_argv(pod, spec, instance=self.config.instance_id, network=self.config.podman_pod_network)
         create.append(f"--label={L_JOB_DIR}={job_dir}")
-        meta = pod_metadata(pod)
+        meta = pod_summary(pod)
         meta["podman"] = spec.to_json()
         files = {"pod.json": json.dumps(meta, indent=1) + "\n"}
         preview = [
