@@ -22,6 +22,9 @@ from interlink_plugins.logsetup import setup_logging
 from interlink_plugins.metrics import MeteredRunner, Metrics
 
 log = logging.getLogger("interlink_plugins")
+# interLink's client keeps idle connections for 120 s: the server must not close them first, or a
+# request sent on a connection the server is closing fails (no retry on POST)
+KEEP_ALIVE_SECONDS = 125
 
 
 def _load(path: str) -> tuple[Config, AdminPolicy]:
@@ -73,7 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     listen_fds = os.environ.get("LISTEN_FDS", "")
     if listen_fds.isdigit() and int(listen_fds) >= 1 and os.environ.get("LISTEN_PID") == str(os.getpid()):
         log.info("serving %s backend on the socket passed by systemd (fd 3)", config.backend)
-        uvicorn.run(app, fd=3, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.run(app, fd=3, log_level="warning", timeout_graceful_shutdown=5,
+                    timeout_keep_alive=KEEP_ALIVE_SECONDS)
         return 0
     if config.socket:
         socket_path = Path(config.socket)
@@ -81,11 +85,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if socket_path.is_socket():
             socket_path.unlink()
         log.info("serving %s backend on unix socket %s", config.backend, socket_path)
-        uvicorn.run(app, uds=str(socket_path), log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.run(app, uds=str(socket_path), log_level="warning", timeout_graceful_shutdown=5,
+                    timeout_keep_alive=KEEP_ALIVE_SECONDS)
     else:
         log.info("serving %s backend on http://%s:%s", config.backend, config.bind_address, config.sidecar_port)
         uvicorn.run(app, host=config.bind_address, port=config.sidecar_port, log_level="warning",
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     return 0
 
 
