@@ -70,6 +70,7 @@ class LoadResult:
     report_delays: list[float] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     status_requests: int = 0
+    server_status_mean_ms: float = float("nan")
 
     @property
     def squeue_budget(self) -> int:
@@ -87,6 +88,7 @@ class LoadResult:
             "status_rps": round(self.status_requests / self.window_seconds, 1),
             "status_p50_ms": round(percentile(self.status_latencies, 0.5) * 1000, 2),
             "status_p99_ms": round(percentile(self.status_latencies, 0.99) * 1000, 2),
+            "server_status_mean_ms": round(self.server_status_mean_ms, 2),
             "create_p50_ms": round(percentile(self.create_latencies, 0.5) * 1000, 1),
             "create_p99_ms": round(percentile(self.create_latencies, 0.99) * 1000, 1),
             "report_delay_max_s": round(max(self.report_delays, default=0.0), 2),
@@ -158,5 +160,12 @@ async def run_load(
         result.lost = [b["pod"]["metadata"]["uid"] for b in bodies if b["pod"]["metadata"]["uid"] not in seen_done]
         result.squeue_calls = calls(wrappers, "squeue", start, end)
         result.other_calls = {n: calls(wrappers, n, start, end) for n in COMMANDS if n != "squeue"}
+        # the plugin's own view of /status latency (its histogram), to tell server time from client lag
+        metrics = (await client.get("/metrics")).text
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith("interlink_plugin_http_request_seconds_") and 'route="/status"' in line}
+        total = sum(v for k, v in samples.items() if k.startswith("interlink_plugin_http_request_seconds_sum"))
+        count = sum(v for k, v in samples.items() if k.startswith("interlink_plugin_http_request_seconds_count"))
+        result.server_status_mean_ms = 1000 * total / count if count else float("nan")
         await asyncio.gather(*(client.post("/delete", json=status_pod(b)) for b in bodies))
     return result
