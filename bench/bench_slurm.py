@@ -31,6 +31,25 @@ from tests.podfactory import container, pod_body, status_pod
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def confine_jobs(state: str, shares: int) -> None:
+    """Put slurmd, and so every job it starts, into a low-weight cgroup-v1 cpu group.
+
+    On a real site jobs run on compute nodes, not on the plugin's host; here they share its 2 cores,
+    and 1,000 starting jobs would otherwise starve the plugin and the load client alike.
+    """
+    group = Path("/sys/fs/cgroup/cpu/il-bench-jobs")
+    group.mkdir(exist_ok=True)
+    (group / "cpu.shares").write_text(str(shares))
+    for pid_file in Path(state, "run").glob("slurmd-*.pid"):
+        (group / "cgroup.procs").write_text(pid_file.read_text().strip())
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -173,10 +192,15 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--load-pods", type=int, default=0)
     parser.add_argument("--load-seconds", type=float, default=300)
+    parser.add_argument("--max-sleep", type=float, default=120, help="load pods sleep 1..N s")
+    parser.add_argument("--jobs-cpu-shares", type=int, default=0,
+                        help="run the jobs in a cpu cgroup of this weight (1024 = the plugin's), 0 = off")
     args = parser.parse_args()
     state = os.environ.get("IL_SLURM_STATE", "/tmp/il-slurm")  # SLURMCTLD_PORT/SLURMD_PORT pick the ports
     subprocess.run(["bash", str(ROOT / "slurm" / "slurm-up.sh"), state], check=True, timeout=300, capture_output=True)
     os.environ["SLURM_CONF"] = f"{state}/slurm.conf"
+    if args.jobs_cpu_shares:
+        confine_jobs(state, args.jobs_cpu_shares)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="il-bench-") as tmp:
         work = Path(tmp)
@@ -214,12 +238,16 @@ def main() -> None:
                         pods=args.load_pods,
                         duration=args.load_seconds,
                         interval=args.interval,
-                        max_sleep=120,
+                        max_sleep=args.max_sleep,
+                        poll_until_end=True,
                     )
                 )
                 results["load"] = outcome.summary()
                 assert load.proc is not None
                 results["load"]["plugin_rss_mib"] = round(rss_mib(load.proc.pid), 1)
+                results["load"]["plugin_cpu_s"] = round(cpu_seconds(load.proc.pid), 1)
+                results["load"]["slurm_cpus"] = int(os.environ.get("SLURM_CPUS", "32"))
+                results["load"]["jobs_cpu_shares"] = args.jobs_cpu_shares
             finally:
                 load.stop()
     out = ROOT / "bench" / "results"

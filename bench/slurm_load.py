@@ -58,6 +58,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def histogram_quantile(metrics_text: str, name: str, q: float) -> float:
+    """Upper bound of the bucket holding quantile q of a Prometheus histogram (all label sets summed)."""
+    buckets: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            labels, value = line.rsplit(" ", 1)
+            bound = labels.split('le="', 1)[1].split('"', 1)[0]
+            edge = float("inf") if bound == "+Inf" else float(bound)
+            buckets[edge] = buckets.get(edge, 0.0) + float(value)
+    if not buckets or not buckets[float("inf")]:
+        return float("nan")
+    total = buckets[float("inf")]
+    return next(edge for edge in sorted(buckets) if buckets[edge] >= q * total)
+
+
 @dataclass
 class LoadResult:
     pods: int
@@ -71,6 +86,7 @@ class LoadResult:
     lost: list[str] = field(default_factory=list)
     status_requests: int = 0
     server_status_mean_ms: float = float("nan")
+    event_loop_lag_p99_s: float = float("nan")
 
     @property
     def squeue_budget(self) -> int:
@@ -89,6 +105,7 @@ class LoadResult:
             "status_p50_ms": round(percentile(self.status_latencies, 0.5) * 1000, 2),
             "status_p99_ms": round(percentile(self.status_latencies, 0.99) * 1000, 2),
             "server_status_mean_ms": round(self.server_status_mean_ms, 2),
+            "event_loop_lag_p99_le_s": self.event_loop_lag_p99_s,
             "create_p50_ms": round(percentile(self.create_latencies, 0.5) * 1000, 1),
             "create_p99_ms": round(percentile(self.create_latencies, 0.99) * 1000, 1),
             "report_delay_max_s": round(max(self.report_delays, default=0.0), 2),
@@ -112,6 +129,7 @@ async def run_load(
     status_period: float = 5.0,
     max_sleep: float = 20.0,
     create_concurrency: int = 16,
+    poll_until_end: bool = False,
 ) -> LoadResult:
     """Create `pods` pods at once, poll each every `status_period` s (interLink's rate) until all end."""
     rng = random.Random(42)
@@ -141,7 +159,7 @@ async def run_load(
             await asyncio.sleep(status_period * index / max(pods, 1))
             payload = [status_pod(body)]
             # like interLink, keep polling every pod (finished ones too) until the run ends
-            while time.time() - start < duration and len(seen_done) < pods:
+            while time.time() - start < duration and (poll_until_end or len(seen_done) < pods):
                 began = time.perf_counter()
                 response = await client.request("GET", "/status", json=payload)
                 result.status_latencies.append(time.perf_counter() - began)
@@ -167,5 +185,6 @@ async def run_load(
         total = sum(v for k, v in samples.items() if k.startswith("interlink_plugin_http_request_seconds_sum"))
         count = sum(v for k, v in samples.items() if k.startswith("interlink_plugin_http_request_seconds_count"))
         result.server_status_mean_ms = 1000 * total / count if count else float("nan")
+        result.event_loop_lag_p99_s = histogram_quantile(metrics, "interlink_plugin_event_loop_lag_seconds", 0.99)
         await asyncio.gather(*(client.post("/delete", json=status_pod(b)) for b in bodies))
     return result

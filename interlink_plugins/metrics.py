@@ -7,6 +7,7 @@ scraped or by the poller, never on the /status hot path.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import Counter as Tally
@@ -70,6 +71,12 @@ class Metrics:
             "interlink_plugin_backend_up", "1 while the scheduler answers", ["backend"], registry=self.registry
         )
         self.backend_up.labels(backend).set(1)
+        self.event_loop_lag = Histogram(
+            "interlink_plugin_event_loop_lag_seconds",
+            "How late the event loop ran a timer: blocking work on the loop (or the GIL held elsewhere)",
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
 
     def track_pods(self, phases: Callable[[], Iterable[str]]) -> None:
         """Register the tracked-pods gauge, computed at scrape time."""
@@ -77,6 +84,18 @@ class Metrics:
 
     def scheduler_call(self, command: str, seconds: float, ok: bool) -> None:
         self.scheduler_seconds.labels(self.backend, command, "ok" if ok else "error").observe(seconds)
+
+
+LAG_PROBE_SECONDS = 0.5
+
+
+async def watch_event_loop_lag(metrics: Metrics) -> None:
+    """Sleep a fixed time, again and again; the overshoot is the loop's lag (every request waits as long)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(LAG_PROBE_SECONDS)
+        metrics.event_loop_lag.observe(max(0.0, loop.time() - before - LAG_PROBE_SECONDS))
 
 
 class _PhaseCollector(Collector):

@@ -6,8 +6,7 @@ import asyncio
 import json
 import logging
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,10 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse
+from interlink_plugins.api.observe import RequestObserver
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError
 from interlink_plugins.core.policy import PolicyViolation
 from interlink_plugins.core.service import LogRequest, PluginService
-from interlink_plugins.logsetup import session_id
+from interlink_plugins.metrics import watch_event_loop_lag
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,11 @@ def create_app(
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_reload)
         if manage_lifecycle:
             await service.start()
+        lag_watch = asyncio.create_task(watch_event_loop_lag(service.metrics), name="event-loop-lag")
         try:
             yield
         finally:
+            lag_watch.cancel()
             if manage_lifecycle:
                 await service.stop()
 
@@ -83,22 +85,7 @@ def create_app(
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        token = session_id.set(request.headers.get("InterLink-Http-Session", ""))
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            service.metrics.http_seconds.labels(path, request.method, str(status)).observe(
-                time.perf_counter() - started
-            )
-            session_id.reset(token)
+    app.add_middleware(RequestObserver, metrics=service.metrics)
 
     @app.get("/metrics")
     async def metrics() -> Response:

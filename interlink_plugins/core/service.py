@@ -25,6 +25,7 @@ from interlink_plugins.core.pod import parse_create_body, pod_identity, pod_summ
 from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.core.status import (
+    ContainerFiles,
     StatusContext,
     build_pod_status,
     epoch_rfc3339,
@@ -39,6 +40,9 @@ BACKEND_TAINT = "interlink.eu/backend-unavailable"
 PARTITION_TAINT = "interlink.eu/partition-unavailable"
 VANISHED_AFTER_SECONDS = 60.0
 THROTTLE_BACKOFF_MAX = 60.0
+# runner files unchanged by their token are still read again this often (a token can miss a change on a
+# file system with coarse timestamps whose clock is behind ours)
+REREAD_SECONDS = 30.0
 
 
 @dataclass
@@ -81,7 +85,8 @@ class PluginService:
         self._resources_at = 0.0
         self._poll_task: asyncio.Task[None] | None = None
         self._seen_running: set[str] = set()  # pods whose job ran: their runner files are read
-        self._status_keys: dict[str, tuple[object, ...]] = {}  # what a pending pod's status was built from
+        # what a pod's cached status was built from, and when
+        self._status_keys: dict[str, tuple[tuple[object, ...], float]] = {}
         self.metrics.track_pods(self._phases)
         self.poll_count = 0
 
@@ -555,6 +560,7 @@ class PluginService:
         self, tracked: list[PodRecord], now: float
     ) -> list[tuple[PodRecord, dict[str, Any], bool]]:
         results = []
+        files_version = getattr(self.backend, "files_version", None)  # optional backend hook
         for record in tracked:
             job = self._jobs.get(record.job_id)
             if job is None:
@@ -564,22 +570,28 @@ class PluginService:
                                   detail="the job left the queue and accounting has no record of it")
             else:
                 self._missing_since.pop(record.job_id, None)
-            if job is not None and job.active and not job.running and record.uid not in self._seen_running:
-                # a job that never ran has no runner files: no I/O, and no rebuild while nothing changed
-                key = (job.state, job.detail, job.waiting_reason, self._down_since, record.phase)
-                cached = self._cache.get(record.uid)
-                if cached is not None and self._status_keys.get(record.uid) == key:
-                    results.append((record, cached, False))
-                    continue
-                self._status_keys[record.uid] = key
-                status = build_pod_status(self._context(record, job), {}, record.meta.get("images", {}))
-                results.append((record, status, False))
-                continue
+            # a job that never ran has no runner files: its status comes from the job alone
+            never_ran = job is not None and job.active and not job.running and record.uid not in self._seen_running
             if job is not None and job.running:
                 self._seen_running.add(record.uid)
-            files = self.backend.container_snapshot(record)
-            if job is None and self.backend.runner_finished(record):
-                job = JobInfo(record.job_id, "ENDED", active=False)
+            version = "never-ran" if never_ran else files_version(record) if files_version else None
+            # a status is a function of the job, the runner's files, the outage and the phase: while none
+            # of them changed, the last one is reused (no file reads, no rebuild)
+            key = None if version is None else (job, version, self._down_since, record.phase)
+            cached = self._cache.get(record.uid)
+            previous = self._status_keys.get(record.uid)
+            if (key is not None and cached is not None and previous is not None and previous[0] == key
+                    and (never_ran or now - previous[1] < REREAD_SECONDS)):
+                results.append((record, cached, False))
+                continue
+            if never_ran:
+                files: dict[str, ContainerFiles] = {}
+            else:
+                files = self.backend.container_snapshot(record)
+                if job is None and self.backend.runner_finished(record):
+                    job = JobInfo(record.job_id, "ENDED", active=False)
+            if key is not None:
+                self._status_keys[record.uid] = (key, now)
             status = build_pod_status(self._context(record, job), files, record.meta.get("images", {}))
             results.append((record, status, job is not None and is_final(status, job)))
         return results

@@ -188,6 +188,10 @@ class HTCondorBackend(RunnerFiles):
         # spool mode: the runner's files are here once retrieved (the wrapper always leaves pod.exit)
         return not self.spool or (Path(record.job_dir) / "pod.exit").exists()
 
+    def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
+        # spool mode: the state comes from condor_chirp until the files are retrieved
+        return super().files_version(record) if not self.spool else None
+
     def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
         if self._local_state(record):
             files = super().container_snapshot(record)

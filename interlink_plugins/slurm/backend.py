@@ -331,6 +331,10 @@ class SlurmBackend(RunnerFiles):
                 migrate.sync_log(job_dir, name)
         return snapshot
 
+    def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
+        # the Go plugin's layout is not written by rename: always read it
+        return None if self._is_go(record) else super().files_version(record)
+
     def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
         if not self._is_go(record):
             return super().log_file(record, container, previous=previous)

@@ -106,6 +106,9 @@ class RemoteSlurmBackend(SlurmBackend):
     def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
         return read_pod_files(self._mirror(record) / "c", record.init_names + record.main_names)
 
+    def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
+        return None  # the mirror is rewritten by every poll's dump: always read it
+
     def container_started(self, record: PodRecord, container: str) -> bool:
         return (self._mirror(record) / "c" / container / "started").exists()
 
