@@ -513,7 +513,9 @@ FIELDS: dict[str, FieldSpec] = {
     "JobEnvironment": FieldSpec(
         "job_environment", _str_map, "Variables exported to the job runner (not to containers), e.g. CONTAINERS_CONF."
     ),
-    "JobPath": FieldSpec("job_path", _str, "PATH of the job runner (jobs are submitted with --export=NIL)."),
+    "JobPath": FieldSpec(
+        "job_path", _str, "PATH of the job runner (the job gets SLURM's own variables only: --export-file=/dev/null)."
+    ),
     "LogLevel": FieldSpec("log_level", _choice(("debug", "info", "warning", "error")), "Plugin log level."),
     "LogFormat": FieldSpec(
         "log_format", _choice(("json", "text")), "json: one JSON object per line with interLink's session id; text."

@@ -204,7 +204,7 @@ DEFAULT_SBATCH_ALLOW: frozenset[str] = frozenset(
 #   job files output/error/input/open-mode, uid/gid (from runAsUser and the namespace's Users),
 #   requeue/no-requeue (a config switch), array (one pod is exactly one job), clusters/cluster and
 #   cluster-constraint (the job would land on a cluster the plugin does not query);
-# * environment: export, export-file, get-user-env (the env comes from the pod only; --export=NIL);
+# * environment: export, export-file, get-user-env (the env comes from the pod only; --export-file=/dev/null);
 # * files read on the plugin host while submitting: export-file, nodefile, bbf;
 # * the script and the submit call itself: wrap (replaces the script), container (SLURM's own OCI
 #   runtime instead of ContainerRuntime), parsable/quiet (the plugin parses sbatch's output),

@@ -52,6 +52,9 @@ _ACCOUNTING_OFF = "accounting storage is disabled"
 _SQUEUE_FORMAT = "%i\x1f%T\x1f%r\x1f%N\x1f%S\x1f%e\x1f%k\x1f%Z"
 
 
+JOB_ENVIRONMENT = "--export-file=/dev/null"
+
+
 class SlurmBackend(RunnerFiles):
     name = "slurm"
 
@@ -86,7 +89,10 @@ class SlurmBackend(RunnerFiles):
             f"--comment={self.comment(pod.uid)}",
             f"--chdir={job_dir}",
             f"--output={job_dir}/runner.out",
-            "--export=NIL",
+            # the job's environment is SLURM's own variables only: sbatch unsets its environment and reads
+            # an empty one. (--export=NIL/NONE would do the same, but SLURM 22.05 then loads the user's
+            # login environment on the node, `su - <user>` at every job start: slow, and not clean.)
+            JOB_ENVIRONMENT,
             "--requeue" if self.config.requeue else "--no-requeue",
         ]
         for option in options:

@@ -38,7 +38,7 @@ def test_every_command_of_the_guide_runs(slurm_cluster: dict[str, str]) -> None:
         outputs.append(result.stdout)
     check, render, ping = outputs[1], outputs[2], outputs[3]
     assert "[ok] backend slurm reachable" in check and "FAIL" not in check
-    assert "--export=NIL" in render and "pod-runner.sh" in render
+    assert "--export-file=/dev/null" in render and "pod-runner.sh" in render
     answer = json.loads(ping.strip().splitlines()[-1])
     assert answer["status"] == "ok"
     Path("/etc/interlink/plugin-slurm.yaml").unlink()

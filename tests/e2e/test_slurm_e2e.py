@@ -503,7 +503,7 @@ def test_render_and_check_commands(plugin: PluginProcess, tmp_path: Path) -> Non
         env=plugin.env,
     )
     assert rendered.returncode == 0, rendered.stderr
-    assert "--export=NIL" in rendered.stdout and "pod-runner.sh" in rendered.stdout
+    assert "--export-file=/dev/null" in rendered.stdout and "pod-runner.sh" in rendered.stdout
     assert "hunter2-very-secret" not in rendered.stdout
     assert not (Path(plugin.config["DataRootFolder"]) / f"default-{body['pod']['metadata']['uid']}").exists()
     checked = subprocess.run(
@@ -555,3 +555,32 @@ def test_env_values_never_show_in_process_arguments(plugin: PluginProcess) -> No
                 continue
     assert leaks == []
     plugin.delete(body)
+
+
+def test_job_environment_is_slurms_own_only(plugin_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither the plugin's environment nor a login shell's reaches the job (SLURM 22.05 loads the login
+    environment, `su - <user>` on the node, for --export=NIL/NONE: the plugin submits with an empty
+    --export-file instead)."""
+    canary = "plugin-env-" + os.urandom(6).hex()
+    monkeypatch.setenv("IL_PLUGIN_CANARY", canary)
+    plugin = plugin_factory()
+    body = pod_body("jobenv", [container("c", ["sleep", "30"])], terminationGracePeriodSeconds=1)
+    job_dir = f"{plugin.config['DataRootFolder']}/default-{body['pod']['metadata']['uid']}"
+    plugin.create(body)
+    plugin.wait_status(body, lambda s: all("running" in c["state"] for c in s["containers"]), timeout=60)
+    environments = []
+    for proc in Path("/proc").iterdir():
+        try:
+            # slurmd runs a spooled copy of the batch script, in the job dir (--chdir)
+            if proc.name.isdigit() and os.readlink(proc / "cwd") == job_dir and b"bash" in (proc / "cmdline").read_bytes():
+                environments.append(dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0")
+                                         if b"=" in item))
+        except OSError:
+            continue
+    plugin.delete(body)
+    assert environments, "the pod runner process was not found"
+    for env in environments:
+        assert env[b"SLURM_JOB_ID"]  # positive control: this is the job's environment
+        assert canary.encode() not in b"".join(env.values())
+        assert b"SLURM_GET_USER_ENV" not in env, "the node loaded a login environment for the job"
+        assert not [key for key in env if key.startswith((b"PYENV", b"IL_PLUGIN"))]

@@ -166,7 +166,7 @@ def test_argv_has_the_job_identity_and_requeue_switch(tmp_path: Path) -> None:
     b = backend(tmp_path, Requeue=True)
     prepared = b.prepare(parse_create_body(pod()), write=False)
     argv = prepared.submit["argv"]
-    assert "--requeue" in argv and "--no-requeue" not in argv and "--export=NIL" in argv
+    assert "--requeue" in argv and "--no-requeue" not in argv and "--export-file=/dev/null" in argv
     assert argv[-1].endswith("/pod-runner.sh")
 
 
