@@ -36,4 +36,4 @@ echo "== mypy (strict)"
 echo "== pytest"
 # e2e tests drive real daemons on a 2-core machine: a test that fails is run once more, and the
 # rerun is reported in the summary ("R"), so flakiness stays visible instead of blocking every landing
-.venv/bin/python -m pytest -q -p no:cacheprovider --reruns 1 --reruns-delay 2 -rR "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --reruns 1 --reruns-delay 2 -rR --durations=25 "$@"
