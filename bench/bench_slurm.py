@@ -202,7 +202,8 @@ def main() -> None:
     if args.jobs_cpu_shares:
         confine_jobs(state, args.jobs_cpu_shares)
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="il-bench-") as tmp:
+    # jobs being stopped may still write into their dirs while the temp dir goes: never fail the run for it
+    with tempfile.TemporaryDirectory(prefix="il-bench-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
         if args.creates:
             settings = {"Backend": "slurm", "ContainerRuntime": "none", "InstanceId": "bc"}

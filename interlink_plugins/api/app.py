@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -15,50 +14,21 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from interlink_plugins.api.answers import ANSWERED_ERRORS, BadRequest, error_answer, read_json_body, status_answer
 from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse
 from interlink_plugins.api.observe import RequestObserver
-from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError
-from interlink_plugins.core.policy import PolicyViolation
+from interlink_plugins.api.status_path import StatusFastPath
 from interlink_plugins.core.service import LogRequest, PluginService
 from interlink_plugins.metrics import watch_event_loop_lag
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 16 * 2**20
-
-
-class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.field = field
-
-
 async def _json_body(request: Request, *, empty: Any = None) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return empty
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    return await read_json_body(request.stream(), request.headers.get("content-length"), empty=empty)
 
 
-def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    content: dict[str, Any] = {"error": message}
-    if field:
-        content["field"] = field
+async def _answer_error(_request: Request, exc: Exception) -> JSONResponse:
+    status, content = error_answer(exc)
     return JSONResponse(status_code=status, content=content)
 
 
@@ -85,31 +55,12 @@ def create_app(
         lifespan=lifespan,
     )
 
-    app.add_middleware(RequestObserver, metrics=service.metrics)
-
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(PodSpecError)
-    async def _pod_spec(_request: Request, exc: PodSpecError) -> JSONResponse:
-        return _error(exc.status, str(exc), exc.field)
-
-    @app.exception_handler(PolicyViolation)
-    async def _policy(_request: Request, exc: PolicyViolation) -> JSONResponse:
-        return _error(exc.status, f"{exc.field}: {exc.message}", exc.field)
-
-    @app.exception_handler(BadRequest)
-    async def _bad(_request: Request, exc: BadRequest) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.field)
-
-    @app.exception_handler(LogRequestError)
-    async def _logs(_request: Request, exc: LogRequestError) -> JSONResponse:
-        return _error(exc.status, exc.message)
-
-    @app.exception_handler(BackendUnavailable)
-    async def _down(_request: Request, exc: BackendUnavailable) -> JSONResponse:
-        return _error(503, f"backend {exc.backend} unavailable: {exc.command}: {exc.detail}")
+    for error in ANSWERED_ERRORS:
+        app.add_exception_handler(error, _answer_error)
 
     @app.post("/create", response_model=CreateResponse)
     async def create(request: Request) -> JSONResponse:
@@ -120,14 +71,8 @@ def create_app(
 
     @app.api_route("/status", methods=["GET", "POST"], response_model=list[dict[str, Any]] | PingResponse)
     async def status(request: Request) -> JSONResponse:
-        body = await _json_body(request, empty=[])
-        if isinstance(body, dict):
-            body = [body]
-        if not isinstance(body, list):
-            raise BadRequest("body must be a JSON array of pods", field="body")
-        if not body:
-            return JSONResponse(service.ping())
-        return JSONResponse(service.status(body))
+        # answered by StatusFastPath (below); this route documents it and serves it the same way
+        return JSONResponse(status_answer(service, await _json_body(request, empty=[])))
 
     @app.post("/delete")
     async def delete(request: Request) -> PlainTextResponse:
@@ -169,4 +114,9 @@ def create_app(
     async def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    # middleware after the routes (the fast path labels its answers with the /status route); the last added
+    # runs first, so the observer sees the fast path's answers too
+    status_route = next(route for route in app.routes if getattr(route, "path", None) == "/status")
+    app.add_middleware(StatusFastPath, service=service, route=status_route)
+    app.add_middleware(RequestObserver, metrics=service.metrics)
     return app
