@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from interlink_plugins import tracing
 from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError
 from interlink_plugins.core.policy import PolicyViolation
@@ -99,6 +100,8 @@ def create_app(
                 time.perf_counter() - started
             )
             session_id.reset(token)
+
+    app.add_middleware(tracing.TraceMiddleware)  # outermost: one SERVER span per request (no-op when off)
 
     @app.get("/metrics")
     async def metrics() -> Response:
