@@ -5,12 +5,14 @@ the client makes it a child), one child span per scheduler command (``TracedRunn
 and exit code, never argv or env), one per HTCondor binding call and one per poll (``traced``).
 
 Spans leave through a BatchSpanProcessor (bounded queue, its own thread): a request never waits for
-the collector. At exit the queue is flushed for at most ``EXIT_FLUSH_SECONDS``, so a dead collector
-cannot hold up a stop (the SDK's own exit handler may wait up to 30 s).
+the collector. At the app's lifespan shutdown (and at exit) the queue is flushed for at most
+``EXIT_FLUSH_SECONDS``, so a dead collector cannot hold up a stop (the SDK's own exit handler may wait
+up to 30 s per processor).
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -214,6 +216,9 @@ class TraceMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         active = _active
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._flush_before_shutdown_complete(send))
+            return
         if active is None or scope["type"] != "http" or scope.get("path") in UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
@@ -271,6 +276,18 @@ class TraceMiddleware:
                     span.set_status(StatusCode.ERROR)
                 if peek:
                     _pod_attributes(span, b"".join(peek))
+
+
+    @staticmethod
+    def _flush_before_shutdown_complete(send: Send) -> Send:
+        """uvicorn re-raises SIGTERM after its shutdown (no atexit then): flush once the app has stopped."""
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and _active is not None:
+                await asyncio.to_thread(shutdown)
+            await send(message)
+
+        return sending
 
 
 def pod_uids(body: Any) -> list[str]:
