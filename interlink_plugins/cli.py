@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from interlink_plugins import tracing
 from interlink_plugins.backends import make_backend
 from interlink_plugins.config import Config, config_reference_markdown, load_config
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
@@ -47,6 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from interlink_plugins.core.state import StateStore
 
     config, policy = _load(args.config)
+    tracing.setup(config)  # off unless TracingEndpoint / OTEL_EXPORTER_OTLP_ENDPOINT; flushed at exit (<= 2 s)
     if not _remote_data_root(config):
         config.data_root.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(config.backend)

@@ -124,6 +124,10 @@ class Config:
     registry_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     apptainer_options: tuple[str, ...] = ()
     apptainer_fallback: str = "singularity"
+    # OpenTelemetry tracing (issue 7): off unless an endpoint is set
+    tracing_endpoint: str = ""
+    tracing_service_name: str = ""
+    tracing_sample_ratio: float = 1.0
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -392,6 +396,24 @@ def _registry_credentials(key: str, value: Any) -> dict[str, tuple[str, str]]:
     return creds
 
 
+def _http_url(key: str, value: Any) -> str:
+    """An http(s)://host[:port][/path] URL, or empty."""
+    text = _str(key, value).strip()
+    if text and not re.fullmatch(r"https?://[A-Za-z0-9.\[\]:_-]+(?:/[^\s?#]*)?", text):
+        raise ConfigError(f"{key}: {value!r} is not an http:// or https:// URL")
+    return text
+
+
+def _ratio(key: str, value: Any) -> float:
+    try:
+        number = float(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: expected a number between 0 and 1, got {value!r}") from exc
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{key}: must be between 0 and 1, got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     attr: str
@@ -628,6 +650,23 @@ FIELDS: dict[str, FieldSpec] = {
         _str,
         "Binary tried in the job when the runtime binary is not on the node's PATH (singularity for apptainer; "
         "empty: none).",
+    ),
+    "TracingEndpoint": FieldSpec(
+        "tracing_endpoint",
+        _http_url,
+        "OTLP/HTTP collector URL for OpenTelemetry traces, e.g. http://collector:4318 (/v1/traces is added to a "
+        "URL without a path); empty: off, unless OTEL_EXPORTER_OTLP_ENDPOINT is set (this key wins over it). "
+        "Needs the tracing extra: pip install 'interlink-plugins[tracing]'.",
+    ),
+    "TracingServiceName": FieldSpec(
+        "tracing_service_name",
+        _str,
+        "service.name of the spans (empty: OTEL_SERVICE_NAME, else interlink-plugin-<Backend>).",
+    ),
+    "TracingSampleRatio": FieldSpec(
+        "tracing_sample_ratio",
+        _ratio,
+        "Share of traces recorded, 0 to 1; a request carrying a traceparent follows its caller's sampling decision.",
     ),
 }
 

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from interlink_plugins.core.runner import CommandResult, CommandRunner
+from interlink_plugins.tracing import TracedRunner
 
 SCHEDULER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
@@ -117,7 +118,7 @@ class MeteredRunner:
     """A CommandRunner that times every command (by program name) into the metrics."""
 
     def __init__(self, inner: CommandRunner, metrics: Metrics) -> None:
-        self._inner = inner
+        self._inner = TracedRunner(inner)  # a span per command when tracing is on
         self._metrics = metrics
 
     async def run(

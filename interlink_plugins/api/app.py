@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from interlink_plugins import tracing
 from interlink_plugins.api.answers import ANSWERED_ERRORS, BadRequest, error_answer, read_json_body, status_answer
 from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse
 from interlink_plugins.api.observe import RequestObserver
@@ -119,4 +120,5 @@ def create_app(
     status_route = next(route for route in app.routes if getattr(route, "path", None) == "/status")
     app.add_middleware(StatusFastPath, service=service, route=status_route)
     app.add_middleware(RequestObserver, metrics=service.metrics)
+    app.add_middleware(tracing.TraceMiddleware)  # outermost: one SERVER span per request (no-op when off)
     return app

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from interlink_plugins import tracing
 from interlink_plugins.config import Config
 from interlink_plugins.core.backend import Backend, JobInfo, Resources
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
@@ -508,7 +509,7 @@ class PluginService:
         while True:
             started = time.monotonic()
             try:
-                await self.poll_once()
+                await tracing.traced("poll", self.poll_once())
             except Exception:
                 log.exception("poll failed")
             self.metrics.poll_seconds.labels(self.backend.name).observe(time.monotonic() - started)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from interlink_plugins import tracing
 from interlink_plugins.config import Config
 from interlink_plugins.core.errors import BackendUnavailable, SubmitRejected
 from interlink_plugins.htcondor import security
@@ -90,8 +91,9 @@ class CondorClient:
             return fn()
 
         future = loop.run_in_executor(self._executor, run)
+        waited = asyncio.wait_for(future, timeout or self.config.command_timeout)
         try:
-            return await asyncio.wait_for(future, timeout or self.config.command_timeout)
+            return await tracing.traced(f"htcondor {what}", waited)  # a span per binding call when tracing is on
         except TimeoutError as exc:
             self._schedd = None
             raise BackendUnavailable("htcondor", f"schedd {self.schedd_name}: {what}", "timed out") from exc
