@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_slurm import _create_all, _status_rate, rss_mib
-from bench.slurm_load import percentile
+from bench.lifecycle import percentile
 from tests.harness import PluginProcess
 from tests.podfactory import BUSYBOX, container, pod_body
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 
-from bench.slurm_load import calls, counting_wrappers, percentile, run_load
+from bench.lifecycle import percentile
+from bench.slurm_load import calls, counting_wrappers, run_load
 from tests.harness import PluginProcess
 from tests.podfactory import container, pod_body, status_pod
 
@@ -236,14 +237,15 @@ def main() -> None:
                     run_load(
                         str(load.client.base_url).rstrip("/"),
                         wrappers,
+                        load.workdir / "jobs",
                         pods=args.load_pods,
                         duration=args.load_seconds,
                         interval=args.interval,
                         max_sleep=args.max_sleep,
-                        poll_until_end=True,
                     )
                 )
                 results["load"] = outcome.summary()
+                results["load"]["problems"] = outcome.lifecycle.problems()
                 assert load.proc is not None
                 results["load"]["plugin_rss_mib"] = round(rss_mib(load.proc.pid), 1)
                 results["load"]["plugin_cpu_s"] = round(cpu_seconds(load.proc.pid), 1)
