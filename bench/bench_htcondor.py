@@ -1,17 +1,22 @@
 """HTCondor benchmark: plugin vs raw Schedd.submit in the same run, on the real personal pool.
 
     .venv/bin/python -m bench.bench_htcondor [--creates 200] [--tracked 1000] [--window 30]
+    .venv/bin/python -m bench.bench_htcondor --creates 0 --tracked 0 --load-pods 1000 --cpus 128
 
 Measures creates/s and p50/p99 create latency of the plugin (HTTP /create, shared mode) against raw
 ``Schedd.submit`` of the same kind of job through the same bindings; then, with N tracked pods,
 /status latency (one pod per request, interLink's pattern, and all N in one request) and the
 schedd queries the plugin made per poll interval (counted from its debug log). Jobs are kept idle
-(``requirements = false``) so the 2-core machine measures the plugin, not the jobs. Prints JSON.
+(``requirements = false``) so the 2-core machine measures the plugin, not the jobs. With --load-pods N:
+N pods through create -> run -> complete -> logs (and Follow streams) -> delete at interLink's rate,
+with lost / duplicated / leaked checks (bench/lifecycle.py). The benchmark runs its own pool
+(container il-htcondor-bench, collector port 9718), so the tests' pool is left alone. Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -21,11 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.bench_slurm import cpu_seconds, rss_mib
+from bench.lifecycle import load_pods, run_lifecycle
 from tests.harness import PluginProcess
 from tests.podfactory import container, pod_body, status_pod
 
 ROOT = Path(__file__).resolve().parent.parent
-COLLECTOR = "127.0.0.1:9618"
+POOL = {"HTCONDOR_NAME": "il-htcondor-bench", "HTCONDOR_DIR": "/tmp/il-htcondor-bench", "HTCONDOR_PORT": "9718",
+        "HTCONDOR_SHARED": "/tmp"}
+COLLECTOR = f"127.0.0.1:{POOL['HTCONDOR_PORT']}"
 PARAMS = {"SEC_CLAIMTOBE_USER": "condortest", "FILESYSTEM_DOMAIN": "il-pool", "UID_DOMAIN": "il-pool",
           "ENABLE_IPV6": "False", "SEC_CLIENT_AUTHENTICATION_METHODS": "CLAIMTOBE"}
 IDLE = {"htcondor-job.vk.io/submit-commands": "requirements = false"}
@@ -42,11 +51,50 @@ def stats(latencies: list[float], wall: float) -> dict[str, float]:
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2)}
 
 
-def start_pool() -> None:
+def start_pool(cpus: int) -> None:
     image = subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-build.sh")], check=True, capture_output=True,
                            text=True, timeout=900).stdout.split()[-1]
     subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-up.sh"), image], check=True, capture_output=True,
-                   timeout=180, env={**os.environ, "HTCONDOR_SHARED": "/tmp"})
+                   timeout=180, env={**os.environ, **POOL, "HTCONDOR_CPUS": str(cpus)})
+
+
+def plugin_settings(instance: str, interval: float) -> dict[str, Any]:
+    return {
+        "Backend": "htcondor", "ContainerRuntime": "none", "InstanceId": instance, "LogLevel": "debug",
+        "LogFormat": "text", "HTCondorCollector": COLLECTOR, "HTCondorAuth": ["CLAIMTOBE"],
+        "HTCondorParams": {k: v for k, v in PARAMS.items() if k.startswith(("SEC_CLAIMTOBE", "FILESYSTEM", "UID"))},
+        "HTCondorJobUser": "2001", "PollInterval": interval, "CommandTimeout": 30,
+        "HTCondorTailCommand": f"podman exec -u condortest {POOL['HTCONDOR_NAME']} condor_tail",
+    }
+
+
+def pool_jobs(instance: str) -> int:
+    """Jobs of one plugin instance the schedd ever had: queue plus history."""
+    count = 0
+    for tool in ("condor_q", "condor_history"):
+        listed = subprocess.run(["podman", "exec", POOL["HTCONDOR_NAME"], tool, "-allusers" if tool == "condor_q"
+                                 else "-forwards", "-constraint", f'InterLinkInstance == "{instance}"', "-af",
+                                 "ClusterId"], capture_output=True, text=True, timeout=120)
+        count += len(listed.stdout.split())
+    return count
+
+
+def bench_lifecycle(workdir: Path, pods: int, seconds: float, interval: float, max_sleep: float) -> dict[str, Any]:
+    plugin = PluginProcess(workdir / "lifecycle", plugin_settings("bench-life", interval),
+                           env={"CONDOR_CONFIG": "/dev/null"})
+    plugin.workdir.mkdir(parents=True)
+    plugin.workdir.chmod(0o711)
+    plugin.start()
+    try:
+        outcome = asyncio.run(run_lifecycle(
+            str(plugin.client.base_url).rstrip("/"), load_pods(pods, max_sleep, prefix="life"),
+            data_root=plugin.workdir / "jobs", duration=seconds, submissions=lambda: pool_jobs("bench-life")))
+        assert plugin.proc is not None
+        return {**outcome.summary(), "problems": outcome.problems(), "poll_interval_s": interval,
+                "plugin_rss_mib": round(rss_mib(plugin.proc.pid), 1),
+                "plugin_cpu_s": round(cpu_seconds(plugin.proc.pid), 1)}
+    finally:
+        plugin.stop()
 
 
 def raw_submits(count: int, workdir: Path) -> dict[str, float]:
@@ -89,19 +137,27 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--no-start", action="store_true", help="use a running pool")
+    parser.add_argument("--load-pods", type=int, default=0, help="lifecycle load: pods through their whole life")
+    parser.add_argument("--load-seconds", type=float, default=900)
+    parser.add_argument("--max-sleep", type=float, default=30, help="load pods sleep 1..N s")
+    parser.add_argument("--cpus", type=int, default=8, help="job slots of the bench pool")
     args = parser.parse_args()
     if not args.no_start:
-        start_pool()
+        start_pool(args.cpus)
     workdir = Path(tempfile.mkdtemp(prefix="bench-htc-", dir="/tmp"))
     workdir.chmod(0o711)
     result: dict[str, Any] = {"backend": "htcondor", "creates": args.creates, "tracked": args.tracked}
-    result["raw_schedd_submit"] = raw_submits(args.creates, workdir)
-    plugin = PluginProcess(workdir, {
-        "Backend": "htcondor", "ContainerRuntime": "none", "InstanceId": "bench", "LogLevel": "debug",
-        "LogFormat": "text", "HTCondorCollector": COLLECTOR, "HTCondorAuth": ["CLAIMTOBE"],
-        "HTCondorParams": {k: v for k, v in PARAMS.items() if k.startswith(("SEC_CLAIMTOBE", "FILESYSTEM", "UID"))},
-        "HTCondorJobUser": "2001", "PollInterval": args.interval, "CommandTimeout": 30,
-    }, env={"CONDOR_CONFIG": "/dev/null"}).start()
+    if args.load_pods:
+        result["lifecycle"] = bench_lifecycle(workdir, args.load_pods, args.load_seconds, args.interval,
+                                              args.max_sleep)
+    if args.creates or args.tracked:
+        result.update(bench_creates_and_status(workdir, args))
+    print(json.dumps(result, indent=1))
+
+
+def bench_creates_and_status(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"raw_schedd_submit": raw_submits(args.creates, workdir)}
+    plugin = PluginProcess(workdir, plugin_settings("bench", args.interval), env={"CONDOR_CONFIG": "/dev/null"}).start()
     try:
         bodies = [pod_body(f"b{i}", [container("c", ["true"])], annotations=IDLE) for i in range(args.tracked)]
         latencies = []
@@ -141,9 +197,9 @@ def main() -> None:
         }
     finally:
         plugin.stop()
-        subprocess.run(["podman", "exec", "il-htcondor", "condor_rm", "-constraint", 'InterLinkInstance == "bench"'],
-                       capture_output=True, timeout=120)
-    print(json.dumps(result, indent=1))
+        subprocess.run(["podman", "exec", POOL["HTCONDOR_NAME"], "condor_rm", "-constraint",
+                        'InterLinkInstance == "bench"'], capture_output=True, timeout=120)
+    return result
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Podman benchmark: the plugin vs raw podman in the same run, on the real local podman.
 
     .venv/bin/python -m bench.bench_podman [--starts 15] [--tracked 200] [--status-seconds 20]
+    .venv/bin/python -m bench.bench_podman --starts 0 --tracked 0 --load-pods 200
 
 1. Pod start latency: a pod of two containers, created through the plugin (/create, then the
    plugin starts the containers) vs raw ``podman pod create`` + ``podman run -d`` of the same two
@@ -10,6 +11,8 @@
 2. /status latency with N tracked pods (each a running container) at interLink's request rate
    (one request per pod every 5 s, with `hey`), plus the podman calls per poll interval, counted by
    a wrapper around the REAL podman (a stand-in in name only: it logs the call and execs podman).
+3. Lifecycle load (--load-pods N): N pods through create -> run -> complete -> logs (and Follow
+   streams) -> delete at interLink's rate, with lost / duplicated / leaked checks (bench/lifecycle.py).
 
 Prints JSON (also written to bench/results/).
 """
@@ -28,8 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_slurm import _create_all, _status_rate, rss_mib
-from bench.lifecycle import percentile
+from bench.bench_slurm import _create_all, _status_rate, cpu_seconds, rss_mib
+from bench.lifecycle import load_pods, percentile, run_lifecycle
 from tests.harness import PluginProcess
 from tests.podfactory import BUSYBOX, container, pod_body
 
@@ -69,6 +72,7 @@ def counting_podman(directory: Path) -> str:
     wrapper.write_text(
         "#!/bin/bash\n"
         f'printf "%s %s\\n" "$EPOCHREALTIME" "$1" >> {directory}/podman.calls\n'
+        f'[ "$1 $2" = "pod create" ] && printf "%s pod-create\\n" "$EPOCHREALTIME" >> {directory}/podman.calls\n'
         'exec podman "$@"\n'
     )
     wrapper.chmod(0o755)
@@ -220,19 +224,55 @@ def bench_status(work: Path, tracked: int, seconds: float, interval: float) -> d
     return result
 
 
+def bench_lifecycle(work: Path, pods: int, seconds: float, interval: float, max_sleep: float) -> dict[str, Any]:
+    """`pods` pods through create -> run -> complete -> logs -> delete at interLink's rate (bench/lifecycle.py)."""
+    counted = work / "lifecycle-counted"
+    plugin = PluginProcess(work / "lifecycle", {"Backend": "podman", "InstanceId": "bench-life", "LogFormat": "text",
+                                                "PollInterval": interval, "PodmanPath": counting_podman(counted)})
+    plugin.workdir.mkdir(parents=True)
+    plugin.start()
+    try:
+        start = time.time()
+        outcome = asyncio.run(run_lifecycle(
+            str(plugin.client.base_url).rstrip("/"), load_pods(pods, max_sleep, image=BUSYBOX, prefix="life"),
+            data_root=plugin.workdir / "jobs", duration=seconds,
+            submissions=lambda: podman_calls(counted, 0, float("inf")).get("pod-create", 0)))
+        end = start + outcome.window_seconds
+        assert plugin.proc is not None
+        calls = podman_calls(counted, start, end)
+        result = {**outcome.summary(), "problems": outcome.problems(), "poll_interval_s": interval,
+                  "podman_ps_per_interval": round(calls.get("ps", 0) / (outcome.window_seconds / interval), 2),
+                  "podman_calls": calls, "plugin_rss_mib": round(rss_mib(plugin.proc.pid), 1),
+                  "plugin_cpu_s": round(cpu_seconds(plugin.proc.pid), 1)}
+        result["pods_left_in_podman"] = len(podman("pod", "ps", "-q", "--filter",
+                                                   "label=interlink.eu/instance=bench-life").split())
+        return result
+    finally:
+        plugin.stop()
+        _remove("interlink.eu/instance=bench-life")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--starts", type=int, default=15)
     parser.add_argument("--tracked", type=int, default=200)
     parser.add_argument("--status-seconds", type=float, default=20)
     parser.add_argument("--interval", type=float, default=5.0)
+    parser.add_argument("--load-pods", type=int, default=0, help="lifecycle load: pods through their whole life")
+    parser.add_argument("--load-seconds", type=float, default=600)
+    parser.add_argument("--max-sleep", type=float, default=30, help="load pods sleep 1..N s")
     args = parser.parse_args()
     subprocess.run(["bash", str(ROOT / "podman" / "podman-setup.sh")], check=True, timeout=600, capture_output=True)
     results: dict[str, Any] = {"load_average_at_start": Path("/proc/loadavg").read_text().split()[:3]}
     with tempfile.TemporaryDirectory(prefix="il-bench-podman-") as tmp:
         work = Path(tmp)
-        results["start"] = bench_start(work, args.starts)
-        results["status"] = bench_status(work, args.tracked, args.status_seconds, args.interval)
+        if args.starts:
+            results["start"] = bench_start(work, args.starts)
+        if args.tracked:
+            results["status"] = bench_status(work, args.tracked, args.status_seconds, args.interval)
+        if args.load_pods:
+            results["lifecycle"] = bench_lifecycle(work, args.load_pods, args.load_seconds, args.interval,
+                                                   args.max_sleep)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"podman-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=1))

@@ -207,8 +207,9 @@ async def run_lifecycle(
                 if items and all("terminated" in c["state"] for c in items[0]["containers"]):
                     reported.add(uid)
                     result.report_delays.append(time.time() - _finished_at(items[0]))
-                    if any(c["state"]["terminated"]["exitCode"] != 0 for c in items[0]["containers"]):
-                        result.failed.append(uid)
+                    ended = [c["state"]["terminated"] for c in items[0]["containers"]]
+                    if any(t["exitCode"] != 0 for t in ended):
+                        result.failed.append(f"{index} {uid}: {ended}")
                     logs = await client.request("GET", "/getLogs", json=_log_request(body))
                     if logs.status_code != 200 or not logs.text.endswith(f"done-{index}\n"):
                         result.bad_logs.append(f"{index}: {logs.status_code} {logs.text[-80:]!r}")

@@ -8,6 +8,7 @@
 #        HTCONDOR_SHARED host dirs mounted at the same path, space-separated: the "shared
 #                        filesystem" of the pool                (/tmp)
 #        HTCONDOR_PORT   collector port                         (9618)
+#        HTCONDOR_CPUS   CPUs the startd offers (job slots)     (8)
 # Prints "export CONDOR_CONFIG=..." (a client config for tools and the bindings) on success.
 #
 # Jobs run as condortest, uid 2001 (CLAIMTOBE identity of the tests, or the token's subject): a
@@ -17,6 +18,7 @@ IMAGE=${1:?usage: htcondor-up.sh IMAGE}
 NAME=${HTCONDOR_NAME:-il-htcondor}
 D=${HTCONDOR_DIR:-/tmp/il-htcondor}
 PORT=${HTCONDOR_PORT:-9618}
+CPUS=${HTCONDOR_CPUS:-8}
 mkdir -p "$D"
 mounts=()
 for dir in ${HTCONDOR_SHARED:-/tmp}; do
@@ -25,7 +27,7 @@ for dir in ${HTCONDOR_SHARED:-/tmp}; do
 done
 podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
 podman run -d --name "$NAME" --hostname il-htcondor --add-host il-htcondor:127.0.0.1 --network=host --privileged \
-  -e "_CONDOR_IL_COLLECTOR_PORT=$PORT" -e _CONDOR_FILESYSTEM_DOMAIN=il-pool -e _CONDOR_UID_DOMAIN=il-pool "${mounts[@]}" "$IMAGE" >/dev/null
+  -e "_CONDOR_IL_COLLECTOR_PORT=$PORT" -e "_CONDOR_NUM_CPUS=$CPUS" -e _CONDOR_FILESYSTEM_DOMAIN=il-pool -e _CONDOR_UID_DOMAIN=il-pool "${mounts[@]}" "$IMAGE" >/dev/null
 for _ in $(seq 1 120); do
   if podman exec "$NAME" condor_status -af Name 2>/dev/null | grep -q slot; then
     cat >"$D/client.config" <<CONF
