@@ -2,7 +2,7 @@
 # Build the plugin's container image for one backend, registry-free (podman build --pull=never on
 # the local debootstrap base of deploy/minbase.sh). The tag is a content hash of every input (the
 # recipe, the plugin's source, the flavour, the uid, the base image), so an unchanged tree is never
-# rebuilt. The host's CA bundle is mounted into the build only (pip behind a TLS-inspecting proxy).
+# rebuilt. The host's CA bundle is a build secret: mounted into the build's RUN steps only.
 # Usage: deploy/container/build.sh slurm|htcondor   -> the image reference on the last stdout line
 # Env:   PLUGIN_UID  uid of the image's user `interlink` (990); any uid works at run time with --user
 #        HOST_CA     CA bundle for the build ($SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt)
@@ -29,7 +29,7 @@ if podman image exists "$IMAGE"; then
 fi
 [ -r "$CA" ] || { echo "no CA bundle at $CA (set HOST_CA)" >&2; exit 1; }
 podman build -q --pull=never --network=host --target "$FLAVOUR" --build-arg "BASE=$BASE" \
-  --build-arg "PLUGIN_UID=$UID_ARG" -v "$CA:/run/host-ca.crt:ro" \
+  --build-arg "PLUGIN_UID=$UID_ARG" --secret "id=host-ca,src=$CA" \
   --label "org.opencontainers.image.title=interlink-plugin-$FLAVOUR" \
   -f "$CTX/Containerfile" -t "$IMAGE" "$CTX" >&2
 echo "$IMAGE"
