@@ -5,6 +5,7 @@
 # rebuilt. The host's CA bundle is a build secret: mounted into the build's RUN steps only.
 # Usage: deploy/container/build.sh slurm|htcondor   -> the image reference on the last stdout line
 # Env:   PLUGIN_UID  uid of the image's user `interlink` (990); any uid works at run time with --user
+#        PLUGIN_GID  its gid (PLUGIN_UID)
 #        HOST_CA     CA bundle for the build ($SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt)
 set -euo pipefail
 FLAVOUR=${1:?usage: build.sh slurm|htcondor}
@@ -12,6 +13,7 @@ case "$FLAVOUR" in slurm|htcondor) ;; *) echo "unknown flavour $FLAVOUR (slurm|h
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 UID_ARG=${PLUGIN_UID:-990}
+GID_ARG=${PLUGIN_GID:-$UID_ARG}
 CA=${HOST_CA:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
 BASE=$("$ROOT/deploy/minbase.sh" bookworm)
 CTX=$(mktemp -d /tmp/il-plugin-image.XXXXXX)
@@ -21,7 +23,7 @@ cp "$HERE/Containerfile" "$HERE/build.sh" "$ROOT/pyproject.toml" "$ROOT/README.m
 cp -r "$ROOT/interlink_plugins" "$CTX/"
 find "$CTX" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 HASH=$({ tar -C "$CTX" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - .
-         echo "$FLAVOUR $UID_ARG $(podman image inspect -f '{{.Id}}' "$BASE")"; } | sha256sum | cut -c1-12)
+         echo "$FLAVOUR $UID_ARG $GID_ARG $(podman image inspect -f '{{.Id}}' "$BASE")"; } | sha256sum | cut -c1-12)
 IMAGE=localhost/interlink-plugin-$FLAVOUR:$HASH
 if podman image exists "$IMAGE"; then
   echo "$IMAGE"
@@ -29,7 +31,7 @@ if podman image exists "$IMAGE"; then
 fi
 [ -r "$CA" ] || { echo "no CA bundle at $CA (set HOST_CA)" >&2; exit 1; }
 podman build -q --pull=never --network=host --target "$FLAVOUR" --build-arg "BASE=$BASE" \
-  --build-arg "PLUGIN_UID=$UID_ARG" --secret "id=host-ca,src=$CA" \
+  --build-arg "PLUGIN_UID=$UID_ARG" --build-arg "PLUGIN_GID=$GID_ARG" --secret "id=host-ca,src=$CA" \
   --label "org.opencontainers.image.title=interlink-plugin-$FLAVOUR" \
   -f "$CTX/Containerfile" -t "$IMAGE" "$CTX" >&2
 echo "$IMAGE"

@@ -116,7 +116,7 @@ def test_slurm_image_from_the_guide_runs_a_pod_on_slurm(slurm_cluster: dict[str,
         assert plugin.logs(body, "c").text == "hello from interlink\n"
         user = pwd.getpwnam("interlink")
         job_dir = site_dir / "jobs" / f"default-{body['pod']['metadata']['uid']}"
-        assert job_dir.stat().st_uid == user.pw_uid  # written by the container's user: the site user
+        assert (job_dir.stat().st_uid, job_dir.stat().st_gid) == (user.pw_uid, user.pw_gid)  # the site user
         accounting = subprocess.run(["sacct", "-c", "-n", "-P", "-j", job_id, "-o", "JobID,UID,WorkDir"],
                                     capture_output=True, text=True, timeout=30).stdout
         squeue = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i|%U"], capture_output=True, text=True,
