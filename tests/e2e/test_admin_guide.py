@@ -1,44 +1,202 @@
-"""docs/site-admin-guide.md: every command of its install-and-first-run section, run as written."""
+"""docs/site-admin-guide.md: every ```bash block of every section run as written, by the test CLAIMED names.
+
+Site-specific names (paths, hosts, ports) are substituted per test (tests/guidedoc.py), so that runs of
+different sections never share a port or a directory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import shutil
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.harness import ROOT
+from tests.guidedoc import PATH, ROOT, blocks_of, run_block, section_blocks, sections
+from tests.harness import free_port
+from tests.podfactory import container, pod_body, status_pod
 
 pytestmark = pytest.mark.e2e
-GUIDE = ROOT / "docs" / "site-admin-guide.md"
+
+# section heading -> the test that runs its ```bash blocks ("file" or "file::test")
+CLAIMED = {
+    "Install and first run (SLURM)": "tests/e2e/test_admin_guide.py::test_every_command_of_the_first_run",
+    "Upgrade and rollback": "tests/e2e/test_admin_guide.py::test_upgrade_from_schema_1_and_rollback_keep_the_job",
+    "Run it in a container": "tests/e2e/test_container_image.py",
+}
+
+# the older release the upgrade starts from: the last commit whose state schema is 1
+OLD_RELEASE = "1f0427a"
 
 
-def guide_blocks() -> list[str]:
-    text = GUIDE.read_text()
-    section = text.split("## Install and first run", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+def test_every_section_with_commands_is_claimed_by_a_test() -> None:
+    with_commands = {heading for heading, body in sections().items() if blocks_of(body)}
+    assert with_commands, "the guide has no bash blocks at all?"
+    unclaimed = sorted(with_commands - set(CLAIMED))
+    assert not unclaimed, f"sections whose commands no test runs: {unclaimed} (add them to CLAIMED)"
+    for heading in with_commands:
+        path, _, name = CLAIMED[heading].partition("::")
+        source = (ROOT / path).read_text()
+        assert not name or re.search(rf"^def {name}\(", source, re.M), f"{CLAIMED[heading]} does not exist"
 
 
-def test_the_guide_section_has_the_commands_we_test() -> None:
-    blocks = guide_blocks()
+def test_section_blocks_reads_only_its_section() -> None:
+    text = "intro\n## A\n```bash\necho a\n```\n```yaml\nx: 1\n```\n## B\n```bash\necho b1\n```\ntext\n```bash\necho b2\n```\n"
+    assert [blocks_of(body) for body in sections(text).values()] == [["echo a\n"], ["echo b1\n", "echo b2\n"]]
+    with pytest.raises(KeyError):
+        section_blocks("No such section")
+
+
+def test_every_command_of_the_first_run(slurm_cluster: dict[str, str]) -> None:
+    blocks = section_blocks("Install and first run (SLURM)")
     assert len(blocks) == 4
-    assert any("interlink-plugin check" in b for b in blocks) and any("interlink-plugin serve" in b for b in blocks)
-
-
-def test_every_command_of_the_guide_runs(slurm_cluster: dict[str, str]) -> None:
-    outputs = []
-    for block in guide_blocks():
-        script = block.replace("/path/to/interlink-plugins", str(ROOT))
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
-                                timeout=900, env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                                  "SLURM_CONF": slurm_cluster["SLURM_CONF"], "HOME": "/root"})
-        assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
-        outputs.append(result.stdout)
+    env = {"SLURM_CONF": slurm_cluster["SLURM_CONF"]}
+    outputs = [run_block(block, {"/path/to/interlink-plugins": str(ROOT)}, env).stdout for block in blocks]
     check, render, ping = outputs[1], outputs[2], outputs[3]
     assert "[ok] backend slurm reachable" in check and "FAIL" not in check
     assert "--export-file=/dev/null" in render and "pod-runner.sh" in render
     answer = json.loads(ping.strip().splitlines()[-1])
     assert answer["status"] == "ok"
     Path("/etc/interlink/plugin-slurm.yaml").unlink()
+
+
+# ---- upgrade and rollback ---------------------------------------------------------------------
+
+
+def _wheel(source: Path, out: Path) -> Path:
+    out.mkdir(parents=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = out.glob("interlink_plugins-*.whl")
+    return wheel
+
+
+@pytest.fixture
+def upgrade_site(slurm_cluster: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A scratch site (venv, config, state, data root, releases) under /tmp, traversable by `interlink`."""
+    base = Path(f"/tmp/il-guide-upgrade-{os.getpid()}")
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(mode=0o755)
+    old_tree = base / "src-old"
+    old_tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_RELEASE], capture_output=True, timeout=60,
+                             check=True)
+    subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive.stdout, timeout=60, check=True)
+    assert "SCHEMA_VERSION = 1\n" in (old_tree / "interlink_plugins/core/state.py").read_text()
+    assert "SCHEMA_VERSION = 2\n" in (ROOT / "interlink_plugins/core/state.py").read_text()
+    old = _wheel(old_tree, base / "releases" / "old")
+    _wheel(ROOT, base / "releases" / "new")
+    port = free_port()
+    subs = {
+        "/path/to/interlink-plugins": str(old),  # the first-run section installs the OLD release
+        "/opt/interlink-plugins": str(base / "venv"),
+        "/etc/interlink": str(base / "etc"),
+        "/var/lib/interlink-plugin": str(base / "state"),
+        "/srv/interlink/jobs": str(base / "jobs"),
+        "/srv/releases": str(base / "releases"),
+        "/run/interlink-plugin": str(base / "run"),
+        "/var/log/interlink-plugin-slurm.log": str(base / "plugin.log"),
+        "/var/backups/interlink-plugin": str(base / "backups"),
+        "SidecarPort: 4000": f"SidecarPort: {port}",
+        "127.0.0.1:4000": f"127.0.0.1:{port}",
+    }
+    site = {"base": base, "subs": subs, "env": {"SLURM_CONF": slurm_cluster["SLURM_CONF"]},
+            "client": httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)}
+    yield site
+    site["client"].close()
+    pid_file = base / "run" / "slurm.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), 15)
+    subprocess.run(["scancel", "-u", "interlink"], capture_output=True, timeout=30, env={"PATH": PATH, **site["env"]})
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _status(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    answer = client.request("GET", "/status", json=[status_pod(body)])
+    assert answer.status_code == 200, answer.text
+    items = answer.json()
+    assert items, f"the plugin does not know pod {body['pod']['metadata']['uid']}"
+    return dict(items[0])
+
+
+def _wait(client: httpx.Client, body: dict[str, Any], state: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        last = _status(client, body)
+        if all(state in c["state"] for c in last["containers"]):
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"never {state} within {timeout}s: {last}")
+
+
+def _log(client: httpx.Client, body: dict[str, Any]) -> str:
+    meta = body["pod"]["metadata"]
+    answer = client.request("GET", "/getLogs", json={
+        "Namespace": meta["namespace"], "PodUID": meta["uid"], "PodName": meta["name"], "ContainerName": "c",
+        "Opts": {"Tail": 0, "Bytes": 0, "Timestamps": False, "Follow": False, "Previous": False,
+                 "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z"}})
+    assert answer.status_code == 200, answer.text
+    return answer.text
+
+
+def _schemas(verify_output: str) -> set[str]:
+    return set(re.findall(r"state-\S+\.sqlite schema (\d+)", verify_output))
+
+
+def test_upgrade_from_schema_1_and_rollback_keep_the_job(upgrade_site: dict[str, Any]) -> None:
+    subs, env, client = upgrade_site["subs"], upgrade_site["env"], upgrade_site["client"]
+    first_run = section_blocks("Install and first run (SLURM)")
+    start, stop_backup, upgrade, verify, rollback = section_blocks("Upgrade and rollback")
+    assert "serve" in start and "tar -czf" in stop_backup and "/new/" in upgrade and "schema" in verify
+    assert "/old/" in rollback and "tar -xzf" in rollback
+
+    # the OLD release, installed and configured by the guide's own first-run commands, serving
+    run_block(first_run[0], subs, env)
+    assert "[ok] backend slurm reachable" in run_block(first_run[1], subs, env).stdout
+    run_block(start, subs, env)
+    before = run_block(verify, subs, env).stdout
+    assert _schemas(before) == {"1"}, before
+    job = pod_body("survivor", [container("c", ["sh", "-c", "echo before; sleep 75; echo after"])])
+    created = client.post("/create", json=job)
+    assert created.status_code == 200, created.text
+    job_id = created.json()["PodJID"]
+    assert _wait(client, job, "running", 60)
+
+    # upgrade exactly as the guide says
+    run_block(stop_backup, subs, env)
+    assert (upgrade_site["base"] / "backups" / "state.tgz").stat().st_size > 0
+    run_block(upgrade, subs, env)
+    run_block(start, subs, env)
+    after = run_block(verify, subs, env).stdout
+    assert _schemas(after) == {"2"} and "[ok] backend slurm reachable" in after and "FAIL" not in after, after
+    assert re.search(rf"^{job_id} RUNNING il:{job['pod']['metadata']['uid']}@", after, re.M), after
+    _wait(client, job, "running", 30)
+    assert "before" in _log(client, job)
+    # a pod created under the new version, which the rollback's state does not know
+    later = pod_body("later", [container("c", ["sh", "-c", "echo later; sleep 40"])])
+    assert client.post("/create", json=later).status_code == 200
+    _wait(client, later, "running", 60)
+
+    # rollback
+    run_block(rollback, subs, env)
+    run_block(start, subs, env)
+    back = run_block(verify, subs, env).stdout
+    assert _schemas(back) == {"1"} and "[ok] backend slurm reachable" in back, back
+    done = _wait(client, job, "terminated", 120)
+    assert done["containers"][0]["state"]["terminated"]["exitCode"] == 0, done
+    assert _log(client, job).split() == ["before", "after"]
+    # adopted again from the scheduler by its comment and pod.json
+    assert _wait(client, later, "terminated", 60)["containers"][0]["state"]["terminated"]["exitCode"] == 0
+    assert _log(client, later).split() == ["later"]
