@@ -30,6 +30,7 @@ pytestmark = pytest.mark.e2e
 # section heading -> the test that runs its ```bash blocks ("file" or "file::test")
 CLAIMED = {
     "Install and first run (SLURM)": "tests/e2e/test_admin_guide.py::test_every_command_of_the_first_run",
+    "HTCondor at a grid site": "tests/e2e/test_admin_guide.py::test_htcondor_grid_site_commands",
     "Upgrade and rollback": "tests/e2e/test_admin_guide.py::test_upgrade_from_schema_1_and_rollback_keep_the_job",
     "Run it in a container": "tests/e2e/test_container_image.py",
 }
@@ -67,6 +68,55 @@ def test_every_command_of_the_first_run(slurm_cluster: dict[str, str]) -> None:
     answer = json.loads(ping.strip().splitlines()[-1])
     assert answer["status"] == "ok"
     Path("/etc/interlink/plugin-slurm.yaml").unlink()
+
+
+# ---- HTCondor at a grid site -----------------------------------------------------------------
+
+
+def _scratch(name: str, mode: int) -> Path:
+    base = Path(f"/tmp/il-guide-{name}-{os.getpid()}")
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(mode=mode)
+    base.chmod(mode)
+    return base
+
+
+def test_htcondor_grid_site_commands(htcondor_pool: dict[str, str]) -> None:
+    base = _scratch("htcondor", 0o711)  # under /tmp: the pool's shared filesystem; jobs (uid 2001) traverse
+    port = free_port()
+    subs = {
+        "/path/to/interlink-plugins": str(ROOT),
+        "/opt/interlink-plugins": str(base / "venv"),
+        "/etc/interlink": str(base / "etc"),
+        "/var/lib/interlink-plugin-htcondor": str(base / "state"),
+        "/shared/interlink/jobs": str(base / "jobs"),
+        "/var/log/interlink-plugin-htcondor.log": str(base / "plugin.log"),
+        "/tmp/pod-htcondor.json": str(base / "pod.json"),
+        # the central manager is the pool's container; its domain and the identity its jobs run as
+        "condor_token_create": f"podman exec {htcondor_pool['name']} condor_token_create",
+        "interlink@example.org": "condortest@il-pool",
+        "ce01.example.org:9618": htcondor_pool["collector"],
+        "example.org": "il-pool",
+        "SidecarPort: 4000": f"SidecarPort: {port}",
+        "127.0.0.1:4000": f"127.0.0.1:{port}",
+    }
+    blocks = section_blocks("HTCondor at a grid site")
+    assert len(blocks) == 5
+    try:
+        outputs = [run_block(block, subs).stdout for block in blocks]
+        check, render, served = outputs[2], outputs[3], outputs[4]
+        assert "[ok] backend htcondor reachable: 8 CPUs, 16000 MiB" in check and "FAIL" not in check, check
+        assert "request_cpus = 2\nrequest_memory = 1024\n" in render, render
+        assert "accounting_group = group_physics.interlink" in render and "InterLinkPodUID" in render, render
+        lines = [line for line in served.splitlines() if line.strip()]
+        ping, created, status = json.loads(lines[0]), json.loads(lines[1]), json.loads(lines[2])
+        assert ping["status"] == "ok" and ping["resources"]["cpu"] == "8", ping
+        assert created["PodJID"].endswith(".0"), created
+        assert status[0]["containers"][0]["state"]["terminated"]["exitCode"] == 0, status
+        assert lines[3] == "hello from il-htcondor", served
+        assert (base / "etc" / "condor.token").stat().st_mode & 0o777 == 0o600
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # ---- upgrade and rollback ---------------------------------------------------------------------
