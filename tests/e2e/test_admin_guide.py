@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.guidedoc import PATH, ROOT, blocks_of, run_block, section_blocks, sections
+from tests.guidedoc import PATH, ROOT, blocks_of, run_block, section_blocks, sections, substitute
 from tests.harness import free_port
 from tests.podfactory import container, pod_body, status_pod
 
@@ -31,6 +31,7 @@ pytestmark = pytest.mark.e2e
 CLAIMED = {
     "Install and first run (SLURM)": "tests/e2e/test_admin_guide.py::test_every_command_of_the_first_run",
     "HTCondor at a grid site": "tests/e2e/test_admin_guide.py::test_htcondor_grid_site_commands",
+    "Podman on a GPU host": "tests/e2e/test_admin_guide.py::test_podman_gpu_host_commands",
     "Upgrade and rollback": "tests/e2e/test_admin_guide.py::test_upgrade_from_schema_1_and_rollback_keep_the_job",
     "Run it in a container": "tests/e2e/test_container_image.py",
 }
@@ -117,6 +118,85 @@ def test_htcondor_grid_site_commands(htcondor_pool: dict[str, str]) -> None:
         assert (base / "etc" / "condor.token").stat().st_mode & 0o777 == 0o600
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---- Podman on a GPU host --------------------------------------------------------------------
+
+STANDIN_SMI = """#!/bin/sh
+# stand-in for the nvidia-smi the NVIDIA CDI spec mounts into a container (no GPU on this machine)
+echo "GPU $NVIDIA_VISIBLE_DEVICES: stand-in device (UUID: GPU-il-guide-$NVIDIA_VISIBLE_DEVICES)"
+"""
+
+
+@pytest.fixture
+def standin_cdi() -> Iterator[dict[str, Any]]:
+    """A STAND-IN for `nvidia-ctk cdi generate`: two fake CDI devices with the edits a GPU spec makes
+    (a device node, NVIDIA_VISIBLE_DEVICES, nvidia-smi bound in), under a kind of its own."""
+    base = _scratch("podman", 0o755)
+    kind = f"il-guide{os.getpid()}.example/gpu"
+    smi = base / "nvidia-smi"
+    smi.write_text(STANDIN_SMI)
+    smi.chmod(0o755)
+    nodes = [Path(f"/dev/il-guide-gpu{i}-{os.getpid()}") for i in range(2)]
+    for node in nodes:
+        if not node.exists():
+            subprocess.run(["mknod", str(node), "c", "1", "3"], check=True, timeout=10)
+    spec = Path(f"/etc/cdi/il-guide-standin-{os.getpid()}.json")
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps({"cdiVersion": "0.3.0", "kind": kind, "devices": [
+        {"name": str(i), "containerEdits": {
+            "deviceNodes": [{"path": str(node)}], "env": [f"NVIDIA_VISIBLE_DEVICES={i}"],
+            "mounts": [{"hostPath": str(smi), "containerPath": "/usr/bin/nvidia-smi", "options": ["ro", "bind"]}]}}
+        for i, node in enumerate(nodes)]}))
+    yield {"base": base, "kind": kind, "spec": spec}
+    spec.unlink(missing_ok=True)
+    for node in nodes:
+        node.unlink(missing_ok=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_podman_gpu_host_commands(podman_ready: None, standin_cdi: dict[str, Any]) -> None:
+    base, kind = standin_cdi["base"], standin_cdi["kind"]
+    port = free_port()
+    instance = f"guide{os.getpid()}"
+    subs = {
+        "/path/to/interlink-plugins": str(ROOT),
+        "/opt/interlink-plugins": str(base / "venv"),
+        "/etc/interlink": str(base / "etc"),
+        "/var/lib/interlink-plugin-podman": str(base / "state"),
+        "/var/lib/interlink/jobs": str(base / "jobs"),
+        "/var/log/interlink-plugin-podman.log": str(base / "plugin.log"),
+        "/tmp/pod-gpu.json": str(base / "pod.json"),
+        "nvidia.com/gpu=": f"{kind}=",  # the stand-in's device names; the resource stays nvidia.com/gpu
+        "InstanceId: gpu01": f"InstanceId: {instance}",
+        "interlink.eu/instance=gpu01": f"interlink.eu/instance={instance}",
+        "SidecarPort: 4000": f"SidecarPort: {port}",
+        "127.0.0.1:4000": f"127.0.0.1:{port}",
+    }
+    blocks = section_blocks("Podman on a GPU host")
+    assert len(blocks) == 4
+    run_block(blocks[0], subs)
+    # check fails while the map names devices no spec defines, and says what to run
+    config = base / "etc" / "plugin-podman.yaml"
+    unknown = subprocess.run(
+        ["bash", "-c", substitute(blocks[1], {**subs, "nvidia.com/gpu=1": f"{kind}=7"})],
+        capture_output=True, text=True, timeout=120, env={"PATH": PATH, "HOME": "/root"})
+    assert unknown.returncode == 1 and f"[FAIL] GpuCdiMap nvidia.com/gpu: {kind}=7 not defined" in unknown.stdout
+    assert "nvidia-ctk cdi generate" in unknown.stdout
+    check = run_block(blocks[1], subs).stdout
+    assert f"[ok] GpuCdiMap nvidia.com/gpu: 2 CDI devices defined ({standin_cdi['spec']})" in check, check
+    assert "[ok] backend podman reachable" in check and "GPUs {'nvidia.com/gpu': 2}" in check and "FAIL" not in check
+    render = run_block(blocks[2], subs).stdout
+    assert '"--device=<1 x nvidia.com/gpu>"' in render and '"--cpus=2"' in render, render
+    served = run_block(blocks[3], subs).stdout
+    lines = [line for line in served.splitlines() if line.strip()]
+    ping, created = json.loads(lines[0]), json.loads(lines[1])
+    assert ping["resources"]["accelerators"] == [{"resourceType": "nvidia.com/gpu", "available": "2"}], ping
+    assert created["PodUID"] == "7d1e3a90-5b2c-4f0e-8a41-2c9b6e0f3d55"
+    assert re.fullmatch(r"GPU ([01]): stand-in device \(UUID: GPU-il-guide-\1\)", lines[2]), served
+    holder = lines[3]
+    assert holder.startswith(f"il-{instance}-7d1e3a90") and "interlink.eu/gpus:" in holder, served
+    assert kind in holder and config.exists()
 
 
 # ---- upgrade and rollback ---------------------------------------------------------------------
