@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.guidedoc import PATH, ROOT, blocks_of, run_block, section_blocks, sections, substitute
+from tests.guidedoc import GUIDE, PATH, ROOT, blocks_of, run_block, section_blocks, sections, substitute
 from tests.harness import free_port
 from tests.podfactory import container, pod_body, status_pod
 
 pytestmark = pytest.mark.e2e
 
-# section heading -> the test that runs its ```bash blocks ("file" or "file::test")
+# section heading -> the test that runs ALL its ```bash blocks ("file" or "file::test"); each test asserts
+# the number of blocks it runs, so a block added to a section fails it until the test runs that block too
 CLAIMED = {
     "Install and first run (SLURM)": "tests/e2e/test_admin_guide.py::test_every_command_of_the_first_run",
     "HTCondor at a grid site": "tests/e2e/test_admin_guide.py::test_htcondor_grid_site_commands",
@@ -41,6 +42,8 @@ OLD_RELEASE = "1f0427a"
 
 
 def test_every_section_with_commands_is_claimed_by_a_test() -> None:
+    other_shells = re.findall(r"^```(sh|shell|console|zsh)\s*$", GUIDE.read_text(), re.M)
+    assert not other_shells, "commands go in ```bash blocks (the only ones the tests run)"
     with_commands = {heading for heading, body in sections().items() if blocks_of(body)}
     assert with_commands, "the guide has no bash blocks at all?"
     unclaimed = sorted(with_commands - set(CLAIMED))
