@@ -152,6 +152,10 @@ def standin_cdi() -> Iterator[dict[str, Any]]:
             "mounts": [{"hostPath": str(smi), "containerPath": "/usr/bin/nvidia-smi", "options": ["ro", "bind"]}]}}
         for i, node in enumerate(nodes)]}))
     yield {"base": base, "kind": kind, "spec": spec}
+    left = subprocess.run(["podman", "pod", "ps", "-q", "--filter", f"label=interlink.eu/instance=guide{os.getpid()}"],
+                          capture_output=True, text=True, timeout=60).stdout.split()
+    if left:  # what a failed run left
+        subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", *left], capture_output=True, timeout=120)
     spec.unlink(missing_ok=True)
     for node in nodes:
         node.unlink(missing_ok=True)
@@ -173,6 +177,7 @@ def test_podman_gpu_host_commands(podman_ready: None, standin_cdi: dict[str, Any
         "nvidia.com/gpu=": f"{kind}=",  # the stand-in's device names; the resource stays nvidia.com/gpu
         "InstanceId: gpu01": f"InstanceId: {instance}",
         "interlink.eu/instance=gpu01": f"interlink.eu/instance={instance}",
+        "il-gpu01-": f"il-{instance}-",
         "SidecarPort: 4000": f"SidecarPort: {port}",
         "127.0.0.1:4000": f"127.0.0.1:{port}",
     }
@@ -200,6 +205,9 @@ def test_podman_gpu_host_commands(podman_ready: None, standin_cdi: dict[str, Any
     holder = lines[3]
     assert holder.startswith(f"il-{instance}-7d1e3a90") and "interlink.eu/gpus:" in holder, served
     assert kind in holder and config.exists()
+    left = subprocess.run(["podman", "pod", "ps", "-q", "--filter", f"label=interlink.eu/instance={instance}"],
+                          capture_output=True, text=True, timeout=60)
+    assert left.returncode == 0 and left.stdout.strip() == "", "the guide's delete left the pod behind"
 
 
 # ---- upgrade and rollback ---------------------------------------------------------------------
