@@ -174,6 +174,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         report(True, f"runtime binary {runtime_binary}: runs on {config.ssh_host}'s compute nodes (not checked here)")
     else:
         report(found is not None, f"runtime binary {runtime_binary}: {found or 'not found on this host'}")
+    if config.backend == "podman" and config.gpu_cdi_map:
+        if any(word in ("--remote", "-r") or word.startswith(("--url", "--connection")) for word in config.podman):
+            report(True, "GpuCdiMap: CDI specs are on the remote podman's host (not checked here)")
+        else:
+            from interlink_plugins.podman.cdi import gpu_map_report, scan_specs
+
+            for ok, line in gpu_map_report(config.gpu_cdi_map, scan_specs()):
+                report(ok, line)
     backend = make_backend(config, _command_runner(config), policy)
     try:
         resources = asyncio.run(backend.resources())

@@ -155,3 +155,20 @@ def test_prepare_writes_the_job_dir_and_refuses_before_writing(tmp_path: Path) -
     assert not (tmp_path / f"default-{limited['pod']['metadata']['uid']}").exists()
     rendered = backend.prepare(parse_create_body(body), write=False)
     assert "podman-run (first run of each container)" in rendered.files
+
+
+def test_privileged_and_capabilities_from_the_pod_are_never_granted() -> None:
+    """The admin guide's threat model: a pod author cannot get a privileged container on the GPU host."""
+    context = {"privileged": True, "capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"]},
+               "allowPrivilegeEscalation": True, "runAsUser": 0}
+    body = pod_body("p", [container("c", ["true"], securityContext=context)], hostNetwork=True, hostPID=True,
+                    hostIPC=True)
+    spec = build(body)
+    words = run_argv(spec, spec.containers[0], pod_id="P", instance="i", run=0, backoff=0, log_path="/l/log",
+                     devices=[])
+    pod_words = pod_create_argv(parse_create_body(body), spec, instance="i", network="")
+    joined = " ".join(words + pod_words)
+    assert "--user=0" in words  # runAsUser is honoured: root, but in an ordinary (unprivileged) container
+    for word in ("--privileged", "--cap-add", "SYS_ADMIN", "--security-opt", "--pid=host", "--ipc=host",
+                 "--network=host", "--net=host"):
+        assert word not in joined, word
