@@ -38,7 +38,8 @@ CLAIMED = {
 }
 
 # the older release the upgrade starts from: the last commit whose state schema is 1
-OLD_RELEASE = "1f0427a"
+OLD_RELEASE = "1f0427a"  # the last commit with state schema 1
+OLD_RELEASE_SOURCE = ROOT / "tests" / "fixtures" / f"release-schema1-{OLD_RELEASE}.tar.gz"
 
 
 def test_every_section_with_commands_is_claimed_by_a_test() -> None:
@@ -230,9 +231,8 @@ def upgrade_site(slurm_cluster: dict[str, str]) -> Iterator[dict[str, Any]]:
     base.mkdir(mode=0o755)
     old_tree = base / "src-old"
     old_tree.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_RELEASE], capture_output=True, timeout=60,
-                             check=True)
-    subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive.stdout, timeout=60, check=True)
+    # the source of that release, kept in the tree (`git archive` of it) so a shallow clone tests the upgrade too
+    subprocess.run(["tar", "-xzf", str(OLD_RELEASE_SOURCE), "-C", str(old_tree)], timeout=60, check=True)
     assert "SCHEMA_VERSION = 1\n" in (old_tree / "interlink_plugins/core/state.py").read_text()
     assert "SCHEMA_VERSION = 2\n" in (ROOT / "interlink_plugins/core/state.py").read_text()
     old = _wheel(old_tree, base / "releases" / "old")

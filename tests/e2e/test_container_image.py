@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import tempfile
@@ -23,18 +22,17 @@ import pytest
 import yaml
 
 from tests.e2e.kits import HTCondorKit
+from tests.guidedoc import GUIDE, section_blocks
 from tests.harness import ROOT, PluginProcess, exit_codes, states
 from tests.podfactory import container, pod_body
 
 pytestmark = pytest.mark.e2e
-GUIDE = ROOT / "docs" / "site-admin-guide.md"
 BUILD = ROOT / "deploy" / "container" / "build.sh"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def guide_blocks() -> list[str]:
-    section = GUIDE.read_text().split("\n## Run it in a container\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return section_blocks("Run it in a container")
 
 
 def build(flavour: str, **env: str) -> tuple[str, str]:
