@@ -20,13 +20,13 @@ import asyncio
 import os
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import FileIO
 from pathlib import Path
 
-__all__ = ["CriRecord", "LogOptions", "follow_log", "parse_cri_line", "read_log"]
+__all__ = ["CriRecord", "LogOptions", "follow_log", "iter_log", "parse_cri_line", "read_log"]
 
 BLOCK_BYTES = 1 << 20
 """Bytes read per read() call; in follow mode, per step between two yields to the event loop."""
@@ -34,6 +34,12 @@ PIECE_BYTES = 1 << 20
 """A physical line longer than this is processed in pieces (continuations of one record); > a header."""
 MAX_LINE_BYTES = 16 << 20
 """A logical line (P records joined) longer than this is served as several lines."""
+TAIL_WINDOW_BYTES = 1 << 20
+"""Tail first reads this much from the end of the file (at least 256 bytes a line), then 4x more."""
+SCAN_BYTES = 64 << 10
+"""Bytes read per step when looking backwards for a line start (Tail reads from the end)."""
+MAX_BACK_BYTES = 64 << 20
+"""How far back Tail looks for a start outside any P line; beyond it the whole file is read."""
 
 _TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 # A block made only of complete F lines (the common case) is split by one findall into (ts, text).
@@ -206,6 +212,10 @@ class _Reader:
         st = os.fstat(f.fileno())
         self.ident = (st.st_dev, st.st_ino)
 
+    def reset(self) -> None:
+        """Forget the incomplete line (after a seek)."""
+        self._carry = b""
+
     def read(self, out: list[_Line]) -> int:
         """Read one block, append the lines it completes; returns the bytes read (0 at EOF)."""
         block = self.f.read(BLOCK_BYTES)
@@ -292,35 +302,106 @@ def _tail_deque(opts: LogOptions) -> deque[bytes] | None:
     return deque(maxlen=opts.tail)
 
 
-def read_log(path: Path, opts: LogOptions) -> bytes:
-    """The selected part of a log file (a missing file gives b"")."""
+def _line_start(fd: int, pos: int) -> int:
+    """The start of the physical line holding byte ``pos`` (0, or just after a newline)."""
+    end = pos
+    while end > 0:
+        size = min(SCAN_BYTES, end)
+        cut = os.pread(fd, size, end - size).rfind(b"\n")
+        if cut >= 0:
+            return end - size + cut + 1
+        end -= size
+    return 0
+
+
+def _clean_start(fd: int, pos: int) -> tuple[int, bytes]:
+    """A line start at or before ``pos`` where no P line of either stream is open, and the timestamp of
+    the record before it (what a malformed line there takes); (0, b"") when none is near enough."""
+    off = start = _line_start(fd, pos)
+    need = {_STDOUT, _STDERR}
+    last_ts = b""
+    while start > 0 and need:
+        if off - start > MAX_BACK_BYTES:
+            return 0, b""
+        prev = _line_start(fd, start - 1)
+        head = os.pread(fd, 64, prev).split(b"\n", 1)[0]
+        ts, stream, partial, _text = _split(head)
+        if stream:
+            if not last_ts:
+                last_ts = ts
+            if stream in need:
+                if partial:  # its line goes on after: start with it
+                    off, last_ts = prev, b""
+                else:
+                    need.discard(stream)
+        start = prev
+    return off, last_ts
+
+
+def _tail(reader: _Reader, count: int, render: _Render) -> deque[bytes]:
+    """The last ``count`` selected lines, read from the end of the file (a window, grown until it has
+    them); the reader is left at the end of the file, its partial last line kept."""
+    fd = reader.f.fileno()
+    size = os.fstat(fd).st_size
+    window = max(TAIL_WINDOW_BYTES, count * 256)
+    while True:
+        start, last_ts = _clean_start(fd, max(0, size - window))
+        reader.f.seek(start)
+        reader.asm = _Assembler()
+        reader.asm.last_ts = last_ts
+        reader.reset()
+        tail: deque[bytes] = deque(maxlen=count)
+        while True:
+            lines: list[_Line] = []
+            if reader.read(lines) == 0:
+                break
+            tail.extend(render(lines))
+        if len(tail) == count or start == 0:
+            return tail
+        window *= 4
+
+
+def iter_log(path: Path, opts: LogOptions) -> Iterator[bytes]:
+    """The selected part of a log file in chunks of about a block (a missing file gives nothing).
+
+    Memory is bounded by a block (or by the tail lines): a 1 GB log is served as it is read.
+    """
     limit = opts.limit_bytes
     if opts.tail == 0 or (limit is not None and limit <= 0):
-        return b""
+        return
     reader = _open(path)
     if reader is None:
-        return b""
+        return
     render = _Render(opts)
-    tail = _tail_deque(opts)
-    chunks: list[bytes] = []
-    size = 0
     with reader.f:
+        if opts.tail is not None and opts.tail > 0:
+            tail = _tail(reader, opts.tail, render)
+            lines: list[_Line] = []
+            reader.finish(lines)
+            tail.extend(render(lines))
+            data = b"".join(tail)
+            yield data if limit is None else data[:limit]
+            return
         eof = False
         while not eof:
-            lines: list[_Line] = []
+            lines = []
             if reader.read(lines) == 0:
                 reader.finish(lines)
                 eof = True
-            selected = render(lines)
-            if tail is not None:
-                tail.extend(selected)
+            chunk = b"".join(render(lines))
+            if not chunk:
                 continue
-            chunks.extend(selected)
-            size += sum(map(len, selected))
-            if limit is not None and size >= limit:
-                break
-    data = b"".join(tail if tail is not None else chunks)
-    return data if limit is None else data[:limit]
+            if limit is not None:
+                if len(chunk) >= limit:
+                    yield chunk[:limit]
+                    return
+                limit -= len(chunk)
+            yield chunk
+
+
+def read_log(path: Path, opts: LogOptions) -> bytes:
+    """The selected part of a log file (a missing file gives b"")."""
+    return b"".join(iter_log(path, opts))
 
 
 async def follow_log(
@@ -357,6 +438,8 @@ async def follow_log(
             rotated = False
             if reader is None:
                 reader = _open(path)
+                if reader is not None and initial and tail is not None and tail.maxlen:
+                    tail.extend(await asyncio.to_thread(_tail, reader, tail.maxlen, render))
             if reader is not None:
                 cur = reader
                 while True:
