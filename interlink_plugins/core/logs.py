@@ -20,7 +20,7 @@ import asyncio
 import os
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import FileIO
@@ -361,7 +361,7 @@ def _tail(reader: _Reader, count: int, render: _Render) -> deque[bytes]:
         window *= 4
 
 
-def iter_log(path: Path, opts: LogOptions) -> Iterator[bytes]:
+def iter_log(path: Path, opts: LogOptions) -> Generator[bytes, None, None]:
     """The selected part of a log file in chunks of about a block (a missing file gives nothing).
 
     Memory is bounded by a block (or by the tail lines): a 1 GB log is served as it is read.
