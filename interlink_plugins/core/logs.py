@@ -38,8 +38,8 @@ TAIL_WINDOW_BYTES = 1 << 20
 """Tail first reads this much from the end of the file (at least 256 bytes a line), then 4x more."""
 SCAN_BYTES = 64 << 10
 """Bytes read per step when looking backwards for a line start (Tail reads from the end)."""
-MAX_BACK_BYTES = 64 << 20
-"""How far back Tail looks for a start outside any P line; beyond it the whole file is read."""
+MAX_BACK_BYTES = 4 << 20
+"""How far back Tail looks for a start outside any P line of the other stream."""
 
 _TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 # A block made only of complete F lines (the common case) is split by one findall into (ts, text).
@@ -314,27 +314,47 @@ def _line_start(fd: int, pos: int) -> int:
     return 0
 
 
+def _lines_back(fd: int, end: int) -> list[tuple[int, bytes]]:
+    """(start, line or its first bytes) of the lines just before ``end`` (a line start > 0), last first."""
+    size = min(SCAN_BYTES, end)
+    base = end - size
+    block = os.pread(fd, size, base)
+    first = block.find(b"\n")
+    if base > 0 and first == size - 1:  # the block is inside one long line
+        start = _line_start(fd, end - 1)
+        return [(start, os.pread(fd, 64, start).split(b"\n", 1)[0])]
+    lo = first + 1 if base > 0 else 0
+    out = []
+    start = base + lo
+    for line in block[lo : size - 1].split(b"\n"):
+        out.append((start, line))
+        start += len(line) + 1
+    out.reverse()
+    return out
+
+
 def _clean_start(fd: int, pos: int) -> tuple[int, bytes]:
     """A line start at or before ``pos`` where no P line of either stream is open, and the timestamp of
-    the record before it (what a malformed line there takes); (0, b"") when none is near enough."""
-    off = start = _line_start(fd, pos)
+    the record before it (what a malformed line there takes). Looks back at most MAX_BACK_BYTES (a
+    stream that is silent that long is taken as closed)."""
+    off = end = _line_start(fd, pos)
     need = {_STDOUT, _STDERR}
     last_ts = b""
-    while start > 0 and need:
-        if off - start > MAX_BACK_BYTES:
-            return 0, b""
-        prev = _line_start(fd, start - 1)
-        head = os.pread(fd, 64, prev).split(b"\n", 1)[0]
-        ts, stream, partial, _text = _split(head)
-        if stream:
+    while end > 0 and need and off - end <= MAX_BACK_BYTES:
+        for start, line in _lines_back(fd, end):
+            end = start
+            ts, stream, partial, _text = _split(line)
+            if not stream:
+                continue
             if not last_ts:
                 last_ts = ts
             if stream in need:
                 if partial:  # its line goes on after: start with it
-                    off, last_ts = prev, b""
+                    off, last_ts = start, b""
                 else:
                     need.discard(stream)
-        start = prev
+                    if not need:
+                        break
     return off, last_ts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from unittest.mock import patch
 
@@ -71,7 +72,7 @@ def test_tail_from_the_end_equals_tail_of_the_whole_file(
 def test_a_tail_of_a_big_log_reads_only_its_end(tmp_path: Path) -> None:
     path = tmp_path / "log"
     with path.open("wb") as f:
-        for i in range(200_000):
+        for i in range(300_000):
             f.write(rec(i % 50, f"line {i}"))
     opened: list[int] = []
     real_read = logs._Reader.read
@@ -81,9 +82,18 @@ def test_a_tail_of_a_big_log_reads_only_its_end(tmp_path: Path) -> None:
         opened.append(n)
         return n
 
-    with patch.object(logs._Reader, "read", counting):
-        assert read_log(path, LogOptions(tail=3)) == b"line 199997\nline 199998\nline 199999\n"
+    looked_back: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, size: int, offset: int) -> bytes:
+        looked_back.append(size)
+        return real_pread(fd, size, offset)
+
+    with patch.object(logs._Reader, "read", counting), patch.object(logs.os, "pread", counting_pread):
+        assert read_log(path, LogOptions(tail=3)) == b"line 299997\nline 299998\nline 299999\n"
     assert sum(opened) <= 2 * logs.TAIL_WINDOW_BYTES < path.stat().st_size
+    # only stdout in this log: the look for an open stderr P line stops after MAX_BACK_BYTES
+    assert sum(looked_back) <= logs.MAX_BACK_BYTES + 2 * logs.SCAN_BYTES < path.stat().st_size
 
 
 def test_a_full_read_comes_in_chunks(tmp_path: Path) -> None:
