@@ -202,6 +202,29 @@ class _Assembler:
         self._pending.clear()
 
 
+_DIGITS = bytes.maketrans(b"0123456789", b"9" * 10)
+_RUNNER_HEADERS = (b"\n9999-99-99T99:99:99.999999999Z stdout F ", b"\n9999-99-99T99:99:99.999999999Z stderr F ")
+_HEADER = re.compile(rb"\n.{40}", re.DOTALL)
+
+
+def _runner_block(body: bytes, stamps: bool, since: bytes | None = None) -> bytes | None:
+    """Lines that all start with the runner's own 40-byte F header (digits checked by shape), rendered
+    at C speed (about 3x the general parser); None for anything else. ``since``: the same fixed-width
+    UTC text, compared as bytes (what the parser does with the time, without parsing it)."""
+    data = b"\n" + body
+    shape = data.translate(_DIGITS)
+    if shape.count(_RUNNER_HEADERS[0]) + shape.count(_RUNNER_HEADERS[1]) != data.count(b"\n"):
+        return None
+    if since is None and not stamps:
+        return _HEADER.sub(b"\n", data)[1:] + b"\n"
+    lines = body.split(b"\n")
+    if since is not None:
+        lines = [line for line in lines if line[:30] >= since]
+    if stamps:
+        return b"".join([line[:31] + line[40:] + b"\n" for line in lines])
+    return b"".join([line[40:] + b"\n" for line in lines])
+
+
 class _Reader:
     """An open log file read in blocks; an incomplete last line is kept until it is completed."""
 
@@ -216,30 +239,58 @@ class _Reader:
         """Forget the incomplete line (after a seek)."""
         self._carry = b""
 
-    def read(self, out: list[_Line]) -> int:
-        """Read one block, append the lines it completes; returns the bytes read (0 at EOF)."""
+    def _take(self) -> tuple[int, bytes | None]:
+        """Read one block: (bytes read, the complete lines it ends without the last newline, or None)."""
         block = self.f.read(BLOCK_BYTES)
         if not block:
-            return 0
+            return 0, None
         data = self._carry + block if self._carry else block
         cut = data.rfind(b"\n")
         if cut < 0:
             self._carry = data
+            return len(block), None
+        body, self._carry = data[:cut], data[cut + 1 :]
+        return len(block), body
+
+    def _parse(self, body: bytes, out: list[_Line]) -> None:
+        asm = self.asm
+        recs = None if asm.busy() else _F_LINES.findall(body)
+        if recs and len(recs) == body.count(b"\n") + 1:
+            out.extend(recs)  # fast path: every line is a well-formed F record
+            asm.last_ts = recs[-1][0]
         else:
-            body, self._carry = data[:cut], data[cut + 1 :]
-            asm = self.asm
-            recs = None if asm.busy() else _F_LINES.findall(body)
-            if recs and len(recs) == body.count(b"\n") + 1:
-                out.extend(recs)  # fast path: every line is a well-formed F record
-                asm.last_ts = recs[-1][0]
-            else:
-                feed = asm.feed
-                for line in body.split(b"\n"):
-                    feed(line, True, out)
+            feed = asm.feed
+            for line in body.split(b"\n"):
+                feed(line, True, out)
+
+    def _long_carry(self, out: list[_Line]) -> None:
         if len(self._carry) >= PIECE_BYTES:
             self.asm.feed(self._carry, False, out)
             self._carry = b""
-        return len(block)
+
+    def read(self, out: list[_Line]) -> int:
+        """Read one block, append the lines it completes; returns the bytes read (0 at EOF)."""
+        n, body = self._take()
+        if body is not None:
+            self._parse(body, out)
+        self._long_carry(out)
+        return n
+
+    def read_rendered(self, render: _Render) -> tuple[int, bytes]:
+        """read() and render() in one step: (bytes read, the output)."""
+        n, body = self._take()
+        lines: list[_Line] = []
+        head = b""
+        if body is not None:
+            fast = None if self.asm.busy() else _runner_block(body, render.stamps, render.since_key)
+            if fast is None:
+                self._parse(body, lines)
+            else:
+                head = fast
+                self.asm.last_ts = body[body.rfind(b"\n") + 1 :][:30]
+        self._long_carry(lines)
+        rest = render(lines)
+        return n, head + b"".join(rest) if rest else head
 
     def finish(self, out: list[_Line]) -> None:
         """No more data will come: serve the incomplete last line and unfinished P lines."""
@@ -264,13 +315,15 @@ class _Render:
         since = opts.since
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-        self._since = since
-        self._stamps = opts.timestamps
+        self.since = since
+        self.stamps = opts.timestamps
+        # since as the runner writes times (UTC, fixed width: byte order is time order; ns below us kept)
+        self.since_key = None if since is None else since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z").encode()
         self._ts = b"\0"
         self._time: datetime | None = None
 
     def __call__(self, lines: Iterable[_Line]) -> list[bytes]:
-        since, stamps = self._since, self._stamps
+        since, stamps = self.since, self.stamps
         if since is None and not stamps:
             return [text + b"\n" for _, text in lines]
         out: list[bytes] = []
@@ -404,11 +457,12 @@ def iter_log(path: Path, opts: LogOptions) -> Generator[bytes, None, None]:
             return
         eof = False
         while not eof:
-            lines = []
-            if reader.read(lines) == 0:
+            n, chunk = reader.read_rendered(render)
+            if n == 0:
+                lines = []
                 reader.finish(lines)
+                chunk += b"".join(render(lines))
                 eof = True
-            chunk = b"".join(render(lines))
             if not chunk:
                 continue
             if limit is not None:
@@ -462,9 +516,16 @@ async def follow_log(
                     tail.extend(await asyncio.to_thread(_tail, reader, tail.maxlen, render))
             if reader is not None:
                 cur = reader
+                behind = False  # a full block came: parse the next ones in a thread, the loop stays free
                 while True:
                     lines: list[_Line] = []
-                    n = cur.read(lines)
+                    if initial and tail is not None:
+                        n, chunk = cur.read(lines), b""
+                    elif behind:
+                        n, chunk = await asyncio.to_thread(cur.read_rendered, render)
+                    else:
+                        n, chunk = cur.read_rendered(render)
+                    behind = n == BLOCK_BYTES
                     if n == 0 and cur.replaced(path):
                         cur.finish(lines)  # drained: the old file is complete
                         cur.f.close()
@@ -473,8 +534,8 @@ async def follow_log(
                     selected = render(lines)
                     if initial and tail is not None:
                         tail.extend(selected)
-                    elif selected:
-                        chunk = b"".join(selected)
+                    elif selected or chunk:
+                        chunk += b"".join(selected)
                         if budget is not None:
                             if len(chunk) >= budget:
                                 yield chunk[:budget]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import timedelta, timezone
 from pathlib import Path
 from unittest.mock import patch
 
@@ -103,3 +104,44 @@ def test_a_full_read_comes_in_chunks(tmp_path: Path) -> None:
     assert len(chunks) >= 3 and max(map(len, chunks)) <= logs.BLOCK_BYTES
     assert b"".join(chunks) == b"".join([b"x" * 100 + b"\n"] * 30_000)
     assert b"".join(iter_log(path, LogOptions(limit_bytes=1_500_000))) == (b"x" * 100 + b"\n") * 14851 + b"x" * 49
+
+
+_runner_record = st.tuples(
+    st.integers(0, 20), st.sampled_from(["stdout", "stderr"]), st.sampled_from(["F"] * 8 + ["P"]),
+    st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    records=st.lists(st.one_of(_runner_record, _record), max_size=80),
+    stamps=st.booleans(),
+    since=st.none() | st.integers(0, 21_000_000),
+    limit=st.none() | st.integers(1, 3000),
+    partial_end=st.booleans(),
+)
+def test_the_runner_block_fast_path_serves_what_the_parser_serves(
+    tmp_path: Path, records: list[tuple[int, str, str, bytes] | bytes], stamps: bool, since: int | None,
+    limit: int | None, partial_end: bool,
+) -> None:
+    path = tmp_path / "log"
+    _write(path, records, partial_end)
+    # since in microseconds after T0, given in another time zone
+    when = None if since is None else (T0 + timedelta(microseconds=since)).astimezone(timezone(timedelta(hours=2)))
+    opts = LogOptions(timestamps=stamps, since=when, limit_bytes=limit)
+    with patch.object(logs, "BLOCK_BYTES", 150):  # many blocks: some all runner records, some not
+        fast = read_log(path, opts)
+        with patch.object(logs, "_runner_block", lambda *args: None):
+            assert fast == read_log(path, opts)
+
+
+def test_the_fast_path_takes_the_runners_records(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(rec(1, "one") + rec(2, "", "stderr") + rec(3, "three"))
+    body = path.read_bytes()[:-1]
+    assert logs._runner_block(body, False) == b"one\n\nthree\n"
+    assert logs._runner_block(body, True) == (
+        b"2024-05-01T10:00:01.000000001Z one\n2024-05-01T10:00:02.000000001Z \n2024-05-01T10:00:03.000000001Z three\n"
+    )
+    assert logs._runner_block(body.replace(b"stderr F", b"stderr P"), False) is None
+    assert logs._runner_block(body + b"\nnot a record", False) is None
