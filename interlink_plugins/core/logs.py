@@ -9,9 +9,10 @@ in CRI format, one record a line::
 container's text: records joined into logical lines, each ending with ``\\n``, bytes untouched.
 Selection order: since (write time) -> tail -> limit_bytes (a prefix, may cut a line).
 
-Memory stays bounded whatever the file size: files are read in blocks, tail keeps a deque of N
-lines, and a single line is held at most up to ``MAX_LINE_BYTES`` (a longer logical line is
-served as several lines of that size).
+Memory stays bounded whatever the file size: files are read and served in blocks (``iter_log``),
+tail reads a window at the end of the file and keeps a deque of N lines, and a single line is held
+at most up to ``MAX_LINE_BYTES`` (a longer logical line is served as several lines of that size).
+Blocks made only of the runner's own records (fixed-width F headers) skip the parser.
 """
 
 from __future__ import annotations
