@@ -21,6 +21,7 @@ import yaml
 
 from interlink_plugins.core.errors import ConfigError
 from interlink_plugins.core.quantity import memory_bytes
+from interlink_plugins.core.runscript import MIN_LOG_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class Config:
     grace_period_cap: float = 60.0
     restart_backoff_initial: float = 10.0
     restart_backoff_max: float = 300.0
+    max_container_log_bytes: int = 1 << 30
     requeue: bool = False
     enable_probes: bool = False
     default_uid: int | None = None
@@ -269,6 +271,18 @@ def _memory_mib(key: str, value: Any) -> int:
         return -(-memory_bytes(text) // 2**20)
     except ValueError as exc:
         raise ConfigError(f"{key}: {value!r} is not a memory size") from exc
+
+
+def _log_bytes(key: str, value: Any) -> int:
+    """A byte size (1Gi, 500M, 1048576); 0 turns the cap off, anything else must leave room for the marker."""
+    text = _str(key, value).strip()
+    try:
+        number = int(text) if text.isdigit() else memory_bytes(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a byte size") from exc
+    if number and number < MIN_LOG_BYTES:
+        raise ConfigError(f"{key}: must be 0 (no cap) or >= {MIN_LOG_BYTES} bytes, got {value!r}")
+    return number
 
 
 def _taints(key: str, value: Any) -> tuple[Taint, ...]:
@@ -496,6 +510,12 @@ FIELDS: dict[str, FieldSpec] = {
         "restart_backoff_initial", _seconds, "restartPolicy back-off start (kubelet: 10 s)."
     ),
     "RestartBackoffMax": FieldSpec("restart_backoff_max", _seconds, "restartPolicy back-off cap (kubelet: 300 s)."),
+    "MaxContainerLogBytes": FieldSpec(
+        "max_container_log_bytes",
+        _log_bytes,
+        "Per container run, the log stops just under this size with a marker line; the rest of the output is "
+        "read and dropped (the container never blocks). 0: no cap. Default 1Gi.",
+    ),
     "Requeue": FieldSpec(
         "requeue",
         _bool,

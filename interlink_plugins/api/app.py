@@ -109,7 +109,10 @@ def create_app(
         )
         if opts.Follow:
             return StreamingResponse(await service.open_follow(request_obj), media_type="text/plain")
-        return Response(await service.read_logs(request_obj), media_type="text/plain")
+        data, rest = await service.open_read(request_obj)
+        if rest is not None:  # more than a block: streamed as it is read (bounded memory)
+            return StreamingResponse(rest, media_type="text/plain")
+        return Response(data, media_type="text/plain")
 
     @app.get("/healthz")
     async def healthz() -> PlainTextResponse:

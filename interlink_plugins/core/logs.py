@@ -9,9 +9,10 @@ in CRI format, one record a line::
 container's text: records joined into logical lines, each ending with ``\\n``, bytes untouched.
 Selection order: since (write time) -> tail -> limit_bytes (a prefix, may cut a line).
 
-Memory stays bounded whatever the file size: files are read in blocks, tail keeps a deque of N
-lines, and a single line is held at most up to ``MAX_LINE_BYTES`` (a longer logical line is
-served as several lines of that size).
+Memory stays bounded whatever the file size: files are read and served in blocks (``iter_log``),
+tail reads a window at the end of the file and keeps a deque of N lines, and a single line is held
+at most up to ``MAX_LINE_BYTES`` (a longer logical line is served as several lines of that size).
+Blocks made only of the runner's own records (fixed-width F headers) skip the parser.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import asyncio
 import os
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import FileIO
 from pathlib import Path
 
-__all__ = ["CriRecord", "LogOptions", "follow_log", "parse_cri_line", "read_log"]
+__all__ = ["CriRecord", "LogOptions", "follow_log", "iter_log", "parse_cri_line", "read_log"]
 
 BLOCK_BYTES = 1 << 20
 """Bytes read per read() call; in follow mode, per step between two yields to the event loop."""
@@ -34,6 +35,12 @@ PIECE_BYTES = 1 << 20
 """A physical line longer than this is processed in pieces (continuations of one record); > a header."""
 MAX_LINE_BYTES = 16 << 20
 """A logical line (P records joined) longer than this is served as several lines."""
+TAIL_WINDOW_BYTES = 1 << 20
+"""Tail first reads this much from the end of the file (at least 256 bytes a line), then 4x more."""
+SCAN_BYTES = 64 << 10
+"""Bytes read per step when looking backwards for a line start (Tail reads from the end)."""
+MAX_BACK_BYTES = 4 << 20
+"""How far back Tail looks for a start outside any P line of the other stream."""
 
 _TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 # A block made only of complete F lines (the common case) is split by one findall into (ts, text).
@@ -196,6 +203,29 @@ class _Assembler:
         self._pending.clear()
 
 
+_DIGITS = bytes.maketrans(b"0123456789", b"9" * 10)
+_RUNNER_HEADERS = (b"\n9999-99-99T99:99:99.999999999Z stdout F ", b"\n9999-99-99T99:99:99.999999999Z stderr F ")
+_HEADER = re.compile(rb"\n.{40}", re.DOTALL)
+
+
+def _runner_block(body: bytes, stamps: bool, since: bytes | None = None) -> bytes | None:
+    """Lines that all start with the runner's own 40-byte F header (digits checked by shape), rendered
+    at C speed (about 3x the general parser); None for anything else. ``since``: the same fixed-width
+    UTC text, compared as bytes (what the parser does with the time, without parsing it)."""
+    data = b"\n" + body
+    shape = data.translate(_DIGITS)
+    if shape.count(_RUNNER_HEADERS[0]) + shape.count(_RUNNER_HEADERS[1]) != data.count(b"\n"):
+        return None
+    if since is None and not stamps:
+        return _HEADER.sub(b"\n", data)[1:] + b"\n"
+    lines = body.split(b"\n")
+    if since is not None:
+        lines = [line for line in lines if line[:30] >= since]
+    if stamps:
+        return b"".join([line[:31] + line[40:] + b"\n" for line in lines])
+    return b"".join([line[40:] + b"\n" for line in lines])
+
+
 class _Reader:
     """An open log file read in blocks; an incomplete last line is kept until it is completed."""
 
@@ -206,30 +236,62 @@ class _Reader:
         st = os.fstat(f.fileno())
         self.ident = (st.st_dev, st.st_ino)
 
-    def read(self, out: list[_Line]) -> int:
-        """Read one block, append the lines it completes; returns the bytes read (0 at EOF)."""
+    def reset(self) -> None:
+        """Forget the incomplete line (after a seek)."""
+        self._carry = b""
+
+    def _take(self) -> tuple[int, bytes | None]:
+        """Read one block: (bytes read, the complete lines it ends without the last newline, or None)."""
         block = self.f.read(BLOCK_BYTES)
         if not block:
-            return 0
+            return 0, None
         data = self._carry + block if self._carry else block
         cut = data.rfind(b"\n")
         if cut < 0:
             self._carry = data
+            return len(block), None
+        body, self._carry = data[:cut], data[cut + 1 :]
+        return len(block), body
+
+    def _parse(self, body: bytes, out: list[_Line]) -> None:
+        asm = self.asm
+        recs = None if asm.busy() else _F_LINES.findall(body)
+        if recs and len(recs) == body.count(b"\n") + 1:
+            out.extend(recs)  # fast path: every line is a well-formed F record
+            asm.last_ts = recs[-1][0]
         else:
-            body, self._carry = data[:cut], data[cut + 1 :]
-            asm = self.asm
-            recs = None if asm.busy() else _F_LINES.findall(body)
-            if recs and len(recs) == body.count(b"\n") + 1:
-                out.extend(recs)  # fast path: every line is a well-formed F record
-                asm.last_ts = recs[-1][0]
-            else:
-                feed = asm.feed
-                for line in body.split(b"\n"):
-                    feed(line, True, out)
+            feed = asm.feed
+            for line in body.split(b"\n"):
+                feed(line, True, out)
+
+    def _long_carry(self, out: list[_Line]) -> None:
         if len(self._carry) >= PIECE_BYTES:
             self.asm.feed(self._carry, False, out)
             self._carry = b""
-        return len(block)
+
+    def read(self, out: list[_Line]) -> int:
+        """Read one block, append the lines it completes; returns the bytes read (0 at EOF)."""
+        n, body = self._take()
+        if body is not None:
+            self._parse(body, out)
+        self._long_carry(out)
+        return n
+
+    def read_rendered(self, render: _Render) -> tuple[int, bytes]:
+        """read() and render() in one step: (bytes read, the output)."""
+        n, body = self._take()
+        lines: list[_Line] = []
+        head = b""
+        if body is not None:
+            fast = None if self.asm.busy() else _runner_block(body, render.stamps, render.since_key)
+            if fast is None:
+                self._parse(body, lines)
+            else:
+                head = fast
+                self.asm.last_ts = body[body.rfind(b"\n") + 1 :][:30]
+        self._long_carry(lines)
+        rest = render(lines)
+        return n, head + b"".join(rest) if rest else head
 
     def finish(self, out: list[_Line]) -> None:
         """No more data will come: serve the incomplete last line and unfinished P lines."""
@@ -254,13 +316,15 @@ class _Render:
         since = opts.since
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-        self._since = since
-        self._stamps = opts.timestamps
+        self.since = since
+        self.stamps = opts.timestamps
+        # since as the runner writes times (UTC, fixed width: byte order is time order; ns below us kept)
+        self.since_key = None if since is None else since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z").encode()
         self._ts = b"\0"
         self._time: datetime | None = None
 
     def __call__(self, lines: Iterable[_Line]) -> list[bytes]:
-        since, stamps = self._since, self._stamps
+        since, stamps = self.since, self.stamps
         if since is None and not stamps:
             return [text + b"\n" for _, text in lines]
         out: list[bytes] = []
@@ -292,35 +356,127 @@ def _tail_deque(opts: LogOptions) -> deque[bytes] | None:
     return deque(maxlen=opts.tail)
 
 
-def read_log(path: Path, opts: LogOptions) -> bytes:
-    """The selected part of a log file (a missing file gives b"")."""
-    limit = opts.limit_bytes
-    if opts.tail == 0 or (limit is not None and limit <= 0):
-        return b""
-    reader = _open(path)
-    if reader is None:
-        return b""
-    render = _Render(opts)
-    tail = _tail_deque(opts)
-    chunks: list[bytes] = []
-    size = 0
-    with reader.f:
-        eof = False
-        while not eof:
+def _line_start(fd: int, pos: int) -> int:
+    """The start of the physical line holding byte ``pos`` (0, or just after a newline)."""
+    end = pos
+    while end > 0:
+        size = min(SCAN_BYTES, end)
+        cut = os.pread(fd, size, end - size).rfind(b"\n")
+        if cut >= 0:
+            return end - size + cut + 1
+        end -= size
+    return 0
+
+
+def _lines_back(fd: int, end: int) -> list[tuple[int, bytes]]:
+    """(start, line or its first bytes) of the lines just before ``end`` (a line start > 0), last first."""
+    size = min(SCAN_BYTES, end)
+    base = end - size
+    block = os.pread(fd, size, base)
+    first = block.find(b"\n")
+    if base > 0 and first == size - 1:  # the block is inside one long line
+        start = _line_start(fd, end - 1)
+        return [(start, os.pread(fd, 64, start).split(b"\n", 1)[0])]
+    lo = first + 1 if base > 0 else 0
+    out = []
+    start = base + lo
+    for line in block[lo : size - 1].split(b"\n"):
+        out.append((start, line))
+        start += len(line) + 1
+    out.reverse()
+    return out
+
+
+def _clean_start(fd: int, pos: int) -> tuple[int, bytes]:
+    """A line start at or before ``pos`` where no P line of either stream is open, and the timestamp of
+    the record before it (what a malformed line there takes). Looks back at most MAX_BACK_BYTES (a
+    stream that is silent that long is taken as closed)."""
+    off = end = _line_start(fd, pos)
+    need = {_STDOUT, _STDERR}
+    last_ts = b""
+    while end > 0 and need and off - end <= MAX_BACK_BYTES:
+        for start, line in _lines_back(fd, end):
+            end = start
+            ts, stream, partial, _text = _split(line)
+            if not stream:
+                continue
+            if not last_ts:
+                last_ts = ts
+            if stream in need:
+                if partial:  # its line goes on after: start with it
+                    off, last_ts = start, b""
+                else:
+                    need.discard(stream)
+                    if not need:
+                        break
+    return off, last_ts
+
+
+def _tail(reader: _Reader, count: int, render: _Render) -> deque[bytes]:
+    """The last ``count`` selected lines, read from the end of the file (a window, grown until it has
+    them); the reader is left at the end of the file, its partial last line kept."""
+    fd = reader.f.fileno()
+    size = os.fstat(fd).st_size
+    window = max(TAIL_WINDOW_BYTES, count * 256)
+    while True:
+        start, last_ts = _clean_start(fd, max(0, size - window))
+        reader.f.seek(start)
+        reader.asm = _Assembler()
+        reader.asm.last_ts = last_ts
+        reader.reset()
+        tail: deque[bytes] = deque(maxlen=count)
+        while True:
             lines: list[_Line] = []
             if reader.read(lines) == 0:
-                reader.finish(lines)
-                eof = True
-            selected = render(lines)
-            if tail is not None:
-                tail.extend(selected)
-                continue
-            chunks.extend(selected)
-            size += sum(map(len, selected))
-            if limit is not None and size >= limit:
                 break
-    data = b"".join(tail if tail is not None else chunks)
-    return data if limit is None else data[:limit]
+            tail.extend(render(lines))
+        if len(tail) == count or start == 0:
+            return tail
+        window *= 4
+
+
+def iter_log(path: Path, opts: LogOptions) -> Generator[bytes, None, None]:
+    """The selected part of a log file in chunks of about a block (a missing file gives nothing).
+
+    Memory is bounded by a block (or by the tail lines): a 1 GB log is served as it is read.
+    """
+    limit = opts.limit_bytes
+    if opts.tail == 0 or (limit is not None and limit <= 0):
+        return
+    reader = _open(path)
+    if reader is None:
+        return
+    render = _Render(opts)
+    with reader.f:
+        if opts.tail is not None and opts.tail > 0:
+            tail = _tail(reader, opts.tail, render)
+            lines: list[_Line] = []
+            reader.finish(lines)
+            tail.extend(render(lines))
+            data = b"".join(tail)
+            yield data if limit is None else data[:limit]
+            return
+        eof = False
+        while not eof:
+            n, chunk = reader.read_rendered(render)
+            if n == 0:
+                lines = []
+                reader.finish(lines)
+                chunk += b"".join(render(lines))
+                eof = True
+            if not chunk:
+                continue
+            if limit is not None:
+                if len(chunk) >= limit:
+                    yield chunk[:limit]
+                    return
+                limit -= len(chunk)
+            yield chunk
+
+
+def read_log(path: Path, opts: LogOptions) -> bytes:
+    """The selected part of a log file (a missing file gives b"")."""
+    return b"".join(iter_log(path, opts))
 
 
 async def follow_log(
@@ -357,11 +513,20 @@ async def follow_log(
             rotated = False
             if reader is None:
                 reader = _open(path)
+                if reader is not None and initial and tail is not None and tail.maxlen:
+                    tail.extend(await asyncio.to_thread(_tail, reader, tail.maxlen, render))
             if reader is not None:
                 cur = reader
+                behind = False  # a full block came: parse the next ones in a thread, the loop stays free
                 while True:
                     lines: list[_Line] = []
-                    n = cur.read(lines)
+                    if initial and tail is not None:
+                        n, chunk = cur.read(lines), b""
+                    elif behind:
+                        n, chunk = await asyncio.to_thread(cur.read_rendered, render)
+                    else:
+                        n, chunk = cur.read_rendered(render)
+                    behind = n == BLOCK_BYTES
                     if n == 0 and cur.replaced(path):
                         cur.finish(lines)  # drained: the old file is complete
                         cur.f.close()
@@ -370,8 +535,8 @@ async def follow_log(
                     selected = render(lines)
                     if initial and tail is not None:
                         tail.extend(selected)
-                    elif selected:
-                        chunk = b"".join(selected)
+                    elif selected or chunk:
+                        chunk += b"".join(selected)
                         if budget is not None:
                             if len(chunk) >= budget:
                                 yield chunk[:budget]

@@ -50,6 +50,8 @@ class RunPlan:
     grace_seconds: int = 30
     backoff_initial_seconds: float = 10.0
     backoff_max_seconds: float = 300.0
+    # per container run: the CRI log stops just under this size with a marker line (0: no cap)
+    log_max_bytes: int = 0
     runner_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     # admin-enabled raw shell run inside the job before the containers (pre-exec, mesh, wstunnel)
     prologue: tuple[str, ...] = field(default_factory=tuple)

@@ -17,6 +17,8 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POLICIES = ("Never", "OnFailure", "Always")
 _PROBE_KINDS = ("startup", "readiness", "liveness")
+MIN_LOG_BYTES = 4096
+"""The smallest log cap (the runner keeps 256 bytes of it for the truncation marker)."""
 
 
 def render_runner(plan: RunPlan) -> str:
@@ -36,6 +38,7 @@ def render_runner(plan: RunPlan) -> str:
         sidecars=[c.sidecar for c in containers],
         backoff_initial_us=_microseconds(plan.backoff_initial_seconds),
         backoff_max_us=_microseconds(plan.backoff_max_seconds),
+        log_max_bytes=plan.log_max_bytes,
     )
 
 
@@ -64,6 +67,10 @@ def _check(plan: RunPlan) -> None:
     ):
         if not math.isfinite(seconds) or seconds <= 0:
             raise PodSpecError(field, f"must be a positive number of seconds, got {seconds!r}")
+    if isinstance(plan.log_max_bytes, bool) or not isinstance(plan.log_max_bytes, int):
+        raise PodSpecError("log_max_bytes", f"must be an integer, got {plan.log_max_bytes!r}")
+    if plan.log_max_bytes and plan.log_max_bytes < MIN_LOG_BYTES:
+        raise PodSpecError("log_max_bytes", f"must be 0 (no cap) or >= {MIN_LOG_BYTES}, got {plan.log_max_bytes}")
     if not plan.job_dir:
         raise PodSpecError("job_dir", "empty job directory")
     for text in (plan.job_dir, plan.runner_path, *plan.prologue, *plan.wrapper):

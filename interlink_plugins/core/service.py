@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from interlink_plugins import tracing
 from interlink_plugins.config import Config
 from interlink_plugins.core.backend import Backend, JobInfo, Resources
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
-from interlink_plugins.core.logs import LogOptions, follow_log, read_log
+from interlink_plugins.core.logs import LogOptions, follow_log, iter_log
 from interlink_plugins.core.pod import parse_create_body, pod_identity, pod_summary, spec_container_names
 from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
 from interlink_plugins.core.state import PodRecord, StateStore
@@ -452,16 +452,23 @@ class PluginService:
             follow=request.follow,
         )
 
-    async def read_logs(self, request: LogRequest) -> bytes:
+    async def open_read(self, request: LogRequest) -> tuple[bytes, AsyncIterator[bytes] | None]:
+        """A read without Follow: (the answer, None) when it fits in one block, else (b"", a stream
+        of blocks) so that a 1 GB log is served as it is read. Errors come before the first byte."""
         # optional backend hook: bring a live copy of a log the plugin host cannot see (HTCondor spool mode)
         fetch = getattr(self.backend, "fetch_log", None)
         record = self.store.get(request.pod_uid)
         if fetch is not None and record is not None and request.container in record.init_names + record.main_names:
             await fetch(record, request.container, previous=request.previous)
         _record, path = self._log_path(request)
-        data = await asyncio.to_thread(read_log, path, self._log_options(request))
-        self.metrics.log_bytes.labels(self.backend.name).inc(len(data))
-        return data
+        chunks = iter_log(path, self._log_options(request))
+        first = await asyncio.to_thread(next, chunks, b"")
+        second = await asyncio.to_thread(next, chunks, b"") if first else b""
+        if not second:
+            chunks.close()
+            self.metrics.log_bytes.labels(self.backend.name).inc(len(first))
+            return first, None
+        return b"", self._counted(_blocks(chunks, first, second))
 
     async def open_follow(self, request: LogRequest) -> AsyncIterator[bytes]:
         """A Follow, opened before the response starts, so that a backend streaming the log from
@@ -471,8 +478,8 @@ class PluginService:
             return self.follow_logs(request)
         record, _path = self._log_path(request)
         if request.previous:  # a finished run: nothing more will come
-            data = await self.read_logs(request)
-            return _one_chunk(data)
+            data, rest = await self.open_read(request)
+            return rest if rest is not None else _one_chunk(data)
         feed = await opener(record, request.container)
         return self.follow_logs(request, feed=feed)
 
@@ -652,6 +659,17 @@ class PluginService:
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
     if data:
         yield data
+
+
+async def _blocks(chunks: Generator[bytes, None, None], *first: bytes) -> AsyncIterator[bytes]:
+    """Blocks read from a log file in a worker thread, one at a time; the file is closed at the end."""
+    try:
+        for chunk in first:
+            yield chunk
+        while chunk := await asyncio.to_thread(next, chunks, b""):
+            yield chunk
+    finally:
+        chunks.close()
 
 
 async def _closing(chunks: AsyncIterator[bytes], close: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:

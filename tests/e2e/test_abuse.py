@@ -47,7 +47,7 @@ def test_hostile_bodies_get_a_4xx_and_the_plugin_stays_up(plugin_factory: Callab
 
 def test_a_chatty_container_log_is_served_in_bounded_memory(plugin_factory: Callable[..., PluginProcess]) -> None:
     plugin = plugin_factory()
-    # ~10 MB of log lines (the full 1 GB run is bench/, the runner's stamping rate bounds it in CI)
+    # ~10 MB of log lines (60 MB and the log cap: test_log_volume.py; 1 GB: bench/bench_logs.py)
     body = pod_body("chatty", [container("c", ["sh", "-c", "yes 'a fairly long log line to fill the disk quickly' | head -c 10000000"])])
     plugin.create(body)
     assert exit_codes(plugin.wait_done(body, timeout=600)) == {"c": 0}
