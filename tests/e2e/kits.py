@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -102,6 +103,8 @@ class PodmanKit:
         self.socket = workdir / "podman.sock"
         self._service: subprocess.Popen[bytes] | None = None
         self._plugins: list[PluginProcess] = []
+        # unique per kit: a plugin left over from another run must never take this run's jobs for its own
+        self._run = uuid.uuid4().hex[:8]
         self._started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5))
         if remote:
             self.start_backend()
@@ -119,7 +122,7 @@ class PodmanKit:
         workdir.mkdir(parents=True, exist_ok=True)
         process = PluginProcess(
             workdir,
-            {"Backend": "podman", "InstanceId": f"k{len(self._plugins)}-{self.workdir.name[-12:]}",
+            {"Backend": "podman", "InstanceId": f"k{len(self._plugins)}-{self._run}",
              "PodmanPath": self.podman_path, "LogFormat": "text", **config},
         )
         self._plugins.append(process)
@@ -193,6 +196,8 @@ class HTCondorKit:
         self.data_mode = data_mode
         self.container = pool["name"]
         self._plugins: list[PluginProcess] = []
+        # unique per kit: a plugin left over from another run must never take this run's jobs for its own
+        self._run = uuid.uuid4().hex[:8]
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir
         while str(path).startswith("/tmp/") and path != Path("/tmp"):
@@ -217,7 +222,7 @@ class HTCondorKit:
         workdir.mkdir(parents=True, exist_ok=True)
         workdir.chmod(0o711)
         settings = {**self.base_config(), "ContainerRuntime": runtime or "none",
-                    "InstanceId": f"h{len(self._plugins)}-{self.workdir.name[-12:]}", **config}
+                    "InstanceId": f"h{len(self._plugins)}-{self._run}", **config}
         if self.data_mode == "spool" and "DataRootFolder" not in config:
             # a data root the pool cannot see: /var/tmp is not shared with the pool container
             settings["DataRootFolder"] = f"/var/tmp/il-htcondor-spool/{self.workdir.name}-{len(self._plugins)}"
