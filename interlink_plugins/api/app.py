@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from interlink_plugins import tracing
 from interlink_plugins.api import schema
 from interlink_plugins.api.answers import ANSWERED_ERRORS, BadRequest, error_answer, read_json_body, status_answer
-from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse
+from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse, PodStatusAnswer
 from interlink_plugins.api.observe import RequestObserver
 from interlink_plugins.api.status_path import StatusFastPath
 from interlink_plugins.core.service import LogRequest, PluginService
@@ -77,7 +77,7 @@ def create_app(
 
     for method in ("GET", "POST"):  # a route per method: each gets its own operationId in the schema
         app.add_api_route("/status", status, methods=[method], operation_id=f"status_{method.lower()}",
-                          response_model=list[dict[str, Any]] | PingResponse, openapi_extra=schema.STATUS,
+                          response_model=list[PodStatusAnswer] | PingResponse, openapi_extra=schema.STATUS,
                           responses=schema.ERRORS)
 
     @app.post("/delete", response_class=PlainTextResponse, openapi_extra=schema.DELETE, responses=schema.ERRORS)

@@ -10,15 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 from interlink_plugins.api.models import ErrorResponse, LogRequestBody
-from interlink_plugins.core.pod import PULL_POLICIES, RESTART_POLICIES
+from interlink_plugins.core.pod import _DNS_LABEL, _UID, PULL_POLICIES, RESTART_POLICIES
+from interlink_plugins.core.quantity import QUANTITY_RE
 
 Schema = dict[str, Any]
+
+DNS_LABEL_PATTERN = _DNS_LABEL.pattern
+UID_PATTERN = _UID.pattern
+QUANTITY_PATTERN = QUANTITY_RE.pattern.replace("(?P<", "(?<")  # ECMA-262 named groups, as JSON Schema
 
 STRING: Schema = {"type": "string"}
 STRING_LIST: Schema = {"type": "array", "items": STRING}
 STRING_MAP: Schema = {"type": "object", "additionalProperties": STRING}
 ANY_OBJECT: Schema = {"type": "object"}
-QUANTITY: Schema = {"anyOf": [STRING, {"type": "number"}], "description": "a Kubernetes quantity, at most 2^63-1"}
+QUANTITY: Schema = {"anyOf": [{"type": "string", "pattern": QUANTITY_PATTERN}, {"type": "number", "minimum": 0}],
+                    "description": "a Kubernetes quantity, at most 2^63-1"}
+DNS_LABEL: Schema = {"type": "string", "pattern": DNS_LABEL_PATTERN}
+UID: Schema = {"type": "string", "pattern": UID_PATTERN}
 
 
 def nullable(schema: Schema) -> Schema:
@@ -40,12 +48,12 @@ def list_of(item: Schema) -> Schema:
 
 
 ENV_VAR = obj({"name": {"type": "string", "minLength": 1}}, {"value": STRING})
-VOLUME_MOUNT = obj({"name": {"type": "string", "minLength": 1}, "mountPath": {"type": "string", "minLength": 1}},
+VOLUME_MOUNT = obj({"name": {"type": "string", "minLength": 1}, "mountPath": {"type": "string", "pattern": "^/"}},
                    {"readOnly": {"type": "boolean"}, "subPath": STRING})
 RESOURCES = obj(optional={"limits": {"type": "object", "additionalProperties": QUANTITY},
                           "requests": {"type": "object", "additionalProperties": QUANTITY}})
 CONTAINER = obj(
-    {"name": {"type": "string", "minLength": 1}},
+    {"name": DNS_LABEL},
     {"image": STRING, "command": STRING_LIST, "args": STRING_LIST, "workingDir": STRING, "env": list_of(ENV_VAR),
      "resources": RESOURCES, "volumeMounts": list_of(VOLUME_MOUNT), "imagePullPolicy": {"enum": list(PULL_POLICIES)},
      "ports": list_of(obj(optional={"containerPort": {"type": "integer", "minimum": 1}})),
@@ -57,8 +65,9 @@ VOLUME = obj({"name": {"type": "string", "minLength": 1}},
 METADATA = obj({"uid": {"type": "string", "minLength": 1}},
                {"name": STRING, "namespace": STRING, "annotations": STRING_MAP, "labels": STRING_MAP})
 POD = obj(
-    {"metadata": obj({"uid": {"type": "string", "minLength": 1}, "name": {"type": "string", "minLength": 1}},
-                     {"namespace": STRING, "annotations": STRING_MAP, "labels": STRING_MAP}),
+    {"metadata": obj({"uid": UID, "name": {"type": "string", "minLength": 1}},
+                     {"namespace": {"anyOf": [DNS_LABEL, {"const": ""}]}, "annotations": STRING_MAP,
+                      "labels": STRING_MAP}),
      "spec": obj({"containers": {"type": "array", "items": CONTAINER, "minItems": 1}},
                  {"initContainers": list_of(CONTAINER), "volumes": list_of(VOLUME),
                   "restartPolicy": {"enum": list(RESTART_POLICIES)},
@@ -87,6 +96,7 @@ def _body(schema: Schema, description: str) -> dict[str, Any]:
 ERROR: dict[str, Any] = {"content": {"application/json": {"schema": ErrorResponse.model_json_schema()}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {**ERROR, "description": "not JSON, or not the shape of the body"},
+    403: {**ERROR, "description": "refused by the site policy; `field` names what"},
     413: {**ERROR, "description": "body larger than the limit"},
     422: {**ERROR, "description": "a field the plugin refuses; `field` names it"},
     503: {**ERROR, "description": "the backend is unreachable"},

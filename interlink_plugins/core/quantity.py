@@ -21,7 +21,7 @@ MAX_DIGITS = 100
 _DECIMAL: dict[str, int] = {"": 0, "n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 _BINARY: dict[str, int] = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 
-_QUANTITY = re.compile(
+QUANTITY_RE = re.compile(
     r"^(?P<sign>[+-]?)(?:(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]*))?|\.(?P<frac_only>[0-9]+))"
     r"(?:[eE](?P<exp>[+-]?[0-9]+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$"
 )
@@ -35,7 +35,7 @@ def parse_quantity(text: str | int | float) -> Fraction:
         if isinstance(text, float) and not math.isfinite(text):
             raise ValueError(f"not a Kubernetes quantity: {text!r}")
         text = repr(text) if isinstance(text, float) else str(text)
-    match = _QUANTITY.match(text.strip())
+    match = QUANTITY_RE.match(text.strip())
     if not match:
         raise ValueError(f"not a Kubernetes quantity: {_shown(text)}")
     whole = (match["int"] or "").lstrip("0")

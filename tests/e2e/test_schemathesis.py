@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -42,23 +44,40 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendKit]:
     yield from open_kit(request, tmp_path, request.param)
 
 
-def fuzz_operation(plugin: PluginProcess, operation: Any, mode: GenerationMode, examples: int) -> int:
-    """Run `examples` cases of one operation; hypothesis shrinks a failing one. Returns the calls made."""
+def aim(case: Any, pod: dict[str, Any], container_name: str) -> Any:
+    """Point a generated /status or /getLogs body at a pod the plugin knows, keeping the fuzzed rest."""
+    uid = pod["pod"]["metadata"]["uid"]
+    body = case.body
+    if case.operation.path == "/getLogs" and isinstance(body, dict):
+        body["PodUID"], body["ContainerName"] = uid, container_name
+    elif case.operation.path == "/status":
+        for item in body if isinstance(body, list) else [body]:
+            if isinstance(item, dict) and isinstance(item.get("metadata"), dict):
+                item["metadata"]["uid"] = uid
+    return case
+
+
+def fuzz_operation(plugin: PluginProcess, operation: Any, mode: GenerationMode, examples: int,
+                   known: dict[str, Any]) -> Counter[int]:
+    """Run `examples` cases of one operation, half of them aimed at a known pod where that means
+    something; hypothesis shrinks a failing one. Returns the statuses seen."""
     base = str(plugin.client.base_url).rstrip("/")
-    calls = 0
+    seen: Counter[int] = Counter()
+    strategy = operation.as_strategy(generation_mode=mode)
+    if operation.path in ("/getLogs", "/status"):
+        strategy = st.tuples(strategy, st.booleans()).map(lambda pair: aim(pair[0], known, "c") if pair[1] else pair[0])
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
               phases=[Phase.explicit, Phase.generate, Phase.shrink],
               suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy(generation_mode=mode))
+    @given(case=strategy)
     def run(case: Any) -> None:
-        nonlocal calls
-        calls += 1
         response = case.call(base_url=base, timeout=30)
+        seen[response.status_code] += 1
         case.validate_response(response, checks=CHECKS)
 
     run()
-    return calls
+    return seen
 
 
 def cancel_slurm_jobs(plugin: PluginProcess) -> None:
@@ -76,14 +95,20 @@ def test_schemathesis_finds_no_server_error_and_every_answer_conforms(kit: Backe
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = {op.label for op in operations}
     assert {"POST /create", "GET /status", "POST /status", "POST /delete", "GET /getLogs", "POST /getLogs"} <= labels
+    command = ["sh", "-c", "echo hello"] if kit.name != "htcondor" else ["/bin/echo", "hello"]
+    known = pod_body("fuzz-target", [container("c", command)])
+    plugin.create(known)
+    assert exit_codes(plugin.wait_done(known, timeout=180)) == {"c": 0}
     try:
-        calls = 0
+        seen: dict[str, Counter[int]] = {}
         for operation in operations:
             if operation.path in ("/metrics", "/healthz"):
                 continue
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                calls += fuzz_operation(plugin, operation, mode, EXAMPLES)
-        assert calls >= EXAMPLES * 6, "every operation must have been exercised"
+                seen[f"{operation.label} {mode.value}"] = fuzz_operation(plugin, operation, mode, EXAMPLES, known)
+        print(kit.name, {label: dict(statuses) for label, statuses in seen.items()})
+        assert len(seen) == 12 and all(sum(statuses.values()) >= EXAMPLES // 2 for statuses in seen.values())
+        assert seen["GET /getLogs positive"][200] > 0, "aimed log requests must reach a real log"
         assert plugin.proc is not None and plugin.proc.poll() is None, "the plugin must still run"
         assert plugin.ping()["status"] == "ok"
         # positive control: after the fuzzing, a Kubernetes-valid pod still runs to completion
