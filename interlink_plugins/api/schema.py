@@ -53,8 +53,8 @@ VOLUME_MOUNT = obj({"name": {"type": "string", "minLength": 1}, "mountPath": {"t
 RESOURCES = obj(optional={"limits": {"type": "object", "additionalProperties": QUANTITY},
                           "requests": {"type": "object", "additionalProperties": QUANTITY}})
 CONTAINER = obj(
-    {"name": DNS_LABEL},
-    {"image": STRING, "command": STRING_LIST, "args": STRING_LIST, "workingDir": STRING, "env": list_of(ENV_VAR),
+    {"name": DNS_LABEL, "image": {"type": "string", "minLength": 1}},  # Kubernetes requires an image
+    {"command": STRING_LIST, "args": STRING_LIST, "workingDir": STRING, "env": list_of(ENV_VAR),
      "resources": RESOURCES, "volumeMounts": list_of(VOLUME_MOUNT), "imagePullPolicy": {"enum": list(PULL_POLICIES)},
      "ports": list_of(obj(optional={"containerPort": {"type": "integer", "minimum": 1}})),
      "securityContext": ANY_OBJECT, "lifecycle": ANY_OBJECT},
