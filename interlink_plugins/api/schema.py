@@ -1,8 +1,9 @@
 """OpenAPI descriptions of the request bodies the routes read themselves (the wire contract, §2).
 
 The routes parse raw JSON (core.pod names Kubernetes field paths in every error), so these schemas only
-document: they describe what the parser checks, no more (a schema stricter than the parser would claim
-refusals that do not happen), and every optional field may be null, as Go serialises empty lists.
+document: they describe what the parser checks, plus what Kubernetes itself guarantees of a pod (a name is
+a DNS subdomain, a container has an image), and every optional field may be null, as Go serialises empty
+lists. tests/e2e/test_schemathesis.py fuzzes every backend with them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ QUANTITY: Schema = {"anyOf": [{"type": "string", "pattern": QUANTITY_PATTERN}, {
                     "description": "a Kubernetes quantity, at most 2^63-1"}
 DNS_LABEL: Schema = {"type": "string", "pattern": DNS_LABEL_PATTERN}
 UID: Schema = {"type": "string", "pattern": UID_PATTERN}
+DNS_SUBDOMAIN: Schema = {"type": "string", "maxLength": 253,
+                         "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}
 
 
 def nullable(schema: Schema) -> Schema:
@@ -65,7 +68,7 @@ VOLUME = obj({"name": {"type": "string", "minLength": 1}},
 METADATA = obj({"uid": {"type": "string", "minLength": 1}},
                {"name": STRING, "namespace": STRING, "annotations": STRING_MAP, "labels": STRING_MAP})
 POD = obj(
-    {"metadata": obj({"uid": UID, "name": {"type": "string", "minLength": 1}},
+    {"metadata": obj({"uid": UID, "name": DNS_SUBDOMAIN},
                      {"namespace": {"anyOf": [DNS_LABEL, {"const": ""}]}, "annotations": STRING_MAP,
                       "labels": STRING_MAP}),
      "spec": obj({"containers": {"type": "array", "items": CONTAINER, "minItems": 1}},
