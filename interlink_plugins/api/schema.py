@@ -53,8 +53,13 @@ def list_of(item: Schema) -> Schema:
 ENV_VAR = obj({"name": {"type": "string", "minLength": 1}}, {"value": STRING})
 VOLUME_MOUNT = obj({"name": {"type": "string", "minLength": 1}, "mountPath": {"type": "string", "pattern": "^/"}},
                    {"readOnly": {"type": "boolean"}, "subPath": STRING})
-RESOURCES = obj(optional={"limits": {"type": "object", "additionalProperties": QUANTITY},
-                          "requests": {"type": "object", "additionalProperties": QUANTITY}})
+# Kubernetes' resource names: the standard ones, or an extended resource under a domain
+RESOURCE_NAME: Schema = {
+    "type": "string",
+    "pattern": r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMGTPE]i?|[a-z0-9.-]+/[A-Za-z0-9._-]+)$",
+}
+RESOURCE_LIST: Schema = {"type": "object", "propertyNames": RESOURCE_NAME, "additionalProperties": QUANTITY}
+RESOURCES = obj(optional={"limits": RESOURCE_LIST, "requests": RESOURCE_LIST})
 CONTAINER = obj(
     {"name": DNS_LABEL, "image": {"type": "string", "minLength": 1}},  # Kubernetes requires an image
     {"command": STRING_LIST, "args": STRING_LIST, "workingDir": STRING, "env": list_of(ENV_VAR),
