@@ -15,8 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from interlink_plugins import tracing
+from interlink_plugins.api import schema
 from interlink_plugins.api.answers import ANSWERED_ERRORS, BadRequest, error_answer, read_json_body, status_answer
-from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse
+from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse, PodStatusAnswer
 from interlink_plugins.api.observe import RequestObserver
 from interlink_plugins.api.status_path import StatusFastPath
 from interlink_plugins.core.service import LogRequest, PluginService
@@ -56,26 +57,30 @@ def create_app(
         lifespan=lifespan,
     )
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     for error in ANSWERED_ERRORS:
         app.add_exception_handler(error, _answer_error)
 
-    @app.post("/create", response_model=CreateResponse)
+    @app.post("/create", response_model=CreateResponse, openapi_extra=schema.CREATE, responses=schema.ERRORS)
     async def create(request: Request) -> JSONResponse:
         body = await _json_body(request)
         if body is None:
             raise BadRequest("body is required: a RetrievedPodData object", field="body")
         return JSONResponse(await service.create(body))
 
-    @app.api_route("/status", methods=["GET", "POST"], response_model=list[dict[str, Any]] | PingResponse)
     async def status(request: Request) -> JSONResponse:
         # answered by StatusFastPath (below); this route documents it and serves it the same way
         return JSONResponse(status_answer(service, await _json_body(request, empty=[])))
 
-    @app.post("/delete")
+    for method in ("GET", "POST"):  # a route per method: each gets its own operationId in the schema
+        app.add_api_route("/status", status, methods=[method], operation_id=f"status_{method.lower()}",
+                          response_model=list[PodStatusAnswer] | PingResponse, openapi_extra=schema.STATUS,
+                          responses=schema.ERRORS)
+
+    @app.post("/delete", response_class=PlainTextResponse, openapi_extra=schema.DELETE, responses=schema.ERRORS)
     async def delete(request: Request) -> PlainTextResponse:
         body = await _json_body(request)
         if isinstance(body, list) and len(body) == 1:
@@ -84,7 +89,6 @@ def create_app(
             raise BadRequest("body must be a v1.Pod object", field="body")
         return PlainTextResponse(await service.delete(body))
 
-    @app.api_route("/getLogs", methods=["GET", "POST"], response_class=PlainTextResponse)
     async def get_logs(request: Request) -> Response:
         body = await _json_body(request)
         try:
@@ -114,7 +118,12 @@ def create_app(
             return StreamingResponse(rest, media_type="text/plain")
         return Response(data, media_type="text/plain")
 
-    @app.get("/healthz")
+    for method in ("GET", "POST"):
+        app.add_api_route("/getLogs", get_logs, methods=[method], operation_id=f"get_logs_{method.lower()}",
+                          response_class=PlainTextResponse, openapi_extra=schema.LOGS,
+                          responses={**schema.ERRORS, 404: {**schema.ERROR, "description": "pod not known"}})
+
+    @app.get("/healthz", response_class=PlainTextResponse)
     async def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 

@@ -17,16 +17,22 @@ class CreateResponse(BaseModel):
     PodJID: str
 
 
+# interLink's LogOpts fields are Go ints (int64): a larger number never comes from it, and would overflow
+# the C sizes and dates the plugin turns it into
+GO_INT_MAX = 2**63 - 1
+
+
 class LogOpts(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    Tail: int = Field(default=0, ge=0)
-    Bytes: int = Field(default=0, ge=0)
-    LimitBytes: int = Field(default=0, ge=0, description="accepted for SDK clients; interLink sends Bytes")
+    Tail: int = Field(default=0, ge=0, le=GO_INT_MAX)
+    Bytes: int = Field(default=0, ge=0, le=GO_INT_MAX)
+    LimitBytes: int = Field(default=0, ge=0, le=GO_INT_MAX,
+                            description="accepted for SDK clients; interLink sends Bytes")
     Timestamps: bool = False
     Follow: bool = False
     Previous: bool = False
-    SinceSeconds: int = Field(default=0, ge=0)
+    SinceSeconds: int = Field(default=0, ge=0, le=GO_INT_MAX)
     SinceTime: datetime | None = None
 
     @field_validator("SinceTime", mode="before")
@@ -74,3 +80,53 @@ class PingResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     field: str | None = None
+
+
+class StateWaiting(BaseModel):
+    reason: str = ""
+    message: str = ""
+
+
+class StateRunning(BaseModel):
+    startedAt: str
+
+
+class StateTerminated(BaseModel):
+    exitCode: int
+    reason: str = ""
+    message: str = ""
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    signal: int | None = None
+
+
+class ContainerState(BaseModel):
+    """Exactly one of the three, as Kubernetes' v1.ContainerState."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+    waiting: StateWaiting | None = None
+    running: StateRunning | None = None
+    terminated: StateTerminated | None = None
+
+
+class ContainerStatus(BaseModel):
+    name: str
+    state: ContainerState
+    lastState: ContainerState | None = None
+    ready: bool
+    started: bool
+    restartCount: int = Field(ge=0)
+    image: str
+    imageID: str
+
+
+class PodStatusAnswer(BaseModel):
+    """One entry of the /status answer (interLink's PodStatus)."""
+
+    name: str
+    UID: str
+    namespace: str
+    JID: str
+    containers: list[ContainerStatus]
+    initContainers: list[ContainerStatus]

@@ -442,8 +442,10 @@ class PluginService:
 
     def _log_options(self, request: LogRequest) -> LogOptions:
         since = request.since_time
-        if since is None and request.since_seconds > 0:
-            since = datetime.now(UTC) - timedelta(seconds=request.since_seconds)
+        now = datetime.now(UTC)
+        # further back than the epoch is every line (and past year 1 would overflow datetime)
+        if since is None and 0 < request.since_seconds < now.timestamp():
+            since = now - timedelta(seconds=request.since_seconds)
         return LogOptions(
             tail=request.tail if request.tail > 0 else None,
             limit_bytes=request.limit_bytes if request.limit_bytes > 0 else None,

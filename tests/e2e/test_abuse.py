@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +63,66 @@ def test_a_chatty_container_log_is_served_in_bounded_memory(plugin_factory: Call
         size = sum(len(chunk) for chunk in stream.iter_bytes())
     assert size == 10_000_000 + 1  # the runner closes the last partial line with a newline
     assert rss_mib(plugin) - before < 100
+
+
+def _with_nesting(value: Any, depth: int) -> bytes:
+    """`value` as JSON with every "NEST" string replaced by `depth` alternating arrays and objects (written as
+    text: the test's own json encoder would hit its recursion limit first)."""
+    opening = "".join("[" if i % 2 == 0 else '{"k":' for i in range(depth))
+    closing = "".join("]" if i % 2 == 0 else "}" for i in reversed(range(depth)))
+    return json.dumps(value).replace('"NEST"', f'{opening}"leaf"{closing}').encode()
+
+
+def test_deep_but_parseable_nesting_in_a_pod_is_answered_not_a_500(plugin_factory: Callable[..., PluginProcess]) -> None:
+    """Nesting the JSON parser still accepts (up to just past its recursion limit), in fields the plugin keeps
+    but does not read: whatever walks the pod later (copies, the state store, pod.json) must not raise."""
+    plugin = plugin_factory()
+    for depth in (200, 600, 900, 980, 1100):
+        body = pod_body(f"deep{depth}", [container("c", ["true"], securityContext={"seLinuxOptions": "NEST"})])
+        body["pod"]["status"]["deep"] = "NEST"
+        body["jobConfig"] = "NEST"
+        answer = plugin.client.post("/create", content=_with_nesting(body, depth))
+        assert answer.status_code in (200, 400, 422), (depth, answer.text)
+        status = plugin.client.request("GET", "/status", content=_with_nesting([{**body["pod"], "spec": "NEST"}], depth))
+        assert status.status_code in (200, 400, 422), (depth, status.text)
+        deleted = plugin.client.post("/delete", content=_with_nesting(body["pod"], depth))
+        assert deleted.status_code in (200, 400, 422), (depth, deleted.text)
+    deep_object = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    for path in ("/create", "/delete", "/getLogs"):
+        assert plugin.client.post(path, content=deep_object).status_code == 400
+    assert plugin.ping()["status"] == "ok"
+
+
+@pytest.mark.parametrize("quantity", ["1e999999999", "9" * 5000, "1e-999999999", "16Ei"])
+def test_an_absurd_quantity_is_a_quick_422_and_the_plugin_stays_responsive(
+    plugin_factory: Callable[..., PluginProcess], quantity: str
+) -> None:
+    """Regression: "1e999999999" made the quantity parser spin in Fraction.__pow__ on the event loop."""
+    plugin = plugin_factory()
+    body = pod_body("q", [container("c", ["true"], resources={"limits": {"cpu": quantity}})])
+    answer = plugin.client.post("/create", json=body, timeout=10)
+    if quantity.startswith("1e-"):  # a non-zero amount below 1n is 1n, as in Kubernetes
+        assert answer.status_code == 200, answer.text
+    else:
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["field"] == "spec.containers[0].resources.limits[cpu]"
+    assert plugin.client.get("/healthz", timeout=5).status_code == 200
+
+
+def test_log_options_beyond_go_ints_are_a_422_and_huge_valid_ones_serve_the_log(
+    plugin_factory: Callable[..., PluginProcess],
+) -> None:
+    """Regression: Tail 10**38 overflowed deque(maxlen) and SinceSeconds past year 1 overflowed datetime: 500s."""
+    plugin = plugin_factory()
+    body = pod_body("logs", [container("c", ["sh", "-c", "echo one; echo two"])])
+    plugin.create(body)
+    assert exit_codes(plugin.wait_done(body, timeout=120)) == {"c": 0}
+    for option in ("Tail", "Bytes", "LimitBytes", "SinceSeconds"):
+        answer = plugin.logs(body, "c", **{option: 10**38})
+        assert answer.status_code == 422, (option, answer.text)
+        assert answer.json()["field"] == f"Opts.{option}"
+        assert plugin.logs(body, "c", **{option: 2**63 - 1}).text == "one\ntwo\n", option
+    assert plugin.logs(body, "c", SinceSeconds=10**12).text == "one\ntwo\n"
+    assert plugin.logs(body, "c", SinceTime="0001-01-02T00:00:00Z").text == "one\ntwo\n"
+    assert plugin.logs(body, "c", SinceTime="9999-12-31T23:59:59Z").text == ""
+    assert plugin.logs(body, "c", Follow=True, Tail=2**63 - 1).text == "one\ntwo\n"
