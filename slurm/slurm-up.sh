@@ -3,6 +3,9 @@
 # Usage: slurm/slurm-up.sh [STATE_DIR]   (default /tmp/il-slurm)
 # Prints "export SLURM_CONF=..." on success. Idempotent: a running cluster is restarted fresh.
 # Env: SLURM_CPUS (32), SLURM_MEM_MB (32000), SLURM_MIN_JOB_AGE (300), SLURMCTLD_PORT (6817), SLURMD_PORT (6818),
+#      SLURM_MESSAGE_TIMEOUT (60 s: every job slot of the one node shares this machine's cores; under a
+#      burst of job starts slurmd answered launches after SLURM's default 10 s, and slurmctld cancelled the
+#      --no-requeue jobs: 'Could not confirm batch launch'),
 #      SLURM_EXTRA_CONF (extra slurm.conf lines appended as given, e.g. more partitions or PreemptType; default none)
 set -euo pipefail
 S=${1:-/tmp/il-slurm}
@@ -50,6 +53,7 @@ JobCompLoc=$S/log/jobcomp.txt
 MinJobAge=${SLURM_MIN_JOB_AGE:-300}
 MaxJobCount=20000
 KillWait=5
+MessageTimeout=${SLURM_MESSAGE_TIMEOUT:-60}
 ReturnToService=2
 SlurmdParameters=config_overrides
 GresTypes=gpu
