@@ -51,11 +51,12 @@ def stats(latencies: list[float], wall: float) -> dict[str, float]:
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2)}
 
 
-def start_pool(cpus: int) -> None:
+def start_pool(cpus: int, cpu_shares: int) -> None:
     image = subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-build.sh")], check=True, capture_output=True,
                            text=True, timeout=900).stdout.split()[-1]
     subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-up.sh"), image], check=True, capture_output=True,
-                   timeout=180, env={**os.environ, **POOL, "HTCONDOR_CPUS": str(cpus)})
+                   timeout=180, env={**os.environ, **POOL, "HTCONDOR_CPUS": str(cpus),
+                                     **({"HTCONDOR_CPU_SHARES": str(cpu_shares)} if cpu_shares else {})})
 
 
 def plugin_settings(instance: str, interval: float) -> dict[str, Any]:
@@ -141,9 +142,11 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=900)
     parser.add_argument("--max-sleep", type=float, default=30, help="load pods sleep 1..N s")
     parser.add_argument("--cpus", type=int, default=8, help="job slots of the bench pool")
+    parser.add_argument("--jobs-cpu-shares", type=int, default=0,
+                        help="cpu weight of the pool container (1024 = the plugin's), 0 = off")
     args = parser.parse_args()
     if not args.no_start:
-        start_pool(args.cpus)
+        start_pool(args.cpus, args.jobs_cpu_shares)
     workdir = Path(tempfile.mkdtemp(prefix="bench-htc-", dir="/tmp"))
     workdir.chmod(0o711)
     result: dict[str, Any] = {"backend": "htcondor", "creates": args.creates, "tracked": args.tracked}

@@ -152,7 +152,10 @@ async def run_lifecycle(
     pods = len(bodies)
     result = LifecycleResult(pods=pods)
     limits = httpx.Limits(max_connections=96, max_keepalive_connections=96)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    # Follow streams hold their connection for a pod's whole life: their own client (as `kubectl logs -f`
+    # is not the VK's poller), so they never make /status requests queue for a free connection
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client, \
+            httpx.AsyncClient(base_url=base_url, timeout=120, limits=httpx.Limits(max_connections=None)) as streams:
         start = time.time()
         semaphore = asyncio.Semaphore(create_concurrency)
         follow_tasks: list[asyncio.Task[None]] = []
@@ -164,7 +167,7 @@ async def run_lifecycle(
             received = b""
             try:
                 while time.time() - start < duration:
-                    async with client.stream("GET", "/getLogs", json=_log_request(body, Follow=True),
+                    async with streams.stream("GET", "/getLogs", json=_log_request(body, Follow=True),
                                              timeout=httpx.Timeout(duration + 60)) as stream:
                         if stream.status_code == 200:
                             async for chunk in stream.aiter_bytes():

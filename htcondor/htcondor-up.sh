@@ -9,6 +9,8 @@
 #                        filesystem" of the pool                (/tmp)
 #        HTCONDOR_PORT   collector port                         (9618)
 #        HTCONDOR_CPUS   CPUs the startd offers (job slots)     (8)
+#        HTCONDOR_CPU_SHARES  cpu weight of the pool container (1024 = a normal process; lower keeps a
+#                        benchmark's jobs from starving the plugin they are measured against) (unset)
 # Prints "export CONDOR_CONFIG=..." (a client config for tools and the bindings) on success.
 #
 # Jobs run as condortest, uid 2001 (CLAIMTOBE identity of the tests, or the token's subject): a
@@ -19,6 +21,8 @@ NAME=${HTCONDOR_NAME:-il-htcondor}
 D=${HTCONDOR_DIR:-/tmp/il-htcondor}
 PORT=${HTCONDOR_PORT:-9618}
 CPUS=${HTCONDOR_CPUS:-8}
+weight=()
+[ -n "${HTCONDOR_CPU_SHARES:-}" ] && weight=(--cpu-shares "$HTCONDOR_CPU_SHARES")
 mkdir -p "$D"
 mounts=()
 for dir in ${HTCONDOR_SHARED:-/tmp}; do
@@ -26,7 +30,7 @@ for dir in ${HTCONDOR_SHARED:-/tmp}; do
   mounts+=(-v "$dir:$dir")
 done
 podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-podman run -d --name "$NAME" --hostname il-htcondor --add-host il-htcondor:127.0.0.1 --network=host --privileged \
+podman run -d --name "$NAME" --hostname il-htcondor --add-host il-htcondor:127.0.0.1 --network=host --privileged "${weight[@]}" \
   -e "_CONDOR_IL_COLLECTOR_PORT=$PORT" -e "_CONDOR_NUM_CPUS=$CPUS" -e _CONDOR_FILESYSTEM_DOMAIN=il-pool -e _CONDOR_UID_DOMAIN=il-pool "${mounts[@]}" "$IMAGE" >/dev/null
 for _ in $(seq 1 120); do
   if podman exec "$NAME" condor_status -af Name 2>/dev/null | grep -q slot; then
