@@ -193,12 +193,12 @@ async def run_lifecycle(
             if follow_every and index % follow_every == 0:
                 follow_tasks.append(asyncio.create_task(follow(index, body)))
 
-        await asyncio.gather(*(create(i, b) for i, b in enumerate(bodies)))
         reported: set[str] = set()
 
         async def live(index: int, body: dict[str, Any]) -> None:
+            """Like interLink's VK: a pod is polled from its creation on."""
+            await create(index, body)
             uid = body["pod"]["metadata"]["uid"]
-            await asyncio.sleep(status_period * index / max(pods, 1))
             payload = [status_pod(body)]
             while time.time() - start < duration:
                 began = time.perf_counter()

@@ -2,6 +2,11 @@
 
 Async so the event loop never blocks; ``LocalRunner`` runs on this host. Other runners (SSH)
 implement the same ``CommandRunner`` protocol.
+
+A command is done when it exits. Its output goes to unlinked temporary files, not pipes: a daemon it
+leaves behind (podman's conmon for a pod's infra container, a backgrounded helper) may keep its stdout
+open for as long as it lives, and waiting for the pipes' end would turn every such success into a
+timeout (and the kill of the command's process group).
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -75,30 +81,37 @@ class LocalRunner:
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         started = time.monotonic()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={**self._base_env, **(env or {})},
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise CommandFailed(argv, exc.strerror or str(exc)) from exc
-        try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
-        except TimeoutError:
-            _kill_group(proc.pid)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 5)
-            raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None
-        except asyncio.CancelledError:
-            _kill_group(proc.pid)
-            raise
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env={**self._base_env, **(env or {})},
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise CommandFailed(argv, exc.strerror or str(exc)) from exc
+            try:
+                await asyncio.wait_for(proc.communicate(stdin), timeout)
+            except TimeoutError:
+                _kill_group(proc.pid)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 5)
+                raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None
+            except asyncio.CancelledError:
+                _kill_group(proc.pid)
+                raise
+            stdout, stderr = _read_back(out), _read_back(err)
         result = CommandResult(tuple(argv), proc.returncode or 0, stdout, stderr, time.monotonic() - started)
         log.debug("ran %s rc=%s in %.3fs", argv[0], result.returncode, result.seconds)
         return result
+
+
+def _read_back(file: IO[bytes]) -> bytes:
+    file.seek(0)
+    return file.read()
 
 
 def _kill_group(pid: int) -> None:
@@ -111,16 +124,17 @@ def run_blocking(argv: Sequence[str], *, timeout: float) -> CommandResult:
     import subprocess
 
     started = time.monotonic()
-    try:
-        proc = subprocess.Popen(  # bounded: communicate(timeout=...) below, killed when it expires
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-        )
-    except OSError as exc:
-        raise CommandFailed(argv, exc.strerror or str(exc)) from exc
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        proc.communicate()
-        raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None
-    return CommandResult(tuple(argv), proc.returncode, stdout, stderr, time.monotonic() - started)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(  # bounded: wait(timeout=...) below, killed when it expires
+                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+            )
+        except OSError as exc:
+            raise CommandFailed(argv, exc.strerror or str(exc)) from exc
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None
+        return CommandResult(tuple(argv), proc.returncode, _read_back(out), _read_back(err), time.monotonic() - started)
