@@ -123,7 +123,10 @@ def _status_rate(base: str, body: dict[str, Any], seconds: float, rate: float, w
         raise SystemExit("bench needs `hey` (apt-get install hey)")
     payload = workdir / "status-body.json"
     payload.write_text(json.dumps([status_pod(body)]))
-    workers = max(1, min(50, int(rate // 20) or 1))
+    # hey's workers are closed loops (one request in flight each, at most -q per second): a worker whose
+    # answer takes longer than 1/q misses ticks. interLink has one request in flight per polled pod, so
+    # give each worker a slow tick (10/s): the offered rate is reached while answers stay under 100 ms
+    workers = max(1, min(400, int(rate // 10) or 1))
     out = subprocess.run(
         [hey, "-z", f"{int(seconds)}s", "-c", str(workers), "-q", f"{rate / workers:.2f}", "-m", "GET",
          "-T", "application/json", "-D", str(payload), f"{base}/status"],
