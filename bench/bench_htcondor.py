@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import subprocess
@@ -27,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_slurm import cpu_seconds, rss_mib
-from bench.lifecycle import load_pods, run_lifecycle
+from bench.lifecycle import load_pods, percentile, run_lifecycle
+from bench.results import publish
 from tests.harness import PluginProcess
 from tests.podfactory import container, pod_body, status_pod
 
@@ -38,11 +38,6 @@ COLLECTOR = f"127.0.0.1:{POOL['HTCONDOR_PORT']}"
 PARAMS = {"SEC_CLAIMTOBE_USER": "condortest", "FILESYSTEM_DOMAIN": "il-pool", "UID_DOMAIN": "il-pool",
           "ENABLE_IPV6": "False", "SEC_CLIENT_AUTHENTICATION_METHODS": "CLAIMTOBE"}
 IDLE = {"htcondor-job.vk.io/submit-commands": "requirements = false"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def stats(latencies: list[float], wall: float) -> dict[str, float]:
@@ -155,7 +150,7 @@ def main() -> None:
                                               args.max_sleep)
     if args.creates or args.tracked:
         result.update(bench_creates_and_status(workdir, args))
-    print(json.dumps(result, indent=1))
+    publish("htcondor", result)
 
 
 def bench_creates_and_status(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -16,7 +16,6 @@ Prints JSON (also written to bench/results/).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import tempfile
@@ -28,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_slurm import cpu_seconds, rss_mib
+from bench.results import publish
 from interlink_plugins.core.runplan import ContainerRun, RunPlan
 from interlink_plugins.core.runscript import render_runner
 from tests.harness import PluginProcess, exit_codes
-from tests.podfactory import container, pod_body
+from tests.podfactory import container, log_request, pod_body
 
 ROOT = Path(__file__).resolve().parent.parent
 LINE = "a fairly long log line to fill the disk quickly"  # 47 bytes + newline
@@ -100,13 +100,6 @@ class RssSampler:
         self._thread.join()
 
 
-def log_request(body: dict[str, Any], **opts: Any) -> dict[str, Any]:
-    meta = body["pod"]["metadata"]
-    return {
-        "Namespace": meta["namespace"], "PodUID": meta["uid"], "PodName": meta["name"], "ContainerName": "c",
-        "Opts": {"Tail": 0, "Bytes": 0, "Timestamps": False, "Follow": False, "Previous": False,
-                 "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z", **opts},
-    }
 
 
 def fetch(plugin: PluginProcess, body: dict[str, Any], **opts: Any) -> tuple[int, float]:
@@ -212,10 +205,7 @@ def main() -> None:
         if args.mb:
             results["plugin"] = bench_plugin(work, args.mb)
     results["loadavg_after"] = os.getloadavg()[0]
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"logs-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps(results, indent=1))
+    publish("logs", results)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from typing import Any
 
 from bench.bench_slurm import _create_all, _status_rate, cpu_seconds, rss_mib
 from bench.lifecycle import load_pods, percentile, run_lifecycle
+from bench.results import publish
 from tests.harness import PluginProcess
 from tests.podfactory import BUSYBOX, container, pod_body
 
@@ -273,10 +274,7 @@ def main() -> None:
         if args.load_pods:
             results["lifecycle"] = bench_lifecycle(work, args.load_pods, args.load_seconds, args.interval,
                                                    args.max_sleep)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"podman-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps(results, indent=1))
+    publish("podman", results)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from bench.lifecycle import percentile
+from bench.results import publish
 from bench.slurm_load import calls, counting_wrappers, run_load
 from tests.harness import PluginProcess
 from tests.podfactory import container, pod_body, status_pod
@@ -256,10 +257,7 @@ def main() -> None:
                 results["load"]["jobs_cpu_shares"] = args.jobs_cpu_shares
             finally:
                 load.stop()
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"slurm-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(results, indent=1))
-    print(json.dumps(results, indent=1))
+    publish("slurm", results)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from tests.podfactory import container, pod_body, status_pod
+from tests.podfactory import container, log_request, pod_body, status_pod
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,10 +126,6 @@ def _finished_at(status: dict[str, Any]) -> float:
     return max(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps)
 
 
-def _log_request(body: dict[str, Any], **opts: Any) -> dict[str, Any]:
-    meta = body["pod"]["metadata"]
-    return {"Namespace": meta["namespace"], "PodUID": meta["uid"], "PodName": meta["name"], "ContainerName": "c",
-            "Opts": {"Tail": 0, "Bytes": 0, **opts}}
 
 
 def _leftovers(data_root: Path) -> list[str]:
@@ -167,7 +163,7 @@ async def run_lifecycle(
             received = b""
             try:
                 while time.time() - start < duration:
-                    async with streams.stream("GET", "/getLogs", json=_log_request(body, Follow=True),
+                    async with streams.stream("GET", "/getLogs", json=log_request(body, Follow=True),
                                              timeout=httpx.Timeout(duration + 60)) as stream:
                         if stream.status_code == 200:
                             async for chunk in stream.aiter_bytes():
@@ -213,7 +209,7 @@ async def run_lifecycle(
                     ended = [c["state"]["terminated"] for c in items[0]["containers"]]
                     if any(t["exitCode"] != 0 for t in ended):
                         result.failed.append(f"{index} {uid}: {ended}")
-                    logs = await client.request("GET", "/getLogs", json=_log_request(body))
+                    logs = await client.request("GET", "/getLogs", json=log_request(body))
                     if logs.status_code != 200 or not logs.text.endswith(f"done-{index}\n"):
                         result.bad_logs.append(f"{index}: {logs.status_code} {logs.text[-80:]!r}")
                     deleted = await client.post("/delete", json=status_pod(body))

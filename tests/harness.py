@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.podfactory import status_pod
+from tests.podfactory import log_request, status_pod
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,13 +101,7 @@ class PluginProcess:
         return self.client.post("/delete", json=status_pod(body))
 
     def logs(self, body: dict[str, Any], container: str, **opts: Any) -> httpx.Response:
-        pod = body["pod"]["metadata"]
-        request = {
-            "Namespace": pod["namespace"], "PodUID": pod["uid"], "PodName": pod["name"], "ContainerName": container,
-            "Opts": {"Tail": 0, "Bytes": 0, "Timestamps": False, "Follow": False, "Previous": False,
-                     "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z", **opts},
-        }
-        return self.client.request("GET", "/getLogs", json=request)
+        return self.client.request("GET", "/getLogs", json=log_request(body, container, **opts))
 
     def wait_status(
         self, body: dict[str, Any], predicate: Callable[[dict[str, Any]], bool], timeout: float = 60

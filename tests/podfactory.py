@@ -97,6 +97,16 @@ def secret(name: str, data: dict[str, bytes], namespace: str = "default") -> dic
     }
 
 
+def log_request(body: dict[str, Any], container: str = "c", **opts: Any) -> dict[str, Any]:
+    """The LogRequest interLink sends to /getLogs for one container of the pod (opts override the defaults)."""
+    meta = body["pod"]["metadata"]
+    return {
+        "Namespace": meta["namespace"], "PodUID": meta["uid"], "PodName": meta["name"], "ContainerName": container,
+        "Opts": {"Tail": 0, "Bytes": 0, "Timestamps": False, "Follow": False, "Previous": False,
+                 "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z", **opts},
+    }
+
+
 def status_pod(body: dict[str, Any]) -> dict[str, Any]:
     """The v1.Pod interLink sends to /status and /delete (with the JobID annotation set after create)."""
     return copy.deepcopy(body["pod"])

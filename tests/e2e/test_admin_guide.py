@@ -23,7 +23,7 @@ import pytest
 
 from tests.guidedoc import GUIDE, PATH, ROOT, blocks_of, run_block, section_blocks, sections, substitute
 from tests.harness import free_port
-from tests.podfactory import container, pod_body, status_pod
+from tests.podfactory import container, log_request, pod_body, status_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -283,11 +283,7 @@ def _wait(client: httpx.Client, body: dict[str, Any], state: str, timeout: float
 
 
 def _log(client: httpx.Client, body: dict[str, Any]) -> str:
-    meta = body["pod"]["metadata"]
-    answer = client.request("GET", "/getLogs", json={
-        "Namespace": meta["namespace"], "PodUID": meta["uid"], "PodName": meta["name"], "ContainerName": "c",
-        "Opts": {"Tail": 0, "Bytes": 0, "Timestamps": False, "Follow": False, "Previous": False,
-                 "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z"}})
+    answer = client.request("GET", "/getLogs", json=log_request(body))
     assert answer.status_code == 200, answer.text
     return answer.text
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.harness import PluginProcess, exit_codes
-from tests.podfactory import container, pod_body
+from tests.podfactory import container, log_request, pod_body
 
 pytestmark = pytest.mark.e2e
 
@@ -34,13 +34,6 @@ def chatty(name: str, size: int) -> dict[str, Any]:
     return pod_body(name, [container("c", ["sh", "-c", script])])
 
 
-def log_request(body: dict[str, Any], **opts: Any) -> dict[str, Any]:
-    meta = body["pod"]["metadata"]
-    return {
-        "Namespace": meta["namespace"], "PodUID": meta["uid"], "PodName": meta["name"], "ContainerName": "c",
-        "Opts": {"Tail": 0, "Bytes": 0, "Timestamps": False, "Follow": False, "Previous": False,
-                 "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z", **opts},
-    }
 
 
 def streamed(plugin: PluginProcess, body: dict[str, Any], **opts: Any) -> Iterator[bytes]:
