@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import dataclasses
 import json
 import logging
@@ -12,6 +13,7 @@ import shutil
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 from interlink_plugins import tracing
 from interlink_plugins.backends import make_backend
@@ -19,7 +21,7 @@ from interlink_plugins.config import Config, config_reference_markdown, load_con
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
-from interlink_plugins.core.state import StateSchemaError, StateStore
+from interlink_plugins.core.state import SCHEMA_VERSION, StateSchemaError, StateStore, state_summary
 from interlink_plugins.exitcodes import ExitCode, UserError, help_table
 from interlink_plugins.logsetup import setup_logging
 from interlink_plugins.manifest import ManifestError, PodInput, read_pod_input
@@ -162,12 +164,26 @@ def cmd_render(args: argparse.Namespace) -> int:
     secrets += [value for name, data in pod.projected.items() for key, value in data.items() if "token" in key]
     secrets += [password.encode() for _user, password in config.registry_credentials.values()]
     secrets += given.secret_values  # a manifest's Secrets, also where env values came from them
+    if args.body:
+        print(_mask(json.dumps(_secret_data_hidden(given.body), indent=2), secrets))
+        return 0
     print(f"# job directory: {prepared.job_dir}")
     print(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}")
     for name, text in prepared.files.items():
         print(f"\n# ---- {name} ----")
         print(_mask(text, secrets), end="" if text.endswith("\n") else "\n")
     return 0
+
+
+def _secret_data_hidden(body: Any) -> Any:
+    """The create body with every Secret's data values (base64 on the wire) replaced by ***."""
+    shown = copy.deepcopy(body)
+    entries = shown.get("container") if isinstance(shown, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        for secret in (entry.get("secrets") or []) if isinstance(entry, dict) else []:
+            if isinstance(secret, dict) and isinstance(secret.get("data"), dict):
+                secret["data"] = dict.fromkeys(secret["data"], "***")
+    return shown
 
 
 def _render_input(path: Path) -> PodInput:
@@ -195,6 +211,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         report(*_dir_check(config.data_root, "DataRootFolder"))
     report(*_dir_check(config.state_dir, "StateDir"))
+    report(*_state_check(config.state_db))
     runtime_binary = {
         "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
         "enroot": config.enroot[0], "none": "bwrap",
@@ -237,6 +254,23 @@ def _dir_check(path: Path, key: str) -> tuple[bool, str]:
     return True, f"{key} {path} writable"
 
 
+def _state_check(path: Path) -> tuple[bool, str]:
+    """The state's schema against this version's (read-only: a running plugin may hold it)."""
+    if not path.exists():
+        return True, f"state {path}: none yet (created at the first start)"
+    try:
+        version, pods = state_summary(path)
+    except sqlite3.Error as exc:
+        return False, f"state {path} cannot be read: {exc}"
+    if version is None:
+        return True, f"state {path}: empty"
+    if version > SCHEMA_VERSION:
+        return False, (f"state {path}: schema {version}, newer than this plugin ({SCHEMA_VERSION}): install that "
+                       "version again or restore the state backup taken before the upgrade")
+    later = f" (migrated to {SCHEMA_VERSION} at the next start)" if version < SCHEMA_VERSION else ""
+    return True, f"state {path}: schema {version}{later}, {pods} pod{'' if pods == 1 else 's'} tracked"
+
+
 def cmd_pods(args: argparse.Namespace) -> int:
     from interlink_plugins.podlist import pod_rows, pods_json, pods_table
 
@@ -269,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("pod", help="a Kubernetes manifest (Pod or Job, YAML or JSON, with the ConfigMaps and Secrets "
                         "it uses in the same file), or what interLink sends: a create body or a v1.Pod JSON")
     render.add_argument("--config", required=True)
+    render.add_argument("--body", action="store_true",
+                        help="print the create body interLink would send (secrets masked) instead of the job")
     render.set_defaults(func=cmd_render)
     check = sub.add_parser("check", help="validate the config, probe the runtime, reach the backend")
     check.add_argument("--config", required=True)

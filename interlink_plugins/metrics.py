@@ -24,12 +24,16 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from interlink_plugins.core.runner import CommandResult, CommandRunner
 from interlink_plugins.tracing import TracedRunner
+
+# no <name>_created series beside every counter and histogram (OpenMetrics only; twice the series for nothing)
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 SCHEDULER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)

@@ -78,18 +78,38 @@ class StateSchemaError(RuntimeError):
     """The state was written by a newer version (schema above ours): never misread it."""
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+
+
+def _schema_of(db: sqlite3.Connection) -> int | None:
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "pods" not in tables:
+        return None
+    row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
+    return 1 if row is None else int(row[0])
+
+
+def state_summary(path: Path) -> tuple[int | None, int]:
+    """(schema version, pods tracked) of a state file, read-only; (None, 0) for an empty one."""
+    db = _read_only(path)
+    try:
+        version = _schema_of(db)
+        return version, (db.execute("SELECT count(*) FROM pods").fetchone()[0] if version else 0)
+    finally:
+        db.close()
+
+
 def read_records(path: Path) -> list[PodRecord]:
     """The records of a state file, read-only (a running plugin may hold it): no migration, nothing created."""
-    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    db = _read_only(path)
     try:
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "pods" not in tables:
+        version = _schema_of(db)
+        if version is None:
             return []
-        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
-        version = 1 if row is None else int(row[0])
         if version > SCHEMA_VERSION:
             raise StateSchemaError(f"state {path} has schema {version}, newer than this plugin ({SCHEMA_VERSION})")
-        known = {f for f in PodRecord.__dataclass_fields__}
+        known = set(PodRecord.__dataclass_fields__)
         return [PodRecord(**{k: v for k, v in json.loads(data).items() if k in known})
                 for (data,) in db.execute("SELECT data FROM pods")]
     finally:

@@ -104,6 +104,9 @@ def test_a_newer_state_exits_65_and_a_busy_metrics_address_69(tmp_path: Path) ->
     for command in ("serve", "pods"):
         one_line_error(cli(command, "--config", str(path)), ExitCode.DATAERR,
                        f"has schema {SCHEMA_VERSION + 1}, newer than this plugin")
+    checked = cli("check", "--config", str(path))
+    assert checked.returncode == ExitCode.CHECK_FAILED and "Traceback" not in checked.stderr
+    assert f"schema {SCHEMA_VERSION + 1}, newer than this plugin ({SCHEMA_VERSION}): install" in checked.stdout
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         one_line_error(cli("serve", "--config", str(config(tmp_path, StateDir=str(tmp_path / "state2"),
