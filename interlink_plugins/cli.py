@@ -53,7 +53,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from interlink_plugins.core.service import PluginService
 
     config, policy = _load(args.config)
-    tracing.setup(config)  # off unless TracingEndpoint / OTEL_EXPORTER_OTLP_ENDPOINT; flushed at exit (<= 2 s)
+    try:
+        tracing.setup(config)  # off unless TracingEndpoint / OTEL_EXPORTER_OTLP_ENDPOINT; flushed at exit (<= 2 s)
+    except SystemExit as exc:  # on, but the SDK is missing: a config problem
+        raise UserError(ExitCode.CONFIG, str(exc)) from None
     if not _remote_data_root(config):
         _usable_dir(config.data_root, "DataRootFolder")
     metrics = Metrics(config.backend)
