@@ -123,8 +123,8 @@ def pod_body_from_manifest(
 ) -> dict[str, Any]:
     """The /create body (RetrievedPodData) interLink would send for the one Pod or Job in `documents`.
 
-    node_name: the virtual node's name (default: the pod's nodeSelector kubernetes.io/hostname, else
-    "virtual-kubelet"); rng and now make the generated names, uids and timestamps reproducible.
+    node_name: the virtual node's name (default: the pod's nodeName, its nodeSelector kubernetes.io/hostname,
+    else "virtual-kubelet"); rng and now make the generated names, uids and timestamps reproducible.
     """
     rng = rng or random.Random()  # noqa: S311  (names and uids, not secrets)
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -147,7 +147,8 @@ def pod_body_from_manifest(
     meta.setdefault("creationTimestamp", stamp)
     _apply_defaults(spec)
     _mount_service_account(spec, objects, rng)
-    spec["nodeName"] = node_name or spec.get("nodeSelector", {}).get("kubernetes.io/hostname") or "virtual-kubelet"
+    spec["nodeName"] = (node_name or spec.get("nodeName") or spec.get("nodeSelector", {}).get("kubernetes.io/hostname")
+                        or "virtual-kubelet")
     pod["status"] = {"phase": "Pending"}
     _drop_local_containers(meta, spec)
     for kind in ("initContainers", "containers"):
@@ -243,8 +244,9 @@ def _mount_service_account(spec: dict[str, Any], objects: _Objects, rng: random.
     """The service-account admission: a projected token/CA/namespace volume in every container."""
     account = objects.service_accounts.get(spec["serviceAccountName"], {})
     automount = spec.get("automountServiceAccountToken", account.get("automountServiceAccountToken", True))
-    if automount is False:
-        return
+    admitted = any(str(v.get("name", "")).startswith("kube-api-access-") for v in spec.get("volumes", []))
+    if automount is False or admitted:
+        return  # opted out, or a pod the admission already saw (kubectl get -o yaml)
     volume_name = _generated("kube-api-access-", rng)
     spec.setdefault("volumes", []).append({"name": volume_name, "projected": {"defaultMode": DEFAULT_MODE, "sources": [
         {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},

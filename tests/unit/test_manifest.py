@@ -173,6 +173,14 @@ def test_downward_api_volumes_become_projected_ones_and_offload_annotations_drop
     assert files == {"labels": 'app="demo"\n', "name": "demo"}  # resourceFieldRef: not supported by interLink
 
 
+def test_a_pod_from_a_cluster_keeps_its_node_and_token_volume() -> None:
+    first = resolve(pod(nodeSelector={"kubernetes.io/hostname": "vk-a"}))["pod"]
+    again = resolve({"apiVersion": "v1", "kind": "Pod", **first})["pod"]  # as `kubectl get pod -o yaml` shows it
+    assert again["metadata"]["uid"] == first["metadata"]["uid"] and again["spec"]["nodeName"] == "vk-a"
+    assert [v["name"] for v in again["spec"]["volumes"]] == [v["name"] for v in first["spec"]["volumes"]]
+    assert resolve(pod(), seed=3)["pod"]["spec"]["nodeName"] == "virtual-kubelet"
+
+
 def test_no_token_where_the_pod_or_its_service_account_opts_out() -> None:
     assert all(not v["name"].startswith("kube-api-access")
                for v in resolve(pod(automountServiceAccountToken=False))["pod"]["spec"].get("volumes", []))
