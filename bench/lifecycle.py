@@ -227,10 +227,11 @@ async def run_lifecycle(
             result.bad_follows.append("stream still open 60 s after the run")
         # the plugin's own view of /status latency (its histogram), to tell server time from client lag
         metrics = (await client.get("/metrics")).text
+        latency = "interlink_plugin_http_request_duration_seconds"
         samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                   if line.startswith("interlink_plugin_http_request_seconds_") and 'route="/status"' in line}
-        total = sum(v for k, v in samples.items() if k.startswith("interlink_plugin_http_request_seconds_sum"))
-        count = sum(v for k, v in samples.items() if k.startswith("interlink_plugin_http_request_seconds_count"))
+                   if line.startswith(f"{latency}_") and 'route="/status"' in line}
+        total = sum(v for k, v in samples.items() if k.startswith(f"{latency}_sum"))
+        count = sum(v for k, v in samples.items() if k.startswith(f"{latency}_count"))
         result.server_status_mean_ms = 1000 * total / count if count else float("nan")
         result.event_loop_lag_p99_s = histogram_quantile(metrics, "interlink_plugin_event_loop_lag_seconds", 0.99)
         # lost pods still get deleted, so that nothing of the run is left behind

@@ -1,14 +1,16 @@
-"""Command line: `serve`, `render`, `check`, `config-reference`."""
+"""Command line: `serve`, `render`, `check`, `pods`, `config-reference`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import dataclasses
 import json
 import logging
 import os
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,10 @@ from interlink_plugins.config import Config, config_reference_markdown, load_con
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
+from interlink_plugins.core.state import SCHEMA_VERSION, StateSchemaError, StateStore, state_summary
+from interlink_plugins.exitcodes import ExitCode, UserError, help_table
 from interlink_plugins.logsetup import setup_logging
+from interlink_plugins.manifest import ManifestError, PodInput, read_pod_input
 from interlink_plugins.metrics import MeteredRunner, Metrics
 
 log = logging.getLogger("interlink_plugins")
@@ -33,7 +38,7 @@ def _load(path: str) -> tuple[Config, AdminPolicy]:
         config, warnings = load_config(Path(path))
         policy = policy_from_config(config.policy_raw)
     except ConfigError as exc:
-        raise SystemExit(f"config error: {exc}") from None
+        raise UserError(ExitCode.CONFIG, f"config error: {exc}") from None
     setup_logging(config.log_level, config.log_format)
     for warning in warnings:
         log.warning("%s", warning)
@@ -44,21 +49,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from interlink_plugins.api.app import create_app
+    from interlink_plugins.api.metrics_listener import ListenError, bind_metrics_socket
     from interlink_plugins.core.service import PluginService
-    from interlink_plugins.core.state import StateStore
 
     config, policy = _load(args.config)
-    tracing.setup(config)  # off unless TracingEndpoint / OTEL_EXPORTER_OTLP_ENDPOINT; flushed at exit (<= 2 s)
+    try:
+        tracing.setup(config)  # off unless TracingEndpoint / OTEL_EXPORTER_OTLP_ENDPOINT; flushed at exit (<= 2 s)
+    except SystemExit as exc:  # on, but the SDK is missing: a config problem
+        raise UserError(ExitCode.CONFIG, str(exc)) from None
     if not _remote_data_root(config):
-        config.data_root.mkdir(parents=True, exist_ok=True)
+        _usable_dir(config.data_root, "DataRootFolder")
     metrics = Metrics(config.backend)
     backend = make_backend(config, MeteredRunner(_command_runner(config), metrics), policy)
-    service = PluginService(config, backend, StateStore(config.state_db), metrics=metrics)
+    service = PluginService(config, backend, _open_state(config), metrics=metrics)
+    try:
+        metrics_socket = bind_metrics_socket(config.metrics_address) if config.metrics_address else None
+    except ListenError as exc:
+        raise UserError(ExitCode.UNAVAILABLE, str(exc)) from None
     def reload() -> None:
         """SIGHUP: re-read flavors, policy and taints; keys that need a restart keep their value."""
         try:
             fresh, fresh_policy = _load(args.config)
-        except SystemExit as exc:
+        except UserError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
         updated = dataclasses.replace(
@@ -74,11 +86,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.reconfigure(updated, fresh_policy)
         log.info("reloaded flavors, policy and taints from %s", args.config)
 
-    app = create_app(service, on_reload=reload)
+    app = create_app(service, on_reload=reload, metrics_socket=metrics_socket)
     listen_fds = os.environ.get("LISTEN_FDS", "")
     if listen_fds.isdigit() and int(listen_fds) >= 1 and os.environ.get("LISTEN_PID") == str(os.getpid()):
         log.info("serving %s backend on the socket passed by systemd (fd 3)", config.backend)
-        uvicorn.run(app, fd=3, log_level="warning", timeout_graceful_shutdown=5,
+        uvicorn.run(app, fd=3, log_config=None, log_level=None, timeout_graceful_shutdown=5,
                     timeout_keep_alive=KEEP_ALIVE_SECONDS)
         return 0
     if config.socket:
@@ -87,13 +99,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if socket_path.is_socket():
             socket_path.unlink()
         log.info("serving %s backend on unix socket %s", config.backend, socket_path)
-        uvicorn.run(app, uds=str(socket_path), log_level="warning", timeout_graceful_shutdown=5,
+        uvicorn.run(app, uds=str(socket_path), log_config=None, log_level=None, timeout_graceful_shutdown=5,
                     timeout_keep_alive=KEEP_ALIVE_SECONDS)
     else:
         log.info("serving %s backend on http://%s:%s", config.backend, config.bind_address, config.sidecar_port)
-        uvicorn.run(app, host=config.bind_address, port=config.sidecar_port, log_level="warning",
+        uvicorn.run(app, host=config.bind_address, port=config.sidecar_port, log_config=None, log_level=None,
                     timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     return 0
+
+
+def _usable_dir(path: Path, key: str) -> None:
+    """Create the directory if needed; one line naming key, path and reason when it cannot be used."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(ExitCode.CANTCREAT, f"{key} {path} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(ExitCode.CANTCREAT, f"{key} {path} is not writable by uid {os.getuid()}")
+
+
+def _open_state(config: Config) -> StateStore:
+    _usable_dir(config.state_dir, "StateDir")
+    try:
+        return StateStore(config.state_db)
+    except StateSchemaError as exc:
+        raise UserError(ExitCode.DATAERR, str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise UserError(ExitCode.CANTCREAT, f"state {config.state_db} cannot be opened: {exc}") from None
 
 
 def _command_runner(config: Config) -> CommandRunner:
@@ -122,25 +154,49 @@ def cmd_render(args: argparse.Namespace) -> int:
     config, policy = _load(args.config)
     from interlink_plugins.core.pod import parse_create_body
 
-    body: Any = json.loads(Path(args.pod).read_text())
-    if isinstance(body, dict) and "pod" not in body and "metadata" in body:
-        body = {"pod": body, "container": []}
+    given = _render_input(Path(args.pod))
     backend = make_backend(config, LocalRunner(), policy)
     try:
-        pod = parse_create_body(body)
+        pod = parse_create_body(given.body)
         prepared = backend.prepare(pod, write=False)
     except (PodSpecError, PolicyViolation) as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(ExitCode.DATAERR, f"refused: {exc}") from None
+    if given.origin:
+        print(f"# {given.origin}")
     secrets = [value for data in pod.secrets.values() for value in data.values()]
     secrets += [value for name, data in pod.projected.items() for key, value in data.items() if "token" in key]
     secrets += [password.encode() for _user, password in config.registry_credentials.values()]
+    secrets += given.secret_values  # a manifest's Secrets, also where env values came from them
+    if args.body:
+        print(_mask(json.dumps(_secret_data_hidden(given.body), indent=2), secrets))
+        return 0
     print(f"# job directory: {prepared.job_dir}")
     print(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}")
     for name, text in prepared.files.items():
         print(f"\n# ---- {name} ----")
         print(_mask(text, secrets), end="" if text.endswith("\n") else "\n")
     return 0
+
+
+def _secret_data_hidden(body: Any) -> Any:
+    """The create body with every Secret's data values (base64 on the wire) replaced by ***."""
+    shown = copy.deepcopy(body)
+    entries = shown.get("container") if isinstance(shown, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        for secret in (entry.get("secrets") or []) if isinstance(entry, dict) else []:
+            if isinstance(secret, dict) and isinstance(secret.get("data"), dict):
+                secret["data"] = dict.fromkeys(secret["data"], "***")
+    return shown
+
+
+def _render_input(path: Path) -> PodInput:
+    """interLink's create body from a create body, a v1.Pod, or a Kubernetes manifest (resolved)."""
+    try:
+        return read_pod_input(path)
+    except OSError as exc:
+        raise UserError(ExitCode.NOINPUT, f"cannot read {path}: {exc.strerror or exc}") from None
+    except ManifestError as exc:
+        raise UserError(ExitCode.DATAERR, f"{path}: {exc}") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -156,10 +212,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if _remote_data_root(config):
         report(True, f"DataRootFolder {config.data_root} is on {config.ssh_host} (DataTransfer: sftp)")
     else:
-        config.data_root.mkdir(parents=True, exist_ok=True)
-        report(os.access(config.data_root, os.W_OK), f"DataRootFolder {config.data_root} writable")
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    report(os.access(config.state_dir, os.W_OK), f"StateDir {config.state_dir} writable")
+        report(*_dir_check(config.data_root, "DataRootFolder"))
+    report(*_dir_check(config.state_dir, "StateDir"))
+    report(*_state_check(config.state_db))
     runtime_binary = {
         "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
         "enroot": config.enroot[0], "none": "bwrap",
@@ -194,28 +249,84 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _dir_check(path: Path, key: str) -> tuple[bool, str]:
+    try:
+        _usable_dir(path, key)
+    except UserError as exc:
+        return False, str(exc)
+    return True, f"{key} {path} writable"
+
+
+def _state_check(path: Path) -> tuple[bool, str]:
+    """The state's schema against this version's (read-only: a running plugin may hold it)."""
+    if not path.exists():
+        return True, f"state {path}: none yet (created at the first start)"
+    try:
+        version, pods = state_summary(path)
+    except sqlite3.Error as exc:
+        return False, f"state {path} cannot be read: {exc}"
+    if version is None:
+        return True, f"state {path}: empty"
+    if version > SCHEMA_VERSION:
+        return False, (f"state {path}: schema {version}, newer than this plugin ({SCHEMA_VERSION}): install that "
+                       "version again or restore the state backup taken before the upgrade")
+    later = f" (migrated to {SCHEMA_VERSION} at the next start)" if version < SCHEMA_VERSION else ""
+    return True, f"state {path}: schema {version}{later}, {pods} pod{'' if pods == 1 else 's'} tracked"
+
+
+def cmd_pods(args: argparse.Namespace) -> int:
+    from interlink_plugins.podlist import pod_rows, pods_json, pods_table
+
+    config, _policy = _load(args.config)
+    if not config.state_db.exists():
+        print(f"# no state at {config.state_db}: this instance has tracked no pod yet", file=sys.stderr)
+    try:
+        rows = pod_rows(config.state_db)
+    except StateSchemaError as exc:
+        raise UserError(ExitCode.DATAERR, str(exc)) from None
+    except sqlite3.Error as exc:
+        raise UserError(ExitCode.CANTCREAT, f"state {config.state_db} cannot be read: {exc}") from None
+    sys.stdout.write(pods_json(rows) if args.json else pods_table(rows))
+    return 0
+
+
 def cmd_config_reference(_args: argparse.Namespace) -> int:
     sys.stdout.write(config_reference_markdown())
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="interlink-plugin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="interlink-plugin", description=__doc__, epilog=help_table(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve interLink's plugin API")
     serve.add_argument("--config", required=True)
     serve.set_defaults(func=cmd_serve)
     render = sub.add_parser("render", help="print the job a pod would become (secrets masked); submits nothing")
-    render.add_argument("pod", help="a create body (RetrievedPodData JSON) or a v1.Pod JSON")
+    render.add_argument("pod", help="a Kubernetes manifest (Pod or Job, YAML or JSON, with the ConfigMaps and Secrets "
+                        "it uses in the same file), or what interLink sends: a create body or a v1.Pod JSON")
     render.add_argument("--config", required=True)
+    render.add_argument("--body", action="store_true",
+                        help="print the create body interLink would send (secrets masked) instead of the job")
     render.set_defaults(func=cmd_render)
     check = sub.add_parser("check", help="validate the config, probe the runtime, reach the backend")
     check.add_argument("--config", required=True)
     check.set_defaults(func=cmd_check)
+    pods = sub.add_parser("pods", help="list the pods this instance tracks, from its state (read-only)")
+    pods.add_argument("--config", required=True)
+    pods.add_argument("--json", action="store_true", help="one JSON object per pod, in a list")
+    pods.set_defaults(func=cmd_pods)
     ref = sub.add_parser("config-reference", help="print the configuration reference (markdown)")
     ref.set_defaults(func=cmd_config_reference)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"interlink-plugin: {exc}", file=sys.stderr)
+        return int(exc.code)
+    except BrokenPipeError:  # `render ... | head`: the reader stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

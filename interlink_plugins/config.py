@@ -58,6 +58,7 @@ class Config:
     sidecar_port: int = 4000
     bind_address: str = "127.0.0.1"
     socket: str = ""
+    metrics_address: str = ""
     instance_id: str = "default"
     sbatch: tuple[str, ...] = ("sbatch",)
     scancel: tuple[str, ...] = ("scancel",)
@@ -233,6 +234,27 @@ def _socket(key: str, value: Any) -> str:
     if text and not text.startswith("unix://"):
         raise ConfigError(f"{key}: {value!r} must start with unix://")
     return text.removeprefix("unix://")
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """'host:port' or '[v6 address]:port' -> (host, port); ValueError naming what is wrong."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", text)
+    if not match:
+        raise ValueError("expected host:port (or [IPv6]:port)")
+    host, port = (match[1], match[2]) if match[1] else (match[3], match[4])
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is not between 1 and 65535")
+    return host, int(port)
+
+
+def _host_port(key: str, value: Any) -> str:
+    text = _str(key, value).strip()
+    if text:
+        try:
+            split_host_port(text)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {value!r}: {exc}") from exc
+    return text
 
 
 def _str_list(key: str, value: Any) -> tuple[str, ...]:
@@ -461,6 +483,12 @@ FIELDS: dict[str, FieldSpec] = {
         "socket",
         _socket,
         "unix:///path: serve on a unix socket instead of TCP (interLink 0.6.2; SidecarURL unix://...).",
+    ),
+    "MetricsAddress": FieldSpec(
+        "metrics_address",
+        _host_port,
+        "host:port of a listener that serves only GET /metrics (for Prometheus, e.g. when the API is a unix "
+        "socket); empty: off. The API's own /metrics stays. Open it to the Prometheus server only.",
     ),
     "InstanceId": FieldSpec(
         "instance_id", _str, "Distinguishes several plugin instances on one account: each touches only its own jobs."
@@ -758,10 +786,17 @@ def load_config(path: Path) -> tuple[Config, list[str]]:
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config {path} is not valid YAML: {yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: top level must be a mapping")
     return parse_config(raw)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line error as one line: where, and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1} column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def default_instance_id() -> str:

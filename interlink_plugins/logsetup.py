@@ -1,4 +1,8 @@
-"""Plugin logging: JSON lines (default) or text, each record carrying interLink's session id."""
+"""Plugin logging: JSON lines (default) or text, each record carrying interLink's session id.
+
+uvicorn's own loggers (server messages, errors, the access log) go through the same handler: `serve` starts
+uvicorn with log_config=None, so uvicorn adds no handler or format of its own.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+
+ACCESS_LOGGER = "uvicorn.access"
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi", ACCESS_LOGGER)
 
 session_id: contextvars.ContextVar[str] = contextvars.ContextVar("interlink_session", default="")
 
@@ -19,7 +26,7 @@ class _SessionFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,
@@ -28,6 +35,9 @@ class JsonFormatter(logging.Formatter):
         session = getattr(record, "session", "")
         if session:
             entry["session"] = session
+        if record.name == ACCESS_LOGGER and isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, _version, status = record.args
+            entry.update(client=str(client), method=str(method), path=str(path), status=status)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -43,3 +53,10 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    # a line per request (interLink asks for every pod's status every few seconds): only at DEBUG
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)

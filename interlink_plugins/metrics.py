@@ -8,65 +8,109 @@ scraped or by the poller, never on the /status hot path.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from interlink_plugins.core.runner import CommandResult, CommandRunner
 from interlink_plugins.tracing import TracedRunner
 
+# no <name>_created series beside every counter and histogram (OpenMetrics only; twice the series for nothing)
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
+
 SCHEDULER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
+# reasons a create can fail (pre-set to 0 so that increase() and rate() see the first failure)
+CREATE_FAILURE_REASONS = ("Invalid", "Forbidden", "BackendUnavailable", "SubmitThrottled", "SubmitFailed")
+
+
+def plugin_version() -> str:
+    """The installed distribution's version, as packaging records it (a source tree without install: unknown)."""
+    try:
+        return importlib.metadata.version("interlink-plugins")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class Metrics:
+    """Names follow Prometheus conventions: base units in the name (_seconds, _bytes), _total for counters."""
+
     def __init__(self, backend: str) -> None:
         self.backend = backend
         self.registry = CollectorRegistry(auto_describe=True)
+        # the process (CPU, memory, fds, start time) and the Python runtime (version, garbage collector)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        build = Info("interlink_plugin_build", "Plugin version and the backend it drives", registry=self.registry)
+        build.info({"version": plugin_version(), "backend": backend})
         self.creates = Counter(
-            "interlink_plugin_creates_total", "Pods accepted by /create", ["backend"], registry=self.registry
+            "interlink_plugin_pods_created_total", "Pods accepted by /create", ["backend"], registry=self.registry
         )
         self.create_failures = Counter(
-            "interlink_plugin_create_failures_total",
-            "Creates refused or failed, by reason",
+            "interlink_plugin_pod_create_failures_total",
+            "Creates refused (Invalid, Forbidden) or not submitted (BackendUnavailable, SubmitThrottled, SubmitFailed)",
             ["backend", "reason"],
             registry=self.registry,
         )
         self.scheduler_seconds = Histogram(
-            "interlink_plugin_scheduler_call_seconds",
-            "Scheduler command latency",
+            "interlink_plugin_scheduler_command_duration_seconds",
+            "Scheduler command latency, by program name and outcome",
             ["backend", "command", "outcome"],
             buckets=SCHEDULER_BUCKETS,
             registry=self.registry,
         )
         self.poll_seconds = Histogram(
-            "interlink_plugin_poll_seconds",
+            "interlink_plugin_poll_duration_seconds",
             "Duration of one status poll (all pods)",
             ["backend"],
             buckets=SCHEDULER_BUCKETS,
             registry=self.registry,
         )
+        self.poll_success_time = Gauge(
+            "interlink_plugin_poll_last_success_timestamp_seconds",
+            "Unix time of the end of the last poll that reached the backend: statuses are as old as this",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.poll_interval = Gauge(
+            "interlink_plugin_poll_interval_seconds", "PollInterval of the config", ["backend"], registry=self.registry
+        )
         self.log_bytes = Counter(
-            "interlink_plugin_log_bytes_served_total",
-            "Log bytes sent to interLink",
+            "interlink_plugin_log_served_bytes_total",
+            "Container log bytes sent to interLink (kubectl logs)",
             ["backend"],
             registry=self.registry,
         )
         self.http_seconds = Histogram(
-            "interlink_plugin_http_request_seconds",
-            "HTTP latency by route",
+            "interlink_plugin_http_request_duration_seconds",
+            "HTTP latency by route, until the answer starts",
             ["route", "method", "status"],
             buckets=HTTP_BUCKETS,
             registry=self.registry,
         )
         self.data_root_bytes = Gauge(
-            "interlink_plugin_data_root_bytes", "Bytes used under DataRootFolder", ["backend"], registry=self.registry
+            "interlink_plugin_data_root_used_bytes",
+            "Bytes used under DataRootFolder (measured every 5 minutes)",
+            ["backend"],
+            registry=self.registry,
         )
         self.backend_up = Gauge(
             "interlink_plugin_backend_up", "1 while the scheduler answers", ["backend"], registry=self.registry
@@ -78,6 +122,12 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=self.registry,
         )
+        # every series of a known label set exists from the start, at 0
+        self.creates.labels(backend)
+        for reason in CREATE_FAILURE_REASONS:
+            self.create_failures.labels(backend, reason)
+        self.log_bytes.labels(backend)
+        self.poll_seconds.labels(backend)
 
     def track_pods(self, phases: Callable[[], Iterable[str]]) -> None:
         """Register the tracked-pods gauge, computed at scrape time."""
@@ -85,6 +135,11 @@ class Metrics:
 
     def scheduler_call(self, command: str, seconds: float, ok: bool) -> None:
         self.scheduler_seconds.labels(self.backend, command, "ok" if ok else "error").observe(seconds)
+
+    def poll_done(self, seconds: float, *, reached_backend: bool) -> None:
+        self.poll_seconds.labels(self.backend).observe(seconds)
+        if reached_backend:
+            self.poll_success_time.labels(self.backend).set(time.time())
 
 
 LAG_PROBE_SECONDS = 0.5

@@ -1,4 +1,5 @@
-"""docs/site-admin-guide.md as test input: its sections, their ```bash blocks, and running a block as written.
+"""docs/site-admin-guide.md as test input: its sections, their ```bash, ```yaml and ```text blocks, and running
+a bash block as written.
 
 Tests substitute only site-specific names (paths, hosts, ports) given in a map, longest first, so that
 the commands stay the guide's own and runs never collide with each other.
@@ -26,8 +27,14 @@ def sections(text: str | None = None) -> dict[str, str]:
     return found
 
 
-def blocks_of(body: str) -> list[str]:
-    return re.findall(r"^```bash\n(.*?)^```", body, flags=re.S | re.M)
+def blocks_of(body: str, lang: str = "bash") -> list[str]:
+    """The fenced blocks of one language (```bash by default: the commands), in order."""
+    return re.findall(rf"^```{re.escape(lang)}\n(.*?)^```", body, flags=re.S | re.M)
+
+
+def yaml_blocks(text: str | None = None) -> list[tuple[str, str]]:
+    """(section heading, block) for every ```yaml block of the guide."""
+    return [(heading, block) for heading, body in sections(text).items() for block in blocks_of(body, "yaml")]
 
 
 def section_blocks(heading: str) -> list[str]:

@@ -8,13 +8,15 @@ ROOT=$PWD
 
 need=()
 for cmd in slurmctld:slurmctld slurmd:slurmd squeue:slurm-client munge:munge podman:podman runc:runc \
-           busybox:busybox-static bwrap:bubblewrap ssh-keygen:openssh-client debootstrap:debootstrap; do
+           busybox:busybox-static bwrap:bubblewrap ssh-keygen:openssh-client debootstrap:debootstrap \
+           promtool:prometheus; do
   command -v "${cmd%%:*}" >/dev/null || need+=("${cmd#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # RUNLEVEL=1: no package starts its daemon at install (prometheus would take :9090); the tests start their own
+  RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from interlink_plugins import tracing
 from interlink_plugins.api import schema
 from interlink_plugins.api.answers import ANSWERED_ERRORS, BadRequest, error_answer, read_json_body, status_answer
+from interlink_plugins.api.metrics_listener import MetricsListener
 from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse, PodStatusAnswer
 from interlink_plugins.api.observe import RequestObserver
 from interlink_plugins.api.status_path import StatusFastPath
@@ -35,8 +37,14 @@ async def _answer_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    service: PluginService, *, manage_lifecycle: bool = True, on_reload: Callable[[], None] | None = None
+    service: PluginService,
+    *,
+    manage_lifecycle: bool = True,
+    on_reload: Callable[[], None] | None = None,
+    metrics_socket: socket.socket | None = None,
 ) -> FastAPI:
+    """metrics_socket: a bound socket (MetricsAddress) served with /metrics alone while the app runs."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if on_reload is not None:
@@ -44,10 +52,15 @@ def create_app(
         if manage_lifecycle:
             await service.start()
         lag_watch = asyncio.create_task(watch_event_loop_lag(service.metrics), name="event-loop-lag")
+        metrics_listener = MetricsListener(metrics_socket, service.metrics.registry) if metrics_socket else None
+        if metrics_listener:
+            metrics_listener.start()
         try:
             yield
         finally:
             lag_watch.cancel()
+            if metrics_listener:
+                await metrics_listener.stop()
             if manage_lifecycle:
                 await service.stop()
 

@@ -89,6 +89,7 @@ class PluginService:
         # what a pod's cached status was built from, and when
         self._status_keys: dict[str, tuple[tuple[object, ...], float]] = {}
         self.metrics.track_pods(self._phases)
+        self.metrics.poll_interval.labels(backend.name).set(config.poll_interval)
         self.poll_count = 0
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -517,11 +518,13 @@ class PluginService:
     async def _poll_forever(self) -> None:
         while True:
             started = time.monotonic()
+            reached_backend = False
             try:
                 await tracing.traced("poll", self.poll_once())
+                reached_backend = self._down_since is None
             except Exception:
                 log.exception("poll failed")
-            self.metrics.poll_seconds.labels(self.backend.name).observe(time.monotonic() - started)
+            self.metrics.poll_done(time.monotonic() - started, reached_backend=reached_backend)
             await self._measure_usage()
             await self._sweep_retention()
             await asyncio.sleep(max(0.0, self.config.poll_interval - (time.monotonic() - started)))
@@ -554,6 +557,7 @@ class PluginService:
             except BackendUnavailable as exc:
                 log.warning("runner state not refreshed, statuses kept: %s", exc)
                 return
+        await self._remember_nodes(tracked)
         statuses = await asyncio.to_thread(self._build_statuses, tracked, now)
         for record, status, final in statuses:
             if final:
@@ -565,6 +569,14 @@ class PluginService:
         for record in self.store:
             if record.phase == "deleting":
                 await self._advance_delete(record)
+
+    async def _remember_nodes(self, tracked: list[PodRecord]) -> None:
+        """The node a job runs on, kept in the state for `interlink-plugin pods` (a write when it changes)."""
+        for record in tracked:
+            job = self._jobs.get(record.job_id)
+            if job is not None and job.running and job.node and record.meta.get("node") != job.node:
+                record.meta["node"] = job.node
+                await asyncio.to_thread(self.store.put, record)
 
     def _build_statuses(
         self, tracked: list[PodRecord], now: float

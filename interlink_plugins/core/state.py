@@ -74,6 +74,48 @@ class PodRecord:
         return self.job_id or f"pending-{self.uid}"
 
 
+class StateSchemaError(RuntimeError):
+    """The state was written by a newer version (schema above ours): never misread it."""
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+
+
+def _schema_of(db: sqlite3.Connection) -> int | None:
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "pods" not in tables:
+        return None
+    row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
+    return 1 if row is None else int(row[0])
+
+
+def state_summary(path: Path) -> tuple[int | None, int]:
+    """(schema version, pods tracked) of a state file, read-only; (None, 0) for an empty one."""
+    db = _read_only(path)
+    try:
+        version = _schema_of(db)
+        return version, (db.execute("SELECT count(*) FROM pods").fetchone()[0] if version else 0)
+    finally:
+        db.close()
+
+
+def read_records(path: Path) -> list[PodRecord]:
+    """The records of a state file, read-only (a running plugin may hold it): no migration, nothing created."""
+    db = _read_only(path)
+    try:
+        version = _schema_of(db)
+        if version is None:
+            return []
+        if version > SCHEMA_VERSION:
+            raise StateSchemaError(f"state {path} has schema {version}, newer than this plugin ({SCHEMA_VERSION})")
+        known = set(PodRecord.__dataclass_fields__)
+        return [PodRecord(**{k: v for k, v in json.loads(data).items() if k in known})
+                for (data,) in db.execute("SELECT data FROM pods")]
+    finally:
+        db.close()
+
+
 class StateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +143,7 @@ class StateStore:
             return
         version = 1 if row is None else int(row[0])
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"state {path} has schema {version}, newer than this plugin ({SCHEMA_VERSION})")
+            raise StateSchemaError(f"state {path} has schema {version}, newer than this plugin ({SCHEMA_VERSION})")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ CLAIMED = {
     "Podman on a GPU host": "tests/e2e/test_admin_guide.py::test_podman_gpu_host_commands",
     "Upgrade and rollback": "tests/e2e/test_admin_guide.py::test_upgrade_from_schema_1_and_rollback_keep_the_job",
     "Run it in a container": "tests/e2e/test_container_image.py",
+    "Day-to-day": "tests/e2e/test_guide_kubernetes.py::test_day_to_day_commands",
 }
 
 # the older release the upgrade starts from: the last commit whose state schema is 1
@@ -289,14 +291,25 @@ def _log(client: httpx.Client, body: dict[str, Any]) -> str:
 
 
 def _schemas(verify_output: str) -> set[str]:
-    return set(re.findall(r"state-\S+\.sqlite schema (\d+)", verify_output))
+    """The schema the current version's `check` reports in its state line."""
+    return set(re.findall(r"state \S+/state-\S+\.sqlite: schema (\d+)", verify_output))
+
+
+def _stored_schemas(state_dir: Path) -> set[str]:
+    """The schema in the state files themselves (the old release's `check` does not report it)."""
+    found = set()
+    for path in state_dir.glob("state-*.sqlite"):
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        found.add(db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0])
+        db.close()
+    return found
 
 
 def test_upgrade_from_schema_1_and_rollback_keep_the_job(upgrade_site: dict[str, Any]) -> None:
     subs, env, client = upgrade_site["subs"], upgrade_site["env"], upgrade_site["client"]
     first_run = section_blocks("Install and first run (SLURM)")
     start, stop_backup, upgrade, verify, rollback = section_blocks("Upgrade and rollback")
-    assert "serve" in start and "tar -czf" in stop_backup and "/new/" in upgrade and "schema" in verify
+    assert "serve" in start and "tar -czf" in stop_backup and "/new/" in upgrade and " check " in verify
     assert "/old/" in rollback and "tar -xzf" in rollback
 
     # the OLD release, installed and configured by the guide's own first-run commands, serving
@@ -304,7 +317,7 @@ def test_upgrade_from_schema_1_and_rollback_keep_the_job(upgrade_site: dict[str,
     assert "[ok] backend slurm reachable" in run_block(first_run[1], subs, env).stdout
     run_block(start, subs, env)
     before = run_block(verify, subs, env).stdout
-    assert _schemas(before) == {"1"}, before
+    assert _stored_schemas(upgrade_site["base"] / "state") == {"1"} and not _schemas(before), before
     job = pod_body("survivor", [container("c", ["sh", "-c", "echo before; sleep 75; echo after"])])
     created = client.post("/create", json=job)
     assert created.status_code == 200, created.text
@@ -318,6 +331,7 @@ def test_upgrade_from_schema_1_and_rollback_keep_the_job(upgrade_site: dict[str,
     run_block(start, subs, env)
     after = run_block(verify, subs, env).stdout
     assert _schemas(after) == {"2"} and "[ok] backend slurm reachable" in after and "FAIL" not in after, after
+    assert _stored_schemas(upgrade_site["base"] / "state") == {"2"}
     assert re.search(rf"^{job_id} RUNNING il:{job['pod']['metadata']['uid']}@", after, re.M), after
     _wait(client, job, "running", 30)
     assert "before" in _log(client, job)
@@ -330,7 +344,7 @@ def test_upgrade_from_schema_1_and_rollback_keep_the_job(upgrade_site: dict[str,
     run_block(rollback, subs, env)
     run_block(start, subs, env)
     back = run_block(verify, subs, env).stdout
-    assert _schemas(back) == {"1"} and "[ok] backend slurm reachable" in back, back
+    assert _stored_schemas(upgrade_site["base"] / "state") == {"1"} and "[ok] backend slurm reachable" in back, back
     done = _wait(client, job, "terminated", 120)
     assert done["containers"][0]["state"]["terminated"]["exitCode"] == 0, done
     assert _log(client, job).split() == ["before", "after"]

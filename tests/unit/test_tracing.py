@@ -25,6 +25,7 @@ from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.runner import CommandFailed, LocalRunner
 from interlink_plugins.core.service import PluginService
 from interlink_plugins.core.state import StateStore
+from interlink_plugins.exitcodes import ExitCode
 from interlink_plugins.metrics import MeteredRunner, Metrics
 from tests.podfactory import container, pod_body, status_pod
 
@@ -205,7 +206,7 @@ def test_tracing_keys_are_validated() -> None:
 
 
 def test_tracing_on_without_the_sdk_stops_start_up_naming_key_and_extra(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # the SDK made unimportable the way a missing package is (ImportError on import)
     for name in [m for m in sys.modules if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))]:
@@ -216,9 +217,8 @@ def test_tracing_on_without_the_sdk_stops_start_up_naming_key_and_extra(
         "TracingEndpoint": "http://collector:4318", "DataRootFolder": str(tmp_path / "jobs"),
         "StateDir": str(tmp_path / "state"), "LogFormat": "text",
     }))
-    with pytest.raises(SystemExit) as stopped:
-        main(["serve", "--config", str(path)])
-    message = str(stopped.value)
+    assert main(["serve", "--config", str(path)]) == ExitCode.CONFIG
+    (message,) = capsys.readouterr().err.splitlines()
     assert "TracingEndpoint is set" in message and "pip install 'interlink-plugins[tracing]'" in message
     assert not tracing.enabled()
 
