@@ -84,3 +84,12 @@ def htcondor_pool(podman_ready: None) -> Iterator[dict[str, str]]:
     assert up.returncode == 0, up.stderr[-3000:]
     yield {"name": "il-htcondor", "image": image, "collector": "127.0.0.1:9618", "dir": "/tmp/il-htcondor"}
     subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-down.sh")], capture_output=True, timeout=60, env=env)
+
+
+@pytest.fixture(scope="session")
+def kubelet_images(podman_ready: None) -> dict[str, str]:
+    """The kubelet-parity stand-in images (tests/kubelet/images/build.sh): name -> id, built once per recipe."""
+    built = subprocess.run(["bash", str(ROOT / "tests" / "kubelet" / "images" / "build.sh")], capture_output=True,
+                           text=True, timeout=1500)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return dict(line.split() for line in built.stdout.splitlines() if line.strip())

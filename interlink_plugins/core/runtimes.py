@@ -47,6 +47,7 @@ from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import Container, EnvVar
 
 NS_EXEC_NAME = "ns-exec.sh"
+PROBE_HELPER = "probe.sh"  # templates/probe.sh, installed in every job dir (core/probes.py)
 APPTAINER_HELPER_NAME = "apptainer.sh"
 ENROOT_RC_NAME = "enroot-exec.rc"
 # enroot's image rc runs ENTRYPOINT with the given args; Kubernetes `command` replaces the
@@ -350,9 +351,11 @@ class PodmanRuntime:
         )
 
     def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
+        """``podman exec`` once the container runs (a postStart hook starts right after ``podman run``)."""
         if not command:
             raise ValueError("exec_argv needs a command")
-        return (self._binary(ctx), "exec", container_name(ctx), *command)
+        helper = posixpath.join(ctx.job_dir, PROBE_HELPER)
+        return ("bash", helper, "podman-exec", self._binary(ctx), container_name(ctx), *command)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class Case:
         return [d for d in yaml.safe_load_all(self.manifests) if d]
 
 
+ITEM5 = ("item 5 of the kubelet-parity issue: SLURM's own memory enforcement (runtime podman passes no "
+         "--memory; the local cluster has no cgroup or OverMemoryKill)")
 ITEM2 = "item 2 of the kubelet-parity issue: probes and hooks are not run by this backend yet"
 
 
@@ -288,7 +290,7 @@ ENV_REFS = Case(
 _DOWNWARD_SCRIPT = _script(
     """
     import os
-    for v in ('POD_NAME', 'POD_NAMESPACE', 'NODE_NAME', 'POD_IP', 'CONFIG_VALUE'):
+    for v in ('POD_NAME', 'POD_NAMESPACE', 'NODE_NAME', 'CONFIG_VALUE'):
         print(f'{v}: {os.environ.get(v, "NOT_SET")}')
     print('POD_UID length:', len(os.environ.get('POD_UID', '')))
     print('Volume pod-name:', open('/downward/pod-name').read())
@@ -311,7 +313,6 @@ DOWNWARD = Case(
              "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                      {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
                      {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-                     {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                      {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
                      {"name": "CONFIG_VALUE", "valueFrom": {"configMapKeyRef": {"name": "downward-config",
                                                                                "key": "app-config.yaml"}}}],
@@ -327,7 +328,6 @@ DOWNWARD = Case(
     (LogCheck("downward-api", "downward", "^POD_NAME: downward-api$"),
      LogCheck("downward-api", "downward", "^POD_NAMESPACE: default$"),
      LogCheck("downward-api", "downward", "^NODE_NAME: virtual-kubelet$"),
-     LogCheck("downward-api", "downward", r"^POD_IP: 127\.0\.0\.1$"),
      LogCheck("downward-api", "downward", "^CONFIG_VALUE: app:$"),
      LogCheck("downward-api", "downward", "^POD_UID length: 36$"),
      LogCheck("downward-api", "downward", "^Volume pod-name: downward-api$"),
@@ -413,7 +413,7 @@ _OOM = _script(
     """)
 FAILING = Case(
     "failing-containers", "exit 42, command not found, a python exception, one of three failing, memory over the limit",
-    ("100", "050"),
+    ("100",),
     _docs(
         _pod("exit-code-failure", [{"name": "exit-failure", "image": "busybox:1.36", "command": ["/bin/sh", "-c"],
                                     "args": ["echo 'ERROR: Simulated application failure'; echo 'Exit code: 42'; exit 42"]}]),
@@ -428,27 +428,33 @@ FAILING = Case(
             {"name": "failure-container", "image": "busybox:1.36", "command": ["/bin/sh", "-c"],
              "args": ["sleep 1; echo 'Container 2: ERROR - Simulating failure'; exit 1"]},
             {"name": "another-success", "image": "alpine:3.19", "command": ["/bin/sh", "-c"],
-             "args": ["sleep 3; echo 'Container 3: Completed successfully'"]}]),
-        _pod("memory-limit", [{"name": "memory-hog", "image": "python:3.11-alpine", "command": ["python3", "-c"],
-                               "args": [_OOM], "resources": {"limits": {"memory": "50Mi", "cpu": "100m"},
-                                                            "requests": {"memory": "20Mi", "cpu": "50m"}}}])),
-    {"exit-code-failure": "Failed", "command-not-found": "Failed", "runtime-error": "Failed", "partial-fail": "Failed",
-     "memory-limit": "Failed"},
+             "args": ["sleep 3; echo 'Container 3: Completed successfully'"]}])),
+    {"exit-code-failure": "Failed", "command-not-found": "Failed", "runtime-error": "Failed", "partial-fail": "Failed"},
     (LogCheck("exit-code-failure", "exit-failure", "Simulated application failure"),
      LogCheck("exit-code-failure", "exit-failure", "Exit code: 42"),
      LogCheck("runtime-error", "python-exception", "RuntimeError.*database connection failed"),
      LogCheck("partial-fail", "success-container", "Container 1: Completed successfully"),
      LogCheck("partial-fail", "failure-container", "Container 2: ERROR - Simulating failure"),
-     LogCheck("partial-fail", "another-success", "Container 3: Completed successfully"),
-     LogCheck("memory-limit", "memory-hog", "Attempting to allocate memory beyond limit"),
-     LogCheck("memory-limit", "memory-hog", "the limit was not enforced", "CountExactly", 0)),
+     LogCheck("partial-fail", "another-success", "Container 3: Completed successfully")),
     statuses=(StatusCheck("exit-code-failure", "exit-failure", "terminated", exit_code=42),
               StatusCheck("command-not-found", "missing-command", "terminated", nonzero=True),
               StatusCheck("runtime-error", "python-exception", "terminated", exit_code=1),
               StatusCheck("partial-fail", "success-container", "terminated", exit_code=0),
               StatusCheck("partial-fail", "failure-container", "terminated", exit_code=1),
-              StatusCheck("partial-fail", "another-success", "terminated", exit_code=0),
-              StatusCheck("memory-limit", "memory-hog", "terminated", exit_code=137)),
+              StatusCheck("partial-fail", "another-success", "terminated", exit_code=0)),
+)
+
+MEMORY_LIMIT = Case(
+    "memory-limit", "a container over its memory limit is killed (OOMKilled, 137)", ("100", "050"),
+    _docs(_pod("memory-limit", [{"name": "memory-hog", "image": "python:3.11-alpine", "command": ["python3", "-c"],
+                                 "args": [_OOM], "resources": {"limits": {"memory": "50Mi", "cpu": "100m"},
+                                                              "requests": {"memory": "20Mi", "cpu": "50m"}}}])),
+    {"memory-limit": "Failed"},
+    (LogCheck("memory-limit", "memory-hog", "Attempting to allocate memory beyond limit"),
+     LogCheck("memory-limit", "memory-hog", "the limit was not enforced", "CountExactly", 0)),
+    statuses=(StatusCheck("memory-limit", "memory-hog", "terminated", exit_code=137),),
+    xfail={"slurm": ITEM5, "htcondor": "the test pool runs jobs without cgroups (CGROUP_MEMORY_LIMIT_POLICY none, "
+                                       "rootless podman on cgroup v1): nothing enforces a memory limit there"},
 )
 
 _QUOTE_VALUES = {
@@ -614,5 +620,5 @@ PROJECTED = Case(
 
 CASES: tuple[Case, ...] = (
     HELLO, PYTHON_ARGS, ENV_VALUE, SHARED_EMPTYDIR, CONFIG_VOLUMES, INIT_GIT, MULTI_INIT, ENV_REFS, DOWNWARD, PROBES,
-    DEFAULT_ENTRYPOINT, FAILING, ENV_QUOTES, FAILED_JOBS, HOOKS, PROJECTED,
+    DEFAULT_ENTRYPOINT, FAILING, MEMORY_LIMIT, ENV_QUOTES, FAILED_JOBS, HOOKS, PROJECTED,
 )

@@ -10,6 +10,7 @@ should not fails the case at once; anything else is retried until the case's tim
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import threading
@@ -234,15 +235,29 @@ class CaseRun:
                     raise CaseFailure(f"{job}: the job controller made {made} pods, want {count}")
             return CaseResult(self.case.key, True, time.monotonic() - start, phases=self._phase_map())
         except (CaseFailure, httpx.HTTPError, AssertionError) as exc:
-            return CaseResult(self.case.key, False, time.monotonic() - start, f"{type(exc).__name__}: {exc}",
-                              self._phase_map())
+            return CaseResult(self.case.key, False, time.monotonic() - start,
+                              f"{type(exc).__name__}: {exc}\n{self._log_tails()}", self._phase_map())
         finally:
             for item in self.tracked.values():
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     self._delete(item)
-                except httpx.HTTPError:
-                    pass
             self.client.close()
+
+    def _log_tails(self, lines: int = 15) -> str:
+        """The end of every container's log, for a failure's report."""
+        out = []
+        for item in self.tracked.values():
+            if not item.bodies:
+                continue
+            spec = item.body["pod"]["spec"]
+            for c in (spec.get("initContainers") or []) + spec["containers"]:
+                try:
+                    text = self._logs(item, c["name"])
+                except (_NotYet, httpx.HTTPError) as exc:
+                    text = f"({exc})"
+                tail = "\n    ".join(text.splitlines()[-lines:])
+                out.append(f"  log {item.body['pod']['metadata']['name']}/{c['name']}:\n    {tail}")
+        return "\n".join(out)
 
     def _phase_map(self) -> dict[str, str]:
         return {name: item.pod.phase for name, item in self.tracked.items() if item.vk}

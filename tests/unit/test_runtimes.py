@@ -441,7 +441,8 @@ def test_podman_argv_structure() -> None:
         '--entrypoint=["/bin/echo", "1"]', BUSYBOX, "x",
     )  # fmt: skip
     assert spec.cleanup_argv == ("podman", "rm", "-f", "-t", "0", "--ignore", name)
-    assert runtime_for("podman").exec_argv(ctx, ["cat", "/x"]) == ("podman", "exec", name, "cat", "/x")
+    assert runtime_for("podman").exec_argv(ctx, ["cat", "/x"]) == (
+        "bash", f"{ctx.job_dir}/probe.sh", "podman-exec", "podman", name, "cat", "/x")
 
 
 @pytest.mark.parametrize(
