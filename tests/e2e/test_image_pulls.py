@@ -30,13 +30,18 @@ STATE = Path("/tmp/il-registry")
 
 
 @pytest.fixture(scope="session")
-def registry(kubelet_images: dict[str, str]) -> dict[str, str]:
+def registry(kubelet_images: dict[str, str]) -> Iterator[dict[str, str]]:
     up = subprocess.run(["bash", str(ROOT / "tests" / "registry" / "registry-up.sh"), str(STATE)],
                         capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stderr[-3000:]
     info = dict(word.split("=", 1) for word in up.stdout.split())
     info["password"] = Path(info["REGISTRY_PASSWORD_FILE"]).read_text().strip()
-    return info
+    yield info
+    pulled = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+                            text=True, timeout=60).stdout.split()
+    mine = [ref for ref in pulled if ref.startswith(f"{info['REGISTRY']}/il/")]
+    if mine:
+        subprocess.run(["podman", "rmi", "-f", *mine], capture_output=True, timeout=120)
 
 
 def _push(registry: dict[str, str], source: str, target: str) -> str:
@@ -111,7 +116,9 @@ def test_podman_pulls_with_always_ifnotpresent_and_never(tmp_path: Path, registr
     # IfNotPresent does not go to the registry for an image it has: with no credentials at all it still runs
     again = pod_body("pull-present", [container("c", _run("echo present"), image=images["IfNotPresent"],
                                                 imagePullPolicy="IfNotPresent")])
-    bare = _plugin(podman_kit, tmp_path / "no-auth.json")
+    no_auth = tmp_path / "no-auth.json"
+    no_auth.write_text('{"auths": {}}')
+    bare = _plugin(podman_kit, no_auth)
     bare.create(again)
     assert _state(bare.wait_done(again, timeout=60))["terminated"]["exitCode"] == 0
 
@@ -155,9 +162,10 @@ def test_podman_shows_container_creating_while_the_image_is_pulled(tmp_path: Pat
     build = tmp_path / "big"
     build.mkdir()
     (build / "Containerfile").write_text(
-        "FROM docker.io/library/busybox:1.36\nRUN head -c 400000000 /dev/urandom > /blob\n")
+        f"FROM docker.io/library/busybox:1.36\nRUN echo {tag} > /id && head -c 400000000 /dev/urandom > /blob\n")
     local = f"localhost/il-pull-big:{tag}"
-    built = subprocess.run(["podman", "build", "-q", "--pull=never", "-t", local, str(build)], capture_output=True,
+    built = subprocess.run(["podman", "build", "-q", "--pull=never", "--no-cache", "--layers=false", "-t", local,
+                            str(build)], capture_output=True,
                            text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     try:

@@ -44,7 +44,7 @@ class VKPod:
         return self.phase in TERMINAL
 
     def _check_names(self, entries: list[dict[str, Any]], expected: tuple[str, ...], what: str) -> None:
-        got = [e.get("name") for e in entries]
+        got = [str(e.get("name")) for e in entries]
         if sorted(got) != sorted(expected):
             raise ProtocolError(f"{what}: the plugin returned {got}, the pod has {list(expected)}")
 
