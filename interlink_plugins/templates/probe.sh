@@ -3,6 +3,7 @@
 #   probe.sh tcp HOST PORT
 #   probe.sh http SCHEME HOST PORT PATH [HEADER]...      (HEADER: "Name: value")
 #   probe.sh podman-exec PODMAN NAME COMMAND...           (exec hook or probe, runtime podman)
+#   probe.sh podman-pull PODMAN POLICY IMAGE              (image step of runtime podman)
 # Exit 0 = success (TCP: the connection opens; HTTP: a status from 200 to 399, as the kubelet).
 # Every value arrives as an argument: nothing here evaluates it.
 set -u
@@ -58,6 +59,21 @@ case $mode in
     fi
     echo "http $scheme://$authority$path: status ${code:-none}" >&2
     exit 1
+    ;;
+  podman-pull)
+    # the kubelet's image step for runtime podman: POLICY always|newer pulls, missing pulls when
+    # the image is not there, never only checks that it is
+    [[ $# -eq 3 ]] || { echo "usage: probe.sh podman-pull PODMAN POLICY IMAGE" >&2; exit 2; }
+    bin=$1 policy=$2 image=$3
+    case $policy in
+      never)
+        "$bin" image exists -- "$image" && exit 0
+        echo "image $image is not present and the pull policy is Never" >&2
+        exit 1
+        ;;
+      missing) "$bin" image exists -- "$image" && exit 0 ;;
+    esac
+    exec "$bin" pull --quiet -- "$image"
     ;;
   podman-exec)
     # the runner starts `podman run` in the background and a postStart hook right after it, when

@@ -11,6 +11,7 @@ named by REGISTRY_AUTH_FILE in the plugin's environment.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -191,3 +192,55 @@ def test_podman_shows_container_creating_while_the_image_is_pulled(tmp_path: Pat
     assert seen[-1]["terminated"]["exitCode"] == 0
     log = plugin.log_path.read_text()
     assert f"pulling image {image}" in log and f"pulled image {image}" in log
+
+
+# --- SLURM, runtime podman: the pod runner's image step ------------------------------------------
+
+
+@pytest.fixture
+def root_podman_login(registry: dict[str, str]) -> Iterator[None]:
+    """The registry login of the node's root podman (the SLURM jobs' podman reads the default auth file)."""
+    authfile = "/run/containers/0/auth.json"
+    login = subprocess.run(["podman", "login", "--authfile", authfile, "-u", registry["REGISTRY_USER"],
+                            "--password-stdin", registry["REGISTRY"]], input=registry["password"],
+                           capture_output=True, text=True, timeout=60)
+    assert login.returncode == 0, login.stderr
+    yield
+    subprocess.run(["podman", "logout", "--authfile", authfile, registry["REGISTRY"]], capture_output=True, timeout=60)
+
+
+def test_slurm_runtime_podman_pulls_per_policy_and_reports_the_image_step(
+    tmp_path: Path, registry: dict[str, str], root_podman_login: None, plugin_factory: Any
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    images = {policy: _push(registry, "docker.io/library/busybox:1.36", f"il/slurm-{policy.lower()}:{tag}")
+              for policy in ("Always", "IfNotPresent", "Never")}
+    missing = f"{registry['REGISTRY']}/il/never-pushed:{tag}"
+    plugin = plugin_factory(runtime="podman")
+    bodies = {policy: pod_body(f"slurm-{policy.lower()}", [container(
+        "c", _run(f"echo pulled-with-{policy}"), image=image, imagePullPolicy=policy)])
+        for policy, image in images.items()}
+    bodies["missing"] = pod_body("slurm-missing", [container("c", _run("echo no"), image=missing,
+                                                             imagePullPolicy="IfNotPresent")])
+    for body in bodies.values():
+        plugin.create(body)
+    for policy in ("Always", "IfNotPresent"):
+        done = plugin.wait_done(bodies[policy], timeout=120)
+        assert _state(done)["terminated"]["exitCode"] == 0, done
+        assert plugin.logs(bodies[policy], "c").text.strip() == f"pulled-with-{policy}"
+    for key, reasons, text in (("Never", ("ErrImageNeverPull",), "Never"),
+                               ("missing", ("ErrImagePull", "ImagePullBackOff"), "manifest unknown")):
+        status = plugin.wait_status(bodies[key], lambda s, reasons=reasons: _state(s).get("waiting", {}).get(
+            "reason") in reasons, timeout=90)
+        message = _state(status)["waiting"]["message"]
+        assert text in message and (images.get(key) or missing) in message, message
+        # never a running container: the log is not there yet
+        logs = plugin.logs(bodies[key], "c")
+        assert logs.status_code == 400, logs.text
+    backoff = plugin.wait_status(bodies["missing"], lambda s: _state(s).get("waiting", {}).get(
+        "reason") == "ImagePullBackOff", timeout=60)
+    assert "manifest unknown" in _state(backoff)["waiting"]["message"]
+    log = plugin.log_path.read_text()  # the plugin log shows the image step of the job's containers
+    assert re.search(rf"container c: (ErrImagePull|ImagePullBackOff): .*pulling image {re.escape(missing)}", log)
+    for body in bodies.values():
+        assert plugin.delete(body).status_code == 200
