@@ -27,22 +27,6 @@ from tests.podfactory import container, pod_body
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-STATE = Path("/tmp/il-registry")
-
-
-@pytest.fixture(scope="session")
-def registry(kubelet_images: dict[str, str]) -> Iterator[dict[str, str]]:
-    up = subprocess.run(["bash", str(ROOT / "tests" / "registry" / "registry-up.sh"), str(STATE)],
-                        capture_output=True, text=True, timeout=600)
-    assert up.returncode == 0, up.stderr[-3000:]
-    info = dict(word.split("=", 1) for word in up.stdout.split())
-    info["password"] = Path(info["REGISTRY_PASSWORD_FILE"]).read_text().strip()
-    yield info
-    pulled = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
-                            text=True, timeout=60).stdout.split()
-    mine = [ref for ref in pulled if ref.startswith(f"{info['REGISTRY']}/il/")]
-    if mine:
-        subprocess.run(["podman", "rmi", "-f", *mine], capture_output=True, timeout=120)
 
 
 def _push(registry: dict[str, str], source: str, target: str) -> str:
