@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _push(registry: dict[str, str], source: str, target: str) -> str:
     ref = f"{registry['REGISTRY']}/{target}"
-    pushed = subprocess.run(["podman", "push", "-q", "--creds", f"{registry['REGISTRY_USER']}:{registry['password']}",
-                             source, ref], capture_output=True, text=True, timeout=300)
+    pushed = subprocess.run(["podman", "push", "-q", "--authfile", registry["REGISTRY_AUTH_FILE"], source, ref],
+                            capture_output=True, text=True, timeout=300)
     assert pushed.returncode == 0, pushed.stderr
     subprocess.run(["podman", "rmi", "-f", ref], capture_output=True, timeout=60)  # the test must pull it
     return ref

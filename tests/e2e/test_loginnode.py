@@ -462,7 +462,7 @@ def registry_image(loginnode: None, registry: dict[str, str]) -> Iterator[tuple[
                       f"2>/dev/null || cat /tmp/il-registry-ca.crt >> {bundle}")
     assert trusted.returncode == 0, trusted.stderr
     ref = f"{registry['REGISTRY']}/il/bb-{os.getpid()}-{int(time.time())}:1"
-    podman("push", "-q", "--creds", f"{registry['REGISTRY_USER']}:{registry['password']}", IMAGE, ref, timeout=120)
+    podman("push", "-q", "--authfile", registry["REGISTRY_AUTH_FILE"], IMAGE, ref, timeout=120)
     yield ref, registry
 
 

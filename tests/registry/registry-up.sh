@@ -5,7 +5,8 @@
 # Usage: tests/registry/registry-up.sh [STATE_DIR]   (default /tmp/il-registry)
 # Env:   REGISTRY_PORT  (5443)
 # Prints shell assignments: REGISTRY=localhost:PORT REGISTRY_USER=... REGISTRY_PASSWORD_FILE=...
-# REGISTRY_CA=...  The password lives only in REGISTRY_PASSWORD_FILE (0600).
+# REGISTRY_CA=... REGISTRY_AUTH_FILE=...  The password lives only in REGISTRY_PASSWORD_FILE and in
+# REGISTRY_AUTH_FILE (podman's auth file of the pushes), both 0600; it never goes on a command line.
 set -euo pipefail
 S=${1:-/tmp/il-registry}
 PORT=${REGISTRY_PORT:-5443}
@@ -30,7 +31,7 @@ if [ ! -s "$S/ca.crt" ]; then
 fi
 if [ ! -s "$S/password" ]; then
   (umask 077; openssl rand -hex 16 > "$S/password")
-  htpasswd -Bbc "$S/htpasswd" iltest "$(cat "$S/password")" 2>/dev/null
+  htpasswd -iBc "$S/htpasswd" iltest <"$S/password" 2>/dev/null  # -i: the password from stdin, not argv
 fi
 cat > "$S/config.yml" <<CONF
 version: 0.1
@@ -64,7 +65,11 @@ fi
 for _ in $(seq 1 100); do
   code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$S/ca.crt" "https://$HOSTPORT/v2/" || true)
   if [ "$code" = 401 ]; then
-    echo "REGISTRY=$HOSTPORT REGISTRY_USER=iltest REGISTRY_PASSWORD_FILE=$S/password REGISTRY_CA=$S/ca.crt"
+    if [ ! -s "$S/auth.json" ]; then
+      (umask 077; podman login --authfile "$S/auth.json" -u iltest --password-stdin "$HOSTPORT" <"$S/password" >/dev/null)
+    fi
+    echo "REGISTRY=$HOSTPORT REGISTRY_USER=iltest REGISTRY_PASSWORD_FILE=$S/password REGISTRY_CA=$S/ca.crt" \
+         "REGISTRY_AUTH_FILE=$S/auth.json"
     exit 0
   fi
   sleep 0.2
