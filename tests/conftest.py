@@ -110,3 +110,5 @@ def registry(kubelet_images: dict[str, str]) -> Iterator[dict[str, str]]:
     mine = [ref for ref in pulled if ref.startswith(f"{info['REGISTRY']}/il/")]
     if mine:
         subprocess.run(["podman", "rmi", "-f", *mine], capture_output=True, timeout=120)
+    subprocess.run(["bash", str(ROOT / "tests" / "registry" / "registry-down.sh"), "/tmp/il-registry"],
+                   capture_output=True, timeout=60)
