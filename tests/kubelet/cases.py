@@ -377,7 +377,7 @@ PROBES = Case(
      # startup gates the others: no liveness or readiness check arrives before the startup probe passed
      LogCheck("probes", "probe-test", r"(?s)(Liveness|Readiness) probe.*Startup probe: OK", "CountExactly", 0)),
     xfail={"podman": ITEM2},
-    timeout=60,
+    timeout=80,
 )
 
 _DEFAULT_CMD_ARGS = ["python3", "-c", "import sys; print(f'Python {sys.version}'); print('Default command test completed')"]
@@ -581,7 +581,7 @@ HOOKS = Case(
      LogCheck("lifecycle-hooks", "lifecycle-test", "TERM received; preStop marker: done", on_delete=True)),
     xfail={"podman": ITEM2, "htcondor": ITEM2 + " (postStart runs; preStop does not run on delete: condor_rm ends "
                                                   "the job and the plugin forgets the pod at once)"},
-    timeout=60,
+    timeout=80,
 )
 
 _PEM = ("-----BEGIN CERTIFICATE-----\nMIICpDCCAYwCCQDU+pQ4pHgSpDANBgkqhkiG9w0BAQsFADAUMRIwEAYDVQQDDAls\n"
