@@ -84,3 +84,31 @@ def htcondor_pool(podman_ready: None) -> Iterator[dict[str, str]]:
     assert up.returncode == 0, up.stderr[-3000:]
     yield {"name": "il-htcondor", "image": image, "collector": "127.0.0.1:9618", "dir": "/tmp/il-htcondor"}
     subprocess.run(["bash", str(ROOT / "htcondor" / "htcondor-down.sh")], capture_output=True, timeout=60, env=env)
+
+
+@pytest.fixture(scope="session")
+def kubelet_images(podman_ready: None) -> dict[str, str]:
+    """The kubelet-parity stand-in images (tests/kubelet/images/build.sh): name -> id, built once per recipe."""
+    built = subprocess.run(["bash", str(ROOT / "tests" / "kubelet" / "images" / "build.sh")], capture_output=True,
+                           text=True, timeout=1500)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return dict(line.split() for line in built.stdout.splitlines() if line.strip())
+
+
+@pytest.fixture(scope="session")
+def registry(kubelet_images: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A local OCI registry with htpasswd auth and TLS (tests/registry/registry-up.sh), trusted by podman
+    and the system store; the images tests pull from it are removed from podman's store at the end."""
+    up = subprocess.run(["bash", str(ROOT / "tests" / "registry" / "registry-up.sh"), "/tmp/il-registry"],
+                        capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stderr[-3000:]
+    info = dict(word.split("=", 1) for word in up.stdout.split())
+    info["password"] = Path(info["REGISTRY_PASSWORD_FILE"]).read_text().strip()
+    yield info
+    pulled = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+                            text=True, timeout=60).stdout.split()
+    mine = [ref for ref in pulled if ref.startswith(f"{info['REGISTRY']}/il/")]
+    if mine:
+        subprocess.run(["podman", "rmi", "-f", *mine], capture_output=True, timeout=120)
+    subprocess.run(["bash", str(ROOT / "tests" / "registry" / "registry-down.sh"), "/tmp/il-registry"],
+                   capture_output=True, timeout=60)

@@ -229,6 +229,9 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
                     pod, container, runtime, ctx, lifecycle.get("preStop"), f"{path}.lifecycle.preStop"
                 ),
                 probes=probes,
+                image_argv=argv.image_argv,
+                image=container.image,
+                image_failure=argv.image_failure,
             )
         )
     prologue, wrapper = _prologue(pod, policy, job_dir)

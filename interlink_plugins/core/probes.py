@@ -23,9 +23,8 @@ from typing import Any
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import Container, Pod
 from interlink_plugins.core.runplan import ProbeKind, ProbeRun
-from interlink_plugins.core.runtimes import Runtime, RuntimeContext
+from interlink_plugins.core.runtimes import PROBE_HELPER, Runtime, RuntimeContext
 
-PROBE_HELPER = "probe.sh"
 MPI_HELPER = "mpi.sh"
 DEFAULT_HOST = "127.0.0.1"
 _PROBE_KEYS: Mapping[str, ProbeKind] = {

@@ -41,6 +41,11 @@ class ContainerRun:
     post_start_argv: tuple[str, ...] = ()
     pre_stop_argv: tuple[str, ...] = ()
     probes: tuple[ProbeRun, ...] = ()
+    # the kubelet's image step before every start (pull/convert), the image as the pod names it, and
+    # the waiting reason when it fails (retried with back-off; the container never runs meanwhile)
+    image_argv: tuple[str, ...] = ()
+    image: str = ""
+    image_failure: str = "ErrImagePull"
 
 
 @dataclass(frozen=True)

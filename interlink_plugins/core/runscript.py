@@ -17,6 +17,7 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POLICIES = ("Never", "OnFailure", "Always")
 _PROBE_KINDS = ("startup", "readiness", "liveness")
+_REASON = re.compile(r"[A-Z][A-Za-z]{0,63}")
 MIN_LOG_BYTES = 4096
 """The smallest log cap (the runner keeps 256 bytes of it for the truncation marker)."""
 
@@ -36,6 +37,8 @@ def render_runner(plan: RunPlan) -> str:
         # a sidecar restarts like restartPolicy Always, whatever the plan says
         policies=["Always" if c.sidecar else c.restart_policy for c in containers],
         sidecars=[c.sidecar for c in containers],
+        images=[c.image for c in containers],
+        image_failures=[c.image_failure for c in containers],
         backoff_initial_us=_microseconds(plan.backoff_initial_seconds),
         backoff_max_us=_microseconds(plan.backoff_max_seconds),
         log_max_bytes=plan.log_max_bytes,
@@ -90,9 +93,11 @@ def _check_container(index: int, c: ContainerRun) -> None:
         raise PodSpecError(f"{where}.restartPolicy", "only an init container can be a sidecar")
     if c.kind == "init" and not c.sidecar and c.restart_policy == "Always":
         raise PodSpecError(f"{where}.restartPolicy", "Always on an init container makes it a sidecar")
+    if not _REASON.fullmatch(c.image_failure):
+        raise PodSpecError(f"{where}.image", f"not a waiting reason: {c.image_failure!r}")
     if not c.argv:
         raise PodSpecError(f"{where}.command", "empty command")
-    for words in (c.argv, c.post_start_argv, c.pre_stop_argv, c.cleanup_argv):
+    for words in (c.argv, c.post_start_argv, c.pre_stop_argv, c.cleanup_argv, c.image_argv, (c.image,)):
         if any("\0" in word for word in words):
             raise PodSpecError(f"{where}.command", "NUL byte in an argument")
     seen: set[str] = set()

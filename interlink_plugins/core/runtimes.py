@@ -47,6 +47,7 @@ from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import Container, EnvVar
 
 NS_EXEC_NAME = "ns-exec.sh"
+PROBE_HELPER = "probe.sh"  # templates/probe.sh, installed in every job dir (core/probes.py)
 APPTAINER_HELPER_NAME = "apptainer.sh"
 ENROOT_RC_NAME = "enroot-exec.rc"
 # enroot's image rc runs ENTRYPOINT with the given args; Kubernetes `command` replaces the
@@ -142,13 +143,17 @@ class ContainerArgv:
     """How to run one container.
 
     ``prepare_argvs`` run once, in order, before the first start (a failure fails the
-    container); ``argv`` runs the container (again on each restart); ``cleanup_argv`` runs best
+    container); ``image_argv`` is the kubelet's image step, run before every start (pull or
+    convert; a failure keeps the container waiting with ``image_failure`` and is retried with
+    back-off); ``argv`` runs the container (again on each restart); ``cleanup_argv`` runs best
     effort after it ended or was killed.
     """
 
     argv: tuple[str, ...]
     cleanup_argv: tuple[str, ...] = ()
     prepare_argvs: tuple[tuple[str, ...], ...] = ()
+    image_argv: tuple[str, ...] = ()
+    image_failure: str = "ErrImagePull"  # the waiting reason after a failed image step
     # (path as the job sees it, content): private files the job dir must hold, written mode 0600
     files: tuple[tuple[str, bytes], ...] = ()
 
@@ -317,7 +322,7 @@ class PodmanRuntime:
             f"--label=interlink.eu/pod-name={ctx.pod_name}",
             f"--label=interlink.eu/container={c.name}",
             f"--label=interlink.eu/instance={ctx.instance}",
-            f"--pull={podman_pull_policy(c.image_pull_policy, ctx.pull_policy_override)}",
+            "--pull=never",  # the image step below fetched it, per the pull policy
             "--network=host",
         ]  # fmt: skip
         for mount in _sorted_mounts(ctx.mounts):
@@ -345,14 +350,20 @@ class PodmanRuntime:
             words.append("--entrypoint=" + json.dumps(command))
         words.append(c.image)
         words += args or []
+        policy = podman_pull_policy(c.image_pull_policy, ctx.pull_policy_override)
+        helper = posixpath.join(ctx.job_dir, PROBE_HELPER)
         return ContainerArgv(
-            argv=tuple(words), cleanup_argv=(self._binary(ctx), "rm", "-f", "-t", "0", "--ignore", name)
+            argv=tuple(words), cleanup_argv=(self._binary(ctx), "rm", "-f", "-t", "0", "--ignore", name),
+            image_argv=("bash", helper, "podman-pull", self._binary(ctx), policy, c.image),
+            image_failure="ErrImageNeverPull" if policy == "never" else "ErrImagePull",
         )
 
     def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
+        """``podman exec`` once the container runs (a postStart hook starts right after ``podman run``)."""
         if not command:
             raise ValueError("exec_argv needs a command")
-        return (self._binary(ctx), "exec", container_name(ctx), *command)
+        helper = posixpath.join(ctx.job_dir, PROBE_HELPER)
+        return ("bash", helper, "podman-exec", self._binary(ctx), container_name(ctx), *command)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,8 +478,12 @@ class ApptainerRuntime:
     def argv(self, ctx: RuntimeContext) -> ContainerArgv:
         command, args = _expanded(ctx)
         verb = "exec" if command else "run"
+        _image, sif = self.image(ctx)
+        # a conversion into a SIF is the image step: waiting ContainerCreating meanwhile, ErrImagePull after
+        image_argv = self._launch(ctx, "convert", []) if sif else ()
         return ContainerArgv(
-            argv=self._launch(ctx, verb, [*(command or []), *(args or [])]), files=(self._env_file(ctx),)
+            argv=self._launch(ctx, verb, [*(command or []), *(args or [])]), files=(self._env_file(ctx),),
+            image_argv=image_argv,
         )
 
     def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +44,7 @@ THROTTLE_BACKOFF_MAX = 60.0
 # runner files unchanged by their token are still read again this often (a token can miss a change on a
 # file system with coarse timestamps whose clock is behind ours)
 REREAD_SECONDS = 30.0
+IMAGE_REASONS = frozenset({"ErrImagePull", "ErrImageNeverPull", "ImagePullBackOff"})
 
 
 @dataclass
@@ -86,6 +87,7 @@ class PluginService:
         self._resources_at = 0.0
         self._poll_task: asyncio.Task[None] | None = None
         self._seen_running: set[str] = set()  # pods whose job ran: their runner files are read
+        self._image_steps: dict[tuple[str, str], str] = {}  # (uid, container) -> image-step reason logged last
         # what a pod's cached status was built from, and when
         self._status_keys: dict[str, tuple[tuple[object, ...], float]] = {}
         self.metrics.track_pods(self._phases)
@@ -406,6 +408,8 @@ class PluginService:
         self._cache.pop(record.uid, None)
         self._locks.pop(record.uid, None)
         self._seen_running.discard(record.uid)
+        for key in [k for k in self._image_steps if k[0] == record.uid]:
+            del self._image_steps[key]
         self._status_keys.pop(record.uid, None)
 
     # --- logs --------------------------------------------------------------------------
@@ -615,8 +619,29 @@ class PluginService:
             if key is not None:
                 self._status_keys[record.uid] = (key, now)
             status = build_pod_status(self._context(record, job), files, record.meta.get("images", {}))
+            self._log_image_steps(record, status)
             results.append((record, status, job is not None and is_final(status, job)))
         return results
+
+    def _log_image_steps(self, record: PodRecord, status: Mapping[str, Any]) -> None:
+        """The plugin log shows each container's image step as the status shows it (pulling, failed, back-off),
+        once per change: on runner-based backends the pull happens inside the job."""
+        for entry in [*status.get("initContainers", []), *status.get("containers", [])]:
+            key = (record.uid, str(entry.get("name", "")))
+            waiting = (entry.get("state") or {}).get("waiting") or {}
+            reason, message = str(waiting.get("reason", "")), str(waiting.get("message", ""))
+            image_step = reason in IMAGE_REASONS or (reason == "ContainerCreating" and "pulling image" in message)
+            before = self._image_steps.get(key)
+            if image_step and before != reason:
+                self._image_steps[key] = reason
+                logger = log.warning if reason in IMAGE_REASONS else log.info
+                logger("pod %s/%s (%s) container %s: %s", record.namespace, record.name, record.uid, key[1],
+                       message or reason)
+            elif not image_step and before is not None:
+                del self._image_steps[key]
+                if before == "ContainerCreating":
+                    log.info("pod %s/%s (%s) container %s: image ready", record.namespace, record.name,
+                             record.uid, key[1])
 
     async def _measure_usage(self) -> None:
         """Data-root usage for the metrics: a tree walk, so at most every 5 minutes, in a thread."""

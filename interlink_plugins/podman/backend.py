@@ -56,6 +56,7 @@ from interlink_plugins.podman.spec import (
     L_RUN,
     L_UID,
     LABEL_PREFIX,
+    ContainerSpec,
     HostFacts,
     PodSpec,
     build_pod_spec,
@@ -82,6 +83,7 @@ L_JOB_DIR = LABEL_PREFIX + "job-dir"
 STOP_MARKER = "stop-requested"
 ACTION_CONCURRENCY = 4
 STOP_CONCURRENCY = 16
+PULL_TIMEOUT = 1800.0  # seconds one image pull may take (large images, slow registries)
 _ZERO_TIME = "0001-01-01"
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
@@ -163,6 +165,7 @@ class PodmanBackend:
         self._start_errors: dict[tuple[str, str, int], str] = {}  # (pod, container, run) -> error
         self._create_errors: dict[str, dict[str, CreateError]] = {}  # pod id -> container -> error
         self._in_flight: dict[str, set[str]] = {}  # pod id -> containers with an action under way ("*": pod)
+        self._pulling: dict[str, dict[str, str]] = {}  # pod id -> container -> image being pulled for it
         self._stop_requested: set[str] = set()
         self._orphans: set[str] = set()  # pods whose removal failed: retried every poll
         self._tasks: set[asyncio.Task[None]] = set()
@@ -524,6 +527,7 @@ class PodmanBackend:
             infra_running=info.infra_running,
             stop_requested=pod_id in self._stop_requested,
             in_flight=frozenset(self._in_flight.get(pod_id, ())),
+            pulling=dict(self._pulling.get(pod_id, {})),
         )
 
     def _plan(self, spec: PodSpec, observed: Observed) -> PodView:
@@ -587,9 +591,13 @@ class PodmanBackend:
             run_dir = info.job_dir / "c" / container.name / str(action.run)
             await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
             if action.kind == "start":
+                if not await self._pull(pod_id, container, action.run, run_dir):
+                    return
                 devices = container_devices(spec, info.devices).get(container.name, [])
                 args = run_argv(spec, container, pod_id=pod_id, instance=self.config.instance_id, run=action.run,
                                 backoff=action.backoff, log_path=str(run_dir / "log"), devices=devices)
+                # pulled (or found) above: podman run must not go to the registry a second time
+                args = [w if not w.startswith("--pull=") else "--pull=never" for w in args]
             else:
                 args = ["start", *action.container_ids]
             result = await self._podman(args, f"start {container.name}", cwd=str(run_dir))
@@ -609,6 +617,45 @@ class PodmanBackend:
         elif action.kind == "prune":
             await self._podman(["rm", "-f", "--ignore", *action.container_ids], "prune")
             await asyncio.to_thread(_remove_runs_before, info.job_dir / "c" / action.container, action.run)
+
+    async def _pull(self, pod_id: str, container: ContainerSpec, run: int, run_dir: Path) -> bool:
+        """The image step of a start, as the kubelet's: pull per the container's policy before creating it.
+
+        While it runs the container waits, ContainerCreating "pulling image X", and the plugin log shows
+        it; a failed pull keeps the container waiting (ErrImagePull, then ImagePullBackOff until the
+        retry) with podman's message, which carries the registry's. False when the start must stop."""
+        policy = next((w.partition("=")[2] for w in container.options if w.startswith("--pull=")), "missing")
+        image = container.image
+        if policy == "never":
+            return True  # podman run reports a missing image: ErrImageNeverPull
+        if policy == "missing":
+            exists = await self._podman(["image", "exists", image], f"image {container.name}")
+            if exists.ok:
+                return True
+        self._pulling.setdefault(pod_id, {})[container.name] = image
+        log.info("podman pod %s: container %s: pulling image %s", pod_id, container.name, image)
+        started = time.monotonic()
+        try:
+            result = await self._podman(["pull", "--quiet", image], f"pull {container.name}", timeout=PULL_TIMEOUT)
+        finally:
+            self._pulling.get(pod_id, {}).pop(container.name, None)
+        took = time.monotonic() - started
+        if result.ok:
+            log.info("podman pod %s: container %s: pulled image %s in %.1fs", pod_id, container.name, image, took)
+            self._create_errors.get(pod_id, {}).pop(container.name, None)
+            return True
+        text = " ".join((result.error_text or f"podman pull exited {result.returncode}").split())
+        errors = self._create_errors.setdefault(pod_id, {})
+        previous = errors.get(container.name)
+        attempts = previous.attempts + 1 if previous is not None and previous.run == run else 1
+        message = f"pulling image {image}: {text}"
+        errors[container.name] = CreateError(run, "ErrImagePull", message, time.time(), attempts)
+        record = {"create": True, "reason": "ErrImagePull", "message": message, "at": time.time(),
+                  "attempts": attempts}
+        await asyncio.to_thread(_write_text, run_dir / "error", json.dumps(record))
+        log.warning("podman pod %s: container %s: pulling image %s failed after %.1fs (attempt %d): %s",
+                    pod_id, container.name, image, took, attempts, text)
+        return False
 
     async def _create_workdir(self, ctr: str, workdir: str, run_dir: Path) -> bool:
         """Create a missing workingDir in a created container (0755, root), as the CRI runtimes do:

@@ -80,6 +80,7 @@ class Observed:
     infra_running: bool = True
     stop_requested: bool = False  # /delete asked for this pod
     in_flight: frozenset[str] = frozenset()  # containers with an action under way
+    pulling: Mapping[str, str] = field(default_factory=dict)  # container -> image being pulled for it
 
 
 ActionKind = Literal["start", "start-existing", "stop", "stop-pod", "finish-pod", "prune"]
@@ -125,6 +126,9 @@ def backoff_after(run: Run, initial: float, maximum: float) -> float:
     if run.backoff <= 0 or duration >= 2 * maximum:
         return min(initial, maximum)
     return min(run.backoff * 2, maximum)
+
+
+PULL_ERROR_SHOWN = 2.0  # seconds a failed pull shows ErrImagePull before ImagePullBackOff
 
 
 def _retry_delay(attempts: int, initial: float, maximum: float) -> float:
@@ -183,11 +187,18 @@ class Planner:
         error = self.obs.create_errors.get(c.name)
         if last is None or (error is not None and error.run > last.run):
             run = error.run if error is not None else 0
+            image = self.obs.pulling.get(c.name)
+            if image is not None:
+                waiting = ("ContainerCreating", f"pulling image {image}")
             files = ContainerFiles(restarts=run, last=_last_state(runs, run), waiting=waiting)
             action = None
-            if error is not None:
-                files = ContainerFiles(restarts=run, last=_last_state(runs, run), waiting=(error.reason, error.message))
+            if error is not None and image is None:
                 due = self.now >= error.at + _retry_delay(error.attempts, self.initial, self.maximum)
+                reason, message = error.reason, error.message
+                if reason == "ErrImagePull" and not due and self.now >= error.at + PULL_ERROR_SHOWN:
+                    # the kubelet: ErrImagePull when a pull fails, ImagePullBackOff while it waits to retry
+                    reason, message = "ImagePullBackOff", f"Back-off pulling image: {message}"
+                files = ContainerFiles(restarts=run, last=_last_state(runs, run), waiting=(reason, message))
                 if allow_start and due and not flying:
                     waited = backoff_after(last, self.initial, self.maximum) if last and last.ended else 0.0
                     action = Action("start", c.name, run, backoff=waited)

@@ -3,6 +3,9 @@
 #
 #   bash apptainer.sh BINARY FALLBACK ENV_FILE SIF IMAGE VERB [OPTION]... -- [ARG]...
 #
+# VERB      exec or run; "convert" only converts IMAGE into SIF and exits (the runner's image step,
+#           so the container waits ContainerCreating during a conversion and ErrImagePull after a
+#           failed one, instead of running with an empty log)
 # BINARY    the configured runtime binary; FALLBACK is tried when BINARY is not on PATH ("" = none)
 # ENV_FILE  the container's env: NAME=VALUE records, NUL-separated (written by the plugin, 0600);
 #           each becomes APPTAINERENV_NAME (SINGULARITYENV_NAME for a singularity binary) in the
@@ -93,4 +96,5 @@ if [[ -n $sif ]]; then
   image=$sif
 fi
 unset user pass
+[[ $verb == convert ]] && exit 0
 exec "$path" "$verb" "${opts[@]}" "$image" "$@"

@@ -2,6 +2,8 @@
 # interlink-plugins probe helper, installed in the job dir; the pod runner runs it under `timeout`.
 #   probe.sh tcp HOST PORT
 #   probe.sh http SCHEME HOST PORT PATH [HEADER]...      (HEADER: "Name: value")
+#   probe.sh podman-exec PODMAN NAME COMMAND...           (exec hook or probe, runtime podman)
+#   probe.sh podman-pull PODMAN POLICY IMAGE              (image step of runtime podman)
 # Exit 0 = success (TCP: the connection opens; HTTP: a status from 200 to 399, as the kubelet).
 # Every value arrives as an argument: nothing here evaluates it.
 set -u
@@ -56,6 +58,38 @@ case $mode in
       exit 0
     fi
     echo "http $scheme://$authority$path: status ${code:-none}" >&2
+    exit 1
+    ;;
+  podman-pull)
+    # the kubelet's image step for runtime podman: POLICY always|newer pulls, missing pulls when
+    # the image is not there, never only checks that it is
+    [[ $# -eq 3 ]] || { echo "usage: probe.sh podman-pull PODMAN POLICY IMAGE" >&2; exit 2; }
+    bin=$1 policy=$2 image=$3
+    case $policy in
+      never)
+        "$bin" image exists -- "$image" && exit 0
+        echo "image $image is not present and the pull policy is Never" >&2
+        exit 1
+        ;;
+      missing) "$bin" image exists -- "$image" && exit 0 ;;
+    esac
+    exec "$bin" pull --quiet -- "$image"
+    ;;
+  podman-exec)
+    # the runner starts `podman run` in the background and a postStart hook right after it, when
+    # podman may not have created the container yet: wait until it runs, then exec into it
+    [[ $# -ge 3 ]] || { echo "usage: probe.sh podman-exec PODMAN NAME COMMAND..." >&2; exit 2; }
+    bin=$1 name=$2
+    shift 2
+    for ((i = 0; i < 600; i++)); do
+      state=$("$bin" container inspect --format '{{.State.Status}}' -- "$name" 2>/dev/null) || state=''
+      case $state in
+        running) exec "$bin" exec -- "$name" "$@" ;;
+        exited|stopped|stopping|removing) echo "container $name is $state" >&2; exit 1 ;;
+      esac
+      sleep 0.1
+    done
+    echo "container $name did not start within 60 s" >&2
     exit 1
     ;;
   *)

@@ -217,7 +217,8 @@ class HTCondorKit:
         if runtime == "podman":
             import pytest
 
-            pytest.skip("the HTCondor test pool has no podman inside its execute node (runtime podman: SLURM kit)")
+            pytest.skip("runtime podman on the HTCondor pool needs the images loaded into its jobs' store "
+                        "(htcondor/htcondor-images.sh, as tests/e2e/test_kubelet_parity.py does); this kit does not")
         workdir = self.workdir / f"plugin{len(self._plugins)}"
         workdir.mkdir(parents=True, exist_ok=True)
         workdir.chmod(0o711)

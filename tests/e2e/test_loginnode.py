@@ -446,3 +446,66 @@ def test_certificate_and_jump_host(loginnode: None, tmp_path: Path) -> None:
     out, refused = asyncio.run(run())
     assert out == b"hpcuser\n"
     assert "ssh hpcuser@127.0.0.1:2223" in refused
+
+
+# ---------------------------------------------------------------------------------------------
+# real image pulls: apptainer docker:// conversion from the local registry with RegistryCredentials
+
+
+@pytest.fixture
+def registry_image(loginnode: None, registry: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """The small busybox image pushed to the test registry under a name of its own; the login node trusts
+    the registry's CA (apptainer, a Go program, reads the system bundle)."""
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    podman("cp", registry["REGISTRY_CA"], f"{NAME}:/tmp/il-registry-ca.crt")
+    trusted = in_node("sh", "-c", f'mkdir -p /etc/ssl/certs; grep -qF "$(sed -n 2p /tmp/il-registry-ca.crt)" {bundle} '
+                      f"2>/dev/null || cat /tmp/il-registry-ca.crt >> {bundle}")
+    assert trusted.returncode == 0, trusted.stderr
+    ref = f"{registry['REGISTRY']}/il/bb-{os.getpid()}-{int(time.time())}:1"
+    podman("push", "-q", "--authfile", registry["REGISTRY_AUTH_FILE"], IMAGE, ref, timeout=120)
+    yield ref, registry
+
+
+@pytest.mark.parametrize("password", ["right", "wrong"])
+def test_apptainer_converts_from_a_registry_with_credentials(ssh_plugin: Any, registry_image: Any,
+                                                             password: str) -> None:
+    """While apptainer converts docker://IMAGE the container waits ContainerCreating naming the image (the plugin
+    log shows it); a wrong password leaves it waiting ErrImagePull / ImagePullBackOff with the registry's
+    message, never running with an empty log."""
+    ref, registry = registry_image
+    secret_password = registry["password"] if password == "right" else "not-the-password"
+    plugin = ssh_plugin(**ssh_config(), DataTransfer="sftp", DataRootFolder=f"/home/hpcuser/il-jobs-r{os.getpid()}",
+                        RegistryCredentials={registry["REGISTRY"]: {"Username": registry["REGISTRY_USER"],
+                                                                    "Password": secret_password}})
+    body = pod_body(f"pull-{password}", [container("c", ["sh", "-c", "echo converted-and-ran"], image=ref)])
+    plugin.create(body)
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status = plugin.status(body)
+        assert status is not None
+        state = states(status)["c"]
+        seen.append(state)
+        if "terminated" in state:
+            break
+        waiting = state.get("waiting") or {}
+        if password == "wrong":
+            assert "running" not in state, seen
+            if waiting.get("reason") == "ImagePullBackOff":
+                break
+        time.sleep(0.3)
+    pulling = [s["waiting"] for s in seen if "pulling image" in (s.get("waiting") or {}).get("message", "")]
+    assert pulling and all(ref in w["message"] for w in pulling), seen[:6]
+    log = plugin.log_path.read_text()
+    if password == "right":
+        assert seen[-1]["terminated"]["exitCode"] == 0, seen[-3:]
+        assert plugin.logs(body, "c").text == "converted-and-ran\n"
+        assert re.search(rf"container c: ContainerCreating: pulling image {re.escape(ref)}", log), log[-2000:]
+    else:
+        failed = [s["waiting"] for s in seen if (s.get("waiting") or {}).get("reason") in ("ErrImagePull",
+                                                                                          "ImagePullBackOff")]
+        assert failed, seen[-4:]
+        assert "unauthorized" in failed[-1]["message"] or "authentication" in failed[-1]["message"], failed[-1]
+        assert plugin.logs(body, "c").status_code == 400
+        assert secret_password not in log
+    assert plugin.delete(body).status_code == 200

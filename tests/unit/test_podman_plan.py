@@ -163,3 +163,22 @@ def test_active_deadline_stops_the_pod_once() -> None:
     ended = plan(s, now=T0 + 40, runs={"a": [ran(0, 137, T0 + 1, T0 + 35)]}, pod_started_ts=T0, infra_running=False)
     assert not ended.active
     assert ended.files["a"].reason == ("DeadlineExceeded", "activeDeadlineSeconds 30 exceeded")
+
+
+def test_image_pull_waits_container_creating_then_err_image_pull_then_back_off() -> None:
+    s = spec(c("a"))
+    pulling = plan(s, runs={}, in_flight=frozenset({"a"}), pulling={"a": "reg.example/app:1"})
+    assert pulling.files["a"].waiting == ("ContainerCreating", "pulling image reg.example/app:1")
+    assert pulling.actions == ()
+    failed = CreateError(0, "ErrImagePull", "pulling image reg.example/app:1: unauthorized", T0 + 99)
+    fresh = plan(s, now=T0 + 100, runs={}, create_errors={"a": failed})
+    assert fresh.files["a"].waiting == ("ErrImagePull", "pulling image reg.example/app:1: unauthorized")
+    waiting = plan(s, now=T0 + 104, runs={}, create_errors={"a": failed})
+    assert waiting.files["a"].waiting == ("ImagePullBackOff",
+                                          "Back-off pulling image: pulling image reg.example/app:1: unauthorized")
+    assert waiting.actions == ()
+    assert ("start", "a", 0) in kinds(plan(s, now=T0 + 110, runs={}, create_errors={"a": failed}))
+    # a retry under way shows the pull again, not the old error
+    again = plan(s, now=T0 + 111, runs={}, create_errors={"a": failed}, in_flight=frozenset({"a"}),
+                 pulling={"a": "reg.example/app:1"})
+    assert again.files["a"].waiting == ("ContainerCreating", "pulling image reg.example/app:1")

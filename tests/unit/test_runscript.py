@@ -689,3 +689,66 @@ def test_empty_pod_exits_zero(tmp_path: Path) -> None:
     job = tmp_path / "job"
     assert run_pod(plan_for(job)).returncode == 0
     assert pod_exit(job) == "0"
+
+
+# ---------------------------------------------------------------------------------------------
+# the image step (the kubelet's pull before a start)
+
+
+def _wait_for(path: Path, pattern: str, timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            text = path.read_text()
+            if re.search(pattern, text):
+                return text
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never matched {pattern!r}: {text!r}")
+
+
+def test_image_step_waits_container_creating_then_runs(tmp_path: Path, start_pod: Callable[[RunPlan], subprocess.Popen[str]]) -> None:
+    gate = tmp_path / "gate"
+    pull = sh('while [ ! -e "$1" ]; do sleep 0.05; done; echo pulled', str(gate))
+    plan = plan_for(tmp_path / "job", main("c", sh("echo running"), image_argv=pull, image="registry.example/app:1"))
+    proc = start_pod(plan)
+    state = tmp_path / "job" / "c" / "c"
+    assert _wait_for(state / "waiting", "^ContainerCreating pulling image registry.example/app:1$")
+    assert not (state / "started").exists()  # never running while the image is fetched
+    gate.touch()
+    proc.wait(RUN_TIMEOUT)
+    assert (state / "exit").read_text().strip() == "0"
+    assert "running" in (state / "log").read_text() and "pulled" not in (state / "log").read_text()
+
+
+def test_image_step_failure_waits_err_image_pull_then_back_off_and_retries(
+    tmp_path: Path, start_pod: Callable[[RunPlan], subprocess.Popen[str]]
+) -> None:
+    count = tmp_path / "count"
+    # fails twice with the registry's message, then succeeds
+    pull = sh('echo x >> "$1"; [ "$(wc -l < "$1")" -ge 3 ] && exit 0; echo "unauthorized: authentication required" >&2; exit 1',
+              str(count))
+    plan = plan_for(tmp_path / "job", main("c", sh("echo ran"), image_argv=pull, image="r.example/app:1"),
+                    backoff_initial_seconds=0.5, backoff_max_seconds=1)
+    proc = start_pod(plan)
+    state = tmp_path / "job" / "c" / "c"
+    text = _wait_for(state / "waiting", "^ErrImagePull ")
+    assert text.strip() == "ErrImagePull pulling image r.example/app:1: unauthorized: authentication required"
+    assert _wait_for(state / "waiting", r"^ImagePullBackOff Back-off 0\.5s pulling image r\.example/app:1: unauthorized")
+    assert not (state / "started").exists()
+    proc.wait(RUN_TIMEOUT)
+    assert count.read_text().count("x") == 3
+    assert (state / "exit").read_text().strip() == "0"
+
+
+def test_a_stop_during_the_image_step_ends_the_container_without_running_it(
+    tmp_path: Path, start_pod: Callable[[RunPlan], subprocess.Popen[str]]
+) -> None:
+    plan = plan_for(tmp_path / "job", main("c", sh("echo ran"), image_argv=sh("sleep 30"), image="r.example/app:1"))
+    proc = start_pod(plan)
+    state = tmp_path / "job" / "c" / "c"
+    _wait_for(state / "waiting", "^ContainerCreating ")
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(RUN_TIMEOUT)
+    assert (state / "exit").read_text().strip() != "0"
+    assert not (state / "log").exists() or "ran" not in (state / "log").read_text()

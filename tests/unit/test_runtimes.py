@@ -441,7 +441,8 @@ def test_podman_argv_structure() -> None:
         '--entrypoint=["/bin/echo", "1"]', BUSYBOX, "x",
     )  # fmt: skip
     assert spec.cleanup_argv == ("podman", "rm", "-f", "-t", "0", "--ignore", name)
-    assert runtime_for("podman").exec_argv(ctx, ["cat", "/x"]) == ("podman", "exec", name, "cat", "/x")
+    assert runtime_for("podman").exec_argv(ctx, ["cat", "/x"]) == (
+        "bash", f"{ctx.job_dir}/probe.sh", "podman-exec", "podman", name, "cat", "/x")
 
 
 @pytest.mark.parametrize(
@@ -454,7 +455,11 @@ def test_podman_argv_structure() -> None:
 def test_podman_pull_policy(policy: str, override: str | None, expected: str) -> None:
     assert podman_pull_policy(policy, override) == expected
     ctx = make_ctx(make_container(pull=policy), pull_policy_override=override)
-    assert f"--pull={expected}" in runtime_for("podman").argv(ctx).argv
+    spec = runtime_for("podman").argv(ctx)
+    # the pull is the image step (waiting ContainerCreating / ErrImagePull), podman run never pulls
+    assert "--pull=never" in spec.argv
+    assert spec.image_argv == ("bash", f"{ctx.job_dir}/probe.sh", "podman-pull", "podman", expected, ctx.container.image)
+    assert spec.image_failure == ("ErrImageNeverPull" if expected == "never" else "ErrImagePull")
 
 
 def test_podman_pull_policy_bad_override() -> None:
