@@ -162,7 +162,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     report(os.access(config.state_dir, os.W_OK), f"StateDir {config.state_dir} writable")
     runtime_binary = {
         "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
-        "enroot": config.enroot[0], "none": "bwrap",
+        "none": "bwrap",
     }[config.container_runtime]
     found = shutil.which(runtime_binary)
     if config.container_runtime == "none":
