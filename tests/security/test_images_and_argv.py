@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import test_loginnode as login_kit
 from tests.e2e.kits import PodmanKit
 from tests.harness import PluginProcess
 from tests.podfactory import BUSYBOX, container, pod_body
 
 pytestmark = pytest.mark.e2e
+login_node = login_kit.loginnode  # the login node (apptainer), started by the project's scripts
 
 HOSTILE_IMAGES = ["--volume=/:/host", "--privileged", "--pid=host", "--cap-add=ALL"]
 # what the container does when the attack works: print the host's marker file through /host
@@ -167,3 +169,71 @@ def test_slurm_runtime_podman_argv_ends_options_before_the_image(
     text = result.stdout + result.stderr
     assert "HOST-ROOT-FS-VISIBLE" not in text and "ran" not in result.stdout, text
     assert result.returncode != 0 and "invalid reference format" in text, (result.returncode, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# apptainer on the login node (run under `flock /tmp/il-loginnode.lock`)
+
+
+@pytest.fixture
+def node_plugin(login_node: None, tmp_path: Path) -> Iterator[PluginProcess]:
+    """The plugin on this host submitting over SSH as the unprivileged hpcuser (sftp job dirs)."""
+    from tests.e2e.test_loginnode import apptainer_config, ssh_config
+
+    workdir = tmp_path / "p"
+    workdir.mkdir()
+    plugin = PluginProcess(workdir, {**apptainer_config(InstanceId=f"sec-{tmp_path.name[-10:]}"), **ssh_config(),
+                                     "DataTransfer": "sftp",
+                                     "DataRootFolder": f"/home/hpcuser/il-sec-{uuid.uuid4().hex[:8]}"})
+    plugin.start()
+    yield plugin
+    plugin.stop()
+
+
+def test_apptainer_image_root_is_never_an_option(node_plugin: PluginProcess) -> None:
+    """Attack: `slurm-job.vk.io/image-root: --bind=/etc:/` with `image: x` and the SIF as command[0]:
+    the prefixed image `--bind=/etc:/x` became an apptainer option (past the singularity-options
+    allow-list and AllowedHostPaths) and the container read the node's /etc at /x. Defence: image-root
+    is `scheme://...` or an absolute directory (422 naming the annotation); an absolute directory
+    still works."""
+    from tests.e2e.test_loginnode import SHARED, SIF
+
+    for key, root in (("slurm-job.vk.io/image-root", "--bind=/etc:/"), ("job.vk.io/image-root", "-B/etc:/")):
+        body = pod_body("root", [container("c", [str(SIF), "cat", "/x/hostname"], image="x")],
+                        annotations={key: root})
+        refused(node_plugin, body, f"metadata.annotations[{key}]")
+    good = pod_body("root-ok", [container("c", ["cat", "/etc/passwd"], image=SIF.name)],
+                    annotations={"slurm-job.vk.io/image-root": f"{SHARED}/"})
+    node_plugin.create(good)
+    status = node_plugin.wait_done(good, timeout=120)
+    assert status["containers"][0]["state"]["terminated"]["exitCode"] == 0, status
+    assert node_plugin.logs(good, "c").text.startswith("root:x:0:0"), node_plugin.logs(good, "c").text
+
+
+def test_apptainer_refuses_images_that_are_options(node_plugin: PluginProcess) -> None:
+    """Attack: `image: --bind=/etc:/x` (or `--writable`, `-B/etc:/x`) with the SIF as command[0] on
+    runtime apptainer. Defence: 422 naming spec.containers[0].image."""
+    from tests.e2e.test_loginnode import SIF
+
+    for image in ("--bind=/etc:/x", "--writable", "-B/etc:/x"):
+        body = pod_body("img", [container("c", [str(SIF), "cat", "/x/hostname"], image=image)])
+        refused(node_plugin, body, "spec.containers[0].image")
+
+
+def test_apptainer_helper_ends_options_before_the_image(login_node: None) -> None:
+    """Attack (defence in depth): the job's apptainer.sh given `--bind=/etc:/x` as the image, as if a
+    form slipped past the checks, with the SIF as the first program word, run as hpcuser on the real
+    apptainer. Defence: `--` before the image: apptainer looks for an image named `--bind=/etc:/x`."""
+    from interlink_plugins.core.runtimes import APPTAINER_HELPER_NAME, helper_files
+    from tests.e2e.test_loginnode import SHARED, SIF, in_node
+
+    helper = SHARED / f"sec-{uuid.uuid4().hex[:8]}-{APPTAINER_HELPER_NAME}"
+    helper.write_text(helper_files()[APPTAINER_HELPER_NAME])
+    helper.chmod(0o644)
+    try:
+        result = in_node("bash", str(helper), "apptainer", "", "", "", "--bind=/etc:/x", "exec", "--no-eval", "--",
+                         str(SIF), "cat", "/x/hostname", user="hpcuser", timeout=120)
+    finally:
+        helper.unlink()
+    assert "login01" not in result.stdout, result.stdout
+    assert result.returncode != 0 and "--bind=/etc:/x" in result.stderr, result.stderr
