@@ -274,6 +274,8 @@ def _none_expected_env(env: Sequence[tuple[str, str]]) -> dict[bytes, bytes]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(env=env_lists)
 @example(env=[("A.b-c", "x\ny=z"), ("-lead", "$(touch CANARY)"), ("_", "`touch CANARY`'\""), ("PATH", "/nope")])
+@example(env=[("SHLVL", "x"), ("IFS", "-"), ("RANDOM", "7"), ("SECONDS", "x"), ("BASH_ENV", "/nope"), ("UID", "u"),
+              ("POSIXLY_CORRECT", "1"), ("SHELLOPTS", "s"), ("LD_PRELOAD", ""), ("OPTIND", "o")])
 def test_none_env_reaches_process_byte_exact(env: list[tuple[str, str]], job_dir: Path) -> None:
     canary = job_dir / "canary"
     env = [(n, canary_free(v, canary)) for n, v in env]
@@ -284,6 +286,27 @@ def test_none_env_reaches_process_byte_exact(env: list[tuple[str, str]], job_dir
     assert result.returncode == 0, result.stderr
     assert environ_of(result.stdout) == _none_expected_env(env)
     assert not canary.exists()
+
+
+def test_none_env_values_never_sit_in_an_argv(job_dir: Path, tmp_path: Path) -> None:
+    """Values of identifier names reach the process through ns-exec's own environment: env(1), the
+    last program before the command, sees only the names bash cannot export (and their values)."""
+    rec = tmp_path / "env.argv"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "env").write_text(f"#!/bin/sh\n# stand-in for env(1): records its argv\nprintf '%s\\0' \"$@\" > {rec}\n"
+                                 'exec /usr/bin/env "$@"\n')
+    (bin_dir / "env").chmod(0o755)
+    env = [("TOKEN", "s3cr3t-one"), ("PEM", "a\ns3cr3t-two"), ("my.var", "odd-name-value")]
+    ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env), job_dir)
+    argv = none_argv(ctx)
+    result = run(argv, timeout=20, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    seen = rec.read_bytes()
+    assert b"s3cr3t" not in seen and argv_of(seen)[:3] == [b"-u", b"SHLVL", b"--"]
+    assert b"my.var=odd-name-value" in seen  # not a shell identifier: the one way left is env(1)'s argv
+    got = environ_of(result.stdout)  # (the stand-in, a dash script, adds PWD: exactness is tested above)
+    assert {k: got.get(k) for k in (b"TOKEN", b"PEM", b"my.var")} == {b(k): b(v) for k, v in env}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
