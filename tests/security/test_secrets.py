@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import test_loginnode as login_kit
 from tests.e2e.kits import PodmanKit
 from tests.harness import PluginProcess, exit_codes, states
 from tests.podfactory import BUSYBOX, container, pod_body, secret
@@ -232,3 +233,35 @@ def test_process_scan_sees_a_leak(secrets: Secrets) -> None:
     finally:
         leaker.kill()
         leaker.wait()
+
+
+login_node = login_kit.loginnode  # the login node (apptainer), started by the project's scripts
+
+
+def test_real_apptainer_converts_with_the_auth_file_and_the_file_is_gone(login_node: None, secrets: Secrets) -> None:
+    """The conversion step on the real apptainer 1.4.5 (as hpcuser): `build --authfile FILE -- SIF
+    IMAGE` is accepted and the auth file is removed as soon as the step ends; the password is in no
+    log. (The source is a local docker-archive: no registry is reachable here.)"""
+    from interlink_plugins.core.runtimes import APPTAINER_HELPER_NAME, helper_files, registry_auth_json
+
+    work = login_kit.SHARED / f"sec-conv-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    os.chown(work, 1500, 1500)
+    helper = work / APPTAINER_HELPER_NAME
+    helper.write_text(helper_files()[APPTAINER_HELPER_NAME])
+    auth = work / "auth.json"
+    auth.write_bytes(registry_auth_json("docker.io", "robot", secrets.registry))
+    for path in (helper, auth):
+        os.chown(path, 1500, 1500)
+    auth.chmod(0o600)
+    sif = work / "img.sif"
+    try:
+        result = login_kit.in_node("bash", str(helper), "--convert", "apptainer", "", str(auth), str(sif),
+                                   f"docker-archive:{login_kit.ARCHIVE}", user="hpcuser", timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert sif.stat().st_size > 0 and not auth.exists()
+        for path in work.rglob("*"):
+            if path.is_file():
+                assert secrets.registry.encode() not in path.read_bytes(), path
+    finally:
+        login_kit.in_node("rm", "-rf", str(work))
