@@ -237,3 +237,15 @@ def test_apptainer_helper_ends_options_before_the_image(login_node: None) -> Non
         helper.unlink()
     assert "login01" not in result.stdout, result.stdout
     assert result.returncode != 0 and "--bind=/etc:/x" in result.stderr, result.stderr
+
+
+def test_enroot_is_refused_at_start(tmp_path: Path) -> None:
+    """Attack: enroot's prepare steps went through an eval word by word, putting the pod's image in an
+    eval context, and no enroot can be tested here. Defence: the runtime is gone; a config naming it
+    stops the plugin at start with the runtimes that exist."""
+    plugin = PluginProcess(tmp_path, {"Backend": "slurm", "ContainerRuntime": "enroot"})
+    with pytest.raises(RuntimeError) as info:
+        plugin.start(timeout=20)
+    plugin.stop()
+    assert "'enroot' is not supported" in str(info.value)
+    assert "apptainer, singularity, podman, none" in str(info.value)
