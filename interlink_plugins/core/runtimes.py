@@ -416,9 +416,7 @@ class ApptainerRuntime:
                     )
             words += ["--bind", f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")]
         if ctx.container.working_dir:
-            words += ["--pwd", ctx.container.working_dir]
-        if "--" in words:
-            raise PodSpecError(ctx.field("workingDir"), "'--' is not a valid directory")
+            words.append(f"--pwd={ctx.container.working_dir}")  # one word: never two that could split
         return words
 
     def _binary(self, ctx: RuntimeContext) -> str:

@@ -9,6 +9,7 @@ state. What changes per run (name, run number, back-off, log path, GPUs of the p
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -442,6 +443,12 @@ def publish_words(pod: Pod, network: str) -> list[str]:
                 if network.startswith(_NO_PUBLISH_NETWORKS):
                     raise PodSpecError(f"{path}.hostPort", f"cannot be published with PodmanPodNetwork {network!r}")
                 host_ip = str(port.get("hostIP") or "")
+                if host_ip:
+                    try:
+                        host_ip = str(ipaddress.ip_address(host_ip))
+                    except ValueError:
+                        raise PodSpecError(f"{path}.hostIP", f"{host_ip!r} is not an IP address") from None
+                    host_ip = f"[{host_ip}]" if ":" in host_ip else host_ip
                 prefix = f"{host_ip}:" if host_ip else ""
                 words.append(f"--publish={prefix}{host_port}:{container_port}/{protocol}")
     return words

@@ -181,3 +181,19 @@ def test_privileged_and_capabilities_from_the_pod_are_never_granted() -> None:
     for word in ("--privileged", "--cap-add", "SYS_ADMIN", "--security-opt", "--pid=host", "--ipc=host",
                  "--network=host", "--net=host"):
         assert word not in joined, word
+
+
+@pytest.mark.parametrize(("host_ip", "word"), [("127.0.0.1", "--publish=127.0.0.1:8080:80/tcp"),
+                                               ("::1", "--publish=[::1]:8080:80/tcp")])
+def test_host_ip_is_an_address(host_ip: str, word: str) -> None:
+    ports = [{"containerPort": 80, "hostPort": 8080, "hostIP": host_ip}]
+    body = pod_body("p", [container("c", ["true"], ports=ports)])
+    assert word in pod_create_argv(parse_create_body(body), build(body), instance="i", network="")
+
+
+def test_host_ip_that_is_not_an_address_is_refused() -> None:
+    ports = [{"containerPort": 80, "hostPort": 8080, "hostIP": "0.0.0.0:9090:22/tcp,--x"}]
+    body = pod_body("p", [container("c", ["true"], ports=ports)])
+    with pytest.raises(PodSpecError) as info:
+        pod_create_argv(parse_create_body(body), build(body), instance="i", network="")
+    assert info.value.field == "spec.containers[0].ports[0].hostIP"

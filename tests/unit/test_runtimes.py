@@ -680,7 +680,7 @@ def test_apptainer_exec_argv_structure() -> None:
     assert spec.argv == (
         "bash", "/jobs/ns-uid/apptainer.sh", "apptainer", "singularity", "/jobs/ns-uid/c/c1/env.nul", "",
         "docker://img", "exec", "--no-eval", "--nv", "--contain", "--cleanenv",
-        "--bind", "/j/v:/data", "--bind", "/j/s:/sec:ro", "--pwd", "/w", "--", "/bin/x", "1", "y z",
+        "--bind", "/j/v:/data", "--bind", "/j/s:/sec:ro", "--pwd=/w", "--", "/bin/x", "1", "y z",
     )  # fmt: skip
     # the env never sits in the argv: it is a private NUL-separated file
     assert spec.files == (("/jobs/ns-uid/c/c1/env.nul", b"A=1\0B=q'\n\0"),)
