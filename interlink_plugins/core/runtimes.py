@@ -68,6 +68,8 @@ _PULL_POLICIES = {
     "never": "never",
     "newer": "newer",
 }
+
+
 @dataclass(frozen=True)
 class ApptainerSettings:
     """Site settings of the apptainer/singularity runtime (config keys Apptainer*, ImageOverrides, ...)."""
