@@ -105,7 +105,7 @@ exec_with_env() {
 
 if ((!probe)) && [[ -z $chdir ]] && ((${#modes[@]} == 0)); then
     [[ -n $env_file ]] && exec_with_env "$env_file" "$@"
-    exec "$@"
+    exec -- "$@"
 fi
 
 if ! bwrap_path=$(command -v -- "$bwrap"); then
