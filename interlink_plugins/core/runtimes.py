@@ -14,7 +14,7 @@ shell. Per runtime:
     containers, ports on the node), as with apptainer and ``none``. The env goes through a private
     ``--env-file``; a value that podman's line-based file cannot carry byte for byte (a newline, a
     final carriage return, a line of 64 KiB or more) becomes a podman secret of type env, created by
-    ``podman-secrets.sh`` from a private file and removed after the run: values never sit in argv.
+    ``podman-secrets.sh`` from a private file and removed when the run ends: values never sit in argv.
     ``--`` ends the options before the image.
 ``apptainer`` / ``singularity``
     ``exec`` when the pod sets a command, ``run`` otherwise (keeps the runscript); always
@@ -336,7 +336,8 @@ class PodmanRuntime:
         cleanup: tuple[str, ...] = (binary, "rm", "-f", "-t", "0", "--ignore", name)
         if secret_files:
             helper = posixpath.join(ctx.job_dir, PODMAN_SECRETS_NAME)
-            # the secrets exist from just before the run until its cleanup (podman reads them at start)
+            # the secrets exist from just before the run until it ends (podman reads them at start);
+            # the cleanup after a stop removes them too
             words = ["bash", helper, "create", binary, *secret_files, "--", *words]
             cleanup = ("bash", helper, "remove", binary, *secret_files[::2], "--", *cleanup)
         return ContainerArgv(argv=tuple(words), cleanup_argv=cleanup, files=tuple(files))

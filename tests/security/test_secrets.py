@@ -160,6 +160,17 @@ def test_slurm_batch_script_argv_and_environ_hold_no_secret(
             assert rel.parts[0] in ("c", "volumes"), rel  # env files, the Secret volume (and the container's log)
     check_container_saw(plugin, body, secrets)
     assert plugin.delete(body).status_code == 200
+    if runtime == "podman":  # the multi-line value was a podman secret for the run: gone with it
+        uid = body["pod"]["metadata"]["uid"]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and uid in podman_secret_names():
+            time.sleep(0.5)
+        assert uid not in podman_secret_names()
+
+
+def podman_secret_names() -> str:
+    return subprocess.run(["podman", "secret", "ls", "--format", "{{.Name}}"], capture_output=True, text=True,
+                          timeout=30).stdout
 
 
 def test_registry_password_never_in_the_batch_script_and_gone_after_the_conversion(

@@ -614,10 +614,11 @@ def test_podman_mounts_readonly_file_and_workdir(podman_images: None, tmp_path: 
 
 
 def test_podman_rm_and_cleanup(podman_images: None) -> None:
-    ctx, spec = podman_argv(make_ctx(make_container(command=["/bin/true"])))
+    ctx, spec = podman_argv(make_ctx(make_container(command=["/bin/sh", "-c", "exit 3"], env=[("M", "a\nb")])))
     name = container_name(ctx)
-    assert run(spec.argv).returncode == 0
+    assert run(spec.argv).returncode == 3  # the container's exit status, through podman-secrets.sh
     assert run(["podman", "container", "exists", name]).returncode == 1  # --rm removed it
+    assert run(["podman", "secret", "inspect", f"{name}-env0"]).returncode != 0  # and the run its env secret
     # a running container: cleanup removes it and ends `podman run`; its env secret goes with it
     secret = f"{name}-env0"
     _ctx, sleeper = podman_argv(
