@@ -217,7 +217,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     report(*_state_check(config.state_db))
     runtime_binary = {
         "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
-        "enroot": config.enroot[0], "none": "bwrap",
+        "none": "bwrap",
     }[config.container_runtime]
     found = shutil.which(runtime_binary)
     if config.container_runtime == "none":

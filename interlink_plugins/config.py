@@ -26,7 +26,7 @@ from interlink_plugins.core.runscript import MIN_LOG_BYTES
 log = logging.getLogger(__name__)
 
 BACKENDS = ("slurm", "podman", "htcondor")
-RUNTIMES = ("apptainer", "singularity", "enroot", "podman", "none")
+RUNTIMES = ("apptainer", "singularity", "podman", "none")
 HTCONDOR_AUTH = ("CLAIMTOBE", "IDTOKENS", "SSL", "SCITOKENS", "FS", "KERBEROS", "MUNGE")
 HTCONDOR_DATA_MODES = ("shared", "spool")
 _SHELL_CHARS = re.compile(r"[|&;<>()$`\\\n*?{}\[\]~]")
@@ -67,7 +67,6 @@ class Config:
     sacct: tuple[str, ...] = ("sacct",)
     podman: tuple[str, ...] = ("podman",)
     apptainer: tuple[str, ...] = ("apptainer",)
-    enroot: tuple[str, ...] = ("enroot",)
     image_prefix: str = ""
     pull_policy: str = ""
     podman_pod_network: str = ""
@@ -155,6 +154,16 @@ def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
         return text
 
     return parse
+
+
+def _runtime(key: str, value: Any) -> str:
+    text = _str(key, value).strip().lower()
+    if text == "enroot":
+        raise ConfigError(
+            f"{key}: 'enroot' is not supported (its runtime could not be tested against a real enroot and was "
+            f"removed); use one of {', '.join(RUNTIMES)}"
+        )
+    return _choice(RUNTIMES)(key, value)
 
 
 def _int(key: str, value: Any) -> int:
@@ -464,8 +473,9 @@ FIELDS: dict[str, FieldSpec] = {
     ),
     "ContainerRuntime": FieldSpec(
         "container_runtime",
-        _choice(RUNTIMES),
-        "How containers run inside the job: apptainer, singularity, enroot, podman or none (host userland).",
+        _runtime,
+        "How containers run inside the job: apptainer, singularity, podman or none (host userland). enroot is "
+        "not supported (no runtime ships untested).",
     ),
     "DataRootFolder": FieldSpec(
         "data_root", _path, "Job directories live here; must be visible from the compute nodes (shared filesystem)."
@@ -500,7 +510,6 @@ FIELDS: dict[str, FieldSpec] = {
     "SacctPath": FieldSpec("sacct", _argv, "sacct command (with accounting disabled, sacct -c reads jobcomp)."),
     "PodmanPath": FieldSpec("podman", _argv, "podman command (Podman backend, and the podman runtime)."),
     "SingularityPath": FieldSpec("apptainer", _argv, "apptainer or singularity binary.", env="SINGULARITYPATH"),
-    "EnrootPath": FieldSpec("enroot", _argv, "enroot binary."),
     "ImagePrefix": FieldSpec(
         "image_prefix", _str, "Prefix for images without a scheme (apptainer/singularity only), e.g. docker://."
     ),
@@ -685,7 +694,8 @@ FIELDS: dict[str, FieldSpec] = {
         "registry_credentials",
         _registry_credentials,
         "registry host -> {Username, Password | PasswordFile} for apptainer pulls (interLink sends no "
-        "imagePullSecrets); given to the pull only, through its environment, never argv, logs or containers.",
+        "imagePullSecrets); given to the conversion only, as a private auth file (--authfile) removed before any "
+        "container starts: never argv, an environment, the batch script, logs or containers.",
     ),
     "ApptainerOptions": FieldSpec(
         "apptainer_options",
@@ -737,7 +747,8 @@ GO_COMPAT_KEYS = {
     "ExportPodData": "volumes are always exported",
     "SingularityDefaultOptions": "use AllowedSingularityOptions and the singularity-options annotation",
     "SingularityPrefix": "unused in the Go plugin too",
-    "EnrootDefaultOptions": "not yet used",
+    "EnrootPath": "enroot is not supported",
+    "EnrootDefaultOptions": "enroot is not supported",
     "EnrootPrefix": "unused in the Go plugin too",
     "Tsocks": "not supported",
     "TsocksPath": "not supported",

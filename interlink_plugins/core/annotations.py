@@ -1,5 +1,5 @@
 """Pod annotations the batch backends read, with their legacy names, and the option annotations
-that go to a tool other than sbatch/apptainer (enroot, the MPI launcher).
+that go to a tool other than sbatch/apptainer (the MPI launcher).
 
 Every option annotation is split with shlex and parsed as the tool parses it (core.policy's
 parser), then checked against an allow-list; what the plugin owns is refused in every spelling.
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from interlink_plugins.core.imageref import check_image_root
 from interlink_plugins.core.policy import (
     AdminPolicy,
     OptionSpec,
     ParsedOption,
-    PolicyViolation,
     check_options,
     parse_options,
     split_words,
@@ -29,8 +29,6 @@ SINGULARITY_OPTIONS = (
     "job.vk.io/singularity-options",
     "htcondor-job.vk.io/singularity-options",
 )
-ENROOT_MOUNTS = ("slurm-job.vk.io/enroot-mounts", "job.vk.io/enroot-mounts")
-ENROOT_OPTIONS = ("slurm-job.vk.io/enroot-options", "job.vk.io/enroot-options")
 MPI_FLAGS = ("slurm-job.vk.io/mpi-flags", "job.vk.io/mpi-flags")
 FLAVOR = ("slurm-job.vk.io/flavor", "job.vk.io/flavor")
 WSTUNNEL = "interlink.eu/wstunnel-client-commands"
@@ -53,15 +51,6 @@ def first(annotations: Mapping[str, str], keys: Sequence[str]) -> tuple[str, str
 def _table(rows: Sequence[tuple[str, str | None, str]]) -> dict[str, OptionSpec]:
     return {long: OptionSpec(long, short, takes) for long, short, takes in rows}  # type: ignore[arg-type]
 
-
-# enroot start (enroot 3.x `enroot start --help`)
-ENROOT_START_OPTIONS: Mapping[str, OptionSpec] = _table(
-    [("conf", "c", "required"), ("env", "e", "required"), ("rc", None, "required"), ("root", "r", "no"),
-     ("rw", "w", "no"), ("mount", "m", "required")]
-)  # fmt: skip
-ENROOT_ALLOW = frozenset({"root", "rw", "mount"})
-# conf and rc run scripts (raw shell); env comes from the pod spec only
-ENROOT_NEVER = frozenset({"conf", "env", "rc"})
 
 # srun options a pod may pass to the MPI launcher; the never-list is refused in every spelling
 SRUN_OPTIONS: Mapping[str, OptionSpec] = _table(
@@ -90,26 +79,15 @@ SRUN_NEVER = frozenset(
 SRUN_ALLOW = frozenset(SRUN_OPTIONS) - SRUN_NEVER
 
 
-def _mount_source(spec: str) -> str:
-    """The host side of an enroot mount: `SRC:DST[:...]` or an fstab line `SRC DST TYPE FLAGS`."""
-    words = spec.split()
-    if len(words) > 1:
-        return words[0]
-    return spec.split(":", 1)[0]
-
-
-def enroot_option_words(policy: AdminPolicy, text: str, *, field: str) -> list[str]:
-    """enroot-options / enroot-mounts: argv words for `enroot start`, mount sources checked."""
-    parsed = parse_options(text, ENROOT_START_OPTIONS, field=field)
-    check_options(parsed, ENROOT_ALLOW, field=field, never=ENROOT_NEVER)
-    words: list[str] = []
-    for option in parsed:
-        if option.name == "mount":
-            source = _mount_source(option.value or "")
-            if not policy.host_path_allowed(source):
-                raise PolicyViolation(field, f"{option.spelling!r}: host path {source!r} is not allowed")
-        words += [f"--{option.name}"] if option.value is None else [f"--{option.name}", option.value]
-    return words
+def image_root(annotations: Mapping[str, str]) -> str:
+    """The image-root annotation (a prefix for images without a transport), checked: ``scheme://...``
+    or an absolute directory, never something a runtime could read as an option. "" when not set."""
+    found = first(annotations, IMAGE_ROOT)
+    if found is None:
+        return ""
+    key, value = found
+    check_image_root(value, f"metadata.annotations[{key}]")
+    return value
 
 
 def mpi_launch_words(policy: AdminPolicy, text: str, launcher: Sequence[str], *, field: str) -> list[str]:

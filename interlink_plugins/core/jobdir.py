@@ -1,7 +1,7 @@
 """A pod turned into a job directory and a RunPlan: shared by every batch backend (SLURM, HTCondor).
 
 Besides the containers, the RunPlan carries what the pod's annotations ask for inside the job:
-runtime options (singularity/enroot options and mounts, policy-checked), the MPI launcher
+runtime options (singularity options and mounts, policy-checked), the MPI launcher
 (mpi-flags), probes and lifecycle hooks, and the admin-enabled raw shell (interLink's wstunnel
 commands, pre-exec, the full-mesh script as a wrapper around the containers). interLink's
 ``jobScript`` replaces the containers with one pseudo-container ``jobscript`` whose state every
@@ -30,12 +30,10 @@ from interlink_plugins.core.runtimes import (
     NS_EXEC_NAME,
     Runtime,
     RuntimeContext,
-    apptainer_runner_env,
     apptainer_settings,
     helper_files,
     runtime_for,
 )
-from interlink_plugins.core.templating import quote_words
 from interlink_plugins.core.volumes import materialise_volumes
 
 # kept for importers; core.annotations is the list of every key and its legacy names
@@ -59,8 +57,9 @@ def _restart_policy(pod: Pod, container: Container) -> RestartPolicy:
 
 def _runtime_binary(config: Config, runtime_name: str) -> str | None:
     """The runtime executable inside the job (a single path: the job runs it, not the plugin)."""
-    configured = {"apptainer": config.apptainer, "singularity": config.apptainer, "podman": config.podman,
-                  "enroot": config.enroot}.get(runtime_name)
+    configured = {"apptainer": config.apptainer, "singularity": config.apptainer, "podman": config.podman}.get(
+        runtime_name
+    )
     if not configured or configured == (runtime_name,):
         return None
     return configured[0]
@@ -73,9 +72,6 @@ def _runtime_options(pod: Pod, policy: AdminPolicy, runtime_name: str) -> tuple[
         for key, text in ann.present(pod.annotations, (*ann.SINGULARITY_MOUNTS, *ann.SINGULARITY_OPTIONS)):
             for option in policy.singularity_options(text, field=f"metadata.annotations[{key}]"):
                 words.append(f"--{option.name}" if option.value is None else f"--{option.name}={option.value}")
-    elif runtime_name == "enroot":
-        for key, text in ann.present(pod.annotations, (*ann.ENROOT_MOUNTS, *ann.ENROOT_OPTIONS)):
-            words += ann.enroot_option_words(policy, text, field=f"metadata.annotations[{key}]")
     return tuple(words)
 
 
@@ -170,13 +166,13 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     if runtime_name == "none":
         _refuse_mounts_without_namespaces(pod)
     runtime = runtime_for(runtime_name)
-    image_root_found = ann.first(pod.annotations, ann.IMAGE_ROOT)
-    image_root = image_root_found[1] if image_root_found else ""
+    image_root = ann.image_root(pod.annotations)
     options = _runtime_options(pod, policy, runtime_name)
     mpi = _mpi_launch(pod, config, policy, runtime_name, job_dir)
     runs: list[ContainerRun] = []
     private_files: list[tuple[str, bytes]] = []
     prepare_steps: list[tuple[str, ...]] = []
+    credential_paths: list[str] = []
     if pod.job_script is not None:
         # interLink's job script replaces the containers (the Go plugin's pseudo-container jobScript)
         policy.check_raw_shell("jobScript")
@@ -202,10 +198,11 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             apptainer=apptainer_settings(config),
         )
         argv = runtime.argv(ctx)
-        private_files.extend(argv.files)
+        private_files.extend(argv.files + argv.credential_files)
         if write:
-            _write_private_files(argv.files)
+            _write_private_files(argv.files + argv.credential_files)
         prepare_steps.extend(argv.prepare_argvs)
+        credential_paths.extend(path for path, _content in argv.credential_files)
         lifecycle = container.lifecycle
         path = f"{container.field_path}[{position}]"
         probes: tuple[ProbeRun, ...] = ()
@@ -235,9 +232,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             )
         )
     prologue, wrapper = _prologue(pod, policy, job_dir)
-    prologue.extend(quote_words(step) for step in prepare_steps)
     runner_env = dict(config.job_environment)
-    runner_env.update(apptainer_runner_env(config, [c.image for c in pod.all_containers]))
     pod_ip = pod.annotations.get(ann.POD_IP, "")
     if pod_ip:
         runner_env["POD_IP"] = pod_ip
@@ -253,6 +248,8 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         runner_env=tuple(sorted(runner_env.items())),
         wrapper=wrapper,
         private_files=tuple(private_files),
+        prepare=tuple(prepare_steps),
+        credential_files=tuple(credential_paths),
     )
 
 

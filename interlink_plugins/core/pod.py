@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from interlink_plugins.core.errors import PodSpecError
+from interlink_plugins.core.imageref import check_image
 from interlink_plugins.core.quantity import cpu_millicores, memory_bytes, whole_count
 
 ContainerKind = Literal["init", "main"]
@@ -250,6 +251,7 @@ def _parse_container(
     if not _DNS_LABEL.match(name):
         raise PodSpecError(f"{path}.name", f"{name!r} is not a DNS label")
     image = _no_nul(_as_str(spec.get("image"), f"{path}.image"), f"{path}.image")
+    check_image(image, f"{path}.image")
     command = spec.get("command")
     args = spec.get("args")
     command_t = (

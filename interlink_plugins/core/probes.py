@@ -1,7 +1,7 @@
 """Kubernetes probes and lifecycle handlers turned into argv lists the pod runner runs in the job.
 
 * ``exec``: the runtime's own exec (core.runtimes ``exec_argv``: ``podman exec`` into the running
-  container; apptainer/enroot start the command in the container's image and environment; runtime
+  container; apptainer starts the command in the container's image and environment; runtime
   ``none`` runs it on the host with the pod's env and mounts).
 * ``tcpSocket``: ``probe.sh tcp HOST PORT`` (bash ``/dev/tcp``).
 * ``httpGet``: ``probe.sh http SCHEME HOST PORT PATH [HEADER]...`` (curl, else a bash ``/dev/tcp``

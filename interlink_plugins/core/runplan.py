@@ -67,6 +67,11 @@ class RunPlan:
     wrapper: tuple[str, ...] = ()
     # (path as the job sees it, content): the runtimes' private files (env files), mode 0600
     private_files: tuple[tuple[str, bytes], ...] = ()
+    # argv run in order after the prologue and before any container (image conversions with registry
+    # credentials); never given to a shell parser
+    prepare: tuple[tuple[str, ...], ...] = ()
+    # private files only the prepare steps may read: removed by the runner right after them
+    credential_files: tuple[str, ...] = ()  # removed when the runner ends
 
     @property
     def init_containers(self) -> tuple[ContainerRun, ...]:

@@ -11,7 +11,11 @@ shell. Per runtime:
 ``podman``
     ``podman run --rm --replace`` with ``--network=host``: every container of a pod, whatever its
     runtime, shares the job's network namespace, which is the pod network (localhost between
-    containers, ports on the node), as with apptainer, enroot and ``none``.
+    containers, ports on the node), as with apptainer and ``none``. The env goes through a private
+    ``--env-file``; a value that podman's line-based file cannot carry byte for byte (a newline, a
+    final carriage return, a line of 64 KiB or more) becomes a podman secret of type env, created by
+    ``podman-secrets.sh`` from a private file and removed when the run ends: values never sit in argv.
+    ``--`` ends the options before the image.
 ``apptainer`` / ``singularity``
     ``exec`` when the pod sets a command, ``run`` otherwise (keeps the runscript); always
     ``--no-eval``. The container runs through ``apptainer.sh`` in the job dir, which picks the
@@ -23,15 +27,14 @@ shell. Per runtime:
     own ``--env-file`` (shell-parsed) does too for shell-quoted values but loses ``PWD`` and
     ``IFS``, so it is not used. A name that is not a shell identifier is refused (422): the
     entries would silently drop the WHOLE env, ``--env-file`` fails. ``HOME`` cannot be set
-    (apptainer refuses to override it).
-``enroot``
-    ``enroot import`` + ``enroot create`` as prepare steps, ``enroot start`` to run, ``enroot
-    remove -f`` as cleanup. enroot passes env through a line-based file, so names must be C
-    identifiers and values single lines; anything else is refused rather than mangled.
+    (apptainer refuses to override it). Registry credentials are a private docker-style auth file
+    that only the conversion reads (``--authfile``): the conversion runs as a prepare step before
+    any container starts, and the file is removed right after it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import posixpath
@@ -43,25 +46,16 @@ from typing import Any, Protocol
 
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.expand import env_map, expand_k8s
+from interlink_plugins.core.imageref import check_apptainer_image, check_podman_image
 from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import Container, EnvVar
+from interlink_plugins.core.podmanenv import podman_env
 
 NS_EXEC_NAME = "ns-exec.sh"
 PROBE_HELPER = "probe.sh"  # templates/probe.sh, installed in every job dir (core/probes.py)
 APPTAINER_HELPER_NAME = "apptainer.sh"
-ENROOT_RC_NAME = "enroot-exec.rc"
-# enroot's image rc runs ENTRYPOINT with the given args; Kubernetes `command` replaces the
-# entrypoint, so a pod command runs through this rc instead: `rc WORKDIR COMMAND [ARG]...`.
-ENROOT_RC = """\
-# interlink-plugins enroot rc: run the pod's command instead of the image entrypoint.
-# Arguments: WORKDIR (may be empty) COMMAND [ARG]...
-if [ -n "$1" ]; then
-    mkdir -p "$1" 2>/dev/null
-    cd "$1" || exit 126
-fi
-shift
-exec "$@"
-"""
+PODMAN_SECRETS_NAME = "podman-secrets.sh"
+REGISTRY_AUTH_DIR = "registry-auth"
 
 _POD_UID_LABEL = "interlink.eu/pod-uid"
 _NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -75,25 +69,6 @@ _PULL_POLICIES = {
     "never": "never",
     "newer": "newer",
 }
-# names that enroot's own bash (or the loader) would act on if they were in its environment
-_ENROOT_HOST_SENSITIVE = frozenset(
-    {
-        "PATH",
-        "BASH_ENV",
-        "ENV",
-        "SHELLOPTS",
-        "BASHOPTS",
-        "IFS",
-        "CDPATH",
-        "GLOBIGNORE",
-        "PS4",
-        "HOME",
-        "TMPDIR",
-        "LANG",
-        "LC_ALL",
-        "POSIXLY_CORRECT",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -104,7 +79,8 @@ class ApptainerSettings:
     fallback: str = "singularity"  # tried in the job when the binary is not on PATH ("" = none)
     cache_dir: str = ""  # ApptainerCacheDir (as the jobs see it)
     overrides: Mapping[str, str] = field(default_factory=dict)  # image -> SIF / sandbox dir / URI
-    credentialed_registries: frozenset[str] = frozenset()  # registries with RegistryCredentials
+    # RegistryCredentials: registry host -> (user, password), given to conversions only
+    credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,7 +94,7 @@ class RuntimeContext:
     pod_uid: str
     pod_namespace: str
     pod_name: str
-    instance: str  # plugin instance id (podman/enroot container names, labels)
+    instance: str  # plugin instance id (podman container names, labels)
     image_prefix: str = ""  # apptainer/singularity only (image-root annotation, else ImagePrefix)
     pull_policy_override: str | None = None  # podman: config PullPolicy beats imagePullPolicy
     gpus: int = 0
@@ -156,6 +132,9 @@ class ContainerArgv:
     image_failure: str = "ErrImagePull"  # the waiting reason after a failed image step
     # (path as the job sees it, content): private files the job dir must hold, written mode 0600
     files: tuple[tuple[str, bytes], ...] = ()
+    # private files only the image step reads (registry credentials): the image step removes them once
+    # it succeeded, the runner when it ends
+    credential_files: tuple[tuple[str, bytes], ...] = ()
 
 
 class Runtime(Protocol):
@@ -180,8 +159,8 @@ def helper_files() -> dict[str, str]:
     templates = resources.files("interlink_plugins").joinpath("templates")
     return {
         NS_EXEC_NAME: templates.joinpath("ns_exec.sh").read_text(),
-        ENROOT_RC_NAME: ENROOT_RC,
         APPTAINER_HELPER_NAME: templates.joinpath("apptainer.sh").read_text(),
+        PODMAN_SECRETS_NAME: templates.joinpath("podman_secrets.sh").read_text(),
     }
 
 
@@ -222,6 +201,7 @@ def _check_target(ctx: RuntimeContext, mount: Mount) -> None:
 
 
 ENV_FILE_NAME = "env.nul"
+PODMAN_ENV_FILE_NAME = "podman.env"
 
 
 def env_file_path(ctx: RuntimeContext) -> str:
@@ -304,6 +284,10 @@ def podman_pull_policy(image_pull_policy: str, override: str | None = None) -> s
     return value
 
 
+def podman_env_file_path(ctx: RuntimeContext) -> str:
+    return posixpath.join(ctx.job_dir, "c", ctx.container.name, PODMAN_ENV_FILE_NAME)
+
+
 class PodmanRuntime:
     """``podman run`` per container, removed when it ends."""
 
@@ -314,9 +298,11 @@ class PodmanRuntime:
 
     def argv(self, ctx: RuntimeContext) -> ContainerArgv:
         c = ctx.container
+        check_podman_image(c.image, ctx.field("image"))
         name = container_name(ctx)
+        binary = self._binary(ctx)
         words = [
-            self._binary(ctx), "run", "--rm", "--replace", f"--name={name}", "--log-driver=none",
+            binary, "run", "--rm", "--replace", f"--name={name}", "--log-driver=none",
             f"--label={_POD_UID_LABEL}={ctx.pod_uid}",
             f"--label=interlink.eu/pod-namespace={ctx.pod_namespace}",
             f"--label=interlink.eu/pod-name={ctx.pod_name}",
@@ -331,12 +317,16 @@ class PodmanRuntime:
             if mount.read_only:
                 spec.append("ro=true")
             words.append("--mount=" + ",".join(_csv_field(f) for f in spec))
-        for var_name, value in _final_env(ctx).items():
-            if not var_name or var_name != var_name.strip() or any(ch.isspace() for ch in var_name):
-                raise PodSpecError(
-                    f"{_env_field(ctx, var_name)}.name", "podman cannot pass a variable name with white space"
-                )
-            words.append(f"--env={var_name}={value}")
+        env = podman_env(_final_env(ctx), name, lambda var: _env_field(ctx, var))
+        env_path = podman_env_file_path(ctx)
+        files: list[tuple[str, bytes]] = [(env_path, env.env_file)]
+        words.append(f"--env-file={env_path}")
+        secret_files: list[str] = []
+        for index, (secret, variable, value) in enumerate(env.secrets):
+            path = posixpath.join(ctx.job_dir, "c", c.name, f"env-secret-{index}")
+            files.append((path, value))
+            secret_files += [secret, path]
+            words.append(f"--secret={secret},type=env,target={variable}")
         if c.working_dir:
             words.append(f"--workdir={c.working_dir}")
         if c.run_as_user is not None:
@@ -348,13 +338,19 @@ class PodmanRuntime:
         if command:
             # a JSON array: podman splits nothing, every element stays one argv word
             words.append("--entrypoint=" + json.dumps(command))
-        words.append(c.image)
-        words += args or []
+        words += ["--", c.image, *(args or [])]
+        cleanup: tuple[str, ...] = (binary, "rm", "-f", "-t", "0", "--ignore", name)
+        if secret_files:
+            secrets_helper = posixpath.join(ctx.job_dir, PODMAN_SECRETS_NAME)
+            # the secrets exist from just before the run until it ends (podman reads them at start);
+            # the cleanup after a stop removes them too
+            words = ["bash", secrets_helper, "create", binary, *secret_files, "--", *words]
+            cleanup = ("bash", secrets_helper, "remove", binary, *secret_files[::2], "--", *cleanup)
         policy = podman_pull_policy(c.image_pull_policy, ctx.pull_policy_override)
-        helper = posixpath.join(ctx.job_dir, PROBE_HELPER)
+        probe_helper = posixpath.join(ctx.job_dir, PROBE_HELPER)
         return ContainerArgv(
-            argv=tuple(words), cleanup_argv=(self._binary(ctx), "rm", "-f", "-t", "0", "--ignore", name),
-            image_argv=("bash", helper, "podman-pull", self._binary(ctx), policy, c.image),
+            argv=tuple(words), cleanup_argv=cleanup, files=tuple(files),
+            image_argv=("bash", probe_helper, "podman-pull", binary, policy, c.image),
             image_failure="ErrImageNeverPull" if policy == "never" else "ErrImagePull",
         )
 
@@ -437,9 +433,7 @@ class ApptainerRuntime:
                     )
             words += ["--bind", f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")]
         if ctx.container.working_dir:
-            words += ["--pwd", ctx.container.working_dir]
-        if "--" in words:
-            raise PodSpecError(ctx.field("workingDir"), "'--' is not a valid directory")
+            words.append(f"--pwd={ctx.container.working_dir}")  # one word: never two that could split
         return words
 
     def _binary(self, ctx: RuntimeContext) -> str:
@@ -454,36 +448,62 @@ class ApptainerRuntime:
         image = settings.overrides.get(ctx.container.image)
         if image is None:
             image = apptainer_image(ctx.container.image, ctx.image_prefix or "docker://")
+            check_apptainer_image(image, ctx.field("image"))
         if not needs_conversion(image):
             return image, ""
         if settings.cache_dir:
             return image, posixpath.join(settings.cache_dir, cached_sif_name(image))
-        if image_registry(image) in settings.credentialed_registries:
+        if image_registry(image) in settings.credentials:
             # credentials reach only a conversion: into the job dir when no shared cache is configured
             return image, posixpath.join(ctx.job_dir, "images", cached_sif_name(image))
         return image, ""
 
     def _launch(self, ctx: RuntimeContext, verb: str, program: Sequence[str]) -> tuple[str, ...]:
         image, sif = self.image(ctx)
-        fallback = ctx.apptainer.fallback
-        if fallback == self.name or fallback == self._binary(ctx):
-            fallback = "apptainer" if self.name == "singularity" else ""
         helper = posixpath.join(ctx.job_dir, APPTAINER_HELPER_NAME)
         env_file = self._env_file(ctx)[0]
         return (
-            "bash", helper, self._binary(ctx), fallback, env_file, sif, image, verb, *self._options(ctx), "--",
-            *program,
+            "bash", helper, self._binary(ctx), self._fallback(ctx), env_file, sif, image, verb, *self._options(ctx),
+            "--", *program,
         )  # fmt: skip
+
+    def _fallback(self, ctx: RuntimeContext) -> str:
+        fallback = ctx.apptainer.fallback
+        if fallback == self.name or fallback == self._binary(ctx):
+            fallback = "apptainer" if self.name == "singularity" else ""
+        return fallback
+
+    def _credentialed_conversion(self, ctx: RuntimeContext) -> tuple[tuple[str, ...], tuple[str, bytes]] | None:
+        """(image step, private auth file) when the image comes from a registry with credentials.
+
+        The step converts the image with the auth file and removes the file once the conversion
+        succeeded (the runner removes it when it ends), so it never outlives the need for it."""
+        image, sif = self.image(ctx)
+        found = ctx.apptainer.credentials.get(image_registry(image)) if sif else None
+        if not found:
+            return None
+        auth_file = posixpath.join(ctx.job_dir, REGISTRY_AUTH_DIR, f"{ctx.container.name}.json")
+        step = ("bash", posixpath.join(ctx.job_dir, APPTAINER_HELPER_NAME), "--convert", self._binary(ctx),
+                self._fallback(ctx), auth_file, sif, image)  # fmt: skip
+        return step, (auth_file, registry_auth_json(image_registry(image), *found))
 
     def argv(self, ctx: RuntimeContext) -> ContainerArgv:
         command, args = _expanded(ctx)
         verb = "exec" if command else "run"
         _image, sif = self.image(ctx)
-        # a conversion into a SIF is the image step: waiting ContainerCreating meanwhile, ErrImagePull after
-        image_argv = self._launch(ctx, "convert", []) if sif else ()
+        # a conversion into a SIF is the image step: waiting ContainerCreating meanwhile, ErrImagePull
+        # then ImagePullBackOff after a failure; with registry credentials it reads a private auth file
+        conversion = self._credentialed_conversion(ctx)
+        credential_files: tuple[tuple[str, bytes], ...]
+        if conversion:
+            image_argv, credential_files = conversion[0], (conversion[1],)
+        else:
+            image_argv, credential_files = (self._launch(ctx, "convert", []) if sif else ()), ()
         return ContainerArgv(
-            argv=self._launch(ctx, verb, [*(command or []), *(args or [])]), files=(self._env_file(ctx),),
+            argv=self._launch(ctx, verb, [*(command or []), *(args or [])]),
+            files=(self._env_file(ctx),),
             image_argv=image_argv,
+            credential_files=credential_files,
         )
 
     def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
@@ -499,114 +519,15 @@ def apptainer_settings(config: Any) -> ApptainerSettings:
         fallback=str(config.apptainer_fallback),
         cache_dir=str(config.apptainer_cache_dir),
         overrides=dict(config.image_overrides),
-        credentialed_registries=frozenset(config.registry_credentials),
+        credentials=dict(config.registry_credentials),
     )
 
 
-def apptainer_runner_env(config: Any, images: Sequence[str]) -> dict[str, str]:
-    """Registry credentials for the pod's conversions (runner env, unset by apptainer.sh before a container runs).
-
-    One pair per pod: those of the first image whose registry has credentials."""
-    if config.container_runtime not in ("apptainer", "singularity") or not config.registry_credentials:
-        return {}
-    for image in images:
-        if image in config.image_overrides:
-            continue
-        reference = apptainer_image(image, config.image_prefix or "docker://")
-        found = config.registry_credentials.get(image_registry(reference))
-        if found:
-            return {"IL_REGAUTH_USER": found[0], "IL_REGAUTH_PASS": found[1]}
-    return {}
-
-
-# ---------------------------------------------------------------------------------------------
-# enroot
-
-
-def enroot_uri(image: str) -> str:
-    """``docker://[REGISTRY#]IMAGE[:TAG]`` as enroot import wants it (URIs pass unchanged)."""
-    if _SCHEME.match(image):
-        return image
-    first, sep, rest = image.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return f"docker://{first}#{rest}"
-    return f"docker://{image}"
-
-
-class EnrootRuntime:
-    """``enroot import`` / ``create`` once, ``enroot start`` per run, ``enroot remove -f`` after."""
-
-    name = "enroot"
-
-    def _binary(self, ctx: RuntimeContext) -> str:
-        binary = ctx.binary or "enroot"
-        if "=" in binary:
-            raise ConfigError(f"runtime binary {binary!r} must not contain '='")
-        return binary
-
-    def _start(self, ctx: RuntimeContext, command: Sequence[str] | None, args: Sequence[str]) -> list[str]:
-        process_env: list[str] = []
-        options = ["--rw"]
-        env = _final_env(ctx)
-        if ctx.gpus > 0 and "NVIDIA_VISIBLE_DEVICES" not in env:
-            env["NVIDIA_VISIBLE_DEVICES"] = "all"  # the job's device cgroup limits what "all" is
-        for name, value in env.items():
-            where = _env_field(ctx, name)
-            if not _C_IDENTIFIER.match(name) or name.startswith("ENROOT_"):
-                raise PodSpecError(f"{where}.name", "enroot needs a C identifier name not starting with ENROOT_")
-            if "\n" in value or "\r" in value or re.match(r"""^["'].*["'][ \t]*$""", value, re.S):
-                raise PodSpecError(
-                    f"{where}.value", "enroot cannot pass this value unchanged (newline or surrounding quotes)"
-                )
-            if name in _ENROOT_HOST_SENSITIVE or name.startswith(("LD_", "BASH_FUNC_")):
-                options += ["--env", f"{name}={value}"]  # kept out of enroot's own environment
-            else:
-                process_env.append(f"{name}={value}")
-                options += ["--env", name]
-        for mount in _sorted_mounts(ctx.mounts):
-            _check_target(ctx, mount)
-            for path in (mount.source, mount.target):
-                if any(ch.isspace() for ch in path) or ":" in path or "\\" in path or "," in path:
-                    raise PodSpecError(
-                        ctx.field("volumeMounts"), f"enroot cannot mount {path!r} (white space, ':', ',' or '\\')"
-                    )
-            flags = "x-create=auto,rbind" + (",ro" if mount.read_only else "")
-            options += ["--mount", f"{mount.source}:{mount.target}:none:{flags}"]
-        options += ctx.extra_options
-        wd = ctx.container.working_dir
-        if command is not None:
-            options += ["--rc", posixpath.join(ctx.job_dir, ENROOT_RC_NAME)]
-            program = [wd, *command, *args]
-        elif wd:
-            raise PodSpecError(
-                ctx.field("workingDir"), "enroot cannot change the directory of the image entrypoint; set command"
-            )
-        else:
-            program = list(args)
-        return ["env", *process_env, self._binary(ctx), "start", *options, "--", container_name(ctx), *program]
-
-    def argv(self, ctx: RuntimeContext) -> ContainerArgv:
-        command, args = _expanded(ctx)
-        name = container_name(ctx)
-        binary = self._binary(ctx)
-        image = ctx.container.image
-        prepare: list[tuple[str, ...]] = []
-        if image.startswith("/"):
-            sqsh = image
-        else:
-            sqsh = posixpath.join(ctx.job_dir, f"{name}.sqsh")
-            prepare += [("rm", "-f", "--", sqsh), (binary, "import", "-o", sqsh, "--", enroot_uri(image))]
-        prepare.append((binary, "create", "-n", name, "--", sqsh))
-        return ContainerArgv(
-            argv=tuple(self._start(ctx, command, args or [])),
-            cleanup_argv=(binary, "remove", "-f", "--", name),
-            prepare_argvs=tuple(prepare),
-        )
-
-    def exec_argv(self, ctx: RuntimeContext, command: Sequence[str]) -> tuple[str, ...]:
-        if not command:
-            raise ValueError("exec_argv needs a command")
-        return tuple(self._start(ctx, list(command), []))
+def registry_auth_json(registry: str, user: str, password: str) -> bytes:
+    """A docker-style auth file (``--authfile``) holding one registry's credentials."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    keys = [registry, "https://index.docker.io/v1/"] if registry == "docker.io" else [registry]
+    return json.dumps({"auths": {key: {"auth": token} for key in keys}}).encode()
 
 
 RUNTIMES: Mapping[str, Callable[[], Runtime]] = {
@@ -614,7 +535,6 @@ RUNTIMES: Mapping[str, Callable[[], Runtime]] = {
     "podman": PodmanRuntime,
     "apptainer": ApptainerRuntime,
     "singularity": lambda: ApptainerRuntime("singularity", "SINGULARITYENV_"),
-    "enroot": EnrootRuntime,
 }
 
 

@@ -220,6 +220,8 @@ class PodmanBackend:
                 pull_override=self.config.pull_policy or None,
                 host=self.host_facts(),
                 gpu_map=self.config.gpu_cdi_map,
+                job_dir=str(job_dir),
+                instance=self.config.instance_id,
             )
 
         spec = spec_for(False)  # validate everything before anything is written
@@ -247,14 +249,40 @@ class PodmanBackend:
             os.chmod(tmp, 0o600)
             os.replace(tmp, target)
             (job_dir / "c").mkdir(exist_ok=True)
+            _write_private_files(spec.private_files)
             with contextlib.suppress(FileNotFoundError):
                 (job_dir / STOP_MARKER).unlink()
             self._prepared[pod.uid] = spec
+        secrets = [list(pair) for c in spec.containers for pair in c.secrets]
         return PreparedJob(
             job_dir=job_dir,
-            submit={"argv": [*self.config.podman, *create], "pod_create": create, "gpus": spec.gpu_needs()},
+            submit={"argv": [*self.config.podman, *create], "pod_create": create, "gpus": spec.gpu_needs(),
+                    "secrets": secrets},
             files=files,
         )
+
+    async def _create_secrets(self, secrets: Sequence[tuple[str, str]]) -> None:
+        """podman secrets (type env) for the env values its --env-file cannot carry: from the private
+        files, bytes as they are; podman reads them when each container starts."""
+        for name, path in secrets:
+            await self._podman(["secret", "rm", "--", name], "env secret")
+            result = await self._podman(["secret", "create", "--", name, path], "env secret")
+            if not result.ok:
+                raise SubmitRejected(f"podman secret create {name}: {result.error_text}")
+
+    async def _remove_secrets(self, job_dir: Path) -> None:
+        spec = await asyncio.to_thread(self._read_spec, job_dir)
+        names = [name for c in (spec.containers if spec else ()) for name, _path in c.secrets]
+        if names:
+            result = await self._podman(["secret", "rm", "--", *names], "cleanup")
+            if not result.ok:
+                log.info("podman secret rm %s: %s", " ".join(names), result.error_text)
+
+    @staticmethod
+    def _read_spec(job_dir: Path) -> PodSpec | None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return PodSpec.from_json(json.loads((job_dir / "pod.json").read_text())["podman"])
+        return None
 
     async def _gpus_in_use(self) -> set[str]:
         """CDI devices held by pods of every plugin instance on this host (a pod ran out: released)."""
@@ -278,6 +306,7 @@ class PodmanBackend:
         if not create:
             raise SubmitRejected("the stored submission has no podman pod create command")
         needs: dict[str, int] = {str(k): int(v) for k, v in dict(record.submit.get("gpus") or {}).items()}
+        await self._create_secrets([(str(n), str(p)) for n, p in record.submit.get("secrets") or ()])
         async with self._gpu_lock:
             devices: dict[str, list[str]] = {}
             if needs:
@@ -771,6 +800,8 @@ class PodmanBackend:
                 return
             if not result.ok:
                 log.warning("podman pod rm %s: %s", " ".join(targets), result.error_text)
+            with contextlib.suppress(BackendUnavailable):
+                await self._remove_secrets(job_dir)
             if job_dir.parent == self.config.data_root and job_dir.exists():
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
@@ -897,3 +928,15 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_private_files(files: Sequence[tuple[str, bytes]]) -> None:
+    """The env files and secret values: 0600, atomic, inside the job dir."""
+    for path_text, content in files:
+        path = Path(path_text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, path)

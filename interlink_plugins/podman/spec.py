@@ -9,6 +9,7 @@ state. What changes per run (name, run number, back-off, log path, GPUs of the p
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -17,11 +18,19 @@ from typing import Any, Literal
 
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.expand import env_map
+from interlink_plugins.core.imageref import check_podman_image
 from interlink_plugins.core.jobdir import _restart_policy
 from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod
+from interlink_plugins.core.podmanenv import podman_env
 from interlink_plugins.core.quantity import cpu_millicores, memory_bytes
-from interlink_plugins.core.runtimes import _csv_field, _sorted_mounts, podman_pull_policy, process_argv
+from interlink_plugins.core.runtimes import (
+    PODMAN_ENV_FILE_NAME,
+    _csv_field,
+    _sorted_mounts,
+    podman_pull_policy,
+    process_argv,
+)
 
 SPEC_VERSION = 1
 LABEL_PREFIX = "interlink.eu/"
@@ -70,6 +79,8 @@ class ContainerSpec:
     image: str
     args: tuple[str, ...]
     gpus: Mapping[str, int] = field(default_factory=dict)  # GPU resource -> count (CDI devices)
+    # (podman secret name, private file with the value): env values the --env-file cannot carry
+    secrets: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_init(self) -> bool:
@@ -79,6 +90,7 @@ class ContainerSpec:
         return {
             "name": self.name, "kind": self.kind, "index": self.index, "restart": self.restart,
             "options": list(self.options), "image": self.image, "args": list(self.args), "gpus": dict(self.gpus),
+            "secrets": [list(pair) for pair in self.secrets],
         }  # fmt: skip
 
     @classmethod
@@ -92,6 +104,7 @@ class ContainerSpec:
             image=str(data["image"]),
             args=tuple(str(w) for w in data["args"]),
             gpus={str(k): int(v) for k, v in dict(data.get("gpus") or {}).items()},
+            secrets=tuple((str(name), str(path)) for name, path in data.get("secrets") or ()),
         )
 
 
@@ -103,6 +116,8 @@ class PodSpec:
     containers: tuple[ContainerSpec, ...]  # init containers (sidecars included) in order, then main containers
     grace_seconds: int
     active_deadline: int | None = None
+    # (path, content) of the private env files and secret values: written 0600, never in pod.json
+    private_files: tuple[tuple[str, bytes], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def init(self) -> tuple[ContainerSpec, ...]:
@@ -238,6 +253,40 @@ def _field(container: Container, position: int, suffix: str) -> str:
     return f"{container.field_path}[{position}].{suffix}"
 
 
+@dataclass(frozen=True)
+class ContainerEnv:
+    """How a container's env reaches podman: never as a value in an argv."""
+
+    options: tuple[str, ...]  # --env-file and --secret words
+    secrets: tuple[tuple[str, str], ...]  # (secret name, value file)
+    files: tuple[tuple[str, bytes], ...]  # private files to write
+
+
+def container_env(
+    container: Container, position: int, env: Mapping[str, str], *, job_dir: str, secret_base: str
+) -> ContainerEnv:
+    """A private --env-file, and podman secrets (type env) for the values that file cannot carry."""
+    split = podman_env(env, secret_base, lambda name: _env_field(container, position, name))
+    directory = f"{job_dir}/c/{container.name}"
+    env_file = f"{directory}/{PODMAN_ENV_FILE_NAME}"
+    options = [f"--env-file={env_file}"]
+    files: list[tuple[str, bytes]] = [(env_file, split.env_file)]
+    secrets: list[tuple[str, str]] = []
+    for index, (name, variable, value) in enumerate(split.secrets):
+        path = f"{directory}/env-secret-{index}"
+        files.append((path, value))
+        secrets.append((name, path))
+        options.append(f"--secret={name},type=env,target={variable}")
+    return ContainerEnv(tuple(options), tuple(secrets), tuple(files))
+
+
+def _env_field(container: Container, position: int, name: str) -> str:
+    for index, var in enumerate(container.env):
+        if var.name == name:
+            return _field(container, position, f"env[{index}]")
+    return _field(container, position, "env")
+
+
 def container_options(
     pod: Pod,
     container: Container,
@@ -246,8 +295,12 @@ def container_options(
     *,
     pull_override: str | None,
     host: HostFacts,
+    env_words: Sequence[str] = (),
 ) -> tuple[list[str], list[str]]:
-    """(podman run options, [image, *args]) of one container, Kubernetes semantics throughout."""
+    """(podman run options, [image, *args]) of one container, Kubernetes semantics throughout.
+
+    ``env_words`` carry the env (:func:`container_env`): values never sit in these options."""
+    check_podman_image(container.image, _field(container, position, "image"))
     words = [f"--pull={podman_pull_policy(container.image_pull_policy, pull_override)}"]
     for mount in _sorted_mounts(mounts):
         if not mount.target.startswith("/") or mount.target.rstrip("/") == "":
@@ -257,12 +310,7 @@ def container_options(
             spec.append("ro=true")
         words.append("--mount=" + ",".join(_csv_field(f) for f in spec))
     env = env_map(container.env)
-    for index, var in enumerate(container.env):
-        if var.name != var.name.strip() or any(ch.isspace() for ch in var.name):
-            raise PodSpecError(
-                _field(container, position, f"env[{index}].name"), "podman cannot pass a variable name with white space"
-            )
-    words += [f"--env={name}={value}" for name, value in env.items()]
+    words += env_words
     if container.working_dir:
         if not container.working_dir.startswith("/"):
             raise PodSpecError(_field(container, position, "workingDir"), "must be an absolute path")
@@ -275,8 +323,6 @@ def container_options(
     if command:
         # a JSON array: podman splits nothing, every element stays one argv word
         words.append("--entrypoint=" + json.dumps(command))
-    if not container.image:
-        raise PodSpecError(_field(container, position, "image"), "is required")
     return words, [container.image, *(args or [])]
 
 
@@ -311,15 +357,22 @@ def build_pod_spec(
     pull_override: str | None,
     host: HostFacts,
     gpu_map: Mapping[str, Sequence[str]],
+    job_dir: str = "",
+    instance: str = "",
 ) -> PodSpec:
     """Validate the pod for podman and build its spec (PodSpecError naming the field otherwise)."""
     gpus = check_gpus(pod, gpu_map)
     specs: list[ContainerSpec] = []
+    private_files: list[tuple[str, bytes]] = []
     for group in (pod.init_containers, pod.containers):
         for position, container in enumerate(group):
+            env = container_env(container, position, env_map(container.env), job_dir=job_dir,
+                                secret_base=f"{pod_name(instance, pod.uid)}-{container.name}")
+            private_files += env.files
             try:
                 options, image_args = container_options(
-                    pod, container, position, mounts.get(container.name, ()), pull_override=pull_override, host=host
+                    pod, container, position, mounts.get(container.name, ()), pull_override=pull_override, host=host,
+                    env_words=env.options,
                 )
             except (PodSpecError, ConfigError):
                 raise
@@ -338,6 +391,7 @@ def build_pod_spec(
                     image=image_args[0],
                     args=tuple(image_args[1:]),
                     gpus=gpus.get(container.name, {}),
+                    secrets=env.secrets,
                 )
             )
     spec = PodSpec(
@@ -347,6 +401,7 @@ def build_pod_spec(
         containers=tuple(specs),
         grace_seconds=int(min(pod.termination_grace_seconds, grace_cap)),
         active_deadline=pod.active_deadline_seconds,
+        private_files=tuple(private_files),
     )
     for resource, count in spec.gpu_needs().items():
         if count > len(gpu_map.get(resource, ())):
@@ -388,6 +443,12 @@ def publish_words(pod: Pod, network: str) -> list[str]:
                 if network.startswith(_NO_PUBLISH_NETWORKS):
                     raise PodSpecError(f"{path}.hostPort", f"cannot be published with PodmanPodNetwork {network!r}")
                 host_ip = str(port.get("hostIP") or "")
+                if host_ip:
+                    try:
+                        host_ip = str(ipaddress.ip_address(host_ip))
+                    except ValueError:
+                        raise PodSpecError(f"{path}.hostIP", f"{host_ip!r} is not an IP address") from None
+                    host_ip = f"[{host_ip}]" if ":" in host_ip else host_ip
                 prefix = f"{host_ip}:" if host_ip else ""
                 words.append(f"--publish={prefix}{host_port}:{container_port}/{protocol}")
     return words
@@ -435,7 +496,8 @@ def run_argv(
     words += label_words(labels)
     words += [f"--device={device}" for device in devices]
     words += container.options
-    words += [container.image, *container.args]
+    # `--` ends the options: the image is never read as one (checked at parse time as well)
+    words += ["--", container.image, *container.args]
     return words
 
 

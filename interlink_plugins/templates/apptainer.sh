@@ -2,6 +2,7 @@
 # interlink-plugins apptainer/singularity launcher (installed in every job dir, run by the pod runner).
 #
 #   bash apptainer.sh BINARY FALLBACK ENV_FILE SIF IMAGE VERB [OPTION]... -- [ARG]...
+#   bash apptainer.sh --convert BINARY FALLBACK AUTH_FILE SIF IMAGE
 #
 # VERB      exec or run; "convert" only converts IMAGE into SIF and exits (the runner's image step,
 #           so the container waits ContainerCreating during a conversion and ErrImagePull after a
@@ -12,20 +13,25 @@
 #           binary's environment, so no value is ever in an argv and none is parsed by a shell
 # SIF       "" to run IMAGE as given; else IMAGE is converted once into this SIF file (under a
 #           flock, so pods started together convert once) and the SIF is run
-# Registry credentials, if any, arrive in IL_REGAUTH_USER / IL_REGAUTH_PASS (the runner's env,
-# never argv): they reach only the conversion, through its environment, and are unset before the
-# container starts. No value is ever run through a shell parser: every word stays one argv word.
+# --convert only converts IMAGE into SIF, with the registry credentials of AUTH_FILE (a private
+#           docker-style auth file given to the build as --authfile, never an argv or an environment),
+#           and removes AUTH_FILE once the SIF exists: the pod runner's image step for that container.
+# `--` ends the runtime's options before every image, so an image is never read as an option.
 set -uo pipefail
-bin=$1 fallback=$2 env_file=$3 sif=$4 image=$5 verb=$6
-shift 6
+convert_only=0 auth=''
+if [[ ${1-} == --convert ]]; then
+  convert_only=1 bin=$2 fallback=$3 auth=$4 sif=$5 image=$6 env_file='' verb=''
+  shift 6
+else
+  bin=$1 fallback=$2 env_file=$3 sif=$4 image=$5 verb=$6
+  shift 6
+fi
 opts=()
 while (($#)) && [[ $1 != -- ]]; do
   opts+=("$1")
   shift
 done
-shift  # the --
-user=${IL_REGAUTH_USER-} pass=${IL_REGAUTH_PASS-}
-unset IL_REGAUTH_USER IL_REGAUTH_PASS
+(($#)) && shift  # the --
 
 path=$(command -v -- "$bin" 2>/dev/null)
 if [[ -z $path && -n $fallback ]]; then
@@ -71,16 +77,10 @@ if [[ -n $sif ]]; then
     if [[ ! -s $sif ]]; then
       tmp="$sif.tmp.$$"
       log="$sif.build.log"
-      # credentials through the build's environment (bash assignments: never an argv)
-      if [[ -z $user ]]; then
-        "$path" build -F "$tmp" "$image" >"$log" 2>&1 </dev/null
-      elif [[ $want == SINGULARITYENV_ ]]; then
-        SINGULARITY_DOCKER_USERNAME=$user SINGULARITY_DOCKER_PASSWORD=$pass \
-          "$path" build -F "$tmp" "$image" >"$log" 2>&1 </dev/null
-      else
-        APPTAINER_DOCKER_USERNAME=$user APPTAINER_DOCKER_PASSWORD=$pass \
-          "$path" build -F "$tmp" "$image" >"$log" 2>&1 </dev/null
-      fi
+      # credentials only through the private auth file (never an argv or an environment)
+      build=("$path" build -F)
+      [[ -n $auth ]] && build+=(--authfile "$auth")
+      "${build[@]}" -- "$tmp" "$image" >"$log" 2>&1 </dev/null
       rc=$?
       if ((rc != 0)); then
         rm -f -- "$tmp"
@@ -95,6 +95,10 @@ if [[ -n $sif ]]; then
   fi
   image=$sif
 fi
-unset user pass
-[[ $verb == convert ]] && exit 0
-exec "$path" "$verb" "${opts[@]}" "$image" "$@"
+# VERB "convert" and --convert (with credentials) are image steps: they only convert; the auth file
+# goes once the SIF exists (after a failure it stays for the retry; the runner removes it at its end)
+if ((convert_only)) || [[ $verb == convert ]]; then
+  [[ -n $auth ]] && rm -f -- "$auth"
+  exit 0
+fi
+exec "$path" "$verb" "${opts[@]}" -- "$image" "$@"

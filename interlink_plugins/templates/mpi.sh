@@ -87,19 +87,6 @@ case $mode in
           out+=("${argv[@]:1}")
         fi
         ;;
-      enroot)
-        # env NAME=VALUE... enroot start --env NAME ... : each variable named after `start`
-        out=("${argv[0]}" "${rank[@]}")
-        for ((k = 1; k < ${#argv[@]}; k++)); do
-          out+=("${argv[k]}")
-          if ((!done_)) && [[ ${argv[k]} == start ]]; then
-            done_=1
-            for entry in "${rank[@]}"; do
-              out+=(--env "${entry%%=*}")
-            done
-          fi
-        done
-        ;;
       *)
         out=("${argv[@]}")
         ;;

@@ -19,8 +19,10 @@
 # own process group and forwards TERM/INT/HUP/QUIT/USR1/USR2 to the command (the pid bwrap
 # reports on --info-fd). SIGKILL of this script kills everything (--die-with-parent).
 # Env: with --env-file, the command gets exactly the NAME=VALUE records of FILE (NUL-separated,
-# written by the plugin, mode 0600) and nothing else. The values never sit in a long-lived argv
-# (only in env(1)'s, until it execs), so `ps` on a shared node does not show them.
+# written by the plugin, mode 0600) and nothing else. The values reach it through this shell's own
+# environment (exported, then exec), never through an argv that `ps` shows on a shared node; only
+# names bash cannot export as given (not identifiers, or bash's own variables such as SHLVL or IFS)
+# go through env(1)'s argv, until it execs.
 # Without mounts and workingDir no namespace is needed and bwrap is not used.
 # Exit status: the command's; 126 when bwrap is missing; 125 on a setup error.
 set -euo pipefail
@@ -76,16 +78,34 @@ if ((probe)); then
 fi
 (($# > 0)) || die 125 "no command given"
 
-# the container's environment: exactly the records of the env file (env -i), or ours unchanged
-launcher=()
-if [[ -n $env_file ]]; then
-    [[ -r $env_file ]] || die 125 "cannot read the env file $env_file"
-    envs=()
-    mapfile -d '' -t envs <"$env_file"
-    launcher=(env -i -- "${envs[@]}")
-fi
+# exec_with_env FILE COMMAND...: COMMAND with exactly the records of FILE as its environment
+exec_with_env() {
+    local file=$1 envbin record name
+    shift
+    [[ -r $file ]] || die 125 "cannot read the env file $file"
+    envbin=$(command -v env) || die 125 "env(1) is not on PATH"
+    local -a envs=() plain=() odd=()
+    mapfile -d '' -t envs <"$file"
+    for record in "${envs[@]}"; do
+        name=${record%%=*}
+        if [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ && ! $name =~ ^(BASH.*|SHLVL|IFS|POSIXLY_CORRECT|SHELLOPTS|EUID|UID|PPID|GROUPS|RANDOM|SRANDOM|SECONDS|LINENO|HISTCMD|FUNCNAME|DIRSTACK|EPOCHSECONDS|EPOCHREALTIME|OPTIND|OPTERR|PIPESTATUS|COMP_WORDBREAKS|_)$ ]]; then
+            plain+=("$record")
+        else
+            odd+=("$record")
+        fi
+    done
+    while IFS= read -r name; do
+        export -n -- "$name" 2>/dev/null || true
+    done < <(compgen -e)
+    for record in "${plain[@]}"; do
+        export -- "$record"
+    done
+    exec "$envbin" -u SHLVL -- "${odd[@]}" "$@"
+}
+
 if ((!probe)) && [[ -z $chdir ]] && ((${#modes[@]} == 0)); then
-    exec "${launcher[@]}" "$@"
+    [[ -n $env_file ]] && exec_with_env "$env_file" "$@"
+    exec -- "$@"
 fi
 
 if ! bwrap_path=$(command -v -- "$bwrap"); then

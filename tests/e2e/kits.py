@@ -179,6 +179,12 @@ class PodmanKit:
                                   capture_output=True, text=True, timeout=30).stdout.split()
             if pods:
                 subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", *pods], capture_output=True, timeout=120)
+            # the env secrets of its pods (the plugin removes them on delete; these pods went around it)
+            names = subprocess.run(["podman", "secret", "ls", "--format", "{{.Name}}"], capture_output=True,
+                                   text=True, timeout=30).stdout.split()
+            mine = [n for n in names if n.startswith(f"il-{instance}-")]
+            if mine:
+                subprocess.run(["podman", "secret", "rm", "--", *mine], capture_output=True, timeout=60)
         if self._service is not None:
             self.stop_backend()
 

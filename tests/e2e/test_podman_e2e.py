@@ -43,6 +43,12 @@ def remove_instance_pods(instance: str, runas: list[str] | None = None) -> None:
                           capture_output=True, text=True, timeout=60).stdout.split()
     if pods:
         subprocess.run([*prefix, "podman", "pod", "rm", "-f", "-t", "0", *pods], capture_output=True, timeout=120)
+    # the env secrets of those pods (the plugin removes them on delete; these pods went around it)
+    names = subprocess.run([*prefix, "podman", "secret", "ls", "--format", "{{.Name}}"], capture_output=True,
+                           text=True, timeout=60).stdout.split()
+    mine = [n for n in names if n.startswith(f"il-{instance}-")]
+    if mine:
+        subprocess.run([*prefix, "podman", "secret", "rm", "--", *mine], capture_output=True, timeout=60)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ Tsocks: false
 BashPath: /bin/bash
 VerboseLogging: true
 ErrorsOnlyLogging: false
+EnrootPath: /usr/bin/enroot
 SingularityDefaultOptions: ["--nv", "--no-eval", "--containall"]
 ContainerRuntime: singularity
 Flavors:
@@ -42,6 +43,7 @@ SomethingNew: 1
     assert config.flavors["default"].memory_mib == 16 * 1024 and config.flavors["default"].cpus == 2
     assert any("'SomethingNew'" in w and "unknown" in w for w in warnings)
     assert any("'BashPath'" in w for w in warnings)
+    assert any("'EnrootPath'" in w and "enroot is not supported" in w for w in warnings)
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,8 @@ SomethingNew: 1
         ({"Socket": "/run/x.sock"}, "must start with unix://"),
         ({"DefaultFlavor": "gpu"}, "DefaultFlavor: 'gpu' is not a key of Flavors"),
         ({"Taints": [{"Key": "a", "Effect": "Sometimes"}]}, "effect 'Sometimes'"),
+        ({"ContainerRuntime": "enroot"}, "'enroot' is not supported"),
+        ({"ContainerRuntime": "docker"}, "is not one of apptainer, singularity, podman, none"),
     ],
 )
 def test_bad_values_stop_startup_naming_key_and_value(raw: dict[str, object], message: str) -> None:

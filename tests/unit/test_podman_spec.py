@@ -34,7 +34,8 @@ ROOTLESS_V2 = HostFacts(rootless=True, cgroup_v2=True)
 def build(body: dict[str, Any], host: HostFacts = ROOT, gpu_map: dict[str, tuple[str, ...]] | None = None,
           mounts: dict[str, tuple[Mount, ...]] | None = None) -> PodSpec:
     pod = parse_create_body(body)
-    return build_pod_spec(pod, mounts or {}, grace_cap=60, pull_override=None, host=host, gpu_map=gpu_map or {})
+    return build_pod_spec(pod, mounts or {}, grace_cap=60, pull_override=None, host=host, gpu_map=gpu_map or {},
+                          job_dir="/jobs/d", instance="i")
 
 
 def test_run_argv_keeps_every_value_one_word_with_kubernetes_semantics() -> None:
@@ -51,10 +52,18 @@ def test_run_argv_keeps_every_value_one_word_with_kubernetes_semantics() -> None
     assert "--label=interlink.eu/run=2" in words and "--label=interlink.eu/backoff=20" in words
     assert "--label=interlink.eu/kind=main" in words and "--device=nvidia.com/gpu=0" in words
     assert "--pull=missing" in words and '--mount=type=bind,"source=/jobs/x,y",destination=/data,ro=true' in words
-    assert "--env=A=x y $(B) `id`\nz" in words and "--env=E=" in words
+    # env values never sit in the argv: a private env file, a podman secret for the multi-line value
+    secret = f"il-i-{spec.uid}-c-env0"
+    assert "--env-file=/jobs/d/c/c/podman.env" in words and f"--secret={secret},type=env,target=A" in words
+    assert not any(w.startswith("--env=") or "`id`" in w for w in words[:-1])
+    assert dict(spec.private_files) == {"/jobs/d/c/c/podman.env": b"B=bee\nE=\n",
+                                        "/jobs/d/c/c/env-secret-0": b"x y $(B) `id`\nz"}
+    assert spec.containers[0].secrets == ((secret, "/jobs/d/c/c/env-secret-0"),)
     assert "--workdir=/w d" in words and "--user=7:8" in words
     assert '--entrypoint=["sh", "-c", "echo bee $(B)"]' in words
-    assert words[-3:] == ["localhost/busybox:latest", "--rm", "x y $(B) `id`\nz"]
+    assert words[-4:] == ["--", "localhost/busybox:latest", "--rm", "x y $(B) `id`\nz"]
+    assert "secrets" in spec.to_json()["containers"][0] and "private_files" not in spec.to_json()
+    assert PodSpec.from_json(spec.to_json()).containers[0].secrets == spec.containers[0].secrets
 
 
 def test_pod_create_argv_labels_hostname_and_published_host_ports() -> None:
@@ -172,3 +181,19 @@ def test_privileged_and_capabilities_from_the_pod_are_never_granted() -> None:
     for word in ("--privileged", "--cap-add", "SYS_ADMIN", "--security-opt", "--pid=host", "--ipc=host",
                  "--network=host", "--net=host"):
         assert word not in joined, word
+
+
+@pytest.mark.parametrize(("host_ip", "word"), [("127.0.0.1", "--publish=127.0.0.1:8080:80/tcp"),
+                                               ("::1", "--publish=[::1]:8080:80/tcp")])
+def test_host_ip_is_an_address(host_ip: str, word: str) -> None:
+    ports = [{"containerPort": 80, "hostPort": 8080, "hostIP": host_ip}]
+    body = pod_body("p", [container("c", ["true"], ports=ports)])
+    assert word in pod_create_argv(parse_create_body(body), build(body), instance="i", network="")
+
+
+def test_host_ip_that_is_not_an_address_is_refused() -> None:
+    ports = [{"containerPort": 80, "hostPort": 8080, "hostIP": "0.0.0.0:9090:22/tcp,--x"}]
+    body = pod_body("p", [container("c", ["true"], ports=ports)])
+    with pytest.raises(PodSpecError) as info:
+        pod_create_argv(parse_create_body(body), build(body), instance="i", network="")
+    assert info.value.field == "spec.containers[0].ports[0].hostIP"

@@ -546,6 +546,43 @@ def test_prologue_runs_in_order_with_runner_env_and_path(tmp_path: Path) -> None
     assert texts(job, "app", "stdout") == ["yes|10.0.0.7 $(not run)|UTC|/usr/bin:/bin"]
 
 
+def test_prepare_steps_run_as_argv_and_credential_files_are_gone_when_the_runner_ends(tmp_path: Path) -> None:
+    """Prepare steps are argv arrays: nothing is evaluated; the credential files only image steps read
+    are removed when the runner ends, whatever happened."""
+    job = tmp_path / "job"
+    job.mkdir()
+    auth = job / "registry-auth" / "app.json"
+    auth.parent.mkdir()
+    auth.write_text("secret")
+    canary = job / "canary"
+    plan = plan_for(
+        job,
+        main("app", sh("cat steps.out")),
+        prologue=("echo prologue > steps.out",),
+        prepare=(("sh", "-c", 'printf "%s|" "$@" >> steps.out; cat "$0" >> steps.out; echo >> steps.out',
+                  str(auth), f"$(touch {canary})", "a b;c"),),
+        credential_files=(str(auth),),
+    )
+    result = run_pod(plan)
+    assert result.returncode == 0, result.stderr
+    assert texts(job, "app", "stdout") == ["prologue", f"$(touch {canary})|a b;c|secret"]
+    assert not auth.exists() and not canary.exists()
+
+
+def test_failing_prepare_step_fails_every_container_and_still_drops_its_files(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    auth = job / "auth.json"
+    auth.write_text("secret")
+    plan = plan_for(job, main("app", sh("touch app.ran")), prepare=(("true",), ("sh", "-c", "exit 3")),
+                    credential_files=(str(auth),))
+    result = run_pod(plan)
+    assert result.returncode == 1
+    assert state(job, "app", "exit") == "1"
+    assert (state(job, "app", "reason") or "").startswith("ErrImagePull preparing the images: step 2 exited 3")
+    assert not (job / "app.ran").exists() and not auth.exists()
+
+
 def test_failing_prologue_fails_every_container(tmp_path: Path) -> None:
     job = tmp_path / "job"
     plan = plan_for(

@@ -1,18 +1,22 @@
 """Container runtimes: argv structure, and for `none` and `podman` the argv RUN for real.
 
 Byte-exactness is checked on what the process itself receives: /proc/self/environ and the
-argv printed by the program, compared as bytes. apptainer, singularity and enroot do not run on
+argv printed by the program, compared as bytes. apptainer and singularity do not run on
 this machine; their argv is executed against STAND-IN binaries (scripts named like the runtime
 that only record their argv and environment) to prove the values reach the runtime unchanged.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -29,16 +33,15 @@ from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import Container, ContainerResources, EnvVar
 from interlink_plugins.core.runtimes import (
     APPTAINER_HELPER_NAME,
-    ENROOT_RC,
-    ENROOT_RC_NAME,
     NS_EXEC_NAME,
+    PODMAN_SECRETS_NAME,
     RUNTIMES,
     ApptainerSettings,
+    ContainerArgv,
     RuntimeContext,
     apptainer_image,
     cached_sif_name,
     container_name,
-    enroot_uri,
     helper_files,
     image_registry,
     podman_pull_policy,
@@ -184,7 +187,7 @@ def canary_free(text: str, canary: Path) -> str:
 
 
 def test_registry_names() -> None:
-    assert set(RUNTIMES) == {"none", "podman", "apptainer", "singularity", "enroot"}
+    assert set(RUNTIMES) == {"none", "podman", "apptainer", "singularity"}
     for name in RUNTIMES:
         assert runtime_for(name).name == name
     with pytest.raises(ConfigError, match="docker"):
@@ -199,11 +202,11 @@ def test_process_argv_expands_command_and_args_only() -> None:
 
 def test_helper_files_are_static() -> None:
     files = helper_files()
-    assert set(files) == {NS_EXEC_NAME, ENROOT_RC_NAME, APPTAINER_HELPER_NAME}
+    assert set(files) == {NS_EXEC_NAME, APPTAINER_HELPER_NAME, PODMAN_SECRETS_NAME}
     assert "eval" not in files[APPTAINER_HELPER_NAME]
     assert files[NS_EXEC_NAME].startswith("#!/usr/bin/env bash")
     assert "eval" not in files[NS_EXEC_NAME].replace("evaluated", "")
-    assert files[ENROOT_RC_NAME] == ENROOT_RC
+    assert "eval" not in files[PODMAN_SECRETS_NAME]
 
 
 def test_container_name_is_podman_safe() -> None:
@@ -271,6 +274,8 @@ def _none_expected_env(env: Sequence[tuple[str, str]]) -> dict[bytes, bytes]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(env=env_lists)
 @example(env=[("A.b-c", "x\ny=z"), ("-lead", "$(touch CANARY)"), ("_", "`touch CANARY`'\""), ("PATH", "/nope")])
+@example(env=[("SHLVL", "x"), ("IFS", "-"), ("RANDOM", "7"), ("SECONDS", "x"), ("BASH_ENV", "/nope"), ("UID", "u"),
+              ("POSIXLY_CORRECT", "1"), ("SHELLOPTS", "s"), ("LD_PRELOAD", ""), ("OPTIND", "o")])
 def test_none_env_reaches_process_byte_exact(env: list[tuple[str, str]], job_dir: Path) -> None:
     canary = job_dir / "canary"
     env = [(n, canary_free(v, canary)) for n, v in env]
@@ -281,6 +286,27 @@ def test_none_env_reaches_process_byte_exact(env: list[tuple[str, str]], job_dir
     assert result.returncode == 0, result.stderr
     assert environ_of(result.stdout) == _none_expected_env(env)
     assert not canary.exists()
+
+
+def test_none_env_values_never_sit_in_an_argv(job_dir: Path, tmp_path: Path) -> None:
+    """Values of identifier names reach the process through ns-exec's own environment: env(1), the
+    last program before the command, sees only the names bash cannot export (and their values)."""
+    rec = tmp_path / "env.argv"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "env").write_text(f"#!/bin/sh\n# stand-in for env(1): records its argv\nprintf '%s\\0' \"$@\" > {rec}\n"
+                                 'exec /usr/bin/env "$@"\n')
+    (bin_dir / "env").chmod(0o755)
+    env = [("TOKEN", "s3cr3t-one"), ("PEM", "a\ns3cr3t-two"), ("my.var", "odd-name-value")]
+    ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env), job_dir)
+    argv = none_argv(ctx)
+    result = run(argv, timeout=20, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    seen = rec.read_bytes()
+    assert b"s3cr3t" not in seen and argv_of(seen)[:3] == [b"-u", b"SHLVL", b"--"]
+    assert b"my.var=odd-name-value" in seen  # not a shell identifier: the one way left is env(1)'s argv
+    got = environ_of(result.stdout)  # (the stand-in, a dash script, adds PWD: exactness is tested above)
+    assert {k: got.get(k) for k in (b"TOKEN", b"PEM", b"my.var")} == {b(k): b(v) for k, v in env}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -437,12 +463,36 @@ def test_podman_argv_structure() -> None:
         "--label=interlink.eu/pod-name=pod", "--label=interlink.eu/container=web", "--label=interlink.eu/instance=i1",
         "--pull=never", "--network=host",
         "--mount=type=bind,source=/j/v,destination=/data,ro=true", '--mount=type=bind,"source=/j/a:b,c",destination=/x',
-        "--env=A=1", "--workdir=/w", "--user=1000:100", "--device=nvidia.com/gpu=0", "--shm-size=1g",
-        '--entrypoint=["/bin/echo", "1"]', BUSYBOX, "x",
+        "--env-file=/jobs/ns-uid/c/web/podman.env", "--workdir=/w", "--user=1000:100", "--device=nvidia.com/gpu=0",
+        "--shm-size=1g", '--entrypoint=["/bin/echo", "1"]', "--", BUSYBOX, "x",
     )  # fmt: skip
+    # the env is a private file: no value in the argv
+    assert spec.files == (("/jobs/ns-uid/c/web/podman.env", b"A=1\n"),)
     assert spec.cleanup_argv == ("podman", "rm", "-f", "-t", "0", "--ignore", name)
     assert runtime_for("podman").exec_argv(ctx, ["cat", "/x"]) == (
         "bash", f"{ctx.job_dir}/probe.sh", "podman-exec", "podman", name, "cat", "/x")
+
+
+def test_podman_values_its_env_file_cannot_carry_become_secrets() -> None:
+    env = [("A", "1"), ("PEM", "-----BEGIN-----\nabc\n"), ("CR", "x\r"), ("BIG", "y" * 70000)]
+    ctx = make_ctx(make_container(name="web", command=["x"], env=env), pod_uid="u1", instance="i1")
+    spec = runtime_for("podman").argv(ctx)
+    base = "il-i1-u1-web"
+    helper = "/jobs/ns-uid/podman-secrets.sh"
+    secrets = [(f"{base}-env{i}", f"/jobs/ns-uid/c/web/env-secret-{i}") for i in range(3)]
+    assert spec.argv[:4] == ("bash", helper, "create", "podman")
+    assert spec.argv[4:11] == (*(w for pair in secrets for w in pair), "--")
+    assert [w for w in spec.argv if w.startswith("--secret=")] == [
+        f"--secret={base}-env0,type=env,target=PEM", f"--secret={base}-env1,type=env,target=CR",
+        f"--secret={base}-env2,type=env,target=BIG",
+    ]  # fmt: skip
+    assert dict(spec.files) == {
+        "/jobs/ns-uid/c/web/podman.env": b"A=1\n", secrets[0][1]: b"-----BEGIN-----\nabc\n", secrets[1][1]: b"x\r",
+        secrets[2][1]: b"y" * 70000,
+    }  # fmt: skip
+    assert spec.cleanup_argv == ("bash", helper, "remove", "podman", *(n for n, _ in secrets), "--", "podman", "rm",
+                                 "-f", "-t", "0", "--ignore", base)  # fmt: skip
+    assert not any("abc" in w or "yyyy" in w for w in spec.argv + spec.cleanup_argv)
 
 
 @pytest.mark.parametrize(
@@ -477,12 +527,26 @@ def test_podman_refuses_env_name_with_white_space() -> None:
 # podman: RUN for real
 
 
-def podman_run(ctx: RuntimeContext, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+def podman_argv(ctx: RuntimeContext) -> tuple[RuntimeContext, ContainerArgv]:
+    """The runtime podman's argv with a real job dir holding its private files and helpers."""
+    job = Path(tempfile.mkdtemp(prefix="il-podman-rt-"))
+    for name, text in helper_files().items():
+        (job / name).write_text(text)
+    ctx = dataclasses.replace(ctx, job_dir=str(job))
     spec = runtime_for("podman").argv(ctx)
+    for path, content in spec.files:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(content)
+    return ctx, spec
+
+
+def podman_run(ctx: RuntimeContext, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    ctx, spec = podman_argv(ctx)
     try:
         return run(spec.argv, timeout=timeout)
     finally:
         run(spec.cleanup_argv, timeout=30)
+        shutil.rmtree(ctx.job_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
@@ -506,6 +570,7 @@ def test_podman_entrypoint_and_cmd_semantics(
 @settings(max_examples=8, deadline=None)
 @given(env=env_lists)
 @example(env=[("A.b-c", "x\ny=z \"q\" 'r' `touch CANARY` $(touch CANARY)"), ("-lead", "é€😀\t\\")])
+@example(env=[("CR", "ends\r"), ("BIG", "z" * 70000), ("NL", "\n"), ("PLAIN", " a=b ")])
 def test_podman_env_byte_exact(podman_images: None, env: list[tuple[str, str]]) -> None:
     env = [(n, canary_free(v, PODMAN_CANARY)) for n, v in env]
     ctx = make_ctx(make_container(command=["/bin/cat", "/proc/self/environ"], env=env))
@@ -554,21 +619,26 @@ def test_podman_mounts_readonly_file_and_workdir(podman_images: None, tmp_path: 
 
 
 def test_podman_rm_and_cleanup(podman_images: None) -> None:
-    ctx = make_ctx(make_container(command=["/bin/true"]))
-    spec = runtime_for("podman").argv(ctx)
+    ctx, spec = podman_argv(make_ctx(make_container(command=["/bin/sh", "-c", "exit 3"], env=[("M", "a\nb")])))
     name = container_name(ctx)
-    assert run(spec.argv).returncode == 0
+    assert run(spec.argv).returncode == 3  # the container's exit status, through podman-secrets.sh
     assert run(["podman", "container", "exists", name]).returncode == 1  # --rm removed it
-    # a running container: cleanup removes it and ends `podman run`
-    sleeper = runtime_for("podman").argv(make_ctx(make_container(command=["/bin/sleep", "60"]), pod_uid=ctx.pod_uid))
+    assert run(["podman", "secret", "inspect", f"{name}-env0"]).returncode != 0  # and the run its env secret
+    # a running container: cleanup removes it and ends `podman run`; its env secret goes with it
+    secret = f"{name}-env0"
+    _ctx, sleeper = podman_argv(
+        make_ctx(make_container(command=["/bin/sleep", "60"], env=[("M", "a\nb")]), pod_uid=ctx.pod_uid)
+    )
     proc = subprocess.Popen(list(sleeper.argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
         while run(["podman", "container", "exists", name]).returncode != 0:
             assert time.monotonic() < deadline, "container never started"
             time.sleep(0.1)
+        assert run(["podman", "secret", "inspect", secret]).returncode == 0
         assert run(sleeper.cleanup_argv, timeout=30).returncode == 0
         proc.wait(timeout=20)
+        assert run(["podman", "secret", "inspect", secret]).returncode != 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -616,7 +686,7 @@ def test_apptainer_exec_argv_structure() -> None:
     assert spec.argv == (
         "bash", "/jobs/ns-uid/apptainer.sh", "apptainer", "singularity", "/jobs/ns-uid/c/c1/env.nul", "",
         "docker://img", "exec", "--no-eval", "--nv", "--contain", "--cleanenv",
-        "--bind", "/j/v:/data", "--bind", "/j/s:/sec:ro", "--pwd", "/w", "--", "/bin/x", "1", "y z",
+        "--bind", "/j/v:/data", "--bind", "/j/s:/sec:ro", "--pwd=/w", "--", "/bin/x", "1", "y z",
     )  # fmt: skip
     # the env never sits in the argv: it is a private NUL-separated file
     assert spec.files == (("/jobs/ns-uid/c/c1/env.nul", b"A=1\0B=q'\n\0"),)
@@ -643,9 +713,9 @@ def test_apptainer_run_keeps_runscript_and_singularity_binary() -> None:
         ("/x/bb.sif", ApptainerSettings(cache_dir="/cache"), ("/x/bb.sif", "")),
         ("busybox:1", ApptainerSettings(cache_dir="/cache"), ("docker://busybox:1", "/cache/" + cached_sif_name("docker://busybox:1"))),
         ("docker-archive:/s/bb.tar", ApptainerSettings(cache_dir="/c"), ("docker-archive:/s/bb.tar", "/c/" + cached_sif_name("docker-archive:/s/bb.tar"))),
-        ("reg.io/a:1", ApptainerSettings(credentialed_registries=frozenset({"reg.io"})),
+        ("reg.io/a:1", ApptainerSettings(credentials={"reg.io": ("u", "p")}),
          ("docker://reg.io/a:1", "/jobs/ns-uid/images/" + cached_sif_name("docker://reg.io/a:1"))),
-        ("other.io/a:1", ApptainerSettings(credentialed_registries=frozenset({"reg.io"})), ("docker://other.io/a:1", "")),
+        ("other.io/a:1", ApptainerSettings(credentials={"reg.io": ("u", "p")}), ("docker://other.io/a:1", "")),
     ],
 )  # fmt: skip
 def test_apptainer_image_resolution(image: str, settings: ApptainerSettings, expected: tuple[str, str]) -> None:
@@ -727,6 +797,7 @@ def test_apptainer_values_reach_stand_in_byte_exact(
     assert argv_of(out.with_suffix(".argv").read_bytes()) == [
         b"exec",
         b"--no-eval",
+        b"--",
         b"/i.sif",
         b"/bin/prog",
         *(b(expand_k8s(a, lookup)) for a in args),
@@ -757,18 +828,16 @@ def test_apptainer_helper_falls_back_and_renames_the_env(tmp_path: Path) -> None
     assert missing.returncode == 127 and b"neither 'apptainer' nor 'singularity'" in missing.stderr
 
 
-def test_apptainer_helper_converts_once_under_a_lock_and_hides_credentials(tmp_path: Path) -> None:
-    """Four containers start together with one image: one conversion; the credentials reach the
-    build's environment only, never an argv nor the container."""
+def test_apptainer_helper_converts_once_under_a_lock(tmp_path: Path) -> None:
+    """Four containers start together with one image: one conversion, `--` before the image."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "apptainer"
     fake.write_text(
         "#!/bin/bash\n"
-        "# stand-in for apptainer: `build OUT REF` sleeps, records its env and argv, writes OUT; other verbs record\n"
-        'if [[ $1 == build ]]; then sleep 0.5; printf "%s\\0" "$@" >> "$REC.build.argv";\n'
-        '  cat /proc/$$/environ > "$REC.build.env"; echo sif > "$3"; exit 0; fi\n'
-        'printf "%s\\0" "$@" > "$REC.$$.argv"; cat /proc/$$/environ > "$REC.$$.env"\n'
+        "# stand-in for apptainer: `build -F -- OUT REF` sleeps, records its argv, writes OUT; other verbs record\n"
+        'if [[ $1 == build ]]; then sleep 0.5; printf "%s\\0" "$@" >> "$REC.build.argv"; echo sif > "$4"; exit 0; fi\n'
+        'printf "%s\\0" "$@" > "$REC.$$.argv"\n'
     )
     fake.chmod(0o755)
     job = tmp_path / "job"
@@ -777,129 +846,65 @@ def test_apptainer_helper_converts_once_under_a_lock_and_hides_credentials(tmp_p
     settings = ApptainerSettings(cache_dir=str(tmp_path / "cache"))
     ctx = make_ctx(make_container(image="reg.io/app:1", command=["x"]), job_dir=job, apptainer=settings)
     spec = runtime_for("apptainer").argv(ctx)
+    assert spec.prepare_argvs == () and spec.credential_files == ()  # no credentials: no auth file
     for path, content in spec.files:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(content)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REC": str(tmp_path / "rec"), "IL_REGAUTH_USER": "u",
-           "IL_REGAUTH_PASS": "s3cr3t pass"}  # fmt: skip
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REC": str(tmp_path / "rec")}
     procs = [subprocess.Popen(list(spec.argv), env=env, stderr=subprocess.PIPE) for _ in range(4)]
     for proc in procs:
         _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
     builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
     assert len(builds) == 1 and "docker://reg.io/app:1" in builds[0]
-    build_env = environ_of((tmp_path / "rec.build.env").read_bytes())
-    assert build_env[b"APPTAINER_DOCKER_PASSWORD"] == b"s3cr3t pass"
-    assert b"s3cr3t" not in (tmp_path / "rec.build.argv").read_bytes()
+    build = argv_of((tmp_path / "rec.build.argv").read_bytes())
+    assert build[:3] == [b"build", b"-F", b"--"] and build[-1] == b"docker://reg.io/app:1"
     runs = sorted(tmp_path.glob("rec.*[0-9].argv"))
     assert len(runs) == 4
     for argv_file in runs:
-        assert argv_of(argv_file.read_bytes())[2] == b(spec.argv[5])  # the cached SIF, not the reference
-        run_env = argv_file.with_suffix(".env").read_bytes()
-        assert b"s3cr3t" not in run_env and b"IL_REGAUTH" not in run_env
+        words = argv_of(argv_file.read_bytes())
+        assert words[2:4] == [b"--", b(spec.argv[5])]  # the cached SIF, not the reference, after `--`
 
 
-# ------------------------------------------------------------------------------------------------
-# enroot
-
-
-@pytest.mark.parametrize(
-    ("image", "uri"),
-    [
-        ("busybox", "docker://busybox"), ("busybox:1.36", "docker://busybox:1.36"), ("library/x:1", "docker://library/x:1"),
-        ("nvcr.io/nvidia/pytorch:24.01", "docker://nvcr.io#nvidia/pytorch:24.01"),
-        ("localhost/img:1", "docker://localhost#img:1"), ("reg:5000/a/b", "docker://reg:5000#a/b"),
-        ("docker://reg#x", "docker://reg#x"), ("dockerd://img", "dockerd://img"),
-    ],
-)  # fmt: skip
-def test_enroot_uri(image: str, uri: str) -> None:
-    assert enroot_uri(image) == uri
-
-
-def test_enroot_argv_structure() -> None:
-    c = make_container(
-        name="c", image="nvcr.io/nv/img:1", command=["/bin/x"], args=["$(A)"], env=[("A", "1"), ("PATH", "/p")]
+def test_apptainer_credentials_reach_only_the_conversion_through_a_removed_auth_file(tmp_path: Path) -> None:
+    """Registry credentials: a private auth file (--authfile) for the image step's conversion, removed
+    once it succeeded; never an argv or an environment of the build or the container."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apptainer"
+    fake.write_text(
+        "#!/bin/bash\n"
+        "# stand-in for apptainer: build records argv, env and the auth file it was given\n"
+        'if [[ $1 == build ]]; then printf "%s\\0" "$@" > "$REC.build.argv"; cat /proc/$$/environ > "$REC.build.env"\n'
+        '  cp -- "$4" "$REC.auth"; echo sif > "${@: -2:1}"; exit 0; fi\n'
+        'printf "%s\\0" "$@" > "$REC.run.argv"; cat /proc/$$/environ > "$REC.run.env"\n'
     )
-    mounts = (Mount("/j/v", "/data"), Mount("/j/s", "/sec", read_only=True))
-    ctx = make_ctx(c, job_dir="/jobs/d", pod_uid="u", instance="i", mounts=mounts, gpus=2, extra_options=("--root",))
-    spec = runtime_for("enroot").argv(ctx)
-    name = "il-i-u-c"
-    sqsh = f"/jobs/d/{name}.sqsh"
-    assert spec.prepare_argvs == (
-        ("rm", "-f", "--", sqsh),
-        ("enroot", "import", "-o", sqsh, "--", "docker://nvcr.io#nv/img:1"),
-        ("enroot", "create", "-n", name, "--", sqsh),
-    )
-    assert spec.cleanup_argv == ("enroot", "remove", "-f", "--", name)
-    assert spec.argv == (
-        "env", "A=1", "NVIDIA_VISIBLE_DEVICES=all", "enroot", "start", "--rw",
-        "--env", "A", "--env", "PATH=/p", "--env", "NVIDIA_VISIBLE_DEVICES",
-        "--mount", "/j/v:/data:none:x-create=auto,rbind", "--mount", "/j/s:/sec:none:x-create=auto,rbind,ro",
-        "--root", "--rc", f"/jobs/d/{ENROOT_RC_NAME}", "--", name, "", "/bin/x", "1",
-    )  # fmt: skip
-
-
-def test_enroot_without_command_runs_image_rc_with_args() -> None:
-    ctx = make_ctx(make_container(name="c", image="/shared/img.sqsh", args=["a"]), pod_uid="u", instance="i")
-    spec = runtime_for("enroot").argv(ctx)
-    assert spec.prepare_argvs == (("enroot", "create", "-n", "il-i-u-c", "--", "/shared/img.sqsh"),)
-    assert spec.argv == ("env", "enroot", "start", "--rw", "--", "il-i-u-c", "a")
-    with pytest.raises(PodSpecError, match=r"workingDir|directory"):
-        runtime_for("enroot").argv(make_ctx(make_container(image="/i.sqsh", working_dir="/w")))
-
-
-@pytest.mark.parametrize(
-    ("env", "field"),
-    [
-        ([("A.B", "1")], "spec.containers[0].env[0].name"),
-        ([("ENROOT_X", "1")], "spec.containers[0].env[0].name"),
-        ([("A", "line\nbreak")], "spec.containers[0].env[0].value"),
-        ([("A", "1"), ("B", "'quoted'")], "spec.containers[0].env[1].value"),
-    ],
-)
-def test_enroot_refuses_what_it_would_mangle(env: list[tuple[str, str]], field: str) -> None:
-    with pytest.raises(PodSpecError) as err:
-        runtime_for("enroot").argv(make_ctx(make_container(command=["x"], env=env)))
-    assert err.value.field == field
-
-
-def test_enroot_rc_runs_command_in_workdir(tmp_path: Path) -> None:
-    rc = tmp_path / "rc"
-    rc.write_text(ENROOT_RC)
-    result = run(
-        ["/bin/sh", str(rc), str(tmp_path / "wd"), "/bin/sh", "-c", 'pwd; printf "%s|" "$@"', "x", "a b", "$c"]
-    )
-    assert result.stdout == f"{tmp_path / 'wd'}\na b|$c|".encode()
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    env=st.lists(
-        st.tuples(
-            st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,10}\Z").filter(lambda n: not n.startswith("ENROOT_")),
-            any_text.filter(lambda v: "\n" not in v and "\r" not in v and v[:1] not in ("'", '"')),
-        ),
-        max_size=6,
-    ),
-    args=arg_lists,
-)
-def test_enroot_values_reach_stand_in_byte_exact(env: list[tuple[str, str]], args: list[str], tmp_path: Path) -> None:
-    stand_in = write_stand_in(tmp_path / "bin", "enroot")
-    out = tmp_path / "rec"
-    ctx = make_ctx(
-        make_container(name="c", image="/i.sqsh", command=["/bin/prog"], args=args, env=env), binary=str(stand_in)
-    )
-    result = run(
-        runtime_for("enroot").argv(ctx).argv, timeout=20, env={"PATH": "/usr/bin:/bin", "STANDIN_OUT": str(out)}
-    )
-    assert result.returncode == 0, result.stderr
-    lookup = env_map(ctx.env)
-    recorded_argv = argv_of(out.with_suffix(".argv").read_bytes())
-    tail = [b(container_name(ctx)), b"", b"/bin/prog", *(b(expand_k8s(a, lookup)) for a in args)]
-    assert recorded_argv[-len(tail) :] == tail
-    seen = environ_of(out.with_suffix(".env").read_bytes())
-    for name, value in lookup.items():
-        if b"--env" in recorded_argv and b(f"{name}={value}") in recorded_argv:
-            continue  # a host-sensitive name (PATH, HOME, ...) travels as --env NAME=VALUE
-        assert seen[b(name)] == b(value)
-        assert b(name) in recorded_argv
+    fake.chmod(0o755)
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / APPTAINER_HELPER_NAME).write_text(helper_files()[APPTAINER_HELPER_NAME])
+    settings = ApptainerSettings(credentials={"reg.io": ("robot", "s3cr3t pass")})
+    ctx = make_ctx(make_container(image="reg.io/app:1", command=["x"]), job_dir=job, apptainer=settings)
+    spec = runtime_for("apptainer").argv(ctx)
+    ((auth_path, auth),) = spec.credential_files
+    assert auth_path == f"{job}/registry-auth/c1.json"
+    assert b"s3cr3t" not in b"\0".join(b(w) for w in spec.image_argv)
+    assert b"s3cr3t" not in b"\0".join(b(w) for w in spec.argv)
+    for path, content in (*spec.files, *spec.credential_files):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(content)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REC": str(tmp_path / "rec")}
+    assert spec.prepare_argvs == ()
+    assert run(spec.image_argv, env=env).returncode == 0
+    assert not Path(auth_path).exists()  # removed by the conversion step itself
+    build = argv_of((tmp_path / "rec.build.argv").read_bytes())
+    assert build[:5] == [b"build", b"-F", b"--authfile", b(auth_path), b"--"]
+    token = json.loads((tmp_path / "rec.auth").read_bytes())["auths"]["reg.io"]["auth"]
+    assert base64.b64decode(token) == b"robot:s3cr3t pass"
+    assert b"s3cr3t" not in (tmp_path / "rec.build.env").read_bytes()
+    assert run(spec.argv, env=env).returncode == 0
+    assert argv_of((tmp_path / "rec.run.argv").read_bytes())[2:4] == [b"--", b(spec.argv[5])]
+    assert b"s3cr3t" not in (tmp_path / "rec.run.env").read_bytes()
+    # a second conversion step (another container, same image) finds the SIF and drops its file too
+    Path(auth_path).write_bytes(auth)
+    assert run(spec.image_argv, env=env).returncode == 0 and not Path(auth_path).exists()

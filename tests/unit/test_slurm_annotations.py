@@ -1,5 +1,5 @@
-"""Annotations turned into the RunPlan: runtime options and mounts (enroot: no enroot binary on this
-machine, so its argv is checked here), MPI launcher flags, probes and hooks, raw shell, jobScript."""
+"""Annotations turned into the RunPlan: runtime options and mounts, image-root, MPI launcher flags,
+probes and hooks, raw shell, jobScript."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from interlink_plugins.config import parse_config
-from interlink_plugins.core.annotations import enroot_option_words, mpi_launch_words, split_mesh
+from interlink_plugins.core.annotations import mpi_launch_words, split_mesh
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.jobdir import build_run_plan, write_job_files
 from interlink_plugins.core.pod import parse_create_body
@@ -40,27 +40,33 @@ def test_singularity_mounts_then_options_with_legacy_names(tmp_path: Path) -> No
     assert info.value.status == 403 and info.value.field == "metadata.annotations[job.vk.io/singularity-mounts]"
 
 
-def test_enroot_options_and_mounts_are_parsed_and_checked(tmp_path: Path) -> None:
-    policy = policy_from_config({"AllowedHostPaths": ["/data"]})
-    field = "metadata.annotations[slurm-job.vk.io/enroot-mounts]"
-    assert enroot_option_words(policy, "-m /data/x:/x --mount='/data/y /y none bind' -r -w", field=field) == [
-        "--mount", "/data/x:/x", "--mount", "/data/y /y none bind", "--root", "--rw"]
-    for text, status in (("--mount /etc:/etc", 403), ("--env A=1", 403), ("--rc /x.sh", 403), ("-c /c", 403),
-                         ("--mount", 422), ("--bogus", 422), ("positional", 422)):
-        with pytest.raises(PodSpecError) as info:
-            enroot_option_words(policy, text, field=field)
-        assert info.value.status == status, text
-    body = pod_body("p", [container("c", ["true"])], annotations={"slurm-job.vk.io/enroot-mounts": "-m /data:/d",
-                                                                  "slurm-job.vk.io/enroot-options": "--root"})
-    argv = plan(tmp_path, body, ContainerRuntime="enroot", AllowedHostPaths=["/data"]).containers[0].argv
-    start = argv.index("start")
-    assert argv[start:].index("--mount") < argv[start:].index("--root") < argv[start:].index("--")
-    assert argv[argv.index("--mount") + 1] == "/data:/d"
+@pytest.mark.parametrize(
+    ("root", "image", "expected"),
+    [("docker://reg.example.org/", "app:1", "docker://reg.example.org/app:1"),
+     ("/cvmfs/unpacked.cern.ch/", "library/x:1", "/cvmfs/unpacked.cern.ch/library/x:1"),
+     ("oras://ghcr.io/o/", "x:1", "oras://ghcr.io/o/x:1")],
+)  # fmt: skip
+def test_image_root_prefixes_the_image(tmp_path: Path, root: str, image: str, expected: str) -> None:
+    body = pod_body("p", [container("c", ["true"], image=image)], annotations={"slurm-job.vk.io/image-root": root})
+    argv = plan(tmp_path, body, ContainerRuntime="apptainer").containers[0].argv
+    assert argv[6] == expected and argv[argv.index(expected) - 1] == ""  # IMAGE after SIF ("": no conversion)
+
+
+@pytest.mark.parametrize(
+    ("root", "image"),
+    [("--bind=/etc:/", "x"), ("-B/etc:/x ", "x"), ("docker://a b/", "x"), ("relative/dir/", "x"),
+     ("docker://--x/", "busybox"), ("docker://reg.io/\n", "x")],
+)
+def test_image_root_is_never_an_option(tmp_path: Path, root: str, image: str) -> None:
+    body = pod_body("p", [container("c", ["true"], image=image)], annotations={"job.vk.io/image-root": root})
+    with pytest.raises(PodSpecError) as info:
+        plan(tmp_path, body, ContainerRuntime="apptainer")
+    assert info.value.status == 422
+    assert info.value.field in ("metadata.annotations[job.vk.io/image-root]", "spec.containers[0].image")
 
 
 def test_runtime_annotations_of_another_runtime_are_ignored(tmp_path: Path) -> None:
-    body = pod_body("p", [container("c", ["true"])], annotations={"slurm-job.vk.io/enroot-options": "--root",
-                                                                  "slurm-job.vk.io/singularity-options": "--nv"})
+    body = pod_body("p", [container("c", ["true"])], annotations={"slurm-job.vk.io/singularity-options": "--nv"})
     assert plan(tmp_path, body).containers[0].argv[-1] == "true"
 
 
