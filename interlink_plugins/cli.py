@@ -13,19 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from interlink_plugins import tracing
+from interlink_plugins import redact, tracing
 from interlink_plugins.backends import make_backend
 from interlink_plugins.config import Config, config_reference_markdown, load_config
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
+from interlink_plugins.filemodes import TRAVERSE_ONLY, make_dirs, restrict_umask, secure_state
 from interlink_plugins.logsetup import setup_logging
 from interlink_plugins.metrics import MeteredRunner, Metrics
 
 log = logging.getLogger("interlink_plugins")
-# interLink's client keeps idle connections for 120 s: the server must not close them first, or a
-# request sent on a connection the server is closing fails (no retry on POST)
-KEEP_ALIVE_SECONDS = 125
 
 
 def _load(path: str) -> tuple[Config, AdminPolicy]:
@@ -41,16 +39,21 @@ def _load(path: str) -> tuple[Config, AdminPolicy]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from interlink_plugins.api import listener
     from interlink_plugins.api.app import create_app
     from interlink_plugins.core.service import PluginService
     from interlink_plugins.core.state import StateStore
 
+    restrict_umask()  # what the plugin creates is its own; the commands it runs get 022 back (core/runner.py)
     config, policy = _load(args.config)
+    try:  # before anything else is made: a socket others can swap, or a network bind, stops start-up here
+        listeners = listener.open_listeners(config)
+        secure_state(config.state_dir, config.state_db)
+    except ConfigError as exc:
+        raise SystemExit(f"cannot serve: {exc}") from None
     tracing.setup(config)  # off unless TracingEndpoint / OTEL_EXPORTER_OTLP_ENDPOINT; flushed at exit (<= 2 s)
     if not _remote_data_root(config):
-        config.data_root.mkdir(parents=True, exist_ok=True)
+        make_dirs(config.data_root, TRAVERSE_ONLY)
     metrics = Metrics(config.backend)
     backend = make_backend(config, MeteredRunner(_command_runner(config), metrics), policy)
     service = PluginService(config, backend, StateStore(config.state_db), metrics=metrics)
@@ -75,24 +78,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("reloaded flavors, policy and taints from %s", args.config)
 
     app = create_app(service, on_reload=reload)
-    listen_fds = os.environ.get("LISTEN_FDS", "")
-    if listen_fds.isdigit() and int(listen_fds) >= 1 and os.environ.get("LISTEN_PID") == str(os.getpid()):
-        log.info("serving %s backend on the socket passed by systemd (fd 3)", config.backend)
-        uvicorn.run(app, fd=3, log_level="warning", timeout_graceful_shutdown=5,
-                    timeout_keep_alive=KEEP_ALIVE_SECONDS)
-        return 0
-    if config.socket:
-        socket_path = Path(config.socket)
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
-        if socket_path.is_socket():
-            socket_path.unlink()
-        log.info("serving %s backend on unix socket %s", config.backend, socket_path)
-        uvicorn.run(app, uds=str(socket_path), log_level="warning", timeout_graceful_shutdown=5,
-                    timeout_keep_alive=KEEP_ALIVE_SECONDS)
-    else:
-        log.info("serving %s backend on http://%s:%s", config.backend, config.bind_address, config.sidecar_port)
-        uvicorn.run(app, host=config.bind_address, port=config.sidecar_port, log_level="warning",
-                    timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    for each in listeners:
+        log.info("serving %s backend on %s", config.backend, each.where)
+    listener.serve(app, config, listeners)
     return 0
 
 
@@ -110,14 +98,6 @@ def _remote_data_root(config: Config) -> bool:
     return bool(config.ssh_host) and config.data_transfer == "sftp"
 
 
-def _mask(text: str, secrets: list[bytes]) -> str:
-    for secret in secrets:
-        value = secret.decode(errors="replace")
-        if len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     config, policy = _load(args.config)
     from interlink_plugins.core.pod import parse_create_body
@@ -125,25 +105,31 @@ def cmd_render(args: argparse.Namespace) -> int:
     body: Any = json.loads(Path(args.pod).read_text())
     if isinstance(body, dict) and "pod" not in body and "metadata" in body:
         body = {"pod": body, "container": []}
-    backend = make_backend(config, LocalRunner(), policy)
+    # the job is rendered from a pod and config whose env values and secrets are placeholders
+    backend = make_backend(redact.redacted_config(config), LocalRunner(), policy)
     try:
         pod = parse_create_body(body)
-        prepared = backend.prepare(pod, write=False)
+        prepared = backend.prepare(redact.redacted_pod(pod), write=False)
     except (PodSpecError, PolicyViolation) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    secrets = [value for data in pod.secrets.values() for value in data.values()]
-    secrets += [value for name, data in pod.projected.items() for key, value in data.items() if "token" in key]
-    secrets += [password.encode() for _user, password in config.registry_credentials.values()]
+    secrets = redact.secret_values(pod, config)
     print(f"# job directory: {prepared.job_dir}")
-    print(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}")
+    print(redact.mask(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}", secrets))
+    for line in redact.env_summary(pod):
+        print(line)
+    from interlink_plugins.api.listener import describe_exposure
+
+    for _ok, line in describe_exposure(config):
+        print(f"# {line}")
     for name, text in prepared.files.items():
         print(f"\n# ---- {name} ----")
-        print(_mask(text, secrets), end="" if text.endswith("\n") else "\n")
+        print(redact.mask(text, secrets), end="" if text.endswith("\n") else "\n")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    restrict_umask()
     config, policy = _load(args.config)
     problems = 0
 
@@ -156,10 +142,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     if _remote_data_root(config):
         report(True, f"DataRootFolder {config.data_root} is on {config.ssh_host} (DataTransfer: sftp)")
     else:
-        config.data_root.mkdir(parents=True, exist_ok=True)
+        make_dirs(config.data_root, TRAVERSE_ONLY)
         report(os.access(config.data_root, os.W_OK), f"DataRootFolder {config.data_root} writable")
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    report(os.access(config.state_dir, os.W_OK), f"StateDir {config.state_dir} writable")
+    try:
+        secure_state(config.state_dir, config.state_db)
+        report(os.access(config.state_dir, os.W_OK), f"StateDir {config.state_dir} writable, mode 0700")
+    except ConfigError as exc:
+        report(False, str(exc))
+    from interlink_plugins.api.listener import describe_exposure
+
+    for ok, line in describe_exposure(config):
+        report(ok, line)
     runtime_binary = {
         "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
         "enroot": config.enroot[0], "none": "bwrap",

@@ -20,6 +20,7 @@ from interlink_plugins.api.answers import ANSWERED_ERRORS, BadRequest, error_ans
 from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse, PodStatusAnswer
 from interlink_plugins.api.observe import RequestObserver
 from interlink_plugins.api.status_path import StatusFastPath
+from interlink_plugins.api.streams import FollowSlots, SlottedStream
 from interlink_plugins.core.service import LogRequest, PluginService
 from interlink_plugins.metrics import watch_event_loop_lag
 
@@ -63,6 +64,7 @@ def create_app(
 
     for error in ANSWERED_ERRORS:
         app.add_exception_handler(error, _answer_error)
+    follow_slots = FollowSlots(service.config.max_follow_streams)
 
     @app.post("/create", response_model=CreateResponse, openapi_extra=schema.CREATE, responses=schema.ERRORS)
     async def create(request: Request) -> JSONResponse:
@@ -112,7 +114,13 @@ def create_app(
             since_time=opts.SinceTime,
         )
         if opts.Follow:
-            return StreamingResponse(await service.open_follow(request_obj), media_type="text/plain")
+            follow_slots.take()
+            try:
+                stream = await service.open_follow(request_obj)
+            except BaseException:
+                follow_slots.give_back()
+                raise
+            return SlottedStream(stream, follow_slots, media_type="text/plain")
         data, rest = await service.open_read(request_obj)
         if rest is not None:  # more than a block: streamed as it is read (bounded memory)
             return StreamingResponse(rest, media_type="text/plain")
