@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from interlink_plugins import tracing
 from interlink_plugins.api import schema
@@ -27,7 +28,10 @@ from interlink_plugins.metrics import watch_event_loop_lag
 log = logging.getLogger(__name__)
 
 async def _json_body(request: Request, *, empty: Any = None) -> Any:
-    return await read_json_body(request.stream(), request.headers.get("content-length"), empty=empty)
+    try:
+        return await read_json_body(request.stream(), request.headers.get("content-length"), empty=empty)
+    except ClientDisconnect:  # gone mid-body (or cut off by RequestReadTimeout): an answer nobody reads
+        raise BadRequest("the connection closed before the whole body arrived", field="body") from None
 
 
 async def _answer_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -114,8 +114,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         try:
             caller = identify(transport.get_extra_info("socket"))
-        except OSError as exc:
-            log.warning("closed an API connection whose caller could not be identified: %s", exc)
+        except OSError as exc:  # reset before it could be asked: nothing to answer
+            log.debug("dropped an API connection gone before its caller was identified: %s", exc)
             transport.abort()
             return
         if not self.policy.allows(caller):

@@ -3,8 +3,8 @@
 interLink sends no credentials, so the caller is identified by the kernel, once per connection: on a unix
 socket SO_PEERCRED (uid, gid and pid at connect time) and SO_PEERGROUPS; on TCP the owner uid of the
 peer's socket in this network namespace's socket table (/proc/net/tcp and tcp6), found by the peer's
-address and port. A TCP peer that is not in the table is on another host, or its socket is gone: it has
-no uid.
+address and port. A TCP peer that is not in the table is on another host, or its socket is gone (closed:
+the table then shows uid 0 and no inode): it has no uid.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
 TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
-TCP_TIME_WAIT = "06"  # a closed socket's remains: the table shows uid 0 for it
 _UCRED = struct.Struct("3i")
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -75,10 +74,12 @@ def socket_owner(peer: tuple[IpAddress, int], ours: tuple[IpAddress, int]) -> in
                 next(rows, None)  # the header
                 for row in rows:
                     fields = row.split()
-                    if len(fields) < 8 or not fields[1].endswith(port_suffix) or fields[3] == TCP_TIME_WAIT:
+                    if len(fields) < 10 or not fields[1].endswith(port_suffix):
                         continue
                     if _endpoint(fields[1]) == peer and _endpoint(fields[2]) == ours:
-                        return int(fields[7])
+                        # inode 0: no process holds the socket any more (closed: FIN_WAIT, TIME_WAIT), and
+                        # the kernel shows uid 0 for it: that identifies nobody
+                        return int(fields[7]) if fields[9] != "0" else None
         except FileNotFoundError:  # no IPv6 in this kernel
             continue
     return None

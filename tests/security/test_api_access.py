@@ -165,6 +165,38 @@ def test_local_users_cannot_call_the_api_over_loopback_tcp(
     assert_nothing_happened(plugin, victim, planted)
 
 
+HIT_AND_RUN = """
+import json, socket, sys
+port, body = int(sys.argv[1]), sys.stdin.read().encode()
+request = (b"POST /create HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
+           b"Content-Length: %d\\r\\n\\r\\n" % len(body)) + body
+for _ in range(int(sys.argv[2])):
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(request)
+    sock.close()
+"""
+
+
+def test_a_caller_gone_before_the_check_is_not_taken_for_root(
+    tmp_path: Path, slurm_cluster: dict[str, str], users: dict[str, int], plugins: list[PluginProcess]
+) -> None:
+    """Attack: connect, send a whole create, close at once. The kernel keeps the closed socket (FIN_WAIT)
+    in its table with uid 0 and no inode: a root plugin reading the table would take the caller for root
+    and run the planted pod as root. Defence: a socket no process holds any more identifies nobody."""
+    plugin = start(tmp_path, slurm_cluster)
+    plugins.append(plugin)
+    planted = pod_body("planted", [container("c", ["sh", "-c", "id > /tmp/ilsec-api-planted"])])
+    run = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
+                          "-c", HIT_AND_RUN, str(plugin.port), "40"],
+                         input=json.dumps(planted), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    time.sleep(2)
+    assert plugin.status(planted) is None
+    jobs = plugin.workdir / "jobs"
+    assert not any(planted["pod"]["metadata"]["uid"] in p.name for p in (jobs.iterdir() if jobs.exists() else ()))
+    assert re.search(r"refused (an unidentified caller|API caller uid 65534)", plugin.log_path.read_text())
+
+
 def test_allowed_uid_and_gid_get_through_and_a_socket_group_member_does_not(
     tmp_path: Path, slurm_cluster: dict[str, str], users: dict[str, int], plugins: list[PluginProcess]
 ) -> None:
@@ -302,3 +334,37 @@ def test_socket_activation_keeps_the_caller_checks(
             proc.wait(timeout=20)
     log = (tmp_path / "activated" / "plugin.log").read_text()
     assert "AllowNetworkBind" in log and "0.0.0.0" in log, log[-2000:]
+
+
+def test_check_and_render_say_who_may_call_and_how_exposed_the_api_is(
+    tmp_path: Path, slurm_cluster: dict[str, str], users: dict[str, int]
+) -> None:
+    """The admin sees the exposure before serving: `check` and `render` name who may call, the socket's
+    modes, and a network bind; `check` fails a socket directory others can write."""
+    pod = tmp_path / "pod.json"
+    pod.write_text(json.dumps(pod_body("p", [container("c", ["true"])])))
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    cases = {
+        "socket": ({"Socket": f"unix://{tmp_path}/run/plugin.sock", "SocketGroup": SOCKET_GROUP[0],
+                    "AllowedClientUids": [ALLOWED[0]]},
+                   ["0660 in a 0750 directory", f"uid {users[ALLOWED[0]]} ({ALLOWED[0]})"]),
+        "network": ({"BindAddress": "0.0.0.0", "AllowNetworkBind": True}, ["NOT loopback", "AllowNetworkBind"]),
+        "unsafe": ({"Socket": f"unix://{shared}/plugin.sock"}, ["[FAIL] API on unix socket", "writable by group"]),
+    }
+    for name, (settings, expected) in cases.items():
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"Backend": "slurm", "ContainerRuntime": "none",
+                                          "DataRootFolder": str(tmp_path / "jobs"),
+                                          "StateDir": str(tmp_path / "state"), **settings}))
+        for command in (["check"], ["render", str(pod)]):
+            run = subprocess.run([sys.executable, "-m", "interlink_plugins.cli", *command, "--config", str(config)],
+                                 capture_output=True, text=True, timeout=120, cwd=str(ROOT),
+                                 env={**os.environ, "SLURM_CONF": slurm_cluster["SLURM_CONF"]})
+            for text in expected:
+                wanted = text.replace("[FAIL] ", "") if command[0] == "render" else text
+                assert wanted in run.stdout, (name, command[0], run.stdout[:3000], run.stderr[-2000:])
+            assert f"API callers allowed: uid {os.geteuid()}" in run.stdout
+            if command[0] == "check":
+                assert run.returncode == (1 if name == "unsafe" else 0), (name, run.stdout)

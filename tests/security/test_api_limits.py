@@ -93,7 +93,8 @@ def test_a_slowloris_client_is_cut_off_after_the_read_deadline_while_others_are_
         assert 1.5 <= result["closed_after"] <= 10, (name, result)
     assert results["headers"]["answer"].startswith(b"HTTP/1.1 408"), results["headers"]
     assert len(served) >= 5 and max(served) < 2, served
-    assert re.search(r"uid 0\b.*not received within 2s|not received within 2s.*uid 0\b", plugin.log_path.read_text())
+    log = plugin.log_path.read_text()
+    assert re.search(r"uid 0\b.*not received within 2s", log) and "Traceback" not in log, log[-3000:]
 
 
 def held_connection(port: int) -> tuple[socket.socket, bytes]:
