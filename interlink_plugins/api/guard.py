@@ -20,7 +20,11 @@ import logging
 import time
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError as missing:  # a distribution's uvicorn without it
+    raise ImportError("the API is served by uvicorn's httptools protocol: install httptools (a dependency of "
+                      "interlink-plugins; Debian: python3-httptools)") from missing
 
 from interlink_plugins.api.access import ClientPolicy
 from interlink_plugins.api.peers import Caller, identify
