@@ -19,7 +19,7 @@ from interlink_plugins.config import Config, config_reference_markdown, load_con
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
-from interlink_plugins.filemodes import TRAVERSE_ONLY, make_dirs, restrict_umask, secure_state
+from interlink_plugins.filemodes import TRAVERSE_ONLY, make_dirs, restrict_umask, secure_state, writable_by_others
 from interlink_plugins.logsetup import setup_logging
 from interlink_plugins.metrics import MeteredRunner, Metrics
 
@@ -54,6 +54,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tracing.setup(config)  # off unless TracingEndpoint / OTEL_EXPORTER_OTLP_ENDPOINT; flushed at exit (<= 2 s)
     if not _remote_data_root(config):
         make_dirs(config.data_root, TRAVERSE_ONLY)
+        loose = writable_by_others(config.data_root, "DataRootFolder")
+        if loose:
+            log.warning("%s", loose)
     metrics = Metrics(config.backend)
     backend = make_backend(config, MeteredRunner(_command_runner(config), metrics), policy)
     service = PluginService(config, backend, StateStore(config.state_db), metrics=metrics)
@@ -144,6 +147,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         make_dirs(config.data_root, TRAVERSE_ONLY)
         report(os.access(config.data_root, os.W_OK), f"DataRootFolder {config.data_root} writable")
+        loose = writable_by_others(config.data_root, "DataRootFolder")
+        if loose:
+            report(False, loose)
     try:
         secure_state(config.state_dir, config.state_db)
         report(os.access(config.state_dir, os.W_OK), f"StateDir {config.state_dir} writable, mode 0700")

@@ -73,6 +73,20 @@ def secure_state(state_dir: Path, db: Path) -> None:
     private_files(db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
 
 
+def writable_by_others(path: Path, what: str) -> str | None:
+    """A warning when users other than the plugin's can create entries in the directory `path` (the data
+    root: they could plant what looks like a job directory)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o022:
+        return None
+    return (f"{what} {path} (mode {mode:04o}) is writable by other users: they can plant entries where job "
+            "directories go; make it 0711 (or 0755), owned by the plugin's user")
+
+
 def readable_by_others(path: Path, what: str) -> str | None:
     """A warning when users other than the plugin's can read `path` (a key, token, password or config):
     world-readable, group-readable by a group other than the plugin's own, or owned by another user."""

@@ -172,3 +172,27 @@ def test_render_prints_no_secret_and_env_as_name_and_length(tmp_path: Path, back
             summary[line.split()[2].rstrip(":")] = line
     assert f"PLAIN ({len(PLAIN_ENV)} bytes)" in summary["c"] and "SHORT (3 bytes)" in summary["c"], summary
     assert f"FROM_SECRET ({len(LONG_SECRET)} bytes)" in summary["c"]
+
+
+@pytest.mark.e2e
+def test_a_data_root_other_users_can_write_is_reported(tmp_path: Path, slurm_cluster: dict[str, str]) -> None:
+    """Attack: another local user creates entries in a world-writable data root, where job directories go
+    (a planted directory or symlink under a future job's name). Defence: `check` fails and `serve` warns,
+    naming the directory; one the plugin makes is 0711."""
+    data_root = tmp_path / "jobs"
+    data_root.mkdir(mode=0o777)
+    data_root.chmod(0o777)
+    config = tmp_path / "plugin.yaml"
+    config.write_text(yaml.safe_dump({"Backend": "slurm", "ContainerRuntime": "none", "DataRootFolder": str(data_root),
+                                      "StateDir": str(tmp_path / "state")}))
+    config.chmod(0o600)
+    check = subprocess.run([sys.executable, "-m", "interlink_plugins.cli", "check", "--config", str(config)],
+                           capture_output=True, text=True, timeout=120, cwd=str(ROOT),
+                           env={**os.environ, "SLURM_CONF": slurm_cluster["SLURM_CONF"]})
+    assert check.returncode == 1 and f"[FAIL] DataRootFolder {data_root} (mode 0777) is writable" in check.stdout, \
+        check.stdout
+    data_root.chmod(0o711)
+    check = subprocess.run([sys.executable, "-m", "interlink_plugins.cli", "check", "--config", str(config)],
+                           capture_output=True, text=True, timeout=120, cwd=str(ROOT),
+                           env={**os.environ, "SLURM_CONF": slurm_cluster["SLURM_CONF"]})
+    assert check.returncode == 0 and "FAIL" not in check.stdout, check.stdout
