@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 SPARED_PATH = b"/status"
 REFUSED_HEADERS_MAX = 64 * 1024  # a refused caller's request is read this far, no further
+REFUSED_WAIT_SECONDS = 5.0  # ... and waited for this long at most
 REFUSED_LINGER_SECONDS = 1.0  # after the 403, the rest of its request is drained this long, then closed
+REFUSED_OPEN_MAX = 64  # refused connections kept for their 403 at once; past it they are dropped at once
 LOG_EVERY_SECONDS = 10.0  # one line per refused uid per interval (a flood of attempts is counted, not logged)
 
 
@@ -69,15 +71,19 @@ class _RefusalLog:
 
 class RefusedConnection(asyncio.Protocol):
     """A caller that may not call: its request head is read (so that it gets the answer rather than a
-    reset), answered 403, and the connection closed."""
+    reset), answered 403, and the connection closed. Such connections are not counted by uvicorn's limit:
+    few are kept at once, and briefly."""
 
-    def __init__(self, transport: asyncio.Transport, message: str, timeout: float) -> None:
+    open = 0
+
+    def __init__(self, transport: asyncio.Transport, message: str) -> None:
+        RefusedConnection.open += 1
         self.transport = transport
         self.message = message
         self.seen = 0
         self.tail = b""  # the last bytes seen: the blank line may straddle two reads
         self.answered = False
-        self.timer = asyncio.get_running_loop().call_later(timeout, self.answer)
+        self.timer = asyncio.get_running_loop().call_later(REFUSED_WAIT_SECONDS, self.answer)
 
     def data_received(self, data: bytes) -> None:
         if self.answered:
@@ -104,6 +110,7 @@ class RefusedConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.timer.cancel()
+        RefusedConnection.open -= 1
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -125,9 +132,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if not self.policy.allows(caller):
             who = "a caller on another host" if caller.uid is None else f"caller uid {caller.uid}"
             self.refusals.refused(caller, "not in AllowedClientUids/AllowedClientGids")
+            if RefusedConnection.open >= REFUSED_OPEN_MAX:
+                transport.abort()  # a flood: no answer, no file descriptor held
+                return
             transport.set_protocol(RefusedConnection(
-                transport, f"{who} is not allowed to call this plugin (AllowedClientUids, AllowedClientGids)",
-                self.read_timeout))
+                transport, f"{who} is not allowed to call this plugin (AllowedClientUids, AllowedClientGids)"))
             return
         self.caller = caller
         super().connection_made(transport)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -171,3 +172,46 @@ def test_the_follow_stream_past_the_cap_gets_429(start: Any) -> None:
         for client in clients:
             client.close()
         plugin.delete(body)
+
+
+FLOOD = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5))
+    except OSError:
+        pass
+print(len(held), flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_a_flood_of_refused_connections_holds_no_resources(start: Any) -> None:
+    """Attack: a local user who may not call opens hundreds of connections and sends nothing, to hold the
+    plugin's file descriptors (refused callers are not counted by the concurrency limit). Defence: a few
+    refused connections wait briefly for their request to answer 403; past that they are dropped at once.
+    interLink's /status is served throughout."""
+    plugin = start()
+    assert plugin.proc is not None
+    fds = Path(f"/proc/{plugin.proc.pid}/fd")
+    baseline = len(list(fds.iterdir()))
+    flood = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
+                              "-c", FLOOD, str(plugin.port), "400", "6"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert flood.stdout is not None
+        opened = int(flood.stdout.readline())
+        assert opened >= 300, opened
+        most, served = 0, []
+        for _ in range(10):  # while the plugin accepts them and after
+            most = max(most, len(list(fds.iterdir())) - baseline)
+            before = time.monotonic()
+            assert plugin.ping()["status"] == "ok"
+            served.append(time.monotonic() - before)
+            time.sleep(0.3)
+        assert most <= 64 + 16, most  # the refused connections kept for their 403, and some slack
+        assert max(served) < 2, served
+    finally:
+        flood.kill()
+        flood.wait(timeout=30)
+    assert re.search(r"refused API caller uid 65534\b", plugin.log_path.read_text())
