@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import dataclasses
 import json
 import logging
@@ -13,9 +12,8 @@ import shutil
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
-from interlink_plugins import tracing
+from interlink_plugins import redact, tracing
 from interlink_plugins.backends import make_backend
 from interlink_plugins.config import Config, config_reference_markdown, load_config
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
@@ -23,14 +21,12 @@ from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_f
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
 from interlink_plugins.core.state import SCHEMA_VERSION, StateSchemaError, StateStore, state_summary
 from interlink_plugins.exitcodes import ExitCode, UserError, help_table
+from interlink_plugins.filemodes import TRAVERSE_ONLY, make_dirs, restrict_umask, secure_state, writable_by_others
 from interlink_plugins.logsetup import setup_logging
 from interlink_plugins.manifest import ManifestError, PodInput, read_pod_input
 from interlink_plugins.metrics import MeteredRunner, Metrics
 
 log = logging.getLogger("interlink_plugins")
-# interLink's client keeps idle connections for 120 s: the server must not close them first, or a
-# request sent on a connection the server is closing fails (no retry on POST)
-KEEP_ALIVE_SECONDS = 125
 
 
 def _load(path: str) -> tuple[Config, AdminPolicy]:
@@ -46,19 +42,26 @@ def _load(path: str) -> tuple[Config, AdminPolicy]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from interlink_plugins.api import listener
     from interlink_plugins.api.app import create_app
     from interlink_plugins.api.metrics_listener import ListenError, bind_metrics_socket
     from interlink_plugins.core.service import PluginService
 
+    restrict_umask()  # what the plugin creates is its own; the commands it runs get 022 back (core/runner.py)
     config, policy = _load(args.config)
+    try:  # before anything else is made: a socket others can swap, or a network bind, stops start-up here
+        listeners = listener.open_listeners(config)
+    except ConfigError as exc:
+        raise UserError(ExitCode.CONFIG, f"cannot serve: {exc}") from None
     try:
         tracing.setup(config)  # off unless TracingEndpoint / OTEL_EXPORTER_OTLP_ENDPOINT; flushed at exit (<= 2 s)
     except SystemExit as exc:  # on, but the SDK is missing: a config problem
         raise UserError(ExitCode.CONFIG, str(exc)) from None
     if not _remote_data_root(config):
-        _usable_dir(config.data_root, "DataRootFolder")
+        _usable_dir(config.data_root, "DataRootFolder", TRAVERSE_ONLY)
+        loose = writable_by_others(config.data_root, "DataRootFolder")
+        if loose:
+            log.warning("%s", loose)
     metrics = Metrics(config.backend)
     backend = make_backend(config, MeteredRunner(_command_runner(config), metrics), policy)
     service = PluginService(config, backend, _open_state(config), metrics=metrics)
@@ -87,31 +90,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("reloaded flavors, policy and taints from %s", args.config)
 
     app = create_app(service, on_reload=reload, metrics_socket=metrics_socket)
-    listen_fds = os.environ.get("LISTEN_FDS", "")
-    if listen_fds.isdigit() and int(listen_fds) >= 1 and os.environ.get("LISTEN_PID") == str(os.getpid()):
-        log.info("serving %s backend on the socket passed by systemd (fd 3)", config.backend)
-        uvicorn.run(app, fd=3, log_config=None, log_level=None, timeout_graceful_shutdown=5,
-                    timeout_keep_alive=KEEP_ALIVE_SECONDS)
-        return 0
-    if config.socket:
-        socket_path = Path(config.socket)
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
-        if socket_path.is_socket():
-            socket_path.unlink()
-        log.info("serving %s backend on unix socket %s", config.backend, socket_path)
-        uvicorn.run(app, uds=str(socket_path), log_config=None, log_level=None, timeout_graceful_shutdown=5,
-                    timeout_keep_alive=KEEP_ALIVE_SECONDS)
-    else:
-        log.info("serving %s backend on http://%s:%s", config.backend, config.bind_address, config.sidecar_port)
-        uvicorn.run(app, host=config.bind_address, port=config.sidecar_port, log_config=None, log_level=None,
-                    timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    for each in listeners:
+        log.info("serving %s backend on %s", config.backend, each.where)
+    listener.serve(app, config, listeners)
     return 0
 
 
-def _usable_dir(path: Path, key: str) -> None:
-    """Create the directory if needed; one line naming key, path and reason when it cannot be used."""
+def _usable_dir(path: Path, key: str, mode: int) -> None:
+    """Create the directory (missing parts with `mode`) if needed; one line naming key, path and reason
+    when it cannot be used."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_dirs(path, mode)
     except OSError as exc:
         raise UserError(ExitCode.CANTCREAT, f"{key} {path} cannot be created: {exc.strerror or exc}") from None
     if not os.access(path, os.W_OK | os.X_OK):
@@ -119,7 +108,11 @@ def _usable_dir(path: Path, key: str) -> None:
 
 
 def _open_state(config: Config) -> StateStore:
-    _usable_dir(config.state_dir, "StateDir")
+    _usable_dir(config.state_dir, "StateDir", 0o700)
+    try:
+        secure_state(config.state_dir, config.state_db)  # 0700 dir, 0600 DB, before the DB is opened
+    except ConfigError as exc:
+        raise UserError(ExitCode.CANTCREAT, str(exc)) from None
     try:
         return StateStore(config.state_db)
     except StateSchemaError as exc:
@@ -142,51 +135,37 @@ def _remote_data_root(config: Config) -> bool:
     return bool(config.ssh_host) and config.data_transfer == "sftp"
 
 
-def _mask(text: str, secrets: list[bytes]) -> str:
-    for secret in secrets:
-        value = secret.decode(errors="replace")
-        if len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     config, policy = _load(args.config)
     from interlink_plugins.core.pod import parse_create_body
 
     given = _render_input(Path(args.pod))
-    backend = make_backend(config, LocalRunner(), policy)
+    # the job is rendered from a pod and config whose env values and secrets are placeholders
+    backend = make_backend(redact.redacted_config(config), LocalRunner(), policy)
     try:
         pod = parse_create_body(given.body)
-        prepared = backend.prepare(pod, write=False)
+        prepared = backend.prepare(redact.redacted_pod(pod), write=False)
     except (PodSpecError, PolicyViolation) as exc:
         raise UserError(ExitCode.DATAERR, f"refused: {exc}") from None
     if given.origin:
         print(f"# {given.origin}")
-    secrets = [value for data in pod.secrets.values() for value in data.values()]
-    secrets += [value for name, data in pod.projected.items() for key, value in data.items() if "token" in key]
-    secrets += [password.encode() for _user, password in config.registry_credentials.values()]
-    secrets += given.secret_values  # a manifest's Secrets, also where env values came from them
+    # a manifest's Secrets too (also where env values came from them)
+    secrets = redact.secret_values(pod, config) + [value.decode(errors="replace") for value in given.secret_values]
     if args.body:
-        print(_mask(json.dumps(_secret_data_hidden(given.body), indent=2), secrets))
+        print(redact.mask(json.dumps(redact.redacted_body(given.body), indent=2), secrets))
         return 0
     print(f"# job directory: {prepared.job_dir}")
-    print(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}")
+    print(redact.mask(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}", secrets))
+    for line in redact.env_summary(pod):
+        print(line)
+    from interlink_plugins.api.listener import describe_exposure
+
+    for _ok, line in describe_exposure(config):
+        print(f"# {line}")
     for name, text in prepared.files.items():
         print(f"\n# ---- {name} ----")
-        print(_mask(text, secrets), end="" if text.endswith("\n") else "\n")
+        print(redact.mask(text, secrets), end="" if text.endswith("\n") else "\n")
     return 0
-
-
-def _secret_data_hidden(body: Any) -> Any:
-    """The create body with every Secret's data values (base64 on the wire) replaced by ***."""
-    shown = copy.deepcopy(body)
-    entries = shown.get("container") if isinstance(shown, dict) else None
-    for entry in entries if isinstance(entries, list) else []:
-        for secret in (entry.get("secrets") or []) if isinstance(entry, dict) else []:
-            if isinstance(secret, dict) and isinstance(secret.get("data"), dict):
-                secret["data"] = dict.fromkeys(secret["data"], "***")
-    return shown
 
 
 def _render_input(path: Path) -> PodInput:
@@ -200,6 +179,7 @@ def _render_input(path: Path) -> PodInput:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    restrict_umask()
     config, policy = _load(args.config)
     problems = 0
 
@@ -212,9 +192,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     if _remote_data_root(config):
         report(True, f"DataRootFolder {config.data_root} is on {config.ssh_host} (DataTransfer: sftp)")
     else:
-        report(*_dir_check(config.data_root, "DataRootFolder"))
-    report(*_dir_check(config.state_dir, "StateDir"))
+        report(*_dir_check(config.data_root, "DataRootFolder", TRAVERSE_ONLY))
+        loose = writable_by_others(config.data_root, "DataRootFolder")
+        if loose:
+            report(False, loose)
+    report(*_dir_check(config.state_dir, "StateDir", 0o700))
+    try:
+        secure_state(config.state_dir, config.state_db)
+        report(True, f"StateDir {config.state_dir} mode 0700, state files 0600")
+    except ConfigError as exc:
+        report(False, str(exc))
     report(*_state_check(config.state_db))
+    from interlink_plugins.api.listener import describe_exposure
+
+    for ok, line in describe_exposure(config):
+        report(ok, line)
     runtime_binary = {
         "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
         "none": "bwrap",
@@ -249,9 +241,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _dir_check(path: Path, key: str) -> tuple[bool, str]:
+def _dir_check(path: Path, key: str, mode: int) -> tuple[bool, str]:
     try:
-        _usable_dir(path, key)
+        _usable_dir(path, key, mode)
     except UserError as exc:
         return False, str(exc)
     return True, f"{key} {path} writable"

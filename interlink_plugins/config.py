@@ -7,8 +7,11 @@ warning naming it; a known key with a bad value stops start-up naming key and va
 
 from __future__ import annotations
 
+import grp
+import ipaddress
 import logging
 import os
+import pwd
 import re
 import shlex
 import socket
@@ -22,6 +25,7 @@ import yaml
 from interlink_plugins.core.errors import ConfigError
 from interlink_plugins.core.quantity import memory_bytes
 from interlink_plugins.core.runscript import MIN_LOG_BYTES
+from interlink_plugins.filemodes import readable_by_others
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,14 @@ class Config:
     tracing_endpoint: str = ""
     tracing_service_name: str = ""
     tracing_sample_ratio: float = 1.0
+    # who may call the API (the kernel identifies the caller), and what one caller can hold at once
+    allowed_client_uids: tuple[int, ...] = ()
+    allowed_client_gids: tuple[int, ...] = ()
+    socket_group: int | None = None
+    allow_network_bind: bool = False
+    max_connections: int = 512
+    request_read_timeout: float = 30.0
+    max_follow_streams: int = 128
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -441,6 +453,57 @@ def _registry_credentials(key: str, value: Any) -> dict[str, tuple[str, str]]:
     return creds
 
 
+def _account_id(kind: str) -> Callable[[str, Any], int]:
+    """A uid or gid given as a number or as a user/group name (resolved once, at start)."""
+
+    def parse(key: str, value: Any) -> int:
+        text = _str(key, value).strip()
+        if text.isdigit():
+            return int(text)
+        try:
+            return pwd.getpwnam(text).pw_uid if kind == "user" else grp.getgrnam(text).gr_gid
+        except KeyError:
+            raise ConfigError(f"{key}: {value!r} is neither a number nor a known {kind} name") from None
+
+    return parse
+
+
+def _account_ids(kind: str) -> Callable[[str, Any], tuple[int, ...]]:
+    one = _account_id(kind)
+
+    def parse(key: str, value: Any) -> tuple[int, ...]:
+        items = [value] if isinstance(value, int) and not isinstance(value, bool) else _str_list(key, value)
+        return tuple(dict.fromkeys(one(key, item) for item in items))
+
+    return parse
+
+
+def _optional_group(key: str, value: Any) -> int | None:
+    return None if value is None or _str(key, value).strip() == "" else _account_id("group")(key, value)
+
+
+def _positive_int(key: str, value: Any) -> int:
+    number = _int(key, value)
+    if number < 1:
+        raise ConfigError(f"{key}: must be >= 1, got {value!r}")
+    return number
+
+
+def loopback_host(host: str) -> bool:
+    """Whether every address `host` names is a loopback address (127.0.0.0/8, ::1)."""
+    if not host.strip():
+        return False  # uvicorn's "" is every interface
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(found) and all(ipaddress.ip_address(str(entry[4][0]).split("%")[0]).is_loopback for entry in found)
+
+
 def _http_url(key: str, value: Any) -> str:
     """An http(s)://host[:port][/path] URL, or empty."""
     text = _str(key, value).strip()
@@ -487,12 +550,60 @@ FIELDS: dict[str, FieldSpec] = {
     ),
     "SidecarPort": FieldSpec("sidecar_port", _int, "TCP port to serve interLink on.", env="SIDECARPORT"),
     "BindAddress": FieldSpec(
-        "bind_address", _str, "Address to bind the TCP port to (interLink runs next to the plugin: keep 127.0.0.1)."
+        "bind_address",
+        _str,
+        "Address to bind the TCP port to: a loopback address (127.0.0.1, ::1, localhost), where callers are "
+        "identified by uid; any other address only with AllowNetworkBind.",
     ),
     "Socket": FieldSpec(
         "socket",
         _socket,
-        "unix:///path: serve on a unix socket instead of TCP (interLink 0.6.2; SidecarURL unix://...).",
+        "unix:///path: serve on a unix socket instead of TCP (interLink 0.6.2; SidecarURL unix://...). The "
+        "socket is 0600 in a 0700 directory (0660 and 0750 with SocketGroup); a directory others can write "
+        "stops start-up.",
+    ),
+    "SocketGroup": FieldSpec(
+        "socket_group",
+        _optional_group,
+        "Group (name or gid) of the unix socket and of the directory the plugin makes for it: its members can "
+        "connect(); only AllowedClientUids/AllowedClientGids get answers. The plugin must be a member (or root).",
+    ),
+    "AllowedClientUids": FieldSpec(
+        "allowed_client_uids",
+        _account_ids("user"),
+        "Users (uids or names) allowed to call the API besides the plugin's own uid, e.g. interLink's account. "
+        "The kernel says who calls: SO_PEERCRED on the unix socket, the socket table on loopback TCP. Others "
+        "get 403 and a log line with their uid. Default: the plugin's own uid only.",
+    ),
+    "AllowedClientGids": FieldSpec(
+        "allowed_client_gids",
+        _account_ids("group"),
+        "Groups (gids or names) whose members may call the API (unix socket: the caller's groups as the kernel "
+        "has them; TCP: its account's groups).",
+    ),
+    "AllowNetworkBind": FieldSpec(
+        "allow_network_bind",
+        _bool,
+        "Allow a non-loopback BindAddress (or systemd TCP socket). Callers on this host are still checked by "
+        "uid; callers from other hosts cannot be identified and are let in: firewall the port. Warned at every "
+        "start.",
+    ),
+    "MaxConnections": FieldSpec(
+        "max_connections",
+        _positive_int,
+        "Open connections (or requests in progress) past which new requests get 503 at once (uvicorn's "
+        "limit_concurrency); /status is always answered.",
+    ),
+    "RequestReadTimeout": FieldSpec(
+        "request_read_timeout",
+        _seconds,
+        "A request must arrive whole (headers and body) within this many seconds of its first byte (or of the "
+        "connection's start), or the connection is closed (408): slow clients cannot hold connections.",
+    ),
+    "MaxFollowStreams": FieldSpec(
+        "max_follow_streams",
+        _positive_int,
+        "Log Follow streams open at once; the next one gets 429 until one ends.",
     ),
     "MetricsAddress": FieldSpec(
         "metrics_address",
@@ -788,6 +899,12 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = 
         raise ConfigError(f"DefaultFlavor: {config.default_flavor!r} is not a key of Flavors")
     if config.restart_backoff_max < config.restart_backoff_initial:
         raise ConfigError("RestartBackoffMax: must be >= RestartBackoffInitial")
+    if not config.socket and not config.allow_network_bind and not loopback_host(config.bind_address):
+        raise ConfigError(
+            f"BindAddress: {config.bind_address!r} is not a loopback address: every host that reaches it could "
+            "run jobs as the plugin's user. Use a unix Socket (or an SSH tunnel to it), or set AllowNetworkBind: "
+            "true and firewall the port"
+        )
     return config, warnings
 
 
@@ -800,7 +917,25 @@ def load_config(path: Path) -> tuple[Config, list[str]]:
         raise ConfigError(f"config {path} is not valid YAML: {yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: top level must be a mapping")
-    return parse_config(raw)
+    config, warnings = parse_config(raw)
+    for what, secret_file in _secret_files(path, raw, config):
+        warning = readable_by_others(secret_file, what)
+        if warning:
+            warnings.append(warning)
+    return config, warnings
+
+
+def _secret_files(path: Path, raw: Mapping[str, Any], config: Config) -> list[tuple[str, Path]]:
+    """The config file and every file it names that holds a key, token or password."""
+    files = [("config file", path)]
+    files += [(key, Path(value)) for key, value in (("SshKeyFile", config.ssh_key_file),
+                                                     ("HTCondorTokenFile", config.htcondor_token_file),
+                                                     ("HTCondorKeyFile", config.htcondor_key_file)) if value]
+    registries = raw.get("RegistryCredentials")
+    for registry, spec in (registries.items() if isinstance(registries, dict) else ()):
+        if isinstance(spec, dict) and spec.get("PasswordFile"):
+            files.append((f"RegistryCredentials.{registry}.PasswordFile", Path(str(spec["PasswordFile"])).expanduser()))
+    return files
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

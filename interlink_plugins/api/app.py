@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from interlink_plugins import tracing
 from interlink_plugins.api import schema
@@ -22,13 +23,17 @@ from interlink_plugins.api.metrics_listener import MetricsListener
 from interlink_plugins.api.models import CreateResponse, LogRequestBody, PingResponse, PodStatusAnswer
 from interlink_plugins.api.observe import RequestObserver
 from interlink_plugins.api.status_path import StatusFastPath
+from interlink_plugins.api.streams import FollowSlots, SlottedStream
 from interlink_plugins.core.service import LogRequest, PluginService
 from interlink_plugins.metrics import watch_event_loop_lag
 
 log = logging.getLogger(__name__)
 
 async def _json_body(request: Request, *, empty: Any = None) -> Any:
-    return await read_json_body(request.stream(), request.headers.get("content-length"), empty=empty)
+    try:
+        return await read_json_body(request.stream(), request.headers.get("content-length"), empty=empty)
+    except ClientDisconnect:  # gone mid-body (or cut off by RequestReadTimeout): an answer nobody reads
+        raise BadRequest("the connection closed before the whole body arrived", field="body") from None
 
 
 async def _answer_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -76,6 +81,7 @@ def create_app(
 
     for error in ANSWERED_ERRORS:
         app.add_exception_handler(error, _answer_error)
+    follow_slots = FollowSlots(service.config.max_follow_streams)
 
     @app.post("/create", response_model=CreateResponse, openapi_extra=schema.CREATE, responses=schema.ERRORS)
     async def create(request: Request) -> JSONResponse:
@@ -125,7 +131,13 @@ def create_app(
             since_time=opts.SinceTime,
         )
         if opts.Follow:
-            return StreamingResponse(await service.open_follow(request_obj), media_type="text/plain")
+            follow_slots.take()
+            try:
+                stream = await service.open_follow(request_obj)
+            except BaseException:
+                follow_slots.give_back()
+                raise
+            return SlottedStream(stream, follow_slots, media_type="text/plain")
         data, rest = await service.open_read(request_obj)
         if rest is not None:  # more than a block: streamed as it is read (bounded memory)
             return StreamingResponse(rest, media_type="text/plain")

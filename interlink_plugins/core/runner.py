@@ -24,6 +24,10 @@ from typing import IO, Protocol
 
 log = logging.getLogger(__name__)
 
+# The plugin itself runs with umask 077 (what it creates is its own). The commands it runs get the usual
+# 022 back: sbatch hands the submitter's umask to the job, and pods keep Kubernetes' file modes.
+CHILD_UMASK = 0o022
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -90,6 +94,7 @@ class LocalRunner:
                     stderr=err,
                     env={**self._base_env, **(env or {})},
                     start_new_session=True,
+                    preexec_fn=_child_umask,  # uvloop takes no umask= (a syscall in the child: fork-safe)
                 )
             except OSError as exc:
                 raise CommandFailed(argv, exc.strerror or str(exc)) from exc
@@ -107,6 +112,10 @@ class LocalRunner:
         result = CommandResult(tuple(argv), proc.returncode or 0, stdout, stderr, time.monotonic() - started)
         log.debug("ran %s rc=%s in %.3fs", argv[0], result.returncode, result.seconds)
         return result
+
+
+def _child_umask() -> None:
+    os.umask(CHILD_UMASK)
 
 
 def _read_back(file: IO[bytes]) -> bytes:
@@ -127,7 +136,8 @@ def run_blocking(argv: Sequence[str], *, timeout: float) -> CommandResult:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(  # bounded: wait(timeout=...) below, killed when it expires
-                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                umask=CHILD_UMASK,
             )
         except OSError as exc:
             raise CommandFailed(argv, exc.strerror or str(exc)) from exc

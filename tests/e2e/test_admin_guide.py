@@ -315,6 +315,8 @@ def test_upgrade_from_schema_1_and_rollback_keep_the_job(upgrade_site: dict[str,
     # the OLD release, installed and configured by the guide's own first-run commands, serving
     run_block(first_run[0], subs, env)
     assert "[ok] backend slurm reachable" in run_block(first_run[1], subs, env).stdout
+    with (upgrade_site["base"] / "etc" / "plugin-slurm.yaml").open("a") as config:
+        config.write("AllowedClientUids: [0]\n")  # this test's client runs as root (the old release ignores it)
     run_block(start, subs, env)
     before = run_block(verify, subs, env).stdout
     assert _stored_schemas(upgrade_site["base"] / "state") == {"1"} and not _schemas(before), before

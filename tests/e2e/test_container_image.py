@@ -161,7 +161,9 @@ def test_htcondor_image_runs_a_pod_on_the_pool(htcondor_kit: HTCondorKit) -> Non
     work = htcondor_kit.workdir / "container"
     work.mkdir(mode=0o755)
     os.chown(work, 2001, 2001)  # the jobs' uid (condortest): the container runs as it, no chown needed
+    # the test's client runs as root; the plugin as 2001 lets only its own uid call unless told
     settings: dict[str, Any] = {**htcondor_kit.base_config(), "ContainerRuntime": "none", "PollInterval": 1,
+                                "AllowedClientUids": [0],
                                 "InstanceId": f"img-{work.parent.parent.name[-10:]}",
                                 "DataRootFolder": str(work / "jobs"), "StateDir": str(work / "state")}
     settings.pop("HTCondorJobUser")

@@ -73,7 +73,8 @@ def test_execstart_as_its_user_with_its_environment_file_answers_the_ping(
     env_file.parent.mkdir(parents=True, exist_ok=True)
     env_file.write_text(f"SLURM_CONF={slurm_cluster['SLURM_CONF']}\n")
     config_path.write_text(yaml.safe_dump({"Backend": "slurm", "ContainerRuntime": "none", "SidecarPort": port,
-                                           "DataRootFolder": str(work / "jobs"), "StateDir": str(work / "state")}))
+                                           "DataRootFolder": str(work / "jobs"), "StateDir": str(work / "state"),
+                                           "AllowedClientUids": [0]}))  # the test's client runs as root
     argv = shlex.split(service["ExecStart"].replace("%i", instance))
     environment = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     proc = subprocess.Popen(["runuser", "-u", user, "--", "env", *[f"{k}={v}" for k, v in environment.items()], *argv],

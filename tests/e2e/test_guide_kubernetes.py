@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,10 @@ def kind_of(documents: list[Any]) -> str:
 
 
 def test_every_yaml_block_of_the_guide_is_parsed_and_checked() -> None:
+    # the account of interLink's API server, which the guide's plugin configs allow to call (a site has it)
+    if subprocess.run(["id", "-u", "interlink-api"], capture_output=True, timeout=30).returncode != 0:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "interlink-api"], check=True,
+                       timeout=30)
     fences = re.findall(r"^```(\S*)", GUIDE.read_text(), re.M)
     assert not [f for f in fences if f.startswith("y") and f != "yaml"], "YAML goes in ```yaml blocks (parsed here)"
     blocks = yaml_blocks()
@@ -146,7 +151,7 @@ def day2(slurm_cluster: dict[str, str]) -> Iterator[dict[str, Any]]:
 
 def kubectl_shown() -> dict[str, list[str]]:
     """The guide's kubectl transcript: command -> the lines it printed."""
-    (transcript,) = blocks_of(sections()["The Kubernetes side"], "text")
+    (transcript,) = [b for b in blocks_of(sections()["The Kubernetes side"], "text") if "kubectl" in b]
     shown: dict[str, list[str]] = {}
     command = ""
     for line in transcript.splitlines():
@@ -193,7 +198,8 @@ def test_day_to_day_commands(day2: dict[str, Any]) -> None:
     assert '"--cpus-per-task=2"' in rendered and '"--mem=4096"' in rendered
     sent = json.loads(rendered[rendered.rindex('\n{\n  "pod": ') + 1:])
     env_sent = {var["name"]: var["value"] for var in sent["pod"]["spec"]["containers"][0]["env"]}
-    assert env_sent == {"MODE": "fast", "TOKEN": "***"} and "s3cr3t-analysis-token" not in rendered
+    # env values as their lengths only (a value may come from a Secret: the body no longer says which)
+    assert env_sent == {"MODE": "<4 bytes>", "TOKEN": "<21 bytes>"} and "s3cr3t-analysis-token" not in rendered
     assert not list(Path(plugin.config["DataRootFolder"]).glob("physics-*"))  # nothing written
 
     run_block(metrics_on, subs, env)

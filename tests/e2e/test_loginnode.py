@@ -359,8 +359,9 @@ class NodePlugin(PluginProcess):
         super().__init__(workdir, config)
         self.socket = workdir / "plugin.sock"
         del self.config["SidecarPort"]
+        # AllowedClientUids: the test's client is root; through a real SSH tunnel it is the tunnel's user
         self.config.update(Socket=f"unix://{self.socket}", StateDir=f"/home/hpcuser/il-state-{workdir.name}",
-                           DataRootFolder=f"/home/hpcuser/il-jobs-{workdir.name}")
+                           DataRootFolder=f"/home/hpcuser/il-jobs-{workdir.name}", AllowedClientUids=[0])
         self.client = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://plugin",
                                    timeout=30)
         self.pid_file = workdir / "plugin.pid"

@@ -675,7 +675,7 @@ def test_rootless_create_run_logs_delete_and_limits_refused(podman_ready: None) 
     workdir.mkdir()
     RootlessPlugin.runas = runas
     plugin = RootlessPlugin(workdir, {"Backend": "podman", "InstanceId": instance, "LogFormat": "text",
-                                      "PodmanPodNetwork": "none"})
+                                      "PodmanPodNetwork": "none", "AllowedClientUids": [0]})  # root's client
     try:
         plugin.start()
         body = pod_body("rootless", [

@@ -28,6 +28,7 @@ def config(tmp_path: Path, **extra: object) -> Path:
               "StateDir": str(tmp_path / "state"), **extra}
     path = tmp_path / "plugin.yaml"
     path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in values.items()))
+    path.chmod(0o600)  # private, as a site keeps it (a readable config is a warning of its own)
     return path
 
 
@@ -94,7 +95,8 @@ def test_render_input_problems_exit_66_and_65(tmp_path: Path) -> None:
 
 def test_a_newer_state_exits_65_and_a_busy_metrics_address_69(tmp_path: Path) -> None:
     path = config(tmp_path)
-    (tmp_path / "state").mkdir()
+    (tmp_path / "state").mkdir(mode=0o700)  # private, as the plugin keeps it (else it says it tightened it)
+    (tmp_path / "state" / "state-default.sqlite").touch(mode=0o600)
     db = sqlite3.connect(tmp_path / "state" / "state-default.sqlite")
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     db.execute("CREATE TABLE pods (uid TEXT PRIMARY KEY, data TEXT NOT NULL, job_id TEXT NOT NULL DEFAULT '')")

@@ -59,12 +59,30 @@ SomethingNew: 1
         ({"Taints": [{"Key": "a", "Effect": "Sometimes"}]}, "effect 'Sometimes'"),
         ({"ContainerRuntime": "enroot"}, "'enroot' is not supported"),
         ({"ContainerRuntime": "docker"}, "is not one of apptainer, singularity, podman, none"),
+        ({"BindAddress": "0.0.0.0"}, "BindAddress: '0.0.0.0' is not a loopback address"),
+        ({"BindAddress": ""}, "AllowNetworkBind"),
+        ({"AllowedClientUids": ["no-such-user-il"]}, "AllowedClientUids: 'no-such-user-il' is neither a number"),
+        ({"AllowedClientGids": "no-such-group-il"}, "AllowedClientGids: 'no-such-group-il'"),
+        ({"SocketGroup": "no-such-group-il"}, "SocketGroup"),
+        ({"MaxFollowStreams": 0}, "MaxFollowStreams: must be >= 1"),
+        ({"RequestReadTimeout": 0}, "RequestReadTimeout: must be > 0"),
     ],
 )
 def test_bad_values_stop_startup_naming_key_and_value(raw: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         parse_config(raw, environ={})
     assert message in str(info.value)
+
+
+def test_api_access_keys_take_names_or_numbers_and_a_network_bind_only_when_allowed() -> None:
+    config, _ = parse_config({"AllowedClientUids": ["root", 4242], "AllowedClientGids": "root, 17",
+                              "SocketGroup": "root"}, environ={})
+    assert config.allowed_client_uids == (0, 4242) and config.allowed_client_gids == (0, 17)
+    assert config.socket_group == 0
+    for loopback in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert parse_config({"BindAddress": loopback}, environ={})[0].bind_address == loopback
+    assert parse_config({"BindAddress": "0.0.0.0", "AllowNetworkBind": True}, environ={})[0].allow_network_bind
+    assert parse_config({"BindAddress": "0.0.0.0", "Socket": "unix:///run/x.sock"}, environ={})[0].socket
 
 
 def test_path_keys_are_argv_prefixes_and_env_overrides() -> None:

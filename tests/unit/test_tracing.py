@@ -217,6 +217,7 @@ def test_tracing_on_without_the_sdk_stops_start_up_naming_key_and_extra(
         "TracingEndpoint": "http://collector:4318", "DataRootFolder": str(tmp_path / "jobs"),
         "StateDir": str(tmp_path / "state"), "LogFormat": "text",
     }))
+    path.chmod(0o600)  # a readable config is a warning line of its own
     assert main(["serve", "--config", str(path)]) == ExitCode.CONFIG
     (message,) = capsys.readouterr().err.splitlines()
     assert "TracingEndpoint is set" in message and "pip install 'interlink-plugins[tracing]'" in message
