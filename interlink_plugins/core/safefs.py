@@ -284,6 +284,13 @@ class Dir:
     def lstat(self, name: str) -> os.stat_result:
         return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
 
+    def link(self, name: str) -> str | None:
+        """The text of the symlink ``name`` (never followed); None when it is not a symlink."""
+        try:
+            return os.readlink(name, dir_fd=self.fd)
+        except OSError:
+            return None
+
     def open(self, name: str) -> FileIO:
         """A regular file opened for reading (O_NOFOLLOW|O_NONBLOCK); the caller closes it."""
         return FileIO(_open_regular(self.fd, name, str(self.loc / name)), "rb", closefd=True)
@@ -317,27 +324,31 @@ class Dir:
 
     def write(self, name: str, data: bytes, mode: int = 0o600) -> None:
         """Replace ``name`` with ``data`` atomically: an O_EXCL temp file renamed in this directory."""
+        self.replace_from(name, lambda handle: handle.write(data), mode)
+
+    def open_append(self, name: str, mode: int = 0o600) -> FileIO:
+        """A regular file opened to append (created when missing), never through a symlink."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        return FileIO(_open_regular(self.fd, name, str(self.loc / name), flags, mode), "wb", closefd=True)
+
+    def append(self, name: str, data: bytes, mode: int = 0o600) -> None:
+        """Append to a regular file (created when missing), never through a symlink."""
+        with self.open_append(name, mode) as handle:
+            handle.write(data)
+
+    def replace_from(self, name: str, fill: Callable[[FileIO], object], mode: int = 0o600) -> None:
+        """Replace ``name`` atomically with what ``fill`` writes into a fresh O_EXCL temp file."""
         tmp = _temp_name(name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
         try:
             with FileIO(fd, "wb", closefd=False) as handle:
-                handle.write(data)
+                fill(handle)
             os.fchmod(fd, mode)
             os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=self.fd)
             raise
-        finally:
-            os.close(fd)
-
-    def append(self, name: str, data: bytes, mode: int = 0o600) -> None:
-        """Append to a regular file (created when missing), never through a symlink."""
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = _open_regular(self.fd, name, str(self.loc / name), flags, mode)
-        try:
-            with FileIO(fd, "wb", closefd=False) as handle:
-                handle.write(data)
         finally:
             os.close(fd)
 
@@ -352,6 +363,8 @@ class Dir:
 @contextlib.contextmanager
 def open_dir(loc: Location, *, create: bool = False, mode: int = 0o700) -> Iterator[Dir]:
     """The directory ``loc``, walked from its root; the calling thread acts as its owner until the end."""
+    if create:
+        loc.root.mkdir(mode=mode, parents=True, exist_ok=True)  # the trusted root: the admin's or ours
     with _access() as identity:
         root = Dir(os.open(loc.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), Location(loc.root), identity)
         try:
@@ -435,6 +448,12 @@ def make_dirs(loc: Location, mode: int = 0o700) -> None:
     """``mkdir -p`` below the root, refusing any symlink on the way."""
     with open_dir(loc, create=True, mode=mode):
         pass
+
+
+def symlink(loc: Location, target: str) -> None:
+    """Make the symlink ``loc`` -> ``target`` (a text the plugin chose) in a directory walked safely."""
+    with open_dir(loc.parent, create=True) as directory:
+        os.symlink(target, loc.name, dir_fd=directory.fd)
 
 
 def remove_file(loc: Location) -> None:
@@ -531,6 +550,12 @@ def _chown_below(directory: Dir, uid: int, gid: int, depth: int) -> None:
             with directory.child(name) as sub:
                 _chown_below(sub, uid, gid, depth + 1)
         os.chown(name, uid, gid, dir_fd=directory.fd, follow_symlinks=False)
+
+
+def chmod(loc: Location, mode: int) -> None:
+    """chmod a directory walked safely (its inode, never a symlink's target)."""
+    with open_dir(loc) as directory:
+        directory.chmod(mode)
 
 
 # --------------------------------------------------------------------------- the job-dir worker pool
