@@ -186,6 +186,8 @@ def acting_uid() -> int:
 def _open_regular(dir_fd: int, name: str, shown: str, flags: int = _READ, mode: int = 0o600) -> int:
     try:
         fd = os.open(name, flags, mode, dir_fd=dir_fd)
+    except PermissionError:
+        raise Refused(shown, "a file its directory's owner may not open") from None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EOPNOTSUPP, errno.ENOTDIR):
             try:
@@ -281,6 +283,11 @@ class Dir:
     def stat(self) -> os.stat_result:
         return os.fstat(self.fd)
 
+    def as_plugin(self) -> None:
+        """Act as the plugin again (for what follows in this access): only for an operation that cannot
+        reach what the job controls, such as removing an empty directory by name."""
+        self._identity.leave()
+
     def lstat(self, name: str) -> os.stat_result:
         return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
 
@@ -315,7 +322,10 @@ class Dir:
         return out
 
     def names(self) -> list[str]:
-        fd = os.open(".", _LIST, dir_fd=self.fd)
+        try:
+            fd = os.open(".", _LIST, dir_fd=self.fd)
+        except PermissionError:
+            raise Refused(str(self.loc), "a directory its owner may not list") from None
         try:
             with os.scandir(fd) as listing:
                 return sorted(entry.name for entry in listing)
@@ -522,6 +532,7 @@ def remove_tree(loc: Location) -> list[str]:
                     _clear(top, top, 0, left)
                     if len(left) > seen or not top.names():
                         break
+            parent.as_plugin()  # the now empty dir is an entry of the parent: the parent's owner removes it
             try:
                 os.rmdir(loc.name, dir_fd=parent.fd)
             except FileNotFoundError:

@@ -8,8 +8,10 @@ plugin under attack is the real plugin process, driven over HTTP.
 from __future__ import annotations
 
 import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,20 +32,29 @@ USER, UID = "ilsec-job", 4311
 
 
 @pytest.fixture
-def attacker(job_user: Callable[[str, int], int], tmp_path: Path) -> int:
-    uid = job_user(USER, UID)
-    open_path_to(tmp_path)
-    return uid
+def attacker(job_user: Callable[[str, int], int]) -> int:
+    return job_user(USER, UID)
 
 
 @pytest.fixture
-def root_plugin(plugin_factory: Callable[..., PluginProcess], attacker: int) -> Callable[..., PluginProcess]:
-    """A plugin running as root whose namespace NAMESPACE may run jobs as the attacker's uid."""
+def root_plugin(plugin_factory: Callable[..., PluginProcess], attacker: int) -> Iterator[Callable[..., PluginProcess]]:
+    """A plugin running as root whose namespace NAMESPACE may run jobs as the attacker's uid. Its data root
+    is outside /tmp/pytest-of-root, which every pytest session on this machine makes 0700 again."""
+    base = Path(tempfile.mkdtemp(prefix="il-sec-jobdir-", dir="/tmp"))
+    open_path_to(base)
+    made: list[PluginProcess] = []
 
     def make(**config: Any) -> PluginProcess:
-        return plugin_factory(NamespacePolicy={NAMESPACE: {"Users": [USER]}}, **config)
+        workdir = base / f"plugin{len(made)}"
+        workdir.mkdir(mode=0o711)
+        made.append(plugin_factory(workdir=workdir, NamespacePolicy={NAMESPACE: {"Users": [USER]}}, **config))
+        return made[-1]
 
-    return make
+    yield make
+    for plugin in made:
+        plugin.stop()
+    subprocess.run(["scancel", "-u", USER], capture_output=True, timeout=30)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -134,7 +145,8 @@ def test_a_fifo_exit_file_never_stalls_the_poll_of_other_pods(
     assert exit_codes(plugin.wait_done(bystander, timeout=60)) == {"c": 0}
     assert plugin.logs(bystander, "c").text == "fine\n"
     reported = plugin.wait_status(hostile, lambda s: "FIFO" in str(s), timeout=20)
-    assert "running" in states(reported)["c"]
+    waiting = states(reported)["c"]["waiting"]  # its state is unknown: never shown running
+    assert waiting["reason"] == "RunnerFilesRefused" and "exit (a FIFO)" in waiting["message"], waiting
     assert "FIFO" in plugin.log_path.read_text()
 
 
@@ -272,9 +284,3 @@ def test_symlinked_subdirs_survive_delete_and_retention(
         time.sleep(0.5)
     assert (precious / "keep").read_text() == "keep me\n"
     assert sorted(p.name for p in precious.iterdir()) == ["keep"]
-
-
-@pytest.fixture(autouse=True)
-def _cancel_leftover_jobs(slurm_cluster: dict[str, str]) -> Iterator[None]:
-    yield
-    subprocess.run(["scancel", "-u", USER], capture_output=True, timeout=30)  # the hostile jobs sleep
