@@ -100,13 +100,16 @@ class RunnerFiles:
         names = record.init_names + record.main_names
         stamps = [-1] * (2 + len(names))
         try:
-            with safefs.open_dir(self.job(record)) as job:
+            # metadata only (no file is opened): the plugin's own identity, no switch per pod and poll
+            with safefs.open_dir(self.job(record), as_owner=False) as job:
                 stamps[0] = job.stat().st_mtime_ns
                 with job.child("c") as files:
                     stamps[1] = files.stat().st_mtime_ns
                     for index, name in enumerate(names, start=2):
                         try:
-                            info = files.lstat(self.state_dir(files, name))
+                            info = files.lstat(name)
+                            if stat.S_ISLNK(info.st_mode):
+                                info = files.lstat(self.state_dir(files, name))
                         except _MISSING:
                             continue
                         if stat.S_ISDIR(info.st_mode):

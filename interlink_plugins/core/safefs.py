@@ -140,13 +140,14 @@ def _set_groups(groups: list[int]) -> None:
 class _Identity:
     """The calling thread's file-system identity: root until a directory owned by another uid is entered."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, switch: bool = True) -> None:
         self.uid: int | None = None
         self._groups: list[int] = []
+        self._switch = switch
 
     def enter(self, owner: int) -> None:
         """Act as ``owner`` from now on (only a root plugin switches, and only once, away from root)."""
-        if self.uid is not None or owner == 0 or os.geteuid() != 0:
+        if not self._switch or self.uid is not None or owner == 0 or os.geteuid() != 0:
             return
         self._groups = os.getgroups()
         _set_groups([])
@@ -167,8 +168,8 @@ class _Identity:
 
 
 @contextlib.contextmanager
-def _access() -> Iterator[_Identity]:
-    identity = _Identity()
+def _access(*, switch: bool = True) -> Iterator[_Identity]:
+    identity = _Identity(switch=switch)
     try:
         yield identity
     finally:
@@ -371,11 +372,14 @@ class Dir:
 
 
 @contextlib.contextmanager
-def open_dir(loc: Location, *, create: bool = False, mode: int = 0o700) -> Iterator[Dir]:
-    """The directory ``loc``, walked from its root; the calling thread acts as its owner until the end."""
+def open_dir(loc: Location, *, create: bool = False, mode: int = 0o700, as_owner: bool = True) -> Iterator[Dir]:
+    """The directory ``loc``, walked from its root; the calling thread acts as its owner until the end.
+
+    ``as_owner=False`` keeps the plugin's identity: only for metadata (stat, readlink), never for content.
+    """
     if create:
         loc.root.mkdir(mode=mode, parents=True, exist_ok=True)  # the trusted root: the admin's or ours
-    with _access() as identity:
+    with _access(switch=as_owner) as identity:
         root = Dir(os.open(loc.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), Location(loc.root), identity)
         try:
             target = root.walk(loc.parts, create=create, mode=mode)
