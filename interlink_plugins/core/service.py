@@ -92,6 +92,7 @@ class PluginService:
         self._resources = Resources()
         self._resources_at = 0.0
         self._poll_task: asyncio.Task[None] | None = None
+        self._usage_task: asyncio.Task[None] | None = None
         self._seen_running: set[str] = set()  # pods whose job ran: their runner files are read
         # what a pod's cached status was built from, and when
         self._status_keys: dict[str, tuple[tuple[object, ...], float]] = {}
@@ -117,10 +118,11 @@ class PluginService:
 
     async def stop(self) -> None:
         """Stop polling. Jobs are never touched by a plugin stop."""
-        if self._poll_task:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
+        for task in (self._poll_task, self._usage_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.store.close()
 
     async def recover(self) -> None:
@@ -564,8 +566,11 @@ class PluginService:
             except Exception:
                 log.exception("poll failed")
             self.metrics.poll_seconds.labels(self.backend.name).observe(time.monotonic() - started)
-            await self._measure_usage()
-            await self._sweep_retention()
+            for housekeeping in (self._measure_usage, self._sweep_retention):
+                try:  # nothing a job leaves in its job dir may end the poll loop
+                    await housekeeping()
+                except Exception:
+                    log.exception("%s failed", housekeeping.__name__.lstrip("_").replace("_", " "))
             await asyncio.sleep(max(0.0, self.config.poll_interval - (time.monotonic() - started)))
 
     async def poll_once(self) -> None:
@@ -692,13 +697,22 @@ class PluginService:
                         "followed): %s", record.namespace, record.name, record.uid, ", ".join(refused))
 
     async def _measure_usage(self) -> None:
-        """Data-root usage for the metrics: a tree walk, so at most every 5 minutes, in a thread."""
+        """Data-root usage for the metrics: a tree walk, so at most every 5 minutes, in a thread of its own
+        that the poll loop never waits for (a walk through what jobs made may take long, or hang)."""
         now = self.clock()
-        if now - self._usage_at < 300:
+        if now - self._usage_at < 300 or (self._usage_task is not None and not self._usage_task.done()):
             return
         self._usage_at = now
-        usage = await asyncio.to_thread(directory_bytes, self.config.data_root)
-        self.metrics.data_root_bytes.labels(self.backend.name).set(usage)
+
+        async def measure() -> None:
+            try:
+                usage = await asyncio.to_thread(directory_bytes, self.config.data_root)
+            except Exception:
+                log.exception("measuring the data root's usage failed")
+                return
+            self.metrics.data_root_bytes.labels(self.backend.name).set(usage)
+
+        self._usage_task = asyncio.create_task(measure(), name="data-root-usage")
 
     async def _sweep_retention(self) -> None:
         """Finished pods never deleted expire after RetentionDays (at start, then hourly)."""

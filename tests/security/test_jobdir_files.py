@@ -8,7 +8,6 @@ plugin under attack is the real plugin process, driven over HTTP.
 from __future__ import annotations
 
 import secrets
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -54,7 +53,7 @@ def root_plugin(plugin_factory: Callable[..., PluginProcess], attacker: int) -> 
     for plugin in made:
         plugin.stop()
     subprocess.run(["scancel", "-u", USER], capture_output=True, timeout=30)
-    shutil.rmtree(base, ignore_errors=True)
+    subprocess.run(["rm", "-rf", "--", str(base)], capture_output=True, timeout=120)  # deep trees: not rmtree
 
 
 @pytest.fixture
@@ -250,16 +249,17 @@ def test_symlinked_subdirs_survive_delete_and_retention(
     root_plugin: Callable[..., PluginProcess], attacker: int, tmp_path: Path
 ) -> None:
     """Attack: before its job dir is removed, the job replaces subdirs with symlinks to a root-owned dir,
-    nests a deep tree and locks a subdir (mode 000); removing the job dir must remove its symlinks, never
-    what they point to, and still remove everything the job made (on delete and on retention)."""
+    nests a 1500-deep tree (a recursive removal ran out of stack: the job dir stayed and every poll failed
+    at the delete) and locks a subdir (mode 000); removing the job dir must remove its symlinks, never what
+    they point to, and still remove everything the job made (on delete and on retention)."""
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "keep").write_text("keep me\n")
     plant = (
         f"rm -rf \"$JOB/volumes\"; ln -s '{precious}' \"$JOB/volumes\"; ln -s '{precious}' \"$JOB/c/link\"; "
         "mkdir -p \"$JOB/locked/inner\" && touch \"$JOB/locked/inner/f\" && chmod 000 \"$JOB/locked/inner\" \"$JOB/locked\"; "
-        "d=\"$JOB/deep\"; i=0; while [ $i -lt 80 ]; do d=\"$d/d\"; i=$((i+1)); done; mkdir -p \"$d\"; "
-        f"ln -s '{precious}' \"$d/up\""
+        "cd \"$JOB\" && i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done; "
+        f"ln -s '{precious}' up"
     )
     plugin = root_plugin()
     deleted = launch(plugin, "delete-me", plant, attacker)
@@ -284,3 +284,20 @@ def test_symlinked_subdirs_survive_delete_and_retention(
         time.sleep(0.5)
     assert (precious / "keep").read_text() == "keep me\n"
     assert sorted(p.name for p in precious.iterdir()) == ["keep"]
+
+
+def test_a_deep_tree_in_a_job_dir_never_stops_the_poller(
+    root_plugin: Callable[..., PluginProcess], attacker: int
+) -> None:
+    """Attack: the job nests 1500 directories in its job dir; the data-root usage walk (metrics) recursed
+    into it, raised RecursionError out of the poll loop and stopped every pod's status for good."""
+    plugin = root_plugin()
+    launch(plugin, "deep-tree", "cd \"$JOB\" && i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 1; "
+           "i=$((i+1)); done", attacker)
+    restart(plugin)  # the usage walk runs at start, then every 5 minutes
+    bystander = pod_body("after-walk", [container("c", ["sh", "-c", "echo still-polled"])])
+    plugin.create(bystander)
+    assert exit_codes(plugin.wait_done(bystander, timeout=60)) == {"c": 0}
+    time.sleep(2)
+    usage = plugin.client.get("/metrics").text
+    assert "data_root_bytes" in usage and "poll failed" not in plugin.log_path.read_text()

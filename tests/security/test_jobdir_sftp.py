@@ -22,7 +22,7 @@ def running(plugin: PluginProcess, body: dict[str, Any]) -> dict[str, Any]:
     return plugin.wait_status(body, lambda s: "running" in states(s)["main"], timeout=120)
 
 
-def test_the_dump_never_follows_a_symlink_nor_takes_a_forged_name(ssh_plugin: Any) -> None:
+def test_the_dump_never_follows_a_symlink_nor_takes_a_forged_name(ssh_plugin: Any) -> None:  # noqa: F811
     """Attack: pod A makes `c/x\\n<B's job dir>/c/main/` with an `exit` in it (a newline in a directory
     name) and links its `reason` to a login-node file its own status should never show; the line-based
     `grep -R` dump gave pod B the exit code A wrote and A's status the file's content."""
