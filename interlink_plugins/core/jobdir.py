@@ -322,6 +322,7 @@ def _link_job_script_state(pod: Pod, job_dir: Path) -> None:
         else:
             safefs.symlink(target, JOB_SCRIPT_CONTAINER)
 
+
 async def remove_job_dir(record: PodRecord, data_root: Path) -> None:
     """Remove a pod's job dir (a direct child of the data root only) as its owner, never following a
     symlink the job left in it (core/safefs.remove_tree); what cannot be removed is logged."""

@@ -138,16 +138,17 @@ def _set_groups(groups: list[int]) -> None:
 
 
 class _Identity:
-    """The calling thread's file-system identity: root until a directory owned by another uid is entered."""
+    """The calling thread's file-system identity: the plugin's until a directory owned by another uid is
+    entered (a root plugin only), then that uid's with its primary group and no supplementary groups."""
 
     def __init__(self, *, switch: bool = True) -> None:
         self.uid: int | None = None
-        self._groups: list[int] = []
+        self._groups: list[int] | None = None  # the thread's groups while switched (to restore)
         self._switch = switch
 
     def enter(self, owner: int) -> None:
         """Act as ``owner`` from now on (only a root plugin switches, and only once, away from root)."""
-        if not self._switch or self.uid is not None or owner == 0 or os.geteuid() != 0:
+        if not self._switch or self._groups is not None or owner == 0 or os.geteuid() != 0:
             return
         self._groups = os.getgroups()
         _set_groups([])
@@ -159,12 +160,13 @@ class _Identity:
         self.uid = owner
 
     def leave(self) -> None:
-        if self.uid is None and not self._groups:
+        """Back to the plugin's own identity (its capabilities come back with fsuid 0)."""
+        if self._groups is None:
             return
-        _LIBC.setfsuid(0)
-        _LIBC.setfsgid(0)
+        _LIBC.setfsuid(os.geteuid())
+        _LIBC.setfsgid(os.getegid())
         _set_groups(self._groups)
-        self.uid, self._groups = None, []
+        self.uid, self._groups = None, None
 
 
 @contextlib.contextmanager
