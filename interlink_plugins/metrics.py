@@ -196,12 +196,21 @@ class MeteredRunner:
 
 
 def directory_bytes(root: Path) -> int:
-    """Disk usage of a tree (blocking; run it in a worker thread, rarely)."""
+    """Disk usage of a tree (blocking; run it in a worker thread, rarely). Jobs shape the trees below the
+    data root: the walk keeps its own stack (any depth), follows no symlink and skips what it cannot read."""
     total = 0
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
-            except OSError:
-                continue
+    stack = [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    except OSError:
+                        continue
+        except OSError:
+            continue
     return total

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from interlink_plugins.core.pod import Pod
-from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.safefs import Location
+from interlink_plugins.core.state import Layout, PodRecord
 
 if TYPE_CHECKING:
     from interlink_plugins.core.status import ContainerFiles
@@ -51,6 +52,8 @@ class AdoptedJob:
     job_dir: str
     namespace: str = ""
     name: str = ""
+    layout: Layout = "runner"  # who writes its job dir's state files (go: found by the start-up scan)
+    summary: Mapping[str, Any] | None = None  # the pod as far as known; None: read the job dir's pod.json
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,13 @@ class Backend(Protocol):
 
     async def resources(self) -> Resources: ...
 
-    # Per-container view. Batch backends read the pod runner's files (core.runnerfiles.RunnerFiles);
-    # others (podman) answer from what their query() saw. Blocking: called from a worker thread.
+    # Per-container view. Batch backends answer from each record's ContainerStateSource
+    # (core.runnerfiles.BySource); others (podman) from what their query() saw. Blocking: called from a
+    # worker thread; every file access goes through core.safefs (the job controls its job dir).
     def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]: ...
 
-    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
-        """The CRI-format log of the container's current (or previous) run."""
+    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Location:
+        """The CRI-format log of the container's current (or previous) run (opened through safefs)."""
         ...
 
     def container_started(self, record: PodRecord, container: str) -> bool: ...

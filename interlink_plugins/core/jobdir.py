@@ -11,6 +11,7 @@ spec container shows (c/<name> links to c/jobscript).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from interlink_plugins.config import Config
 from interlink_plugins.core import annotations as ann
+from interlink_plugins.core import safefs
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod, pod_summary
 from interlink_plugins.core.policy import AdminPolicy
@@ -34,7 +36,10 @@ from interlink_plugins.core.runtimes import (
     helper_files,
     runtime_for,
 )
+from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.volumes import materialise_volumes
+
+log = logging.getLogger(__name__)
 
 # kept for importers; core.annotations is the list of every key and its legacy names
 IMAGE_ROOT_ANNOTATIONS = ann.IMAGE_ROOT
@@ -156,11 +161,26 @@ def _refuse_mounts_without_namespaces(pod: Pod) -> None:
             )
 
 
+def make_job_dir(job_dir: Path) -> None:
+    """The pod's job dir, private (0700), made by this plugin: an existing one that is a symlink or belongs
+    to another uid (a job of an earlier pod with this UID) is refused, never written into."""
+    job_dir.parent.mkdir(parents=True, exist_ok=True)  # the data root: the admin's path
+    location = safefs.job_location(job_dir)
+    try:
+        safefs.make_dirs(location)
+        info = safefs.lstat(location)
+    except safefs.Refused as exc:
+        raise PodSpecError("metadata.uid", f"job dir {job_dir} is {exc.kind}: refused", status=409) from None
+    if info is None or info.st_uid != os.geteuid():
+        owner = "missing" if info is None else f"owned by uid {info.st_uid}"
+        raise PodSpecError("metadata.uid", f"job dir {job_dir} exists, {owner}: not reused", status=409)
+    safefs.chmod(location, 0o700)
+
+
 def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool) -> RunPlan:
     """Volumes materialised (when write) and every container turned into argv for the runtime."""
     if write:
-        job_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(job_dir, 0o700)
+        make_job_dir(job_dir)
     volume_plan = materialise_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths, write=write)
     runtime_name = config.container_runtime
     if runtime_name == "none":
@@ -200,7 +220,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         argv = runtime.argv(ctx)
         private_files.extend(argv.files + argv.credential_files)
         if write:
-            _write_private_files(argv.files + argv.credential_files)
+            _write_private_files(argv.files + argv.credential_files, job_dir)
         prepare_steps.extend(argv.prepare_argvs)
         credential_paths.extend(path for path, _content in argv.credential_files)
         lifecycle = container.lifecycle
@@ -253,16 +273,10 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     )
 
 
-def _write_private_files(files: tuple[tuple[str, bytes], ...]) -> None:
+def _write_private_files(files: tuple[tuple[str, bytes], ...], job_dir: Path) -> None:
     """Runtime files such as the container env file: 0600, atomic, inside the private job dir."""
     for path_text, content in files:
-        path = Path(path_text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        os.replace(tmp, path)
+        safefs.write_bytes(safefs.below(job_dir.parent, Path(path_text)), content, 0o600)
 
 
 def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:
@@ -283,12 +297,9 @@ def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, w
     if pod.job_script is not None:
         files[JOB_SCRIPT_FILE] = pod.job_script
     if write:
+        location = safefs.job_location(job_dir)
         for name, text in files.items():
-            target = job_dir / name
-            tmp = target.with_name(f".{name}.tmp")
-            tmp.write_text(text)
-            os.chmod(tmp, 0o700 if name.endswith((".sh", ".rc")) else 0o600)
-            os.replace(tmp, target)
+            safefs.write_bytes(location / name, text.encode(), 0o700 if name.endswith((".sh", ".rc")) else 0o600)
         if pod.job_script is not None:
             _link_job_script_state(pod, job_dir)
     return files
@@ -297,17 +308,28 @@ def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, w
 def _link_job_script_state(pod: Pod, job_dir: Path) -> None:
     """Every spec container shows the job script's state and log (c/<name> -> jobscript); the init
     containers, which the job script replaces, are done (exit 0) so that the pod can run."""
-    state = job_dir / "c"
-    state.mkdir(exist_ok=True)
+    state = safefs.job_location(job_dir) / "c"
+    safefs.make_dirs(state)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
     for container in pod.all_containers:
         target = state / container.name
-        if container.name == JOB_SCRIPT_CONTAINER or target.is_symlink() or target.exists():
+        if container.name == JOB_SCRIPT_CONTAINER or safefs.lstat(target) is not None:
             continue
         if container.kind == "init":
-            target.mkdir()
             for name, text in (("started", now), ("finished", now),
                                ("reason", "Completed replaced by interLink's jobScript"), ("exit", "0")):
-                (target / name).write_text(text + "\n")
+                safefs.write_bytes(target / name, (text + "\n").encode(), 0o600)
         else:
-            os.symlink(JOB_SCRIPT_CONTAINER, target)
+            safefs.symlink(target, JOB_SCRIPT_CONTAINER)
+
+
+async def remove_job_dir(record: PodRecord, data_root: Path) -> None:
+    """Remove a pod's job dir (a direct child of the data root only) as its owner, never following a
+    symlink the job left in it (core/safefs.remove_tree); what cannot be removed is logged."""
+    job_dir = Path(record.job_dir)
+    if job_dir.parent != data_root:
+        return
+    left = await safefs.run(safefs.remove_tree, safefs.job_location(job_dir))
+    if left:
+        log.warning("job dir %s of pod %s/%s not entirely removed: %s", job_dir, record.namespace, record.name,
+                    "; ".join(left[:5]))

@@ -6,10 +6,13 @@
   file is written with the mode it has in the stage (secrets keep item.mode / defaultMode, in a
   private dir), symlinks stay symlinks. Nothing is written on the cluster at /create: the upload
   is part of the submission, so an unreachable login node defers the pod like any outage.
-* Reading the runner's state: ONE remote ``grep`` per poll prints every small state file of every
-  tracked pod (``c/<container>/*`` and ``pod.exit``; logs, env files, FIFOs and temp files
-  excluded), which is mirrored into a private local dir that the usual readers
-  (``read_pod_files``) use unchanged.
+* Reading the runner's state: ONE remote command per poll (``find -P`` piped into ``tar``) archives
+  every runner state file of every tracked pod (``c/<container>/<state file>`` and ``pod.exit``):
+  no symlink followed (find -P, tar opens O_NOFOLLOW|O_NONBLOCK), regular files of at most
+  ``DUMP_FILE_BYTES`` only, each framed by its tar header (a newline or NUL in a name the job chose
+  cannot forge another file), the whole output capped at ``DUMP_BYTES``. Only the exact layout of
+  each pod's own job dir is taken, and mirrored (through core/safefs) into a private local dir that
+  the usual readers use unchanged; a job dir whose path holds a control character is never asked for.
 * Logs: a read downloads the log into a local copy (only the part it does not have yet, when the
   copy is a prefix of the remote file); a follow streams ``tail -F`` over one channel into a
   private local file that the usual follower reads; a lost connection is resumed at the offset.
@@ -20,28 +23,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import logging
 import os
 import posixpath
 import shutil
 import stat
+import tarfile
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from io import FileIO
 from pathlib import Path
 
 import paramiko
 
+from interlink_plugins.core import safefs
 from interlink_plugins.core.runner import CommandFailed
 from interlink_plugins.core.ssh import SshRunner
+from interlink_plugins.core.status import STATE_FILES
 
 log = logging.getLogger(__name__)
 
-# state files never transferred: logs (read on demand), private files (env), pipes, temp files
-DUMP_EXCLUDES = ("log", "log.prev", "*.nul", ".*", "*.tmp.*", "*.tmp")
+DUMP_FILE_BYTES = 8192  # a state file bigger than this is left out of the dump
+DUMP_BYTES = 16 << 20  # the dump's output is cut here (a job that swaps a file for a huge one mid-dump)
 DUMP_BATCH = 200  # pods per dump command (keeps the command line small)
 HEAD_BYTES = 4096  # compared to decide that a local log copy is a prefix of the remote log
 FOLLOW_RETRY_SECONDS = 1.0
+_DUMPED = (*STATE_FILES, "pod.exit")
+# find prints the regular state files of each job dir (NUL-separated), tar archives them without following
+# symlinks (it opens O_NOFOLLOW|O_NONBLOCK and reads the size it stat'ed), head caps the whole
+_DUMP_SCRIPT = (
+    'find -P "$@" -maxdepth 2 -type f -size -{size}c \\( {names} \\) -print0 2>/dev/null'
+    " | tar --null --no-recursion --ignore-failed-read -P -cf - -T - 2>/dev/null | head -c {cap}"
+)
+
+
+def _control(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
 def _safe_name(job_dir: str) -> str:
@@ -122,25 +141,63 @@ def upload_tree(sftp: paramiko.SFTPClient, stage: Path, remote: str) -> int:
 # --------------------------------------------------------------------------- state dump
 
 
-def parse_dump(output: bytes) -> dict[str, bytes]:
-    """``grep -H -Z -a '' FILES`` output -> path -> content (lines joined with newlines)."""
-    files: dict[str, list[bytes]] = {}
-    for line in output.split(b"\n"):
-        path, sep, text = line.partition(b"\0")
-        if not sep:
-            continue
-        files.setdefault(os.fsdecode(path), []).append(text)
-    return {path: b"\n".join(lines) + b"\n" for path, lines in files.items()}
-
-
 def dump_argv(job_dirs: Iterable[str]) -> list[str]:
-    """One command printing every small state file of these job dirs (GNU grep)."""
-    argv = ["grep", "-R", "-H", "-Z", "-a", "-s", "-D", "skip"]
-    argv += [f"--exclude={pattern}" for pattern in DUMP_EXCLUDES]
-    argv += ["-e", "", "--"]
+    """One command archiving every runner state file of these job dirs (GNU find and tar, sh, head)."""
+    names = " -o ".join(f"-name {name}" for name in _DUMPED)
+    script = _DUMP_SCRIPT.format(size=DUMP_FILE_BYTES + 1, names=names, cap=DUMP_BYTES)
+    roots: list[str] = []
     for job_dir in job_dirs:
-        argv += [posixpath.join(job_dir, "c"), posixpath.join(job_dir, "pod.exit")]
-    return argv
+        if _control(job_dir) or not job_dir.startswith("/"):
+            raise ValueError(f"job dir {job_dir!r}: not an absolute path without control characters")
+        roots += [posixpath.join(job_dir, "c"), posixpath.join(job_dir, "pod.exit")]
+    return ["sh", "-c", script, "il-dump", *roots]
+
+
+@dataclass
+class Dump:
+    """The state files a dump brought (path -> content) and whether it came whole; a cut one names the
+    file it was cut in, when it got that far."""
+
+    files: dict[str, bytes]
+    complete: bool
+    cut_in: str = ""
+
+
+def parse_dump(output: bytes) -> Dump:
+    """The dump's tar stream: regular members of at most DUMP_FILE_BYTES, up to where it was cut."""
+    files: dict[str, bytes] = {}
+    current = ""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(output), mode="r|") as archive:
+            for member in archive:
+                current = member.name
+                if not member.isreg() or member.size > DUMP_FILE_BYTES:
+                    continue
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    data = handle.read(DUMP_FILE_BYTES)
+                    if len(data) != member.size:
+                        raise tarfile.ReadError("unexpected end of data")
+                    files[member.name] = data
+                current = ""
+    except (tarfile.TarError, EOFError, OSError):
+        return Dump(files, complete=False, cut_in=current)
+    return Dump(files, complete=True)
+
+
+def state_path(job_dir: str, path: str) -> str | None:
+    """``path`` relative to ``job_dir`` when it is one of that job dir's runner state files exactly
+    (``pod.exit``, ``c/<container>/<state file>``), else None."""
+    prefix = job_dir.rstrip("/") + "/"
+    if not path.startswith(prefix) or _control(path):
+        return None
+    rel = path[len(prefix) :]
+    parts = rel.split("/")
+    if parts == ["pod.exit"]:
+        return rel
+    if len(parts) == 3 and parts[0] == "c" and parts[2] in STATE_FILES and parts[1] not in ("", ".", ".."):
+        return rel
+    return None
 
 
 @dataclass
@@ -150,56 +207,75 @@ class _Mirror:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
-def sync_mirror(local: Path, current: dict[str, bytes], wanted: dict[str, bytes]) -> None:
-    """Make the local mirror hold exactly ``wanted`` (only changed files are written)."""
+def sync_mirror(local: safefs.Location, current: dict[str, bytes], wanted: dict[str, bytes]) -> None:
+    """Make the local mirror hold exactly ``wanted`` (only changed files are written, through safefs)."""
     for rel in set(current) - set(wanted):
-        with contextlib.suppress(FileNotFoundError):
-            (local / rel).unlink()
+        safefs.remove_file(local / rel)
     for rel, content in wanted.items():
-        if current.get(rel) == content:
-            continue
-        target = local / rel
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, target)
+        if current.get(rel) != content:
+            safefs.write_bytes(local / rel, content)
 
 
 # --------------------------------------------------------------------------- logs (blocking)
 
 
-def fetch_into(sftp: paramiko.SFTPClient, remote: str, local: Path) -> bool:
-    """Bring the local copy up to date with the remote file; False (copy removed) when it does not exist."""
+def _regular_or_missing(sftp: paramiko.SFTPClient, remote: str) -> None:
+    """safefs.Refused unless ``remote`` is a regular file or does not exist (yet)."""
     try:
-        size = sftp.stat(remote).st_size or 0
+        mode = sftp.lstat(remote).st_mode or 0
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            with contextlib.suppress(FileNotFoundError):
-                local.unlink()
+            return
+        raise
+    if not stat.S_ISREG(mode):
+        raise safefs.Refused(remote, safefs.kind_of(mode))
+
+
+def _copy(handle: paramiko.SFTPFile, out: FileIO) -> None:
+    while block := handle.read(1 << 16):
+        out.write(block)
+
+
+def fetch_into(sftp: paramiko.SFTPClient, remote: str, local: safefs.Location) -> bool:
+    """Bring the local copy up to date with the remote file; False (copy removed) when it does not exist.
+
+    SFTP cannot open without following a symlink: the remote path must be a regular file by lstat, and the
+    file opened must have the same type, owner and mode (else it was swapped: refused, safefs.Refused).
+    """
+    try:
+        info = sftp.lstat(remote)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            safefs.remove_file(local)
             return False
         raise
-    local.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    have = local.stat().st_size if local.exists() else 0
-    with sftp.open(remote, "rb") as handle:
+    if not stat.S_ISREG(info.st_mode or 0):
+        raise safefs.Refused(remote, safefs.kind_of(info.st_mode or 0))
+    with safefs.open_dir(local.parent, create=True) as directory, sftp.open(remote, "rb") as handle:
+        opened = handle.stat()
+        if (opened.st_mode, opened.st_uid) != (info.st_mode, info.st_uid):
+            raise safefs.Refused(remote, "not the regular file it was a moment before (swapped)")
+        size = opened.st_size or 0
+        try:
+            have = directory.lstat(local.name).st_size
+        except FileNotFoundError:
+            have = 0
         if 0 < have <= size:
             head = min(have, HEAD_BYTES)
-            with local.open("rb") as mine:
+            with directory.open(local.name) as mine:
                 same = mine.read(head) == handle.read(head)
             if same:
                 if have == size:
                     return True
                 handle.seek(have)
                 handle.prefetch(size - have)
-                with local.open("ab") as out:
-                    shutil.copyfileobj(handle, out, 1 << 16)
+                with directory.open_append(local.name) as out:
+                    _copy(handle, out)
                 return True
             handle.seek(0)
         # a new file (restart) or a first fetch: replace the copy atomically (readers keep the old one)
-        tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.tmp")
         handle.prefetch(size)
-        with tmp.open("wb") as out:
-            shutil.copyfileobj(handle, out, 1 << 16)
-        os.replace(tmp, local)
+        directory.replace_from(local.name, lambda out: _copy(handle, out))
     return True
 
 
@@ -245,10 +321,10 @@ class RemoteJobFiles:
     def stage_dir(self, job_dir: str) -> Path:
         return self.local_root / "stage" / self._check(job_dir)
 
-    def mirror_dir(self, job_dir: str) -> Path:
-        return self.local_root / "mirror" / self._check(job_dir)
+    def mirror_dir(self, job_dir: str) -> safefs.Location:
+        return safefs.Location(self.local_root / "mirror", (self._check(job_dir),))
 
-    def log_copy(self, job_dir: str, container: str, *, previous: bool) -> Path:
+    def log_copy(self, job_dir: str, container: str, *, previous: bool) -> safefs.Location:
         return self.mirror_dir(job_dir) / "logs" / container / ("log.prev" if previous else "log")
 
     # --- writing -----------------------------------------------------------------------
@@ -278,34 +354,47 @@ class RemoteJobFiles:
         if not result.ok:
             log.warning("removing %s on %s: %s", job_dir, self.ssh.label, result.error_text)
         self._mirrors.pop(job_dir, None)
-        shutil.rmtree(self.mirror_dir(job_dir), ignore_errors=True)
+        await asyncio.to_thread(safefs.remove_tree, self.mirror_dir(job_dir))
         shutil.rmtree(self.stage_dir(job_dir), ignore_errors=True)
 
     # --- runner state ------------------------------------------------------------------
 
     async def refresh(self, job_dirs: list[str]) -> None:
-        """Mirror the state files of these job dirs: one remote command per DUMP_BATCH pods."""
-        for start in range(0, len(job_dirs), DUMP_BATCH):
-            batch = job_dirs[start : start + DUMP_BATCH]
+        """Mirror the state files of these job dirs: one remote command per DUMP_BATCH pods. A job dir
+        whose path has a control character is never dumped (its mirror stays as it is)."""
+        wanted = []
+        for job_dir in job_dirs:
+            if _control(job_dir):
+                log.error("job dir %r has a control character in its path: its runner state is not read", job_dir)
+            else:
+                wanted.append(job_dir)
+        for start in range(0, len(wanted), DUMP_BATCH):
+            batch = wanted[start : start + DUMP_BATCH]
             result = await self.ssh.run(dump_argv(batch), timeout=self.timeout)
             self.dumps += 1
-            if result.returncode not in (0, 1, 2):  # 1: nothing matched, 2: some path missing (-s)
-                raise CommandFailed(["grep"], f"ssh {self.ssh.label}: grep exited {result.returncode}: "
+            if result.returncode != 0:
+                raise CommandFailed(["find"], f"ssh {self.ssh.label}: the state dump exited {result.returncode}: "
                                     f"{result.error_text}")
-            found = parse_dump(result.stdout)
-            await asyncio.to_thread(self._apply, batch, found)
+            dump = parse_dump(result.stdout)
+            if not dump.complete:
+                log.warning("the runner state dump of %d pods was cut at %d bytes (a state file swapped for a big "
+                            "one?): the pods it did not reach keep their last state", len(batch), DUMP_BYTES)
+            await asyncio.to_thread(self._apply, batch, dump)
 
-    def _apply(self, batch: list[str], found: dict[str, bytes]) -> None:
+    def _apply(self, batch: list[str], dump: Dump) -> None:
         per_dir: dict[str, dict[str, bytes]] = {job_dir: {} for job_dir in batch}
-        for path, content in found.items():
-            for job_dir in batch:
-                prefix = job_dir.rstrip("/") + "/"
-                if path.startswith(prefix):
-                    rel = path[len(prefix) :]
-                    if ".." not in rel.split("/"):
-                        per_dir[job_dir][rel] = content
+        last = -1  # the last job dir the dump reached (find goes through them in order)
+        for path in [*dump.files, dump.cut_in]:
+            for index, job_dir in enumerate(batch):
+                if path.startswith(job_dir.rstrip("/") + "/"):
+                    last = max(last, index)
+                    rel = state_path(job_dir, path)
+                    if rel is not None and path in dump.files:
+                        per_dir[job_dir][rel] = dump.files[path]
                     break
-        for job_dir, wanted in per_dir.items():
+        for index, (job_dir, wanted) in enumerate(per_dir.items()):
+            if not dump.complete and index >= last:
+                continue  # a cut dump says nothing about the job dir it was cut in and the ones after
             mirror = self._mirrors.setdefault(job_dir, _Mirror())
             sync_mirror(self.mirror_dir(job_dir), mirror.files, wanted)
             mirror.files = wanted
@@ -321,6 +410,8 @@ class RemoteJobFiles:
     async def open_feed(self, job_dir: str, container: str) -> LogFeed:
         """Start streaming the remote log into a private local file (CommandFailed if unreachable)."""
         remote = posixpath.join(job_dir, "c", container, "log")
+        await self.ssh.sftp(lambda sftp: _regular_or_missing(sftp, remote), timeout=self.timeout,
+                            what=f"lstat {remote}")
         local = self.local_root / "feeds" / f"{uuid.uuid4().hex}.log"
         local.touch(mode=0o600)
         first = await self.ssh.stream(_tail_argv(remote, 0), open_timeout=self.timeout, keep_stdin=True)

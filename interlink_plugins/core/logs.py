@@ -9,10 +9,15 @@ in CRI format, one record a line::
 container's text: records joined into logical lines, each ending with ``\\n``, bytes untouched.
 Selection order: since (write time) -> tail -> limit_bytes (a prefix, may cut a line).
 
-Memory stays bounded whatever the file size: files are read and served in blocks (``iter_log``),
-tail reads a window at the end of the file and keeps a deque of N lines, and a single line is held
-at most up to ``MAX_LINE_BYTES`` (a longer logical line is served as several lines of that size).
-Blocks made only of the runner's own records (fixed-width F headers) skip the parser.
+Memory stays bounded whatever the file size and whatever the request: files are read and served in
+blocks (``iter_log``); Tail reads a window at the end of the file, grown until it holds N lines, and
+keeps them while they fit in ``TAIL_MEMORY_BYTES``; a bigger tail (``Tail=10^9``) is counted in that
+pass and streamed by a second one from where it starts. A single line is held at most up to
+``MAX_LINE_BYTES`` (a longer logical line is served as several lines of that size). Blocks made only
+of the runner's own records (fixed-width F headers) skip the parser.
+
+The file is in a directory the job controls: it is opened through core/safefs (no symlink followed, a
+regular file only, opened without blocking) and read only in worker threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import FileIO
 from pathlib import Path
+
+from interlink_plugins.core import safefs
 
 __all__ = ["CriRecord", "LogOptions", "follow_log", "iter_log", "parse_cri_line", "read_log"]
 
@@ -41,6 +48,11 @@ SCAN_BYTES = 64 << 10
 """Bytes read per step when looking backwards for a line start (Tail reads from the end)."""
 MAX_BACK_BYTES = 4 << 20
 """How far back Tail looks for a start outside any P line of the other stream."""
+TAIL_MEMORY_BYTES = 8 << 20
+"""A Tail answer up to this size is gathered in one pass; a bigger one is streamed by a second pass."""
+
+LogSource = Path | safefs.Location
+"""Where a log is: a Location below a trusted root (a job dir), or a Path (its parent trusted)."""
 
 _TS = re.compile(rb"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 # A block made only of complete F lines (the common case) is split by one findall into (ts, text).
@@ -233,16 +245,21 @@ class _Reader:
         self.f = f
         self.asm = _Assembler()
         self._carry = b""
+        self.end: int | None = None  # read no further than this offset (a second pass of a tail)
         st = os.fstat(f.fileno())
         self.ident = (st.st_dev, st.st_ino)
 
-    def reset(self) -> None:
-        """Forget the incomplete line (after a seek)."""
+    def restart(self, offset: int, last_ts: bytes) -> None:
+        """Read again from ``offset`` (a line start) with a fresh assembler."""
+        self.f.seek(offset)
+        self.asm = _Assembler()
+        self.asm.last_ts = last_ts
         self._carry = b""
 
     def _take(self) -> tuple[int, bytes | None]:
         """Read one block: (bytes read, the complete lines it ends without the last newline, or None)."""
-        block = self.f.read(BLOCK_BYTES)
+        size = BLOCK_BYTES if self.end is None else min(BLOCK_BYTES, max(0, self.end - self.f.tell()))
+        block = self.f.read(size) if size else b""
         if not block:
             return 0, None
         data = self._carry + block if self._carry else block
@@ -300,11 +317,10 @@ class _Reader:
             self._carry = b""
         self.asm.flush(out)
 
-    def replaced(self, path: Path) -> bool:
-        """True when path is gone, is another file (rotation) or was truncated below our position."""
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
+    def replaced(self, source: LogSource) -> bool:
+        """True when the log is gone, is another file (rotation) or was truncated below our position."""
+        st = safefs.lstat(_location(source))
+        if st is None:
             return True
         return (st.st_dev, st.st_ino) != self.ident or st.st_size < self.f.tell()
 
@@ -338,22 +354,23 @@ class _Render:
         return out
 
 
-def _open(path: Path) -> _Reader | None:
-    try:
-        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
-    except FileNotFoundError:
+def _location(source: LogSource) -> safefs.Location:
+    if isinstance(source, safefs.Location):
+        return source
+    return safefs.Location(source.parent, (source.name,))
+
+
+def _open(source: LogSource | FileIO) -> _Reader | None:
+    """The log opened safely (blocking; None when it does not exist; safefs.Refused when it is not a
+    regular file)."""
+    f = source if isinstance(source, FileIO) else safefs.open_file(_location(source))
+    if f is None:
         return None
     try:
         return _Reader(f)
     except BaseException:
         f.close()
         raise
-
-
-def _tail_deque(opts: LogOptions) -> deque[bytes] | None:
-    if opts.tail is None or opts.tail < 0:
-        return None
-    return deque(maxlen=opts.tail)
 
 
 def _line_start(fd: int, pos: int) -> int:
@@ -412,98 +429,168 @@ def _clean_start(fd: int, pos: int) -> tuple[int, bytes]:
     return off, last_ts
 
 
-def _tail(reader: _Reader, count: int, render: _Render) -> deque[bytes]:
-    """The last ``count`` selected lines, read from the end of the file (a window, grown until it has
-    them); the reader is left at the end of the file, its partial last line kept."""
+def _tail(reader: _Reader, count: int, render: _Render, *, finish: bool) -> Generator[bytes, None, None]:
+    """The last ``count`` selected lines, from a window at the end of the file grown until it holds them.
+
+    They are kept in memory while they fit in TAIL_MEMORY_BYTES; a bigger answer is only counted, then
+    streamed by a second pass over the same bytes. ``finish``: the unfinished last line counts (a read);
+    else it is kept for what comes next (a follow). The reader is left where the answer ends.
+    """
     fd = reader.f.fileno()
     size = os.fstat(fd).st_size
     window = max(TAIL_WINDOW_BYTES, count * 256)
     while True:
         start, last_ts = _clean_start(fd, max(0, size - window))
-        reader.f.seek(start)
-        reader.asm = _Assembler()
-        reader.asm.last_ts = last_ts
-        reader.reset()
-        tail: deque[bytes] = deque(maxlen=count)
+        reader.restart(start, last_ts)
+        kept: deque[bytes] | None = deque()
+        held = total = 0
         while True:
             lines: list[_Line] = []
-            if reader.read(lines) == 0:
+            done = reader.read(lines) == 0
+            if done and finish:
+                reader.finish(lines)
+            selected = render(lines)
+            total += len(selected)
+            if kept is not None and count:
+                for line in selected:
+                    if len(kept) == count:
+                        held -= len(kept.popleft())
+                    kept.append(line)
+                    held += len(line)
+                if held > TAIL_MEMORY_BYTES:
+                    kept = None  # too big to hold: counted now, streamed below
+            if done:
                 break
-            tail.extend(render(lines))
-        if len(tail) == count or start == 0:
-            return tail
+        if total >= count or start == 0:
+            break
         window *= 4
+    if kept is not None:
+        if kept:
+            yield b"".join(kept)
+        return
+    yield from _replay(reader, start, last_ts, skip=max(0, total - count), finish=finish, render=render)
 
 
-def iter_log(path: Path, opts: LogOptions) -> Generator[bytes, None, None]:
+def _replay(
+    reader: _Reader, start: int, last_ts: bytes, *, skip: int, finish: bool, render: _Render
+) -> Generator[bytes, None, None]:
+    """The selection from ``start`` to where the reader stopped, its first ``skip`` lines left out."""
+    reader.end = reader.f.tell()
+    reader.restart(start, last_ts)
+    try:
+        while True:
+            lines: list[_Line] = []
+            done = reader.read(lines) == 0
+            if done and finish:
+                reader.finish(lines)
+            selected = render(lines)
+            if skip:
+                dropped = min(skip, len(selected))
+                selected, skip = selected[dropped:], skip - dropped
+            if selected:
+                yield b"".join(selected)
+            if done:
+                return
+    finally:
+        reader.end = None
+
+
+def _limited(chunks: Iterable[bytes], limit: int | None) -> Generator[bytes, None, None]:
+    """The chunks, cut after ``limit`` bytes in all."""
+    for chunk in chunks:
+        if limit is not None:
+            if len(chunk) >= limit:
+                yield chunk[:limit]
+                return
+            limit -= len(chunk)
+        yield chunk
+
+
+def _whole(reader: _Reader, render: _Render) -> Generator[bytes, None, None]:
+    eof = False
+    while not eof:
+        n, chunk = reader.read_rendered(render)
+        if n == 0:
+            lines: list[_Line] = []
+            reader.finish(lines)
+            chunk += b"".join(render(lines))
+            eof = True
+        if chunk:
+            yield chunk
+
+
+def iter_log(source: LogSource | FileIO, opts: LogOptions) -> Generator[bytes, None, None]:
     """The selected part of a log file in chunks of about a block (a missing file gives nothing).
 
-    Memory is bounded by a block (or by the tail lines): a 1 GB log is served as it is read.
+    Blocking (a worker thread). ``source`` may be a file already opened through safefs (it is closed
+    here). Memory is bounded by a block (and TAIL_MEMORY_BYTES): a 1 GB log is served as it is read.
     """
     limit = opts.limit_bytes
     if opts.tail == 0 or (limit is not None and limit <= 0):
+        if isinstance(source, FileIO):
+            source.close()
         return
-    reader = _open(path)
+    reader = _open(source)
     if reader is None:
         return
     render = _Render(opts)
     with reader.f:
         if opts.tail is not None and opts.tail > 0:
-            tail = _tail(reader, opts.tail, render)
-            lines: list[_Line] = []
-            reader.finish(lines)
-            tail.extend(render(lines))
-            data = b"".join(tail)
-            yield data if limit is None else data[:limit]
-            return
-        eof = False
-        while not eof:
-            n, chunk = reader.read_rendered(render)
-            if n == 0:
-                lines = []
-                reader.finish(lines)
-                chunk += b"".join(render(lines))
-                eof = True
-            if not chunk:
-                continue
-            if limit is not None:
-                if len(chunk) >= limit:
-                    yield chunk[:limit]
-                    return
-                limit -= len(chunk)
-            yield chunk
+            yield from _limited(_tail(reader, opts.tail, render, finish=True), limit)
+        else:
+            yield from _limited(_whole(reader, render), limit)
 
 
-def read_log(path: Path, opts: LogOptions) -> bytes:
+def read_log(source: LogSource, opts: LogOptions) -> bytes:
     """The selected part of a log file (a missing file gives b"")."""
-    return b"".join(iter_log(path, opts))
+    return b"".join(iter_log(source, opts))
+
+
+async def _in_thread(chunks: Generator[bytes, None, None]) -> AsyncGenerator[bytes, None]:
+    """A blocking generator driven from a worker thread, one chunk at a time."""
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        yield chunk
+
+
+def _drain(reader: _Reader, render: _Render, source: LogSource) -> tuple[int, bytes, bool]:
+    """One block of what was appended (bytes read, the output, whether the file was replaced and
+    the old one is drained). Blocking: a worker thread."""
+    n, chunk = reader.read_rendered(render)
+    if n == 0 and reader.replaced(source):
+        lines: list[_Line] = []
+        reader.finish(lines)  # drained: the old file is complete
+        return 0, chunk + b"".join(render(lines)), True
+    return n, chunk, False
 
 
 async def follow_log(
-    path: Path,
+    source: LogSource,
     opts: LogOptions,
     *,
     finished: Callable[[], bool],
     poll_seconds: float = 0.2,
     linger_seconds: float = 1.0,
+    first: FileIO | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Yield the initial selection, then new lines as they are appended, until the container ends.
 
     Waits for a file that does not exist yet; follows a rotation (the file moved away and a new
     one created: the old one is drained, the new one read from its start). Once ``finished()``
     is true the file is read again and the stream ends when a read brings nothing new or
-    ``linger_seconds`` have passed. ``limit_bytes`` bounds the total streamed. Reads are at most
-    one block between two yields to the event loop.
+    ``linger_seconds`` have passed. ``limit_bytes`` bounds the total streamed. Every open, stat and
+    read runs in a worker thread: the event loop never touches the file. A log replaced by what is
+    not a regular file (a FIFO, a symlink) ends the stream. ``first``: the log already opened.
     """
     budget = opts.limit_bytes
     if budget is not None and budget <= 0:
+        if first is not None:
+            first.close()
         return
     render = _Render(opts)
-    tail = _tail_deque(opts)  # used for the initial selection only
-    initial = True
+    initial = opts.tail is not None and opts.tail >= 0  # the initial selection is a tail
     loop = asyncio.get_running_loop()
     deadline: float | None = None
-    reader: _Reader | None = None
+    reader: _Reader | None = None if first is None else _Reader(first)
     try:
         while True:
             done = finished()
@@ -512,56 +599,42 @@ async def follow_log(
             got = 0
             rotated = False
             if reader is None:
-                reader = _open(path)
-                if reader is not None and initial and tail is not None and tail.maxlen:
-                    tail.extend(await asyncio.to_thread(_tail, reader, tail.maxlen, render))
+                try:
+                    reader = await asyncio.to_thread(_open, source)
+                except safefs.Refused:
+                    return
             if reader is not None:
-                cur = reader
-                behind = False  # a full block came: parse the next ones in a thread, the loop stays free
-                while True:
-                    lines: list[_Line] = []
-                    if initial and tail is not None:
-                        n, chunk = cur.read(lines), b""
-                    elif behind:
-                        n, chunk = await asyncio.to_thread(cur.read_rendered, render)
-                    else:
-                        n, chunk = cur.read_rendered(render)
-                    behind = n == BLOCK_BYTES
-                    if n == 0 and cur.replaced(path):
-                        cur.finish(lines)  # drained: the old file is complete
-                        cur.f.close()
-                        reader, rotated = None, True
-                    got += n
-                    selected = render(lines)
-                    if initial and tail is not None:
-                        tail.extend(selected)
-                    elif selected or chunk:
-                        chunk += b"".join(selected)
+                if initial:
+                    initial = False
+                    tail = _tail(reader, opts.tail or 0, render, finish=False)
+                    async for chunk in _in_thread(tail):
                         if budget is not None:
                             if len(chunk) >= budget:
                                 yield chunk[:budget]
                                 return
                             budget -= len(chunk)
                         yield chunk
+                cur = reader
+                while True:
+                    n, chunk, rotated = await asyncio.to_thread(_drain, cur, render, source)
+                    got += n
+                    if chunk:
+                        if budget is not None:
+                            if len(chunk) >= budget:
+                                yield chunk[:budget]
+                                return
+                            budget -= len(chunk)
+                        yield chunk
+                    if rotated:
+                        cur.f.close()
+                        reader = None
                     if n == 0:
                         break
-                    await asyncio.sleep(0)
             if rotated:
                 continue  # open the new file now
-            if initial:
-                initial = False
-                if tail:
-                    chunk = b"".join(tail)
-                    tail.clear()
-                    if budget is not None:
-                        if len(chunk) >= budget:
-                            yield chunk[:budget]
-                            return
-                        budget -= len(chunk)
-                    yield chunk
             if deadline is not None and (got == 0 or loop.time() >= deadline):
                 if reader is not None:
-                    lines = []
+                    lines: list[_Line] = []
                     reader.finish(lines)
                     chunk = b"".join(render(lines))
                     if chunk:

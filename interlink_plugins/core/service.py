@@ -10,18 +10,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from io import FileIO
 from typing import Any
 
 from interlink_plugins import tracing
 from interlink_plugins.config import Config
-from interlink_plugins.core.backend import Backend, JobInfo, Resources
+from interlink_plugins.core import safefs
+from interlink_plugins.core.backend import AdoptedJob, Backend, JobInfo, Resources
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
-from interlink_plugins.core.logs import LogOptions, follow_log, iter_log
+from interlink_plugins.core.logs import LogOptions, LogSource, follow_log, iter_log
 from interlink_plugins.core.pod import parse_create_body, pod_identity, pod_summary, spec_container_names
 from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
 from interlink_plugins.core.state import PodRecord, StateStore
@@ -33,6 +35,7 @@ from interlink_plugins.core.status import (
     is_final,
     submit_failed_status,
 )
+from interlink_plugins.core.sweep import StuckItems, bounded_map
 from interlink_plugins.metrics import Metrics, directory_bytes
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,10 @@ THROTTLE_BACKOFF_MAX = 60.0
 # file system with coarse timestamps whose clock is behind ours)
 REREAD_SECONDS = 30.0
 IMAGE_REASONS = frozenset({"ErrImagePull", "ErrImageNeverPull", "ImagePullBackOff"})
+# one pod's runner files read longer than this is given up for this poll and reported (a job controls its
+# job dir: a read there may hang in the kernel); the other pods go on
+POD_FILES_SECONDS = 10.0
+POD_JSON_BYTES = 1 << 20
 
 
 @dataclass
@@ -86,10 +93,14 @@ class PluginService:
         self._resources = Resources()
         self._resources_at = 0.0
         self._poll_task: asyncio.Task[None] | None = None
+        self._usage_task: asyncio.Task[None] | None = None
         self._seen_running: set[str] = set()  # pods whose job ran: their runner files are read
         self._image_steps: dict[tuple[str, str], str] = {}  # (uid, container) -> image-step reason logged last
         # what a pod's cached status was built from, and when
         self._status_keys: dict[str, tuple[tuple[object, ...], float]] = {}
+        self._stuck = StuckItems()  # pods whose runner files are still being read by a given-up worker
+        self._reported: dict[str, tuple[str, ...]] = {}  # pod -> runner files refused, as last logged
+        self._reported_stuck: set[str] = set()  # pods whose stuck read was logged
         self.metrics.track_pods(self._phases)
         self.metrics.poll_interval.labels(backend.name).set(config.poll_interval)
         self.poll_count = 0
@@ -110,10 +121,11 @@ class PluginService:
 
     async def stop(self) -> None:
         """Stop polling. Jobs are never touched by a plugin stop."""
-        if self._poll_task:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
+        for task in (self._poll_task, self._usage_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.store.close()
 
     async def recover(self) -> None:
@@ -138,19 +150,28 @@ class PluginService:
         for job in adopted:
             if self.store.get(job.uid):
                 continue
-            adopted_record = self._record_from_job_dir(job.uid, job.job_id, Path(job.job_dir))
+            adopted_record = await safefs.run(self._record_of_adopted, job)
             if adopted_record:
                 log.info("adopted job %s of pod %s from the scheduler", job.job_id, job.uid)
                 self.store.put(adopted_record)
 
-    def _record_from_job_dir(self, uid: str, job_id: str, job_dir: Path) -> PodRecord | None:
-        try:
-            summary = json.loads((job_dir / "pod.json").read_text())
-        except (OSError, ValueError):
-            log.warning("job %s of pod %s has no readable pod.json in %s; not adopted", job_id, uid, job_dir)
+    def _record_of_adopted(self, job: AdoptedJob) -> PodRecord | None:
+        """The record of an adopted job: from what the backend found, else its job dir's pod.json (read
+        bounded and without following symlinks: the job may have rewritten it)."""
+        summary: Any = job.summary
+        if summary is None:
+            try:
+                summary = json.loads(safefs.read_bytes(safefs.job_location(job.job_dir) / "pod.json",
+                                                       POD_JSON_BYTES) or b"")
+            except (OSError, ValueError, safefs.Refused):
+                summary = None
+        if not isinstance(summary, dict) or not _container_names_ok(summary):
+            log.warning("job %s of pod %s has no readable pod.json in %s; not adopted", job.job_id, job.uid,
+                        job.job_dir)
             return None
         return PodRecord.from_summary(
-            {**summary, "uid": uid}, job_dir=str(job_dir), created_at=self.clock(), phase="submitted", job_id=job_id
+            {**summary, "uid": job.uid}, job_dir=job.job_dir, created_at=self.clock(), phase="submitted",
+            job_id=job.job_id, layout=job.layout,
         )
 
     # --- create ------------------------------------------------------------------------
@@ -411,26 +432,39 @@ class PluginService:
         for key in [k for k in self._image_steps if k[0] == record.uid]:
             del self._image_steps[key]
         self._status_keys.pop(record.uid, None)
+        self._reported.pop(record.uid, None)
 
     # --- logs --------------------------------------------------------------------------
 
-    def _log_path(self, request: LogRequest) -> tuple[PodRecord, Path]:
+    def _log_target(self, request: LogRequest) -> tuple[PodRecord, safefs.Location]:
+        """The pod and where its container's log is (blocking: the backend may look at the job dir)."""
         record = self.store.get(request.pod_uid)
         if record is None:
             raise LogRequestError(f"pod {request.pod_uid} is not known to this plugin", status=404)
         if request.container not in record.init_names + record.main_names:
             raise LogRequestError(f"container {request.container} is not in pod {record.namespace}/{record.name}")
         if request.previous:
-            path = self.backend.log_file(record, request.container, previous=True)
-            if not path.exists():
-                raise LogRequestError(
-                    f"previous terminated container {request.container} in pod {record.name} not found"
-                )
-            return record, path
+            return record, self.backend.log_file(record, request.container, previous=True)
         if not self.backend.container_started(record, request.container):
             reason = self._waiting_reason(record, request.container)
             raise LogRequestError(f"container {request.container} is waiting to start: {reason}")
         return record, self.backend.log_file(record, request.container, previous=False)
+
+    async def _open_log(self, request: LogRequest) -> tuple[PodRecord, safefs.Location, FileIO | None]:
+        """The log opened on a job-dir worker (None: it does not exist yet). A log that is not a regular
+        file (a symlink, a FIFO the job planted) is refused with a 4xx naming what it is."""
+        record, location = await safefs.run(self._log_target, request)
+        try:
+            handle = await safefs.run(safefs.open_file, location)
+        except safefs.Refused as exc:
+            log.warning("pod %s/%s (%s): the log of container %s is %s: refused", record.namespace, record.name,
+                        record.uid, request.container, exc.kind)
+            raise LogRequestError(
+                f"the log of container {request.container} is {exc.kind} in the job dir, not a regular file: refused"
+            ) from None
+        if handle is None and request.previous:
+            raise LogRequestError(f"previous terminated container {request.container} in pod {record.name} not found")
+        return record, location, handle
 
     def _container_state(self, record: PodRecord, container: str) -> dict[str, Any]:
         status = self.pod_status(record)
@@ -467,8 +501,10 @@ class PluginService:
         record = self.store.get(request.pod_uid)
         if fetch is not None and record is not None and request.container in record.init_names + record.main_names:
             await fetch(record, request.container, previous=request.previous)
-        _record, path = self._log_path(request)
-        chunks = iter_log(path, self._log_options(request))
+        _record, _location, handle = await self._open_log(request)
+        if handle is None:  # not written yet
+            return b"", None
+        chunks = iter_log(handle, self._log_options(request))
         first = await asyncio.to_thread(next, chunks, b"")
         second = await asyncio.to_thread(next, chunks, b"") if first else b""
         if not second:
@@ -478,22 +514,30 @@ class PluginService:
         return b"", self._counted(_blocks(chunks, first, second))
 
     async def open_follow(self, request: LogRequest) -> AsyncIterator[bytes]:
-        """A Follow, opened before the response starts, so that a backend streaming the log from
-        another host (SSH) can still answer 503 when that host is unreachable."""
+        """A Follow, opened before the response starts (errors are answered, not streamed), so that a
+        backend streaming the log from another host (SSH) can still answer 503 when it is unreachable."""
         opener = getattr(self.backend, "open_log_feed", None)  # optional backend hook
-        if opener is None:
-            return self.follow_logs(request)
-        record, _path = self._log_path(request)
-        if request.previous:  # a finished run: nothing more will come
+        if opener is not None and request.previous:  # a finished run: nothing more will come
             data, rest = await self.open_read(request)
             return rest if rest is not None else _one_chunk(data)
+        record, location, handle = await self._open_log(request)
+        if opener is None:
+            return self._follow(record, request, location, handle)
+        if handle is not None:
+            handle.close()
         feed = await opener(record, request.container)
-        return self.follow_logs(request, feed=feed)
+        # a private local file the backend keeps appending to (closed with the stream)
+        return self._follow(record, request, feed.path, None, close=feed.close)
 
-    def follow_logs(self, request: LogRequest, *, feed: Any = None) -> AsyncIterator[bytes]:
-        record, path = self._log_path(request)
-        if feed is not None:
-            path = feed.path  # a local file the backend keeps appending to (closed with the stream)
+    def _follow(
+        self,
+        record: PodRecord,
+        request: LogRequest,
+        source: LogSource,
+        handle: FileIO | None,
+        *,
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[bytes]:
         uid, container = record.uid, request.container
 
         def finished() -> bool:
@@ -502,13 +546,13 @@ class PluginService:
                 return True
             return "terminated" in self._container_state(current, container)
 
-        stream: AsyncIterator[bytes] = follow_log(path, self._log_options(request), finished=finished)
+        stream: AsyncIterator[bytes] = follow_log(source, self._log_options(request), finished=finished, first=handle)
         # optional backend hook: keep that live copy fresh while the stream lasts
         keep_fresh = getattr(self.backend, "keep_log_fresh", None)
         if keep_fresh is not None:
             stream = keep_fresh(record, container, stream)
-        if feed is not None:
-            stream = _closing(stream, feed.close)
+        if close is not None:
+            stream = _closing(stream, close)
         return self._counted(stream)
 
     async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -529,8 +573,11 @@ class PluginService:
             except Exception:
                 log.exception("poll failed")
             self.metrics.poll_done(time.monotonic() - started, reached_backend=reached_backend)
-            await self._measure_usage()
-            await self._sweep_retention()
+            for housekeeping in (self._measure_usage, self._sweep_retention):
+                try:  # nothing a job leaves in its job dir may end the poll loop
+                    await housekeeping()
+                except Exception:
+                    log.exception("%s failed", housekeeping.__name__.lstrip("_").replace("_", " "))
             await asyncio.sleep(max(0.0, self.config.poll_interval - (time.monotonic() - started)))
 
     async def poll_once(self) -> None:
@@ -562,7 +609,7 @@ class PluginService:
                 log.warning("runner state not refreshed, statuses kept: %s", exc)
                 return
         await self._remember_nodes(tracked)
-        statuses = await asyncio.to_thread(self._build_statuses, tracked, now)
+        statuses = await self._build_statuses(tracked, now)
         for record, status, final in statuses:
             if final:
                 record.final_status = status
@@ -582,46 +629,90 @@ class PluginService:
                 record.meta["node"] = job.node
                 await asyncio.to_thread(self.store.put, record)
 
-    def _build_statuses(
+    async def _build_statuses(
         self, tracked: list[PodRecord], now: float
     ) -> list[tuple[PodRecord, dict[str, Any], bool]]:
-        results = []
-        files_version = getattr(self.backend, "files_version", None)  # optional backend hook
-        for record in tracked:
-            job = self._jobs.get(record.job_id)
-            if job is None:
-                first = self._missing_since.setdefault(record.job_id, now)
-                if now - first >= max(VANISHED_AFTER_SECONDS, 3 * self.config.poll_interval):
-                    job = JobInfo(record.job_id, "VANISHED", active=False, abnormal_reason="JobVanished",
-                                  detail="the job left the queue and accounting has no record of it")
-            else:
-                self._missing_since.pop(record.job_id, None)
-            # a job that never ran has no runner files: its status comes from the job alone
-            never_ran = job is not None and job.active and not job.running and record.uid not in self._seen_running
-            if job is not None and job.running:
-                self._seen_running.add(record.uid)
-            version = "never-ran" if never_ran else files_version(record) if files_version else None
-            # a status is a function of the job, the runner's files, the outage and the phase: while none
-            # of them changed, the last one is reused (no file reads, no rebuild)
-            key = None if version is None else (job, version, self._down_since, record.phase)
-            cached = self._cache.get(record.uid)
-            previous = self._status_keys.get(record.uid)
-            if (key is not None and cached is not None and previous is not None and previous[0] == key
-                    and (never_ran or now - previous[1] < REREAD_SECONDS)):
-                results.append((record, cached, False))
-                continue
-            if never_ran:
-                files: dict[str, ContainerFiles] = {}
-            else:
-                files = self.backend.container_snapshot(record)
-                if job is None and self.backend.runner_finished(record):
-                    job = JobInfo(record.job_id, "ENDED", active=False)
-            if key is not None:
-                self._status_keys[record.uid] = (key, now)
-            status = build_pod_status(self._context(record, job), files, record.meta.get("images", {}))
+        """Every tracked pod's status, its runner files read in a worker thread with a time bound per pod:
+        a pod whose files cannot be read in time is reported stuck and the others go on."""
+        outcome = await bounded_map(tracked, lambda record: self._status_of(record, now), bound=POD_FILES_SECONDS,
+                                    key=lambda record: record.uid, stuck=self._stuck)
+        results = [result for _record, result in outcome.done]
+        for record in outcome.given_up:
+            since = self._stuck.since(record.uid) or time.monotonic()
+            if record.uid not in self._reported_stuck:
+                self._reported_stuck.add(record.uid)
+                log.error("pod %s/%s (%s): reading its runner files in %s took over %gs; its status is kept and "
+                          "the other pods go on", record.namespace, record.name, record.uid, record.job_dir,
+                          POD_FILES_SECONDS)
+            results.append((record, self._stuck_status(record, time.monotonic() - since), False))
+        for record, exc in outcome.failed:
+            log.error("pod %s/%s (%s): its status could not be built: %s", record.namespace, record.name,
+                      record.uid, exc)
+        self._reported_stuck &= {record.uid for record in outcome.given_up}
+        for record, status, _final in results:
             self._log_image_steps(record, status)
-            results.append((record, status, job is not None and is_final(status, job)))
         return results
+
+    def _stuck_status(self, record: PodRecord, seconds: float) -> dict[str, Any]:
+        """The last status of a pod whose runner files hang: what was not terminated waits, and says why."""
+        last = self._cache.get(record.uid) or build_pod_status(self._context(record, None), {},
+                                                               record.meta.get("images", {}))
+        note = (f"RunnerFilesStuck: reading the runner files in {record.job_dir} has not ended for "
+                f"{max(seconds, POD_FILES_SECONDS):.0f}s")
+        entries = []
+        for entry in last["containers"] + last["initContainers"]:
+            if "terminated" not in entry["state"]:
+                entry = {**entry, "state": {"waiting": {"reason": "RunnerFilesStuck", "message": note}},
+                         "ready": False, "started": False}
+            entries.append(entry)
+        count = len(last["containers"])
+        return {**last, "containers": entries[:count], "initContainers": entries[count:]}
+
+    def _status_of(self, record: PodRecord, now: float) -> tuple[PodRecord, dict[str, Any], bool]:
+        """One pod's status from its job and runner files (blocking: a worker thread)."""
+        files_version = getattr(self.backend, "files_version", None)  # optional backend hook
+        job = self._jobs.get(record.job_id)
+        if job is None:
+            first = self._missing_since.setdefault(record.job_id, now)
+            if now - first >= max(VANISHED_AFTER_SECONDS, 3 * self.config.poll_interval):
+                job = JobInfo(record.job_id, "VANISHED", active=False, abnormal_reason="JobVanished",
+                              detail="the job left the queue and accounting has no record of it")
+        else:
+            self._missing_since.pop(record.job_id, None)
+        # a job that never ran has no runner files: its status comes from the job alone
+        never_ran = job is not None and job.active and not job.running and record.uid not in self._seen_running
+        if job is not None and job.running:
+            self._seen_running.add(record.uid)
+        version = "never-ran" if never_ran else files_version(record) if files_version else None
+        # a status is a function of the job, the runner's files, the outage and the phase: while none
+        # of them changed, the last one is reused (no file reads, no rebuild)
+        key = None if version is None else (job, version, self._down_since, record.phase)
+        cached = self._cache.get(record.uid)
+        previous = self._status_keys.get(record.uid)
+        if (key is not None and cached is not None and previous is not None and previous[0] == key
+                and (never_ran or now - previous[1] < REREAD_SECONDS)):
+            return record, cached, False
+        if never_ran:
+            files: dict[str, ContainerFiles] = {}
+        else:
+            files = self.backend.container_snapshot(record)
+            self._report_refused(record, files)
+            if job is None and self.backend.runner_finished(record):
+                job = JobInfo(record.job_id, "ENDED", active=False)
+        if key is not None:
+            self._status_keys[record.uid] = (key, now)
+        status = build_pod_status(self._context(record, job), files, record.meta.get("images", {}))
+        return record, status, job is not None and is_final(status, job)
+
+    def _report_refused(self, record: PodRecord, files: dict[str, ContainerFiles]) -> None:
+        """One log line when a pod's runner files start (or stop) being refused."""
+        refused = tuple(f"{name}: {what}" for name, entry in sorted(files.items()) for what in entry.refused)
+        if refused == self._reported.get(record.uid, ()):
+            return
+        self._reported[record.uid] = refused
+        if refused:
+            log.warning("pod %s/%s (%s): runner files refused in its job dir (not regular files, never "
+                        "followed): %s", record.namespace, record.name, record.uid, ", ".join(refused))
 
     def _log_image_steps(self, record: PodRecord, status: Mapping[str, Any]) -> None:
         """The plugin log shows each container's image step as the status shows it (pulling, failed, back-off),
@@ -644,13 +735,22 @@ class PluginService:
                              record.uid, key[1])
 
     async def _measure_usage(self) -> None:
-        """Data-root usage for the metrics: a tree walk, so at most every 5 minutes, in a thread."""
+        """Data-root usage for the metrics: a tree walk, so at most every 5 minutes, in a thread of its own
+        that the poll loop never waits for (a walk through what jobs made may take long, or hang)."""
         now = self.clock()
-        if now - self._usage_at < 300:
+        if now - self._usage_at < 300 or (self._usage_task is not None and not self._usage_task.done()):
             return
         self._usage_at = now
-        usage = await asyncio.to_thread(directory_bytes, self.config.data_root)
-        self.metrics.data_root_bytes.labels(self.backend.name).set(usage)
+
+        async def measure() -> None:
+            try:
+                usage = await asyncio.to_thread(directory_bytes, self.config.data_root)
+            except Exception:
+                log.exception("measuring the data root's usage failed")
+                return
+            self.metrics.data_root_bytes.labels(self.backend.name).set(usage)
+
+        self._usage_task = asyncio.create_task(measure(), name="data-root-usage")
 
     async def _sweep_retention(self) -> None:
         """Finished pods never deleted expire after RetentionDays (at start, then hourly)."""
@@ -693,6 +793,16 @@ class PluginService:
                     return
                 continue
             await self._submit(record)
+
+
+_CONTAINER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _container_names_ok(summary: dict[str, Any]) -> bool:
+    """A pod.json read back from a job dir names its containers as Kubernetes does (they become paths)."""
+    lists = [summary.get("init_names", []), summary.get("main_names", [])]
+    return all(isinstance(names, list) and all(isinstance(n, str) and _CONTAINER_NAME.match(n) for n in names)
+               for names in lists)
 
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:

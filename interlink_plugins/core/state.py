@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # schema version -> the statements that bring the previous version to it (run in order, once)
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -24,7 +24,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "UPDATE pods SET job_id = COALESCE(json_extract(data, '$.job_id'), '')",
         "CREATE INDEX IF NOT EXISTS pods_job_id ON pods (job_id)",
     ),
+    # 2 -> 3: the layout of each job dir, recorded (never re-derived from files the job controls). A pod
+    # adopted from the Go plugin's dir is the one kind of record with neither a submission nor images.
+    3: (
+        "UPDATE pods SET data = json_set(data, '$.layout', CASE WHEN json_extract(data, '$.submit') = '{}' "
+        "AND COALESCE(json_extract(data, '$.meta.images'), '{}') = '{}' THEN 'go' ELSE 'runner' END)",
+    ),
 }
+
+Layout = Literal[
+    "runner",  # our pod runner's files (c/<container>/...): every job dir this plugin created
+    "go",  # the Go SLURM plugin's files, found by the start-up scan of dirs this plugin did not create
+]
 
 Phase = Literal[
     "submitting",  # recorded, submission not confirmed (recovery looks the job up before resubmitting)
@@ -53,6 +64,7 @@ class PodRecord:
     delete_after: float = 0.0  # when the hard cancel follows the graceful one
     delete_hard_sent: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    layout: Layout = "runner"  # who writes the job dir's state files (chosen once, see Layout)
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any], *, job_dir: str, created_at: float, **fields: Any) -> PodRecord:

@@ -7,11 +7,14 @@ spec container and init container with the exact names (interLink counts them to
 from __future__ import annotations
 
 import contextlib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import JobInfo
 from interlink_plugins.core.state import PodRecord
 
@@ -38,52 +41,86 @@ class ContainerFiles:
     reason: tuple[str, str] | None = None
     ready: bool | None = None  # from the probes (`ready` file); None: ready while running
     startup: bool | None = None  # startup probe passed (`startup` file); None: started while running
+    refused: tuple[str, ...] = ()  # runner files the plugin would not read ("reason (a symlink)")
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace").strip()
-    except (FileNotFoundError, NotADirectoryError):
+STATE_FILES = ("started", "finished", "exit", "restarts", "last", "waiting", "reason", "ready", "startup")
+REASON_WORD_MAX = 128  # a Kubernetes reason is one CamelCase word; the rest goes to the message
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _text(data: bytes | None) -> str:
+    """A state file's text: decoded, control characters dropped, stripped (files are read bounded)."""
+    if not data:
         return ""
+    return _CONTROL.sub("", data.decode(errors="replace")).strip()
 
 
 def _split_reason(text: str) -> tuple[str, str] | None:
     if not text:
         return None
     word, _, rest = text.partition(" ")
+    if len(word) > REASON_WORD_MAX:
+        word, rest = word[:REASON_WORD_MAX], (word[REASON_WORD_MAX:] + " " + rest).strip()
     return word, rest
 
 
-def read_container_files(container_dir: Path) -> ContainerFiles:
-    """Snapshot of one container's runner files (blocking I/O: call from a worker thread)."""
-    exit_text = _read(container_dir / "exit")
-    last_text = _read(container_dir / "last").split()
+def parse_container_files(found: Mapping[str, bytes], refused: Mapping[str, str] | None = None) -> ContainerFiles:
+    """A container's state from its runner files' first bytes (name -> content)."""
+
+    def text(name: str) -> str:
+        return _text(found.get(name))
+
+    exit_text = text("exit")
+    last_text = text("last").split()
     last = None
     if len(last_text) == 3:
         with contextlib.suppress(ValueError):
             last = (int(last_text[0]), last_text[1], last_text[2])
-    restarts_text = _read(container_dir / "restarts")
-    ready_text = _read(container_dir / "ready")
-    startup_text = _read(container_dir / "startup")
+    restarts_text = text("restarts")
+    ready_text = text("ready")
+    startup_text = text("startup")
     exit_code = None
     if exit_text:
         with contextlib.suppress(ValueError):
             exit_code = int(exit_text)
     return ContainerFiles(
-        started=_read(container_dir / "started"),
-        finished=_read(container_dir / "finished"),
+        started=text("started"),
+        finished=text("finished"),
         exit_code=exit_code,
         restarts=int(restarts_text) if restarts_text.isdigit() else 0,
         last=last,
-        waiting=_split_reason(_read(container_dir / "waiting")),
-        reason=_split_reason(_read(container_dir / "reason")),
+        waiting=_split_reason(text("waiting")),
+        reason=_split_reason(text("reason")),
         ready=None if not ready_text else ready_text == "1",
         startup=None if not startup_text else startup_text == "1",
+        refused=tuple(f"{name} ({kind})" for name, kind in sorted((refused or {}).items())),
     )
 
 
-def read_pod_files(files_dir: Path, names: list[str]) -> dict[str, ContainerFiles]:
-    return {name: read_container_files(files_dir / name) for name in names}
+def read_container_files(container_dir: Path | safefs.Location) -> ContainerFiles:
+    """Snapshot of one container's runner files (blocking I/O: call from a worker thread).
+
+    Read through core/safefs: no symlink is followed, only regular files are read and at most
+    safefs.STATE_BYTES of each; what is refused is named in ``refused``.
+    """
+    loc = container_dir if isinstance(container_dir, safefs.Location) else safefs.Location(
+        container_dir.parent, (container_dir.name,)
+    )
+    try:
+        with safefs.open_dir(loc) as directory:
+            files = directory.read_many(STATE_FILES)
+    except (FileNotFoundError, NotADirectoryError):
+        return ContainerFiles()
+    except safefs.Refused as exc:
+        return ContainerFiles(refused=(f"{loc.name} ({exc.kind})",))
+    return parse_container_files(files.found, files.refused)
+
+
+def read_pod_files(files_dir: Path | safefs.Location, names: list[str]) -> dict[str, ContainerFiles]:
+    loc = files_dir if isinstance(files_dir, safefs.Location) else safefs.Location(files_dir.parent,
+                                                                                     (files_dir.name,))
+    return {name: read_container_files(loc / name) for name in names}
 
 
 @dataclass(frozen=True)
@@ -176,6 +213,8 @@ def container_status(
     else:
         reason, detail = _waiting_reason(ctx, init_pending)
         state = {"waiting": {"reason": reason, "message": _message(reason, detail, ctx)}}
+    if files.refused:
+        state = _with_refused(state, files.refused, ctx)
     running = "running" in state
     status: dict[str, Any] = {
         "name": name,
@@ -190,6 +229,16 @@ def container_status(
         code, started, finished = files.last
         status["lastState"] = _terminated(code, "Completed" if code == 0 else "Error", "", started, finished)
     return status
+
+
+def _with_refused(state: dict[str, Any], refused: tuple[str, ...], ctx: StatusContext) -> dict[str, Any]:
+    """Runner files the plugin would not read (planted symlinks, FIFOs, ...) are named in the message; a
+    container that would show running waits instead (running has no message, and its state is unknown)."""
+    note = "runner files refused: " + ", ".join(refused)
+    if "running" in state:
+        return {"waiting": {"reason": "RunnerFilesRefused", "message": _message("RunnerFilesRefused", note, ctx)}}
+    kind, detail = next(iter(state.items()))
+    return {kind: {**detail, "message": f"{detail.get('message', '')}; {note}".lstrip("; ")}}
 
 
 def _still_stopping(name: str, image: str, files: ContainerFiles, ctx: StatusContext, detail: str) -> dict[str, Any]:

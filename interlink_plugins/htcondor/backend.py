@@ -11,24 +11,23 @@ command).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import pwd
-import shutil
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from interlink_plugins.config import Config
+from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, LogRequestError
-from interlink_plugins.core.jobdir import build_run_plan, write_job_files
+from interlink_plugins.core.jobdir import build_run_plan, remove_job_dir, write_job_files
 from interlink_plugins.core.pod import Pod
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandFailed, CommandRunner
-from interlink_plugins.core.runnerfiles import RunnerFiles
+from interlink_plugins.core.runnerfiles import LOCAL, BySource, ContainerStateSource
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.status import ContainerFiles
 from interlink_plugins.htcondor import livelogs, states, submit
@@ -45,7 +44,7 @@ FORGOTTEN_AFTER = 60.0
 _LOCAL_ONLY = ("pod.json", "emptydir", submit.WRAPPER)
 
 
-class HTCondorBackend(RunnerFiles):
+class HTCondorBackend(BySource):
     name = "htcondor"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
@@ -58,6 +57,7 @@ class HTCondorBackend(RunnerFiles):
         self._jobs: dict[str, JobInfo] = {}  # the last answer of query()/query_finished(), by job id
         self._chirped: dict[str, Mapping[str, list[str]]] = {}  # spool: per-container state from the job ad
         self._last_seen: dict[str, float] = {}  # job id -> when query() last saw it in the queue
+        self._chirp_source = _ChirpedState(self._chirped)
 
     # --- identity ----------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ class HTCondorBackend(RunnerFiles):
         # spool mode sends what the core wrote: runner, helpers, volumes, per-container files (env files);
         # pod.json stays (recovery reads it here), emptyDirs are made by the wrapper
         if write:
-            inputs = sorted(p.name for p in local.iterdir() if p.name not in _LOCAL_ONLY)
+            inputs = [name for name in safefs.names(safefs.job_location(local)) if name not in _LOCAL_ONLY]
         else:
             inputs = [name for name in files if name not in _LOCAL_ONLY]
             inputs += ["volumes"] if any(v.kind in _FILE_VOLUMES for v in pod.volumes) else []
@@ -92,9 +92,7 @@ class HTCondorBackend(RunnerFiles):
             emptydirs = [v.name for v in pod.volumes if v.kind == "emptyDir"]
             files[submit.WRAPPER] = submit.wrapper_script(where, [c.name for c in pod.all_containers], emptydirs)
             if write:
-                target = local / submit.WRAPPER
-                target.write_text(files[submit.WRAPPER])
-                os.chmod(target, 0o700)
+                safefs.write_bytes(safefs.job_location(local) / submit.WRAPPER, files[submit.WRAPPER].encode(), 0o700)
         elif write and self._job_uid is not None and os.geteuid() == 0:
             _hand_over(local, self._job_uid)
         files["submit-description"] = "".join(f"{key} = {value}\n" for key, value in description.items())
@@ -168,7 +166,7 @@ class HTCondorBackend(RunnerFiles):
             uid = states.text(ads[job], "InterLinkPodUID")
             job_dir = states.text(ads[job], "InterLinkJobDir")
             if uid and job_dir:
-                await asyncio.to_thread(_sync_live_copies, Path(job_dir))
+                await safefs.run(_sync_live_copies, safefs.job_location(job_dir))
         return set()
 
     async def query_finished(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
@@ -186,34 +184,27 @@ class HTCondorBackend(RunnerFiles):
 
     def _local_state(self, record: PodRecord) -> bool:
         # spool mode: the runner's files are here once retrieved (the wrapper always leaves pod.exit)
-        return not self.spool or (Path(record.job_dir) / "pod.exit").exists()
+        return not self.spool or LOCAL.finished(record)
+
+    def state_source(self, record: PodRecord) -> ContainerStateSource:
+        """Spool mode: the state the job chirps until its files are retrieved; else the runner's files."""
+        return LOCAL if self._local_state(record) else self._chirp_source
 
     def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
         # spool mode: the state comes from condor_chirp until the files are retrieved
         return super().files_version(record) if not self.spool else None
 
     def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
-        if self._local_state(record):
-            files = super().container_snapshot(record)
-        else:
-            chirped = self._chirped.get(record.job_id, {})
-            files = {name: _from_chirp(chirped[name]) for name in record.init_names + record.main_names
-                     if name in chirped}
+        files = super().container_snapshot(record)
         job = self._jobs.get(record.job_id)
         if job is not None and job.active and job.waiting_reason == "Held":
             # a held job is not running: its last run becomes lastState, the containers wait
             files = {name: _held_view(f) for name, f in files.items()}
         return files
 
-    def container_started(self, record: PodRecord, container: str) -> bool:
-        if self._local_state(record):
-            return super().container_started(record, container)
-        fields = self._chirped.get(record.job_id, {}).get(container)
-        return bool(fields and fields[0])
-
-    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
-        local = super().log_file(record, container, previous=previous)
-        if not self.spool or local.exists():
+    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> safefs.Location:
+        local = LOCAL.log(record, container, previous=previous)
+        if not self.spool or safefs.lstat(local) is not None:
             return local
         return _live_copy(record, container, previous)
 
@@ -221,7 +212,7 @@ class HTCondorBackend(RunnerFiles):
         # the schedd's history is the authority: the runner's own account only settles a job that left
         # the queue a while ago and that the history does not know (history off or rotated)
         seen = self._last_seen.get(record.job_id)
-        return super().runner_finished(record) and (seen is None or time.monotonic() - seen > FORGOTTEN_AFTER)
+        return LOCAL.finished(record) and (seen is None or time.monotonic() - seen > FORGOTTEN_AFTER)
 
     # --- live logs of spooled jobs (hooks the service calls when the backend has them) ---
 
@@ -271,7 +262,7 @@ class HTCondorBackend(RunnerFiles):
             if "No such job" in result.error_text or "not running" in result.error_text.lower():
                 return
             raise BackendUnavailable("htcondor", f"{argv[0]} (live log of job {record.job_id})", result.error_text)
-        await asyncio.to_thread(livelogs.merge, _live_copy(record, container, False), result.stdout)
+        await safefs.run(livelogs.merge, _live_copy(record, container, False), result.stdout)
 
     # --- delete, cleanup ---------------------------------------------------------------
 
@@ -283,12 +274,10 @@ class HTCondorBackend(RunnerFiles):
             await self.client.act("Remove", [job_id], "pod deleted by interLink")
 
     async def cleanup(self, record: PodRecord) -> None:
-        job_dir = Path(record.job_dir)
         self._jobs.pop(record.job_id, None)
         self._chirped.pop(record.job_id, None)
         self._last_seen.pop(record.job_id, None)
-        if job_dir.parent == self.config.data_root and job_dir.exists():
-            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        await remove_job_dir(record, self.config.data_root)
 
     # --- ping --------------------------------------------------------------------------
 
@@ -342,14 +331,14 @@ def _hand_over(job_dir: Path, uid: int) -> None:
         gid = pwd.getpwuid(uid).pw_gid
     except KeyError:
         gid = uid
-    for root, dirs, names in os.walk(job_dir):
-        os.lchown(root, uid, gid)
-        for name in dirs + names:
-            os.lchown(os.path.join(root, name), uid, gid)
+    safefs.chown_tree(safefs.job_location(job_dir), uid, gid)
 
 
 def _from_chirp(fields: list[str]) -> ContainerFiles:
-    started, finished, exit_text, restarts, last_text, waiting, reason = (f.strip() for f in fields)
+    # the job sets this attribute itself: each field bounded like a runner state file
+    started, finished, exit_text, restarts, last_text, waiting, reason = (
+        f.strip()[: safefs.STATE_BYTES] for f in fields
+    )
     last = None
     parts = last_text.split()
     if len(parts) == 3 and parts[0].lstrip("-").isdigit():
@@ -377,16 +366,39 @@ def _held_view(files: ContainerFiles) -> ContainerFiles:
     return ContainerFiles(restarts=files.restarts + 1, last=last)
 
 
-def _live_copy(record: PodRecord, container: str, previous: bool) -> Path:
-    return Path(record.job_dir) / ".live" / container / ("log.prev" if previous else "log")
+def _live_copy(record: PodRecord, container: str, previous: bool) -> safefs.Location:
+    return safefs.job_location(record.job_dir) / ".live" / container / ("log.prev" if previous else "log")
 
 
-def _sync_live_copies(job_dir: Path) -> None:
+def _sync_live_copies(job_dir: safefs.Location) -> None:
     """After retrieve: live copies get the lines written after the last tail (followers see them)."""
-    live = job_dir / ".live"
-    if not live.is_dir():
-        return
-    for copy in live.glob("*/log"):
-        final = job_dir / "c" / copy.parent.name / "log"
-        if final.exists():
-            livelogs.merge(copy, final.read_bytes())
+    for container in safefs.names(job_dir / ".live"):
+        copy = job_dir / ".live" / container / "log"
+        if safefs.is_file(copy):
+            livelogs.catch_up(copy, job_dir / "c" / container / "log")
+
+
+class _ChirpedState:
+    """The ContainerStateSource of a spooled job whose files are not retrieved yet: what it chirps into its
+    job ad (InterLinkContainers), and live copies of its logs (condor_tail)."""
+
+    def __init__(self, chirped: Mapping[str, Mapping[str, list[str]]]) -> None:
+        self._chirped = chirped
+
+    def snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
+        chirped = self._chirped.get(record.job_id, {})
+        return {name: _from_chirp(chirped[name]) for name in record.init_names + record.main_names
+                if name in chirped}
+
+    def version(self, record: PodRecord) -> tuple[int, ...] | None:
+        return None
+
+    def log(self, record: PodRecord, container: str, *, previous: bool) -> safefs.Location:
+        return _live_copy(record, container, previous)
+
+    def started(self, record: PodRecord, container: str) -> bool:
+        fields = self._chirped.get(record.job_id, {}).get(container)
+        return bool(fields and fields[0])
+
+    def finished(self, record: PodRecord) -> bool:
+        return False  # its pod.exit comes back with the retrieve

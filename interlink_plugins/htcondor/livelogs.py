@@ -1,6 +1,7 @@
 """Live container logs of spooled jobs: the runner's log read through the configured tail command
 (condor_tail) into a local copy that only ever grows while the run lasts, so a follower of the
-copy sees each line once."""
+copy sees each line once. The copy sits in the pod's job dir: it is read and written through
+core/safefs (no symlink followed, bounded reads)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,52 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from pathlib import Path
+
+from interlink_plugins.core import safefs
 
 MAX_BYTES = 16 * 2**20
 REFRESH_SECONDS = 1.0
+_BLOCK = 1 << 20
 
 
-def merge(local: Path, content: bytes) -> None:
+def merge(local: safefs.Location, content: bytes) -> None:
     """Append what ``content`` adds to the local copy; replace the copy when it is a new run."""
-    local.parent.mkdir(parents=True, exist_ok=True)
     try:
-        old = local.read_bytes()
-    except FileNotFoundError:
+        old = safefs.read_bytes(local, len(content) + 1)  # a longer copy is no prefix: never more
+    except safefs.Refused:
         old = None
-    if old is not None and len(content) >= len(old) and content.startswith(old):
+    if old is not None and content.startswith(old):
         if len(content) > len(old):
-            with local.open("ab") as handle:
-                handle.write(content[len(old) :])
+            safefs.append_bytes(local, content[len(old) :])
         return
-    tmp = local.with_name(f".{local.name}.tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, local)
+    safefs.write_bytes(local, content)
+
+
+def catch_up(local: safefs.Location, final: safefs.Location) -> None:
+    """Append to the live copy what the retrieved log ``final`` has beyond it (when the copy is its
+    prefix), block by block: a big log is never held in memory."""
+    with contextlib.ExitStack() as stack:
+        handles = []
+        for location in (local, final):
+            try:
+                handle = safefs.open_file(location)
+            except safefs.Refused:
+                return
+            if handle is None:
+                return
+            handles.append(stack.enter_context(handle))
+        copy, source = handles
+        have = os.fstat(copy.fileno()).st_size
+        if os.fstat(source.fileno()).st_size <= have:
+            return
+        while True:  # the copy must be a prefix of the final log
+            mine = copy.read(_BLOCK)
+            if not mine:
+                break
+            if source.read(len(mine)) != mine:
+                return
+        while block := source.read(_BLOCK):
+            safefs.append_bytes(local, block)
 
 
 async def refreshed(

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from interlink_plugins.config import Config
+from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, SubmitRejected
 from interlink_plugins.core.pod import Pod, pod_summary
@@ -802,8 +803,11 @@ class PodmanBackend:
                 log.warning("podman pod rm %s: %s", " ".join(targets), result.error_text)
             with contextlib.suppress(BackendUnavailable):
                 await self._remove_secrets(job_dir)
-            if job_dir.parent == self.config.data_root and job_dir.exists():
-                await asyncio.to_thread(shutil.rmtree, job_dir, True)
+            if job_dir.parent == self.config.data_root:
+                # the containers wrote into its emptyDirs: removed without following what they left there
+                left = await safefs.run(safefs.remove_tree, safefs.job_location(job_dir))
+                if left:
+                    log.warning("job dir %s not entirely removed: %s", job_dir, "; ".join(left[:5]))
 
     def _forget(self, pod_id: str) -> None:
         self._specs.pop(pod_id, None)
@@ -854,21 +858,21 @@ class PodmanBackend:
         runs = _run_numbers(Path(record.job_dir) / "c" / container)
         return runs[-1] if runs else None
 
-    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
-        base = Path(record.job_dir) / "c" / container
+    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> safefs.Location:
+        base = safefs.job_location(record.job_dir) / "c" / container
         current = self._current_run(record, container)
         if current is None:
             return base / "none" / "log"
         if not previous:
             return base / str(current) / "log"
-        earlier = [n for n in _run_numbers(base) if n < current and (base / str(n) / "log").exists()]
+        earlier = [n for n in _run_numbers(base.path) if n < current and safefs.is_file(base / str(n) / "log")]
         return base / str(earlier[-1] if earlier else current - 1) / "log"
 
     def container_started(self, record: PodRecord, container: str) -> bool:
         view = self._views.get(record.job_id)
         if view is not None and container in view.started:
-            return view.started[container] and self.log_file(record, container, previous=False).exists()
-        return self.log_file(record, container, previous=False).exists()
+            return view.started[container] and safefs.is_file(self.log_file(record, container, previous=False))
+        return safefs.is_file(self.log_file(record, container, previous=False))
 
     def runner_finished(self, record: PodRecord) -> bool:
         view = self._views.get(record.job_id)

@@ -9,16 +9,16 @@ import math
 import os
 import pwd
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from interlink_plugins.config import Config, Flavor
 from interlink_plugins.core import annotations as ann
+from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
-from interlink_plugins.core.jobdir import build_run_plan, write_job_files
+from interlink_plugins.core.jobdir import build_run_plan, remove_job_dir, write_job_files
 from interlink_plugins.core.pod import GPU_RESOURCES, Pod
 from interlink_plugins.core.policy import (
     SBATCH_OPTIONS,
@@ -30,9 +30,8 @@ from interlink_plugins.core.policy import (
 )
 from interlink_plugins.core.resources import pod_totals
 from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
-from interlink_plugins.core.runnerfiles import RunnerFiles
+from interlink_plugins.core.runnerfiles import LOCAL, BySource, ContainerStateSource
 from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import ContainerFiles
 from interlink_plugins.slurm import migrate
 from interlink_plugins.slurm.states import lookup
 
@@ -55,7 +54,7 @@ _SQUEUE_FORMAT = "%i\x1f%T\x1f%r\x1f%N\x1f%S\x1f%e\x1f%k\x1f%Z"
 JOB_ENVIRONMENT = "--export-file=/dev/null"
 
 
-class SlurmBackend(RunnerFiles):
+class SlurmBackend(BySource):
     name = "slurm"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
@@ -63,7 +62,7 @@ class SlurmBackend(RunnerFiles):
         self.runner = runner
         self.policy = policy
         self._completion_accounting: bool | None = None  # None: not probed yet
-        self._go_layout: dict[str, bool] = {}  # job dir -> written by the Go plugin (adopted)
+        self._go_files = migrate.GoLayoutFiles(config.state_dir)
 
     # --- identity ----------------------------------------------------------------------
 
@@ -299,65 +298,25 @@ class SlurmBackend(RunnerFiles):
         return adopted
 
     def _adopt_go_job_dirs(self, known: set[str]) -> list[AdoptedJob]:
-        """Job dirs the Go SLURM plugin left in the data root: tracked like ours from now on."""
+        """Job dirs the Go SLURM plugin left in the data root: tracked like ours from now on, their layout
+        recorded (the only place the Go layout is ever found; nothing is written into them)."""
         adopted = []
         for job in migrate.scan(self.config.data_root):
             if job.uid in known:
                 continue
-            try:
-                migrate.write_pod_json(job)
-            except OSError as exc:
-                log.warning("cannot adopt Go plugin job dir %s: %s", job.path, exc)
-                continue
-            self._go_layout[str(job.path)] = True
             log.info("adopting job %s of pod %s/%s from the Go plugin's job dir %s", job.job_id, job.namespace,
                      job.uid, job.path)
             adopted.append(
                 AdoptedJob(uid=job.uid, job_id=job.job_id, job_dir=str(job.path), namespace=job.namespace,
-                           name=job.name)
+                           name=job.name, layout="go", summary=migrate.summary(job))
             )
         return adopted
 
     # --- per-container view: our runner's files, or the Go plugin's for adopted job dirs ---------
 
-    def _is_go(self, record: PodRecord) -> bool:
-        known = self._go_layout.get(record.job_dir)
-        if known is None:
-            known = self._go_layout[record.job_dir] = migrate.is_go_job_dir(Path(record.job_dir))
-        return known
-
-    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
-        if not self._is_go(record):
-            return super().container_snapshot(record)
-        job_dir = Path(record.job_dir)
-        snapshot = {}
-        for name in record.init_names + record.main_names:
-            snapshot[name] = migrate.container_files(job_dir, name)
-            with contextlib.suppress(OSError):
-                migrate.sync_log(job_dir, name)
-        return snapshot
-
-    def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
-        # the Go plugin's layout is not written by rename: always read it
-        return None if self._is_go(record) else super().files_version(record)
-
-    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
-        if not self._is_go(record):
-            return super().log_file(record, container, previous=previous)
-        job_dir = Path(record.job_dir)
-        if previous:
-            return migrate.log_path(job_dir, container).with_suffix(".previous")  # never exists
-        return migrate.sync_log(job_dir, container)
-
-    def container_started(self, record: PodRecord, container: str) -> bool:
-        if not self._is_go(record):
-            return super().container_started(record, container)
-        return bool(migrate.container_files(Path(record.job_dir), container).started)
-
-    def runner_finished(self, record: PodRecord) -> bool:
-        if not self._is_go(record):
-            return super().runner_finished(record)
-        return migrate.runner_finished(Path(record.job_dir), record.init_names, record.main_names)
+    def state_source(self, record: PodRecord) -> ContainerStateSource:
+        """The layout recorded for this pod (never re-derived from the job dir, which the job controls)."""
+        return self._go_files if record.layout == "go" else LOCAL
 
     async def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         if not job_ids:
@@ -441,10 +400,9 @@ class SlurmBackend(RunnerFiles):
         log.warning("scancel %s: %s", job_id, result.error_text)
 
     async def cleanup(self, record: PodRecord) -> None:
-        job_dir = Path(record.job_dir)
-        if job_dir.parent == self.config.data_root and job_dir.exists():
-            await asyncio.to_thread(shutil.rmtree, job_dir, True)
-        self._go_layout.pop(record.job_dir, None)
+        await remove_job_dir(record, self.config.data_root)
+        if record.layout == "go":
+            await safefs.run(self._go_files.forget, record)
 
     async def resources(self) -> Resources:
         result = await self._run([*self.config.sinfo, "-h", "-N", "-o", "%N|%c|%m|%G|%T|%P"], "resources")
@@ -539,12 +497,9 @@ def _job_owner(options: Sequence[ParsedOption]) -> int | None:
 
 def _give_job_dir(job_dir: Path, uid: int) -> None:
     """The job's user owns its job dir; the plugin's group keeps read access (DESIGN: 0750 + group)."""
-    group = os.getegid()
-    for root, dirs, files in os.walk(job_dir):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, group)
-    os.chown(job_dir, uid, group)
-    os.chmod(job_dir, 0o750)  # noqa: S103 - owner: the job's user; group: the plugin (logs, status)
+    location = safefs.job_location(job_dir)
+    safefs.chown_tree(location, uid, os.getegid())
+    safefs.chmod(location, 0o750)  # owner: the job's user; group: the plugin (logs, status)
 
 
 def _int(text: str) -> int:

@@ -6,7 +6,8 @@ the job directory goes through ``RemoteJobFiles`` instead of the local filesyste
 * prepare (at /create) builds the job dir in a local stage, naming the cluster path; no network;
 * submit uploads the stage over SFTP, then runs sbatch: an unreachable node defers the pod
   (BackendUnavailable) and the stage waits on local disk for the next try;
-* each poll mirrors every tracked pod's runner state with one remote command (``prefetch_files``);
+* each poll mirrors every tracked pod's runner state with one remote command (``prefetch_files``), a
+  NUL-safe archive of regular files only (core/jobfiles.py); the mirror is the records' state source;
 * logs are fetched into local copies (``fetch_log``), a Follow streams ``tail -F`` (``open_log_feed``);
 * cleanup removes the remote job dir with one ``rm -rf``.
 
@@ -23,16 +24,17 @@ import os
 from pathlib import Path
 
 from interlink_plugins.config import Config
+from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import PreparedJob
-from interlink_plugins.core.errors import BackendUnavailable
-from interlink_plugins.core.jobdir import build_run_plan, write_job_files
+from interlink_plugins.core.errors import BackendUnavailable, LogRequestError
+from interlink_plugins.core.jobdir import JOB_SCRIPT_CONTAINER, build_run_plan, write_job_files
 from interlink_plugins.core.jobfiles import LogFeed, RemoteJobFiles
 from interlink_plugins.core.pod import Pod
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandFailed, CommandRunner
+from interlink_plugins.core.runnerfiles import ContainerStateSource, RunnerFiles
 from interlink_plugins.core.ssh import SshRunner
 from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import ContainerFiles, read_pod_files
 from interlink_plugins.core.volumes import materialise_volumes
 from interlink_plugins.slurm.backend import SlurmBackend
 
@@ -47,6 +49,7 @@ class RemoteSlurmBackend(SlurmBackend):
             ssh, str(config.data_root), config.state_dir / f"remote-{config.instance_id}",
             timeout=config.command_timeout,
         )  # fmt: skip
+        self._mirror = MirrorFiles(self.files)
 
     def _unavailable(self, what: str, exc: CommandFailed) -> BackendUnavailable:
         return BackendUnavailable("slurm", f"{what} on {self.ssh.label}", exc.detail)
@@ -100,33 +103,17 @@ class RemoteSlurmBackend(SlurmBackend):
         except CommandFailed as exc:
             raise self._unavailable("runner state (grep)", exc) from exc
 
-    def _mirror(self, record: PodRecord) -> Path:
-        return self.files.mirror_dir(record.job_dir)
-
-    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
-        return read_pod_files(self._mirror(record) / "c", record.init_names + record.main_names)
-
-    def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
-        return None  # the mirror is rewritten by every poll's dump: always read it
-
-    def container_started(self, record: PodRecord, container: str) -> bool:
-        return (self._mirror(record) / "c" / container / "started").exists()
-
-    def container_exited(self, record: PodRecord, container: str) -> bool:
-        return (self._mirror(record) / "c" / container / "exit").exists()
-
-    def runner_finished(self, record: PodRecord) -> bool:
-        return (self._mirror(record) / "pod.exit").exists()
+    def state_source(self, record: PodRecord) -> ContainerStateSource:
+        return self._mirror
 
     # --- logs ----------------------------------------------------------------------------
-
-    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Path:
-        return self.files.log_copy(record.job_dir, container, previous=previous)
 
     async def fetch_log(self, record: PodRecord, container: str, *, previous: bool) -> None:
         """Service hook before a log read: the local copy brought up to date (503 when unreachable)."""
         try:
             await self.files.fetch_log(record.job_dir, container, previous=previous)
+        except safefs.Refused as exc:
+            raise _refused(container, exc) from None
         except CommandFailed as exc:
             raise self._unavailable(f"sftp get of {container}'s log", exc) from exc
         except OSError as exc:
@@ -137,5 +124,36 @@ class RemoteSlurmBackend(SlurmBackend):
         """Service hook for a Follow: ``tail -F`` of the remote log into a private local file."""
         try:
             return await self.files.open_feed(record.job_dir, container)
+        except safefs.Refused as exc:
+            raise _refused(container, exc) from None
         except CommandFailed as exc:
             raise self._unavailable(f"tail -F of {container}'s log", exc) from exc
+
+
+def _refused(container: str, exc: safefs.Refused) -> LogRequestError:
+    return LogRequestError(f"the log of container {container} is {exc.kind} in the job dir, not a regular file: "
+                           "refused")
+
+
+class MirrorFiles(RunnerFiles):
+    """The ContainerStateSource of a job dir on the login node: the runner's files as the last dump
+    mirrored them (rewritten by every poll: always read), logs from their local copies."""
+
+    started_by = ("started",)  # the dump brings state files, not logs
+
+    def __init__(self, files: RemoteJobFiles) -> None:
+        self.files = files
+
+    def job(self, record: PodRecord) -> safefs.Location:
+        return self.files.mirror_dir(record.job_dir)
+
+    def state_dir(self, files: safefs.Dir, name: str) -> str:
+        # the dump follows no link: a jobScript pod's containers (links to c/jobscript) show jobscript's state
+        names = files.names()
+        return JOB_SCRIPT_CONTAINER if name not in names and JOB_SCRIPT_CONTAINER in names else name
+
+    def version(self, record: PodRecord) -> tuple[int, ...] | None:
+        return None
+
+    def log(self, record: PodRecord, container: str, *, previous: bool) -> safefs.Location:
+        return self.files.log_copy(record.job_dir, container, previous=previous)

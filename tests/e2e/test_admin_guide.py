@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from interlink_plugins.core.state import SCHEMA_VERSION
 from tests.guidedoc import GUIDE, PATH, ROOT, blocks_of, run_block, section_blocks, sections, substitute
 from tests.harness import free_port
 from tests.podfactory import container, log_request, pod_body, status_pod
@@ -236,7 +237,7 @@ def upgrade_site(slurm_cluster: dict[str, str]) -> Iterator[dict[str, Any]]:
     # the source of that release, kept in the tree (`git archive` of it) so a shallow clone tests the upgrade too
     subprocess.run(["tar", "-xzf", str(OLD_RELEASE_SOURCE), "-C", str(old_tree)], timeout=60, check=True)
     assert "SCHEMA_VERSION = 1\n" in (old_tree / "interlink_plugins/core/state.py").read_text()
-    assert "SCHEMA_VERSION = 2\n" in (ROOT / "interlink_plugins/core/state.py").read_text()
+    assert f"SCHEMA_VERSION = {SCHEMA_VERSION}\n" in (ROOT / "interlink_plugins/core/state.py").read_text()
     old = _wheel(old_tree, base / "releases" / "old")
     _wheel(ROOT, base / "releases" / "new")
     port = free_port()
@@ -332,8 +333,8 @@ def test_upgrade_from_schema_1_and_rollback_keep_the_job(upgrade_site: dict[str,
     run_block(upgrade, subs, env)
     run_block(start, subs, env)
     after = run_block(verify, subs, env).stdout
-    assert _schemas(after) == {"2"} and "[ok] backend slurm reachable" in after and "FAIL" not in after, after
-    assert _stored_schemas(upgrade_site["base"] / "state") == {"2"}
+    assert _schemas(after) == {str(SCHEMA_VERSION)} and "[ok] backend slurm reachable" in after and "FAIL" not in after, after
+    assert _stored_schemas(upgrade_site["base"] / "state") == {str(SCHEMA_VERSION)}
     assert re.search(rf"^{job_id} RUNNING il:{job['pod']['metadata']['uid']}@", after, re.M), after
     _wait(client, job, "running", 30)
     assert "before" in _log(client, job)

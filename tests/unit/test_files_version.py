@@ -1,4 +1,4 @@
-"""The runner-files change token (RunnerFiles.files_version), checked against the REAL pod runner.
+"""The runner-files change token (RunnerFiles.version), checked against the REAL pod runner.
 
 The poller reuses a pod's status while the token is unchanged, so the property that matters is: two
 moments with the same trusted token have the same runner files. It is checked by sampling token and
@@ -38,8 +38,8 @@ def test_an_unchanged_token_means_unchanged_files(tmp_path: Path, monkeypatch: p
     try:
         while time.monotonic() < deadline:
             done = proc.poll() is not None
-            version = files.files_version(record)
-            snapshot = files.container_snapshot(record)
+            version = files.version(record)
+            snapshot = files.snapshot(record)
             snapshots.add(tuple(sorted(snapshot.items())))
             if version is not None:
                 trusted += 1
@@ -60,4 +60,4 @@ def test_a_recent_change_is_not_trusted(tmp_path: Path) -> None:
     record = PodRecord(uid="u", namespace="ns", name="p", job_dir=str(tmp_path), init_names=[], main_names=["c"],
                        phase="submitted", job_id="1")
     (tmp_path / "c" / "c").mkdir(parents=True)
-    assert RunnerFiles().files_version(record) is None  # just written: the next change may share its mtime
+    assert RunnerFiles().version(record) is None  # just written: the next change may share its mtime

@@ -44,3 +44,27 @@ def test_volume_mounts_refused_with_runtime_none_when_namespaces_are_impossible(
         host_namespaces_available.cache_clear()
     monkeypatch.undo()
     assert host_namespaces_available()[0], "bubblewrap is installed here: the probe must pass"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a job dir of another uid needs root to make")
+def test_an_existing_job_dir_of_another_uid_or_a_symlink_is_never_written_into(tmp_path: Path) -> None:
+    """Attack: a job dir left by an earlier pod with this UID (owned by its job's uid, with planted
+    symlinks), or a symlink where the job dir goes: /create answers 409, nothing is written there."""
+    from interlink_plugins.core.jobdir import make_job_dir
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    data = tmp_path / "data"
+    left = data / "ns-left"
+    left.mkdir(parents=True)
+    (left / "pod-runner.sh").symlink_to(target / "written")
+    os.chown(left, 4399, 4399)
+    (data / "ns-link").symlink_to(target)
+    for job_dir in (left, data / "ns-link"):
+        with pytest.raises(PodSpecError) as refused:
+            make_job_dir(job_dir)
+        assert refused.value.status == 409 and str(job_dir) in refused.value.message
+    assert list(target.iterdir()) == []
+    make_job_dir(data / "ns-fresh")
+    assert oct((data / "ns-fresh").stat().st_mode & 0o777) == "0o700"
+    make_job_dir(data / "ns-fresh")  # ours already (a retried create): fine

@@ -57,6 +57,8 @@ def test_tail_from_the_end_equals_tail_of_the_whole_file(
     # tiny windows and scan steps: the window grows, and P lines straddle its start
     with patch.object(logs, "TAIL_WINDOW_BYTES", 50), patch.object(logs, "SCAN_BYTES", 7):
         assert read_log(path, opts) == expected
+        with patch.object(logs, "TAIL_MEMORY_BYTES", 0):  # too big to hold: counted, then streamed
+            assert read_log(path, opts) == expected
 
         async def follow() -> bytes:
             out = b""
@@ -68,6 +70,8 @@ def test_tail_from_the_end_equals_tail_of_the_whole_file(
         last = {r[1]: r[2] for r in records if not isinstance(r, bytes)}
         if data.endswith(b"\n") and "P" not in last.values():  # else Follow holds the open line to the end
             assert asyncio.run(follow()) == expected
+            with patch.object(logs, "TAIL_MEMORY_BYTES", 0):
+                assert asyncio.run(follow()) == expected
 
 
 def test_a_tail_of_a_big_log_reads_only_its_end(tmp_path: Path) -> None:
@@ -95,6 +99,19 @@ def test_a_tail_of_a_big_log_reads_only_its_end(tmp_path: Path) -> None:
     assert sum(opened) <= 2 * logs.TAIL_WINDOW_BYTES < path.stat().st_size
     # only stdout in this log: the look for an open stderr P line stops after MAX_BACK_BYTES
     assert sum(looked_back) <= logs.MAX_BACK_BYTES + 2 * logs.SCAN_BYTES < path.stat().st_size
+
+
+def test_a_tail_bigger_than_the_memory_budget_is_streamed(tmp_path: Path) -> None:
+    """Tail=10^9: the answer is every line, in chunks of about a block, never gathered in memory."""
+    path = tmp_path / "log"
+    with path.open("wb") as f:
+        for i in range(200_000):
+            f.write(rec(i % 50, f"line {i}"))
+    with patch.object(logs, "TAIL_MEMORY_BYTES", 1 << 16):
+        chunks = list(iter_log(path, LogOptions(tail=10**9)))
+        assert b"".join(chunks) == b"".join(f"line {i}\n".encode() for i in range(200_000))
+        assert len(chunks) > 1 and max(len(c) for c in chunks) <= logs.BLOCK_BYTES
+        assert read_log(path, LogOptions(tail=150_000, limit_bytes=12)) == b"line 50000\nl"
 
 
 def test_a_full_read_comes_in_chunks(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import JobInfo
 from interlink_plugins.core.retention import expired, finished_at
 from interlink_plugins.core.state import PodRecord
@@ -51,41 +52,71 @@ def test_scan_reads_the_go_layout_and_skips_ours(tmp_path: Path) -> None:
     job = found[0]
     assert (job.uid, job.namespace, job.job_id, job.name) == ("0b6c-uid", "default", "77", "web")
     assert job.init_names == ("setup",) and job.main_names == ("main", "side", "extra")
-    migrate.write_pod_json(job)
-    assert migrate.is_go_job_dir(path)  # pod.json does not make it ours
+    assert sorted(p.name for p in path.iterdir()) == sorted(  # adoption writes nothing into the Go dir
+        ["JobID.jid", "PodUID.uid", "PodNamespace.ns", "StartedAt.time", "job.sh", "run-extra.out"])
+    assert migrate.summary(job)["main_names"] == ["main", "side", "extra"]
+    (path / "pod.json").write_text("{}")  # an earlier version wrote one: still the Go layout
+    assert migrate.is_go_job_dir(safefs.job_location(path))
+
+
+def test_scan_never_takes_planted_markers_or_symlinks(tmp_path: Path) -> None:
+    """A dir with our runner's c/ (a job of ours that deleted pod-runner.sh), a symlinked job dir and
+    symlinked markers are not Go dirs; a symlinked job.sh is not read."""
+    secret = tmp_path / "secret"
+    secret.write_text("runCtn stolen x\n")
+    data = tmp_path / "data"
+    planted = data / "default-planted"
+    (planted / "c" / "main").mkdir(parents=True)
+    for marker in migrate.MARKERS:
+        (planted / marker).write_text("1")
+    linked = data / "default-linked"
+    linked.mkdir()
+    (linked / "JobID.jid").symlink_to(secret)
+    (linked / "PodUID.uid").write_text("u")
+    (linked / "PodNamespace.ns").write_text("default")
+    (data / "default-dirlink").symlink_to(go_dir(tmp_path / "elsewhere"))
+    script = go_dir(data, uid="s-uid")
+    (script / "job.sh").unlink()
+    (script / "job.sh").symlink_to(secret)
+    found = migrate.scan(data)
+    assert [(job.uid, job.main_names) for job in found] == [("s-uid", ())]
 
 
 def test_container_files_and_runner_finished(tmp_path: Path) -> None:
     path = go_dir(tmp_path)
-    assert migrate.container_files(path, "main") == ContainerFiles()
+    where = safefs.job_location(path)
+    assert migrate.container_files(where, "main", ["setup"]) == ContainerFiles()
     (path / "init-setup.out").write_text("ok\n")
     (path / "init-setup.status").write_text("0\n")
     (path / "run-main.out").write_text("working\n")
-    main = migrate.container_files(path, "main")
+    main = migrate.container_files(where, "main", ["setup"])
     assert main.started == "2026-11-25T10:00:00.123456Z" and main.exit_code is None
     (path / "run-main.status").write_text("3\n")
-    done = migrate.container_files(path, "main")
+    done = migrate.container_files(where, "main", ["setup"])
     assert done.exit_code == 3 and done.finished.endswith("Z")
-    assert migrate.container_files(path, "setup").exit_code == 0
-    assert not migrate.runner_finished(path, ["setup"], ["main", "side"])
+    assert migrate.container_files(where, "setup", ["setup"]).exit_code == 0
+    assert not migrate.runner_finished(where, ["setup"], ["main", "side"])
     (path / "run-side.status").write_text("0\n")
-    assert migrate.runner_finished(path, ["setup"], ["main", "side"])
+    assert migrate.runner_finished(where, ["setup"], ["main", "side"])
     (path / "init-setup.status").write_text("2\n")
-    assert migrate.runner_finished(path, ["setup"], ["main", "side", "never"])
+    assert migrate.runner_finished(where, ["setup"], ["main", "side", "never"])
 
 
 def test_logs_are_converted_incrementally_to_cri_lines(tmp_path: Path) -> None:
-    path = go_dir(tmp_path)
+    path = go_dir(tmp_path / "data")
+    where = safefs.job_location(path)
+    copy = safefs.Location(tmp_path / "state", ("go-logs", path.name, "main"))
+    log = tmp_path / "state" / "go-logs" / path.name / "main.log"
     out = path / "run-main.out"
     out.write_bytes(b"one\ntwo\npart")
-    log = migrate.sync_log(path, "main")
+    migrate.sync_log(where, copy, "main", [])
     lines = log.read_text().splitlines()
     assert [line.split(" ", 3)[1:] for line in lines] == [["stdout", "F", "one"], ["stdout", "F", "two"]]
     assert lines[0].split()[0].endswith("000Z")
     with open(out, "ab") as handle:
         handle.write(b"ial\nthree\n")
     os.utime(out, (time.time() + 5, time.time() + 5))
-    migrate.sync_log(path, "main")
+    migrate.sync_log(where, copy, "main", [])
     texts = [line.split(" ", 3)[3] for line in log.read_text().splitlines()]
     assert texts == ["one", "two", "partial", "three"]
     stamps = [line.split()[0] for line in log.read_text().splitlines()]
@@ -93,10 +124,28 @@ def test_logs_are_converted_incrementally_to_cri_lines(tmp_path: Path) -> None:
     (path / "run-main.status").write_text("0")
     with open(out, "ab") as handle:
         handle.write(b"no newline at the end")
-    migrate.sync_log(path, "main")
+    migrate.sync_log(where, copy, "main", [])
     assert log.read_text().splitlines()[-1].endswith(" F no newline at the end")
-    migrate.sync_log(path, "main")
+    migrate.sync_log(where, copy, "main", [])
     assert len(log.read_text().splitlines()) == 5  # nothing new: nothing added
+    assert sorted(p.name for p in path.iterdir() if p.name.startswith(".")) == []  # nothing written there
+
+
+def test_log_conversion_never_follows_a_planted_symlink(tmp_path: Path) -> None:
+    """Attack: the Go job links its .out to a root-only file; nothing of it reaches the converted log."""
+    secret = tmp_path / "secret"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    path = go_dir(tmp_path / "data")
+    (path / "run-main.out").symlink_to(secret)
+    copy = safefs.Location(tmp_path / "state", ("go-logs", path.name, "main"))
+    migrate.sync_log(safefs.job_location(path), copy, "main", [])
+    assert not (tmp_path / "state" / "go-logs" / path.name / "main.log").exists()
+    source = migrate.GoLayoutFiles(tmp_path / "state")
+    record = PodRecord(uid="0b6c-uid", namespace="default", name="web", job_dir=str(path), init_names=[],
+                       main_names=["main"], phase="submitted", job_id="77", layout="go")
+    assert source.snapshot(record)["main"] == ContainerFiles()
+    assert b"root only" not in (safefs.read_bytes(source.log(record, "main", previous=False)) or b"")
 
 
 # --- retention -------------------------------------------------------------------------------------

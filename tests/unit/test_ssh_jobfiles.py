@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import os
 import shlex
 import stat
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,17 @@ import paramiko
 import pytest
 
 from interlink_plugins.config import parse_config
+from interlink_plugins.core import safefs
 from interlink_plugins.core.errors import ConfigError
-from interlink_plugins.core.jobfiles import _tail_argv, dump_argv, parse_dump, sync_mirror, upload_tree
+from interlink_plugins.core.jobfiles import (
+    RemoteJobFiles,
+    _tail_argv,
+    dump_argv,
+    parse_dump,
+    state_path,
+    sync_mirror,
+    upload_tree,
+)
 from interlink_plugins.core.runner import CommandFailed
 from interlink_plugins.core.ssh import (
     HostKeyError,
@@ -106,27 +117,92 @@ def test_ssh_config_keys() -> None:
             parse_config({key: value}, environ={})
 
 
-def test_dump_parsing_and_mirror(tmp_path: Path) -> None:
-    argv = dump_argv(["/d/ns-1", "/d/ns-2"])
-    assert argv[-4:] == ["/d/ns-1/c", "/d/ns-1/pod.exit", "/d/ns-2/c", "/d/ns-2/pod.exit"]
-    assert "--exclude=log" in argv and "--exclude=*.nul" in argv and "-D" in argv
-    # the real grep on a real tree: state files in, logs, env files, FIFOs and temp files out
-    job = tmp_path / "ns-1"
+def _dump(job_dirs: list[str]) -> bytes:
+    """The real dump command (sh, GNU find and tar, head) run here, as the login node runs it."""
+    out = subprocess.run(dump_argv(job_dirs), capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_dump_takes_regular_state_files_only(tmp_path: Path) -> None:
+    job = tmp_path / "data" / "ns-1"
     (job / "c" / "a").mkdir(parents=True)
     for name, text in (("started", "T1\n"), ("exit", "0\n"), ("log", "x\n"), ("env.nul", "S=secret\0"),
                        ("exit.tmp.123", "9\n"), ("waiting", "Reason two\nlines\n")):
         (job / "c" / "a" / name).write_text(text)
     os.mkfifo(job / "c" / "a" / ".stdout")
+    os.mkfifo(job / "c" / "a" / "ready")
+    secret = tmp_path / "secret"
+    secret.write_text("login-node secret\n")
+    (job / "c" / "a" / "reason").symlink_to(secret)
+    with open(job / "c" / "a" / "last", "wb") as huge:
+        huge.truncate(300 << 20)  # sparse: never sent
     (job / "pod.exit").write_text("0\n")
-    out = subprocess.run(dump_argv([str(job), str(tmp_path / "missing")]), capture_output=True, timeout=10)
-    assert out.returncode == 2  # a missing job dir, silently
-    found = parse_dump(out.stdout)
-    assert found == {f"{job}/c/a/started": b"T1\n", f"{job}/c/a/exit": b"0\n", f"{job}/pod.exit": b"0\n",
-                     f"{job}/c/a/waiting": b"Reason two\nlines\n"}
+    dump = parse_dump(_dump([str(job), str(tmp_path / "data" / "missing")]))
+    assert dump.complete
+    assert dump.files == {f"{job}/c/a/started": b"T1\n", f"{job}/c/a/exit": b"0\n", f"{job}/pod.exit": b"0\n",
+                          f"{job}/c/a/waiting": b"Reason two\nlines\n"}
+    with pytest.raises(ValueError, match="control characters"):
+        dump_argv([str(tmp_path / "data" / "ns\n-2")])
+
+
+def test_a_newline_in_a_name_never_forges_another_pods_state(tmp_path: Path) -> None:
+    """Attack: pod A makes `c/x\n<B's job dir>/c/main/` and an `exit` in it; the line-based dump gave
+    B the exit code A wrote. Tar frames every name; only each job dir's exact layout is taken."""
+    data = tmp_path / "data"
+    attacker, victim = data / "ns-a", data / "ns-b"
+    (victim / "c" / "main").mkdir(parents=True)
+    (victim / "c" / "main" / "started").write_text("T0\n")
+    forged = attacker / "c" / f"x\n{victim}" / "c" / "main"
+    forged.mkdir(parents=True)
+    (forged / "exit").write_text("42\n")
+    (attacker / "c" / "y\n").mkdir(parents=True)
+    (attacker / "c" / "y\n" / "exit").write_text("7\n")
+    dump = parse_dump(_dump([str(attacker), str(victim)]))
+    files = RemoteJobFiles(None, str(data), tmp_path / "local", timeout=1)  # type: ignore[arg-type]
+    files._apply([str(attacker), str(victim)], dump)
+    mirror = tmp_path / "local" / "mirror"
+    assert sorted(str(p.relative_to(mirror)) for p in mirror.rglob("*") if p.is_file()) == ["ns-b/c/main/started"]
+    assert state_path(str(attacker), f"{attacker}/c/x\n{victim}/c/main/exit") is None
+    assert state_path(str(victim), f"{victim}/c/main/exit") == "c/main/exit"
+
+
+def test_a_cut_dump_keeps_the_last_state_of_the_pods_it_did_not_reach(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    jobs = [data / f"ns-{i}" for i in range(3)]
+    for job in jobs:
+        (job / "c" / "main").mkdir(parents=True)
+        (job / "c" / "main" / "started").write_text(f"{job.name}\n")
+    files = RemoteJobFiles(None, str(data), tmp_path / "local", timeout=1)  # type: ignore[arg-type]
+    whole = _dump([str(j) for j in jobs])
+    files._apply([str(j) for j in jobs], parse_dump(whole))
+    for job in jobs:
+        (job / "c" / "main" / "exit").write_text("0\n")
+    output = _dump([str(j) for j in jobs])
+    with tarfile.open(fileobj=io.BytesIO(output), mode="r|") as archive:
+        at = next(m.offset_data for m in archive if m.name.startswith(f"{jobs[1]}/"))
+    cut = parse_dump(output[: at + 1])  # ns-0 whole, then the cut inside ns-1's first file
+    assert not cut.complete and f"{jobs[0]}/c/main/exit" in cut.files
+    files._apply([str(j) for j in jobs], cut)
+    mirror = tmp_path / "local" / "mirror"
+    assert (mirror / "ns-0" / "c" / "main" / "exit").read_text() == "0\n"
+    assert not (mirror / "ns-1" / "c" / "main" / "exit").exists()  # cut or not reached: as it was
+    assert not (mirror / "ns-2" / "c" / "main" / "exit").exists()
+    assert (mirror / "ns-2" / "c" / "main" / "started").read_text() == "ns-2\n"
+
+
+def test_the_mirror_is_written_without_following_links(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
-    sync_mirror(mirror, {}, {"c/a/exit": b"0\n", "c/a/waiting": b"w\n"})
-    sync_mirror(mirror, {"c/a/exit": b"0\n", "c/a/waiting": b"w\n"}, {"c/a/exit": b"1\n"})
+    where = safefs.Location(tmp_path, ("mirror",))
+    sync_mirror(where, {}, {"c/a/exit": b"0\n", "c/a/waiting": b"w\n"})
+    sync_mirror(where, {"c/a/exit": b"0\n", "c/a/waiting": b"w\n"}, {"c/a/exit": b"1\n"})
     assert (mirror / "c/a/exit").read_bytes() == b"1\n" and not (mirror / "c/a/waiting").exists()
+    target = tmp_path / "target"
+    target.mkdir()
+    (mirror / "c" / "b").symlink_to(target)
+    with pytest.raises(safefs.Refused):
+        sync_mirror(where, {}, {"c/b/exit": b"1\n"})
+    assert list(target.iterdir()) == []
 
 
 def test_follow_script_never_interpolates_the_path(tmp_path: Path) -> None:
@@ -192,10 +268,29 @@ def test_fetch_missing_log_removes_the_copy(tmp_path: Path) -> None:
     from interlink_plugins.core.jobfiles import fetch_into
 
     class Missing:
-        def stat(self, path: str) -> None:
+        def lstat(self, path: str) -> None:
             raise FileNotFoundError(errno.ENOENT, "no such file")
 
     local = tmp_path / "copy"
     local.write_text("old")
-    assert fetch_into(Missing(), "/r/log", local) is False  # type: ignore[arg-type]
+    assert fetch_into(Missing(), "/r/log", safefs.Location(tmp_path, ("copy",))) is False  # type: ignore[arg-type]
     assert not local.exists()
+
+
+def test_fetch_refuses_a_log_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    """Attack: the remote log is a symlink (or FIFO): SFTP would follow it; the lstat check refuses it."""
+    from interlink_plugins.core.jobfiles import fetch_into
+
+    class Sftp(_LocalSftp):  # stand-in: SFTP's lstat/open on this host's files
+        def lstat(self, path: str) -> os.stat_result:
+            return os.lstat(path)
+
+    secret = tmp_path / "secret"
+    secret.write_text("login-node secret\n")
+    (tmp_path / "log").symlink_to(secret)
+    os.mkfifo(tmp_path / "fifo")
+    copy = safefs.Location(tmp_path, ("copies", "log"))
+    for remote in ("log", "fifo"):
+        with pytest.raises(safefs.Refused):
+            fetch_into(Sftp(), str(tmp_path / remote), copy)  # type: ignore[arg-type]
+    assert not (tmp_path / "copies" / "log").exists()

@@ -53,3 +53,26 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="newer than this plugin"):
         StateStore(path)
+
+
+def test_a_version_2_database_records_each_job_dirs_layout(tmp_path: Path) -> None:
+    """Schema 3: the layout comes from the record (a Go-plugin dir was adopted with neither a submission nor
+    images), never from the job dir's files."""
+    path = tmp_path / "v2.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE TABLE pods (uid TEXT PRIMARY KEY, data TEXT NOT NULL, job_id TEXT NOT NULL DEFAULT '')")
+    db.execute("INSERT INTO meta VALUES ('schema', '2')")
+    ours = asdict(record("ours", "1"))
+    ours.pop("layout")
+    ours.update(submit={"argv": ["sbatch"]}, meta={"images": {"c": "busybox"}})
+    adopted = asdict(record("adopted", "2"))
+    adopted.pop("layout")
+    adopted.update(meta={"images": {}, "sidecars": [], "grace_seconds": 30})
+    for uid, data in (("ours", ours), ("adopted", adopted)):
+        db.execute("INSERT INTO pods VALUES (?, ?, ?)", (uid, json.dumps(data), data["job_id"]))
+    db.commit()
+    db.close()
+    store = StateStore(path)
+    assert store.records["ours"].layout == "runner" and store.records["adopted"].layout == "go"
+    store.close()

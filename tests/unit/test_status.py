@@ -98,3 +98,23 @@ def test_reading_runner_files(tmp_path: Path) -> None:
     files = read_container_files(tmp_path)
     assert files == ContainerFiles(T0, T1, 7, 1, (2, T0, T1), None, ("InitContainerFailed", "init container x exited 3"))
     assert read_container_files(tmp_path / "missing") == ContainerFiles()
+
+
+def test_runner_files_the_job_garbled_or_planted_never_reach_the_status_raw(tmp_path: Path) -> None:
+    """Control characters are dropped, an endless reason word is cut, refused files are named; a container
+    whose files were refused while it would show running waits (its state is unknown)."""
+    (tmp_path / "started").write_text(T0)
+    (tmp_path / "exit").write_bytes(b"1\0\n")
+    (tmp_path / "reason").write_bytes(b"X" * 500 + b"\x1b[31m red\x07 tail")
+    (tmp_path / "waiting").symlink_to("/etc/hostname")
+    files = read_container_files(tmp_path)
+    assert files.exit_code == 1 and files.reason is not None
+    assert files.reason[0] == "X" * 128 and files.reason[1] == "X" * 372 + "[31m red tail"
+    assert files.refused == ("waiting (a symlink)",)
+    status = build_pod_status(ctx(JobInfo("42", "RUNNING", active=True, running=True)), {"a": files}, {})
+    terminated = status["containers"][0]["state"]["terminated"]
+    assert terminated["message"].endswith("; runner files refused: waiting (a symlink)")
+    running = ContainerFiles(started=T0, refused=("exit (a FIFO)",))
+    waiting = build_pod_status(ctx(JobInfo("42", "RUNNING", active=True, running=True)), {"a": running}, {})
+    state = waiting["containers"][0]["state"]["waiting"]
+    assert state["reason"] == "RunnerFilesRefused" and "exit (a FIFO)" in state["message"]
