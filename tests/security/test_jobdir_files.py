@@ -300,4 +300,4 @@ def test_a_deep_tree_in_a_job_dir_never_stops_the_poller(
     assert exit_codes(plugin.wait_done(bystander, timeout=60)) == {"c": 0}
     time.sleep(2)
     usage = plugin.client.get("/metrics").text
-    assert "data_root_bytes" in usage and "poll failed" not in plugin.log_path.read_text()
+    assert "data_root_used_bytes" in usage and "poll failed" not in plugin.log_path.read_text()
