@@ -4,8 +4,8 @@
 #       runs LAUNCHER (srun --export=ALL, mpiexec -np @NTASKS@, ... plus the pod's mpi flags) with
 #       `bash mpi.sh task RUNTIME ARGV...` as its program; the word @NTASKS@ becomes $SLURM_NTASKS
 #   mpi.sh task RUNTIME ARGV...
-#       once per task: passes the task's rank variables (SLURM_*, PMI_*, PMIX_*, OMPI_*, ...) into
-#       the container through the runtime's own env mechanism, then execs ARGV
+#       once per task: passes the task's rank variables (SLURM_*, SLURMD_NODENAME, PMI_*, PMIX_*,
+#       OMPI_*, ...) into the container through the runtime's own env mechanism, then execs ARGV
 # Every value arrives as an argument: nothing here evaluates it.
 set -u
 self=${BASH_SOURCE[0]}
@@ -33,7 +33,7 @@ case $mode in
     rank=()
     while IFS= read -r -d '' entry; do
       case ${entry%%=*} in
-        SLURM_* | PMI_* | PMIX_* | OMPI_* | MPI_* | I_MPI_* | HYDRA_* | HYDI_* | MV2_* | UCX_*) rank+=("$entry") ;;
+        SLURM_* | SLURMD_NODENAME | PMI_* | PMIX_* | OMPI_* | MPI_* | I_MPI_* | HYDRA_* | HYDI_* | MV2_* | UCX_*) rank+=("$entry") ;;
       esac
     done < <(env -0)
     # task_file SRC: a copy of the env file SRC (NUL-separated NAME=VALUE records, 0600) with the
