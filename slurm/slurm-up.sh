@@ -84,13 +84,13 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 ${SLURM_EXTRA_CONF:-}
 CONF
 echo "NodeName=$H Name=gpu File=$S/dev/gpu[0-1]" > "$S/gres.conf"
-# cgroup.conf beside slurm.conf (read only by task/cgroup and proctrack/cgroup); the version is
-# autodetected (v1 on this machine's hybrid layout, v2 on a unified host)
-cat > "$S/cgroup.conf" <<CONF
-CgroupPlugin=autodetect
-ConstrainRAMSpace=yes
-ConstrainSwapSpace=yes
-CONF
+# cgroup.conf beside slurm.conf, for task/cgroup and proctrack/cgroup; the cgroup version is
+# autodetected (v1 on this machine's hybrid layout; a unified-only host without systemd is untested)
+if [ "$ENFORCE" = cgroup ]; then
+  printf '%s\n' CgroupPlugin=autodetect ConstrainRAMSpace=yes ConstrainSwapSpace=yes > "$S/cgroup.conf"
+else
+  rm -f "$S/cgroup.conf"
+fi
 if ! munge -n >/dev/null 2>&1; then
   install -d -o munge -g munge -m 0755 /run/munge
   [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key; }
