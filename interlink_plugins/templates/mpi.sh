@@ -36,18 +36,16 @@ case $mode in
         SLURM_* | SLURMD_NODENAME | PMI_* | PMIX_* | OMPI_* | MPI_* | I_MPI_* | HYDRA_* | HYDI_* | MV2_* | UCX_*) rank+=("$entry") ;;
       esac
     done < <(env -0)
-    # task_file SRC: a copy of the env file SRC (NUL-separated NAME=VALUE records, 0600) with the
-    # rank variables added (later records win), one per task; prints its path
+    # task_file SRC: a copy of the env file SRC (NUL-separated NAME=VALUE records) with the rank
+    # variables added (later records win), in a new 0600 file of its own beside SRC; prints its path.
+    # One file per task process: the ranks of every node write beside the same SRC, and a launcher
+    # other than srun (mpirun) leaves SLURM_PROCID the batch step's in all of them
     task_file() {
-      local target="$1.task-${SLURM_PROCID:-0}" entry
-      (
-        umask 077
-        cat -- "$1" >"$target.tmp" || exit 1
-        for entry in "${rank[@]}"; do
-          printf '%s\0' "$entry"
-        done >>"$target.tmp"
-        mv -f -- "$target.tmp" "$target"
-      ) || { echo "mpi.sh: cannot write $target" >&2; exit 125; }
+      local target entry
+      target=$(mktemp -- "$1.task-XXXXXXXXXX") || { echo "mpi.sh: cannot create a file beside $1" >&2; exit 125; }
+      {
+        cat -- "$1" && for entry in "${rank[@]}"; do printf '%s\0' "$entry"; done
+      } >"$target" || { echo "mpi.sh: cannot write $target" >&2; exit 125; }
       printf '%s' "$target"
     }
     out=()
