@@ -121,7 +121,8 @@ def test_two_ranks_on_two_nodes_with_mpirun(factory: Callable[..., PluginProcess
 
 def test_a_failing_rank_fails_the_container(factory: Callable[..., PluginProcess]) -> None:
     plugin = factory()
-    failing = HELLO + "\nif comm.Get_rank() == 1:\n    raise SystemExit(7)\n"
+    # both ranks have printed (barrier) before rank 1 fails and srun kills the other
+    failing = HELLO + "\ncomm.Barrier()\nif comm.Get_rank() == 1:\n    raise SystemExit(7)\n"
     body = pod_body("mpi-fail", [container("hello", ["python3", "-c", failing])],
                     annotations={**TWO_NODES, "slurm-job.vk.io/mpi-flags": "--kill-on-bad-exit=1"})
     plugin.create(body)
