@@ -284,6 +284,11 @@ def test_mpi_helper_passes_the_rank_into_each_runtime(tmp_path: Path) -> None:
     # same env file) inherit the batch step's SLURM_PROCID, and one rank read another's PMIx server
     again = task("none", "bash", str(show), "ns-exec.sh", "--env-file", str(env_file), "--", "app")
     assert Path(again[again.index("--env-file") + 1]) != copy and copy.exists()
+    # the node a task runs on (multi-node MPI: each rank is on another node)
+    node = subprocess.run(["bash", str(mpi), "task", "none", "bash", str(show), "--env-file", str(env_file), "--", "x"],
+                          env={"PATH": os.environ["PATH"], "SLURMD_NODENAME": "n2"}, capture_output=True, text=True,
+                          timeout=20).stdout.splitlines()
+    assert b"SLURMD_NODENAME=n2" in Path(node[node.index("--env-file") + 1]).read_bytes().split(b"\0")
     records = copy.read_bytes().split(b"\0")
     assert records[:2] == [b"A=1", b"B=two words"] and b"SLURM_PROCID=1" in records and b"UNRELATED=x" not in records
     # apptainer: env APPTAINERENV_NAME=VALUE... apptainer exec ...
@@ -301,10 +306,6 @@ def test_mpi_helper_passes_the_rank_into_each_runtime(tmp_path: Path) -> None:
     assert enroot[:6] == ["enroot", "start", "--env", enroot[3], "--env", enroot[5]]
     assert {enroot[3], enroot[5], enroot[7]} == {"PMI_RANK", "SLURM_NTASKS", "SLURM_PROCID"}
     assert "SLURM_PROCID=1" in enroot and "A=1" in enroot
-    # the node a task runs on (multi-node MPI: each rank is on another node)
-    rank["SLURMD_NODENAME"] = "n2"
-    words = task("none", "bash", str(show), "ns-exec.sh", "--env-file", str(env_file), "--", "app")
-    assert b"SLURMD_NODENAME=n2" in Path(words[words.index("--env-file") + 1]).read_bytes().split(b"\0")
     launched = subprocess.run(
         ["bash", str(mpi), "launch", "bash", str(show), "-n", "@NTASKS@", "--il-task", "none", "x"],
         env={"PATH": os.environ["PATH"], "SLURM_NTASKS": "4"}, capture_output=True, text=True, timeout=20,
