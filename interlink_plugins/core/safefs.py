@@ -312,6 +312,15 @@ class Dir:
         finally:
             os.close(fd)
 
+    def read_tail(self, name: str, limit: int) -> bytes:
+        """The last ``limit`` bytes of a regular file (a sparse or huge file costs no more)."""
+        fd = _open_regular(self.fd, name, str(self.loc / name))
+        try:
+            os.lseek(fd, max(0, os.fstat(fd).st_size - limit), os.SEEK_SET)
+            return _read_fd(fd, limit)
+        finally:
+            os.close(fd)
+
     def read_many(self, names: tuple[str, ...], limit: int = STATE_BYTES) -> StateFiles:
         """Several small files (missing ones left out, refused ones named)."""
         out = StateFiles({}, {})
@@ -407,6 +416,15 @@ def read_bytes(loc: Location, limit: int = STATE_BYTES) -> bytes | None:
     try:
         with open_dir(loc.parent) as directory:
             return directory.read(loc.name, limit)
+    except _MISSING:
+        return None
+
+
+def read_tail(loc: Location, limit: int) -> bytes | None:
+    """The last ``limit`` bytes of a regular file (None when it or a dir on its way does not exist)."""
+    try:
+        with open_dir(loc.parent) as directory:
+            return directory.read_tail(loc.name, limit)
     except _MISSING:
         return None
 

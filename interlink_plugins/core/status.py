@@ -168,6 +168,17 @@ def _abnormal_code(job: JobInfo) -> int:
     return KILLED
 
 
+def _job_detail(ctx: StatusContext, job: JobInfo) -> str:
+    """The scheduler's word for an ended job and, when it gave one, its reason (e.g. slurmstepd's line)."""
+    return f"{ctx.backend} {job.state}" + (f" ({job.detail})" if job.detail else "")
+
+
+def _killed_from_outside(files: ContainerFiles) -> bool:
+    """SIGKILLed by something other than the runner (the kernel's OOM killer in the job's cgroup, ...):
+    the runner names every kill of its own in `reason`."""
+    return files.exit_code == KILLED and files.reason is None
+
+
 def container_status(
     name: str, image: str, files: ContainerFiles, ctx: StatusContext, *, init_pending: bool
 ) -> dict[str, Any]:
@@ -185,12 +196,14 @@ def container_status(
             # verdict comes when the job leaves the queue; a terminated state now would be final
             # for interLink, with the wrong reason
             return _still_stopping(name, image, files, ctx, detail)
-        if job and job.abnormal_reason and reason in ("Terminated", "Killed") and not ctx.deleting:
-            reason, detail = job.abnormal_reason, f"{ctx.backend} {job.state}"
+        stopped = reason in ("Terminated", "Killed")
+        oom = job_over and job is not None and job.abnormal_reason == "OOMKilled" and _killed_from_outside(files)
+        if job and job.abnormal_reason and (stopped or oom) and not ctx.deleting:
+            reason, detail = job.abnormal_reason, _job_detail(ctx, job)
         state = _terminated(files.exit_code, reason, _message(reason, detail, ctx), files.started, files.finished)
     elif files.started and job_over and job is not None:
         reason = job.abnormal_reason or ("Terminated" if ctx.deleting else "ContainerStatusUnknown")
-        detail = f"{ctx.backend} {job.state}"
+        detail = _job_detail(ctx, job)
         state = _terminated(
             _abnormal_code(job), reason, _message(reason, detail, ctx), files.started, job.finished_at or now_rfc3339()
         )
@@ -203,7 +216,7 @@ def container_status(
         state = _terminated(
             code,
             reason,
-            _message(reason, f"{ctx.backend} {job.state}, never started", ctx),
+            _message(reason, f"{_job_detail(ctx, job)}, never started", ctx),
             job.started_at or finished,
             finished,
         )
@@ -323,6 +336,18 @@ def build_pod_status(ctx: StatusContext, files: dict[str, ContainerFiles], image
         container_status(name, images.get(name, ""), files.get(name, ContainerFiles()), ctx, init_pending=not init_done)
         for name in record.main_names
     ]
+    job = ctx.job
+    entries = init_statuses + main_statuses
+    if job is not None and job.active and not ctx.deleting and all("terminated" in e["state"] for e in entries):
+        # every container ended but the job has not: a container SIGKILLed from outside (the OOM killer
+        # of the job's memory cgroup) learns why only from the job's end (OUT_OF_MEMORY), and interLink
+        # stops asking once all are terminated, so it stays running until the scheduler's verdict
+        for statuses in (init_statuses, main_statuses):
+            for index, entry in enumerate(statuses):
+                current = files.get(entry["name"], ContainerFiles())
+                if _killed_from_outside(current):
+                    statuses[index] = _still_stopping(entry["name"], entry["image"], current, ctx,
+                                                      "killed by SIGKILL, waiting for the job's end")
     return {
         "name": record.name,
         "UID": record.uid,

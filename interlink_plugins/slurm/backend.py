@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -33,7 +34,8 @@ from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandR
 from interlink_plugins.core.runnerfiles import LOCAL, BySource, ContainerStateSource
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.slurm import migrate
-from interlink_plugins.slurm.states import lookup
+from interlink_plugins.slurm.memory import RUNNER_OUTPUT, memory_kill_detail, output_tail
+from interlink_plugins.slurm.states import OOM_KILLED, lookup, may_be_memory_kill
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class SlurmBackend(BySource):
         self.policy = policy
         self._completion_accounting: bool | None = None  # None: not probed yet
         self._go_files = migrate.GoLayoutFiles(config.state_dir)
+        self._memory_kills: dict[str, str] = {}  # job id -> slurmstepd's memory-kill line ("" none)
 
     # --- identity ----------------------------------------------------------------------
 
@@ -87,7 +90,7 @@ class SlurmBackend(BySource):
             "--parsable",
             f"--comment={self.comment(pod.uid)}",
             f"--chdir={job_dir}",
-            f"--output={job_dir}/runner.out",
+            f"--output={job_dir}/{RUNNER_OUTPUT}",
             # the job's environment is SLURM's own variables only: sbatch unsets its environment and reads
             # an empty one. (--export=NIL/NONE would do the same, but SLURM 22.05 then loads the user's
             # login environment on the node, `su - <user>` at every job start: slow, and not clean.)
@@ -132,10 +135,8 @@ class SlurmBackend(BySource):
         if tmp:
             merged["tmp"] = ParsedOption("tmp", str(math.ceil(tmp / 2**20)))
         if pod.active_deadline_seconds:
-            seconds = pod.active_deadline_seconds
-            merged["time"] = ParsedOption("time", str(math.ceil(seconds / 60)))
-            start = _pod_start_time(pod)
-            deadline = start + timedelta(seconds=seconds)
+            minutes, deadline = deadline_options(_pod_start_time(pod), pod.active_deadline_seconds, datetime.now())
+            merged["time"] = ParsedOption("time", str(minutes))
             merged["deadline"] = ParsedOption("deadline", deadline.strftime("%Y-%m-%dT%H:%M:%S"))
 
         uid = self._job_uid(pod, flavor)
@@ -328,12 +329,15 @@ class SlurmBackend(BySource):
                 return {}
             raise BackendUnavailable("slurm", "squeue (status)", result.error_text)
         jobs: dict[str, JobInfo] = {}
+        ended: dict[str, str] = {}  # job id -> job dir, for the jobs that may have been killed for memory
         for line in result.text.splitlines():
             fields = line.split("\x1f")
             if len(fields) != 8:
                 continue
             job_id, word, reason, node, start, end = fields[:6]
             state = lookup(word)
+            if may_be_memory_kill(word, reason, None):
+                ended[job_id] = fields[7]
             jobs[job_id] = JobInfo(
                 job_id=job_id,
                 state=word,
@@ -346,7 +350,28 @@ class SlurmBackend(BySource):
                 finished_at=_slurm_time(end) if not state.active else "",
                 waiting_reason=state.waiting_reason,
             )
+        return await self._with_memory_kills(jobs, ended)
+
+    async def _with_memory_kills(self, jobs: dict[str, JobInfo], ended: Mapping[str, str]) -> dict[str, JobInfo]:
+        """Jobs SLURM ended for their memory: OOMKilled, with slurmstepd's line as the detail.
+
+        jobacct_gather's OverMemoryKill ends the job FAILED (the line names the kill); task/cgroup ends it
+        OUT_OF_MEMORY (the line counts the OOM kills). Each job's output is read once.
+        """
+        for job_id, job_dir in ended.items():
+            if job_id not in self._memory_kills:
+                if len(self._memory_kills) > 4096:
+                    self._memory_kills.clear()
+                tail = await asyncio.to_thread(self.output_tail, job_dir)
+                self._memory_kills[job_id] = memory_kill_detail(tail)
+            detail = self._memory_kills[job_id]
+            if detail:
+                jobs[job_id] = dataclasses.replace(jobs[job_id], abnormal_reason=OOM_KILLED, detail=detail)
         return jobs
+
+    def output_tail(self, job_dir: str) -> bytes:
+        """The end of the job's output file (blocking; the job dir is on this host's filesystem)."""
+        return output_tail(job_dir)
 
     async def _sacct(self, extra: list[str], job_ids: Sequence[str] | None) -> list[list[str]]:
         ids = ["-j", ",".join(job_ids)] if job_ids else []
@@ -364,15 +389,18 @@ class SlurmBackend(BySource):
         return [line.split("|") for line in result.text.splitlines() if line]
 
     async def query_finished(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
-        rows = await self._sacct(["-o", "JobID,State,ExitCode,Start,End,NodeList"], job_ids)
+        rows = await self._sacct(["-o", "JobID,State,ExitCode,Start,End,NodeList,WorkDir"], job_ids)
         jobs: dict[str, JobInfo] = {}
+        ended: dict[str, str] = {}
         wanted = set(job_ids)
         for row in rows:
-            if len(row) < 6 or row[0] not in wanted:
+            if len(row) < 7 or row[0] not in wanted:
                 continue
-            job_id, word, exit_code, start, end, node = row[:6]
+            job_id, word, exit_code, start, end, node, work_dir = row[:7]
             state = lookup(word)
             code, _, sig = exit_code.partition(":")
+            if may_be_memory_kill(word, "", int(sig) if sig.isdigit() else None):
+                ended[job_id] = work_dir
             jobs[job_id] = JobInfo(
                 job_id=job_id,
                 state=word.split()[0] if word else "UNKNOWN",
@@ -386,7 +414,7 @@ class SlurmBackend(BySource):
                 finished_at=_slurm_time(end),
                 waiting_reason=state.waiting_reason,
             )
-        return jobs
+        return await self._with_memory_kills(jobs, ended)
 
     async def cancel(self, job_id: str, *, graceful: bool) -> None:
         # without --full the batch script (our runner) never sees the signal
@@ -526,6 +554,27 @@ def _slurm_time(text: str) -> str:
     except ValueError:
         return ""
     return local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deadline_options(start: datetime, seconds: int, now: datetime) -> tuple[int, datetime]:
+    """--time (whole minutes) and --deadline for a pod that must end `seconds` after `start`.
+
+    SLURM ends a running job at its time limit (checked every ~30 s) and removes a pending one once
+    it could no longer run its whole time limit before --deadline; it refuses a deadline in the past.
+    So the limit is the time left, rounded up to a minute, and the deadline that time limit past the
+    pod's own: the job is removed exactly when it is still pending at the pod's deadline. A pod whose
+    deadline has already passed gets a deadline shorter than its one-minute limit: SLURM ends it at
+    once (state DEADLINE). All times are naive local times, as sbatch reads them.
+    """
+    end = start + timedelta(seconds=seconds)
+    left = (end - now).total_seconds()
+    if left <= 0:
+        return 1, now.replace(microsecond=0) + timedelta(seconds=30)
+    minutes = max(1, math.ceil(left / 60))
+    deadline = end + timedelta(minutes=minutes)
+    if deadline.microsecond:  # sbatch reads whole seconds: never round towards an earlier removal
+        deadline = deadline.replace(microsecond=0) + timedelta(seconds=1)
+    return minutes, deadline
 
 
 def _pod_start_time(pod: Pod) -> datetime:

@@ -94,6 +94,9 @@ class RemoteSlurmBackend(SlurmBackend):
         except CommandFailed as exc:
             raise self._unavailable(f"rm -rf {record.job_dir}", exc) from exc
 
+    def output_tail(self, job_dir: str) -> bytes:
+        return b""  # the job's output stays on the cluster (not mirrored): memory kills by cgroup only
+
     # --- runner state: mirrored once per poll ----------------------------------------------
 
     async def prefetch_files(self, records: list[PodRecord]) -> None:

@@ -1,4 +1,11 @@
-"""SLURM job states as data: scheduler word -> what it means for the pod."""
+"""SLURM job states as data: scheduler word -> what it means for the pod.
+
+Memory enforcement shows in two ways in SLURM 22.05: with task/cgroup (ConstrainRAMSpace) the
+kernel's OOM killer acts inside the job's cgroup and the job ends OUT_OF_MEMORY; with
+jobacct_gather/linux and ``JobAcctGatherParams=OverMemoryKill`` slurmstepd SIGKILLs the whole
+batch step and the job ends FAILED (reason JobLaunchFailure, ExitCode 0:9), the memory kill named
+only in slurmstepd's lines in the job's output file (slurm.memory reads them).
+"""
 
 from __future__ import annotations
 
@@ -41,8 +48,17 @@ STATES: dict[str, SlurmState] = {
 }
 
 UNKNOWN = SlurmState(True, False, waiting_reason="Unknown")
+OOM_KILLED = "OOMKilled"
 
 
 def lookup(word: str) -> SlurmState:
     """sacct prints e.g. 'CANCELLED by 0': the first word decides."""
     return STATES.get(word.split()[0].upper() if word.strip() else "", UNKNOWN)
+
+
+def may_be_memory_kill(state_word: str, reason: str, signal: int | None) -> bool:
+    """An ended job whose output is worth reading for slurmstepd's memory-kill line."""
+    word = state_word.split()[0].upper() if state_word.strip() else ""
+    if word == "OUT_OF_MEMORY":
+        return True
+    return word == "FAILED" and (reason == "JobLaunchFailure" or signal == 9)

@@ -4,8 +4,8 @@
 #       runs LAUNCHER (srun --export=ALL, mpiexec -np @NTASKS@, ... plus the pod's mpi flags) with
 #       `bash mpi.sh task RUNTIME ARGV...` as its program; the word @NTASKS@ becomes $SLURM_NTASKS
 #   mpi.sh task RUNTIME ARGV...
-#       once per task: passes the task's rank variables (SLURM_*, PMI_*, PMIX_*, OMPI_*, ...) into
-#       the container through the runtime's own env mechanism, then execs ARGV
+#       once per task: passes the task's rank variables (SLURM_*, SLURMD_NODENAME, PMI_*, PMIX_*,
+#       OMPI_*, ...) into the container through the runtime's own env mechanism, then execs ARGV
 # Every value arrives as an argument: nothing here evaluates it.
 set -u
 self=${BASH_SOURCE[0]}
@@ -33,21 +33,19 @@ case $mode in
     rank=()
     while IFS= read -r -d '' entry; do
       case ${entry%%=*} in
-        SLURM_* | PMI_* | PMIX_* | OMPI_* | MPI_* | I_MPI_* | HYDRA_* | HYDI_* | MV2_* | UCX_*) rank+=("$entry") ;;
+        SLURM_* | SLURMD_NODENAME | PMI_* | PMIX_* | OMPI_* | MPI_* | I_MPI_* | HYDRA_* | HYDI_* | MV2_* | UCX_*) rank+=("$entry") ;;
       esac
     done < <(env -0)
-    # task_file SRC: a copy of the env file SRC (NUL-separated NAME=VALUE records, 0600) with the
-    # rank variables added (later records win), one per task; prints its path
+    # task_file SRC: a copy of the env file SRC (NUL-separated NAME=VALUE records) with the rank
+    # variables added (later records win), in a new 0600 file of its own beside SRC; prints its path.
+    # One file per task process: the ranks of every node write beside the same SRC, and a launcher
+    # other than srun (mpirun) leaves SLURM_PROCID the batch step's in all of them
     task_file() {
-      local target="$1.task-${SLURM_PROCID:-0}" entry
-      (
-        umask 077
-        cat -- "$1" >"$target.tmp" || exit 1
-        for entry in "${rank[@]}"; do
-          printf '%s\0' "$entry"
-        done >>"$target.tmp"
-        mv -f -- "$target.tmp" "$target"
-      ) || { echo "mpi.sh: cannot write $target" >&2; exit 125; }
+      local target entry
+      target=$(mktemp -- "$1.task-XXXXXXXXXX") || { echo "mpi.sh: cannot create a file beside $1" >&2; exit 125; }
+      {
+        cat -- "$1" && for entry in "${rank[@]}"; do printf '%s\0' "$entry"; done
+      } >"$target" || { echo "mpi.sh: cannot write $target" >&2; exit 125; }
       printf '%s' "$target"
     }
     out=()

@@ -279,7 +279,16 @@ def test_mpi_helper_passes_the_rank_into_each_runtime(tmp_path: Path) -> None:
 
     words = task("none", "bash", str(show), "ns-exec.sh", "--env-file", str(env_file), "--", "app")
     copy = Path(words[words.index("--env-file") + 1])
-    assert copy.name == "env.nul.task-1" and oct(copy.stat().st_mode & 0o777) == "0o600"
+    assert copy.name.startswith("env.nul.task-") and oct(copy.stat().st_mode & 0o777) == "0o600"
+    # every task process gets a file of its own: under mpirun all ranks (on every node, beside the
+    # same env file) inherit the batch step's SLURM_PROCID, and one rank read another's PMIx server
+    again = task("none", "bash", str(show), "ns-exec.sh", "--env-file", str(env_file), "--", "app")
+    assert Path(again[again.index("--env-file") + 1]) != copy and copy.exists()
+    # the node a task runs on (multi-node MPI: each rank is on another node)
+    node = subprocess.run(["bash", str(mpi), "task", "none", "bash", str(show), "--env-file", str(env_file), "--", "x"],
+                          env={"PATH": os.environ["PATH"], "SLURMD_NODENAME": "n2"}, capture_output=True, text=True,
+                          timeout=20).stdout.splitlines()
+    assert b"SLURMD_NODENAME=n2" in Path(node[node.index("--env-file") + 1]).read_bytes().split(b"\0")
     records = copy.read_bytes().split(b"\0")
     assert records[:2] == [b"A=1", b"B=two words"] and b"SLURM_PROCID=1" in records and b"UNRELATED=x" not in records
     # apptainer: env APPTAINERENV_NAME=VALUE... apptainer exec ...
@@ -290,7 +299,7 @@ def test_mpi_helper_passes_the_rank_into_each_runtime(tmp_path: Path) -> None:
     launcher = tmp_path / "apptainer.sh"
     launcher.write_text(show.read_text())
     through = task("apptainer", "bash", str(launcher), "apptainer", "", str(env_file), "", "img", "exec", "--", "x")
-    assert through[:2] == ["apptainer", ""] and through[2] == str(env_file) + ".task-1"
+    assert through[:2] == ["apptainer", ""] and through[2].startswith(str(env_file) + ".task-")
     assert b"PMI_RANK=1" in Path(through[2]).read_bytes().split(b"\0")
     launched = subprocess.run(
         ["bash", str(mpi), "launch", "bash", str(show), "-n", "@NTASKS@", "--il-task", "none", "x"],

@@ -118,3 +118,46 @@ def test_runner_files_the_job_garbled_or_planted_never_reach_the_status_raw(tmp_
     waiting = build_pod_status(ctx(JobInfo("42", "RUNNING", active=True, running=True)), {"a": running}, {})
     state = waiting["containers"][0]["state"]["waiting"]
     assert state["reason"] == "RunnerFilesRefused" and "exit (a FIFO)" in state["message"]
+
+
+def test_a_job_ended_for_its_memory_makes_the_killed_containers_oomkilled() -> None:
+    detail = "Detected 1 oom-kill event(s) in StepId=42.batch."
+    job = JobInfo("42", "OUT_OF_MEMORY", active=False, abnormal_reason="OOMKilled", detail=detail, node="n1",
+                  finished_at=T1)
+    # a: SIGKILLed by the cgroup's OOM killer (exit 137, no reason of the runner); b: ended by itself
+    files = {"init": ContainerFiles(T0, T1, 0), "a": ContainerFiles(T0, T1, 137), "b": ContainerFiles(T0, T1, 0)}
+    status = build_pod_status(ctx(job), files, {})
+    a = status["containers"][0]["state"]["terminated"]
+    assert (a["exitCode"], a["reason"], a.get("signal")) == (137, "OOMKilled", 9)
+    assert a["message"] == f"OOMKilled: SLURM OUT_OF_MEMORY ({detail}) SLURM job 42 on node n1"
+    assert status["containers"][1]["state"]["terminated"]["reason"] == "Completed"
+    assert status["initContainers"][0]["state"]["terminated"]["reason"] == "Completed"
+    assert is_final(status, job)
+    # jobacct_gather's kill: the runner died with the step, the containers never got an exit
+    failed = JobInfo("42", "FAILED", active=False, abnormal_reason="OOMKilled", node="n1", finished_at=T1,
+                     detail="StepId=42.batch exceeded memory limit (172654592 > 104857600), being killed")
+    status = build_pod_status(ctx(failed), {"init": ContainerFiles(T0, T1, 0), "a": ContainerFiles(started=T0)}, {})
+    a = status["containers"][0]["state"]["terminated"]
+    assert (a["exitCode"], a["reason"]) == (137, "OOMKilled")
+    assert a["message"].startswith("OOMKilled: SLURM FAILED (StepId=42.batch exceeded memory limit (")
+    # an exit 137 in a job that ended for another reason stays what it was
+    plain = JobInfo("42", "COMPLETED", active=False, node="n1", finished_at=T1)
+    status = build_pod_status(ctx(plain), {"init": ContainerFiles(T0, T1, 0), "a": ContainerFiles(T0, T1, 137)}, {})
+    assert status["containers"][0]["state"]["terminated"]["reason"] == "Error"
+
+
+def test_a_container_killed_from_outside_waits_for_the_jobs_verdict_when_it_is_the_last() -> None:
+    running = JobInfo("42", "RUNNING", active=True, running=True, node="n1")
+    files = {"init": ContainerFiles(T0, T1, 0), "a": ContainerFiles(T0, T1, 137), "b": ContainerFiles(started=T0)}
+    # b still runs: a is terminated now (interLink keeps asking; the reason may change at the job's end)
+    a = build_pod_status(ctx(running), files, {})["containers"][0]["state"]
+    assert a["terminated"]["reason"] == "Error" and a["terminated"]["exitCode"] == 137
+    # all ended, the job not yet: a terminated Error now would be interLink's last word; a stays running
+    files["b"] = ContainerFiles(T0, T1, 0)
+    status = build_pod_status(ctx(running), files, {})
+    assert status["containers"][0]["state"] == {"running": {"startedAt": T0}}
+    assert status["containers"][1]["state"]["terminated"]["reason"] == "Completed"
+    assert not is_final(status, running)
+    # a pod being deleted gets its ends as they are
+    deleting = StatusContext(record=record(), job=running, backend="SLURM", deleting=True)
+    assert build_pod_status(deleting, files, {})["containers"][0]["state"]["terminated"]["exitCode"] == 137
