@@ -45,8 +45,11 @@ class GoJobDir:
 
 
 def is_go_job_dir(path: Path) -> bool:
-    """A Go-plugin job dir (and not one of ours: ours has pod-runner.sh)."""
-    return all((path / marker).is_file() for marker in MARKERS) and not (path / "pod-runner.sh").exists()
+    """A Go-plugin job dir (and not one of ours: ours has pod-runner.sh); one this user cannot read is not."""
+    try:
+        return all((path / marker).is_file() for marker in MARKERS) and not (path / "pod-runner.sh").exists()
+    except OSError:  # e.g. the 0700 job dir of a job run as another user (sbatch --uid)
+        return False
 
 
 def _read(path: Path) -> str:

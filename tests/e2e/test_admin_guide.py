@@ -35,6 +35,7 @@ CLAIMED = {
     "Podman on a GPU host": "tests/e2e/test_admin_guide.py::test_podman_gpu_host_commands",
     "Upgrade and rollback": "tests/e2e/test_admin_guide.py::test_upgrade_from_schema_1_and_rollback_keep_the_job",
     "Run it in a container": "tests/e2e/test_container_image.py",
+    "Run it under systemd": "tests/e2e/test_systemd.py",
 }
 
 # the older release the upgrade starts from: the last commit whose state schema is 1
