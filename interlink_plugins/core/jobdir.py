@@ -232,6 +232,8 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             )
         )
     prologue, wrapper = _prologue(pod, policy, job_dir)
+    if config.command_prefix:
+        prologue.insert(0, config.command_prefix)  # the admin's CommandPrefix: before interLink's and the pod's
     prologue.extend(quote_words(step) for step in prepare_steps)
     runner_env = dict(config.job_environment)
     runner_env.update(apptainer_runner_env(config, [c.image for c in pod.all_containers]))
