@@ -801,7 +801,8 @@ def apply_go_keys(config: Config, raw: Mapping[str, Any], environ: Mapping[str, 
     options = config.singularity_default_options
     if not options and "SingularityDefaultOptions" in raw:
         options = GO_SINGULARITY_DEFAULTS  # present but empty: the Go plugin's default
-    elif options is None and "ApptainerOptions" not in raw and GO_ONLY_KEYS & set(raw):
+    elif (options is None and "ApptainerOptions" not in raw and GO_ONLY_KEYS & set(raw)
+          and config.container_runtime in ("apptainer", "singularity")):
         options = GO_SINGULARITY_DEFAULTS
         notes.append(
             "a Go plugin's SlurmConfig.yaml without SingularityDefaultOptions: its default --nv --no-eval "
