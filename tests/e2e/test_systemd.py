@@ -164,7 +164,10 @@ def _start(name: str, image: str, *options: str) -> SystemdHost:
         # (no answer at all while PID 1 is not up yet)
         state = host.sh("systemctl is-system-running --wait", check=False, timeout=120).stdout.strip()
         time.sleep(0.2)
-    assert state in ("running", "degraded"), host.sh("systemctl --failed --no-pager", check=False).stdout
+    if state not in ("running", "degraded"):
+        failed = host.sh("systemctl --failed --no-pager", check=False).stdout
+        _remove(host)
+        pytest.fail(f"systemd in {name} never came up ({state!r}): {failed}")
     return host
 
 
@@ -191,10 +194,12 @@ def slurm_host(systemd_image: str, dist: Path, slurm_cluster: dict[str, str]) ->
                   "-v", "/run/munge:/run/munge:ro", "-v", f"{state}:{state}:ro",
                   "-v", f"{slurm_cluster['SLURM_CONF']}:/etc/slurm/slurm.conf:ro",
                   "-v", f"{DATA_ROOT}:{DATA_ROOT}", "-v", f"{dist}:{DIST}:ro", "-v", f"{ROOT}:{SRC}:ro")
-    host.subs.update({"/path/to/interlink-plugins": SRC, "/path/to/dist": DIST})
-    _same_accounts(host, ("interlink", *JOB_USERS))
-    yield host
-    _remove(host)
+    try:
+        host.subs.update({"/path/to/interlink-plugins": SRC, "/path/to/dist": DIST})
+        _same_accounts(host, ("interlink", *JOB_USERS))
+        yield host
+    finally:
+        _remove(host)
 
 
 # ---- helpers on what the plugin's process gets --------------------------------------------------
@@ -391,10 +396,12 @@ def _heredoc(section: str, path: str) -> str:
 def htcondor_host(systemd_image: str, dist: Path, htcondor_pool: dict[str, str]) -> Iterator[SystemdHost]:
     host = _start(f"il-systemd-htcondor-{os.getpid()}", systemd_image, "--network=host", "--cap-add=SYS_ADMIN",
                   "--cap-add=SYS_PTRACE", "-v", f"{dist}:{DIST}:ro", "-v", f"{ROOT}:{SRC}:ro")
-    host.subs.update({"/path/to/interlink-plugins": SRC, "/path/to/dist": DIST})
-    _same_accounts(host, ("interlink",))
-    yield host
-    _remove(host)
+    try:
+        host.subs.update({"/path/to/interlink-plugins": SRC, "/path/to/dist": DIST})
+        _same_accounts(host, ("interlink",))
+        yield host
+    finally:
+        _remove(host)
 
 
 def test_htcondor_instance_with_its_drop_in(htcondor_host: SystemdHost, htcondor_pool: dict[str, str]) -> None:
@@ -461,17 +468,21 @@ class ExecApi:
 @pytest.fixture
 def podman_host(systemd_image: str, dist: Path, podman_ready: None) -> Iterator[SystemdHost]:
     storage = Path(tempfile.mkdtemp(prefix="il-systemd-storage-"))
-    host = _start(f"il-systemd-podman-{os.getpid()}", systemd_image, "--privileged",
-                  "-v", f"{storage}:/var/lib/containers", "-v", f"{dist}:{DIST}:ro", "-v", f"{ROOT}:{SRC}:ro")
-    host.subs.update({"/path/to/interlink-plugins": SRC, "/path/to/dist": DIST})
-    archive = storage.parent / f"{storage.name}.tar"
-    podman("save", "-q", "-o", str(archive), "localhost/busybox:latest", timeout=120)
-    podman("cp", str(archive), f"{host.name}:/tmp/busybox.tar")
-    archive.unlink()
-    host.sh("podman load -q -i /tmp/busybox.tar && rm /tmp/busybox.tar", timeout=120)
-    yield host
-    _remove(host)
-    subprocess.run(["rm", "-rf", "--one-file-system", str(storage)], timeout=120, check=False)
+    try:
+        host = _start(f"il-systemd-podman-{os.getpid()}", systemd_image, "--privileged",
+                      "-v", f"{storage}:/var/lib/containers", "-v", f"{dist}:{DIST}:ro", "-v", f"{ROOT}:{SRC}:ro")
+        try:
+            host.subs.update({"/path/to/interlink-plugins": SRC, "/path/to/dist": DIST})
+            archive = storage.parent / f"{storage.name}.tar"
+            podman("save", "-q", "-o", str(archive), "localhost/busybox:latest", timeout=120)
+            podman("cp", str(archive), f"{host.name}:/tmp/busybox.tar")
+            archive.unlink()
+            host.sh("podman load -q -i /tmp/busybox.tar && rm /tmp/busybox.tar", timeout=120)
+            yield host
+        finally:
+            _remove(host)
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(storage)], timeout=120, check=False)
 
 
 def _conmons(host: SystemdHost) -> dict[int, str]:
