@@ -82,7 +82,9 @@ class SystemdHost:
 
     name: str
     subs: dict[str, str] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=lambda: {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    # pip offline, from the built wheels (the site-specific part of the install commands)
+    env: dict[str, str] = field(default_factory=lambda: {
+        "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": DIST, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
 
     def sh(self, script: str, *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """A command of the test's own (not the guide's) inside the container, as root."""
