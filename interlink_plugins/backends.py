@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 
 from interlink_plugins.config import Config
@@ -28,8 +29,10 @@ def _podman(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backe
     return PodmanBackend(config, runner, policy)
 
 
-
 def _htcondor(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:
+    if importlib.util.find_spec("htcondor2") is None:  # an extra: SLURM and Podman sites install without it
+        raise SystemExit("config error: Backend htcondor needs the HTCondor bindings: "
+                         "pip install 'interlink-plugins[htcondor]'")
     from interlink_plugins.htcondor.backend import HTCondorBackend
 
     return HTCondorBackend(config, runner, policy)

@@ -13,9 +13,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from interlink_plugins import redact, tracing
+from interlink_plugins import __version__, redact, tracing
 from interlink_plugins.backends import make_backend
-from interlink_plugins.config import Config, config_reference_markdown, load_config
+from interlink_plugins.config import Config, config_reference_markdown, default_config_path, load_config
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
@@ -290,9 +290,13 @@ def cmd_config_reference(_args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interlink-plugin", description=__doc__, epilog=help_table(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve interLink's plugin API")
-    serve.add_argument("--config", required=True)
+    serve.add_argument(
+        "--config",
+        help="config file (default, as the Go plugin: $SLURMCONFIGPATH, else /etc/interlink/SlurmConfig.yaml)",
+    )
     serve.set_defaults(func=cmd_serve)
     render = sub.add_parser("render", help="print the job a pod would become (secrets masked); submits nothing")
     render.add_argument("pod", help="a Kubernetes manifest (Pod or Job, YAML or JSON, with the ConfigMaps and Secrets "
@@ -311,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     ref = sub.add_parser("config-reference", help="print the configuration reference (markdown)")
     ref.set_defaults(func=cmd_config_reference)
     args = parser.parse_args(argv)
+    if args.command == "serve" and not args.config:
+        args.config = str(default_config_path())
     try:
         return int(args.func(args))
     except UserError as exc:

@@ -7,6 +7,7 @@ warning naming it; a known key with a bad value stops start-up naming key and va
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import ipaddress
 import logging
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from interlink_plugins.core.errors import ConfigError
+from interlink_plugins.core.policy import SINGULARITY_OPTIONS, PolicyViolation, parse_options
 from interlink_plugins.core.quantity import memory_bytes
 from interlink_plugins.core.runscript import MIN_LOG_BYTES
 from interlink_plugins.filemodes import readable_by_others
@@ -142,6 +144,11 @@ class Config:
     max_connections: int = 512
     request_read_timeout: float = 30.0
     max_follow_streams: int = 128
+    # the Go plugin's keys, read as it reads them (apply_go_keys folds them into the keys above)
+    command_prefix: str = ""
+    singularity_default_options: tuple[str, ...] | None = None
+    verbose_logging: bool = False
+    errors_only_logging: bool = False
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -522,6 +529,31 @@ def _ratio(key: str, value: Any) -> float:
     return number
 
 
+def _shell_text(key: str, value: Any) -> str:
+    """Admin-written shell text (may span lines); a NUL byte cannot be in a script."""
+    text = _str(key, value)
+    if "\x00" in text:
+        raise ConfigError(f"{key}: NUL byte in the text")
+    return text.strip()
+
+
+def _singularity_options(key: str, value: Any) -> tuple[str, ...]:
+    """The Go plugin's list of apptainer/singularity options, as apptainer reads them: --name[=value] words.
+
+    The Go plugin joins the list into the script with spaces, so an item may hold several words."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ConfigError(f"{key}: expected a list of options, got {value!r}")
+    text = " ".join(_str(key, item) for item in items)
+    try:
+        parsed = parse_options(text, SINGULARITY_OPTIONS, field=key, style="pflag")
+    except PolicyViolation as exc:
+        raise ConfigError(str(exc)) from None
+    return tuple(f"--{opt.name}" if opt.value is None else f"--{opt.name}={opt.value}" for opt in parsed)
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     attr: str
@@ -837,6 +869,31 @@ FIELDS: dict[str, FieldSpec] = {
         _ratio,
         "Share of traces recorded, 0 to 1; a request carrying a traceparent follows its caller's sampling decision.",
     ),
+    "CommandPrefix": FieldSpec(
+        "command_prefix",
+        _shell_text,
+        "The Go plugin's key: shell text the job runs before its containers (after POD_IP, before interLink's "
+        "wstunnel commands and pre-exec, as the Go plugin places it in job.slurm), e.g. "
+        "`export APPTAINER_CACHEDIR=/scratch/cache` or `module load apptainer`. Admin-trusted, in every batch "
+        "job (SLURM, HTCondor). It does not prefix sbatch/squeue/scancel (neither does the Go plugin's): "
+        "give those SbatchPath and friends.",
+    ),
+    "SingularityDefaultOptions": FieldSpec(
+        "singularity_default_options",
+        _singularity_options,
+        "The Go plugin's options for every apptainer/singularity container, mapped: containall, no-home, "
+        "cleanenv, fakeroot, writable-tmpfs, contain, no-init join ApptainerOptions; --no-eval is always on "
+        "here; --nv is given to the containers of pods that ask for GPUs. Others are ignored with a "
+        "warning. Empty, or missing from a Go plugin's file: the Go default --nv --no-eval --containall.",
+    ),
+    "VerboseLogging": FieldSpec(
+        "verbose_logging", _bool, "The Go plugin's key: true means LogLevel debug (LogLevel, when set, wins)."
+    ),
+    "ErrorsOnlyLogging": FieldSpec(
+        "errors_only_logging",
+        _bool,
+        "The Go plugin's key: true means LogLevel error (VerboseLogging and LogLevel win).",
+    ),
 }
 
 POLICY_KEYS = (
@@ -851,25 +908,81 @@ POLICY_KEYS = (
     "DefaultNamespacePolicy",
 )
 
-# Keys of the Go plugin's SlurmConfig.yaml that are accepted so an existing file works unchanged.
+# Keys of the Go plugin's SlurmConfig.yaml (and of interLink's own file, which sites copy) that are
+# accepted so an existing file works unchanged, but have no effect: a warning names what to use instead.
 GO_COMPAT_KEYS = {
-    "BashPath": "the runner always uses bash",
-    "CommandPrefix": "raw shell: use pre-exec with AllowRawShell",
-    "ExportPodData": "volumes are always exported",
-    "SingularityDefaultOptions": "use AllowedSingularityOptions and the singularity-options annotation",
-    "SingularityPrefix": "unused in the Go plugin too",
-    "EnrootPath": "enroot is not supported",
-    "EnrootDefaultOptions": "enroot is not supported",
-    "EnrootPrefix": "unused in the Go plugin too",
-    "Tsocks": "not supported",
-    "TsocksPath": "not supported",
-    "TsocksLoginNode": "not supported",
-    "VerboseLogging": "use LogLevel",
-    "ErrorsOnlyLogging": "use LogLevel",
-    "ResourceScriptPath": "not yet used",
-    "Namespace": "unused in the Go plugin too",
+    "BashPath": "the runner is always bash, found on the job's PATH (JobPath)",
+    "ExportPodData": "ConfigMaps, Secrets, projected and emptyDir volumes are always mounted",
+    "SingularityPrefix": "unused in the Go plugin too; image prefixes are ImagePrefix",
+    "EnrootDefaultOptions": "enroot is not supported (runtimes: apptainer, singularity, podman, none)",
+    "EnrootPrefix": "unused in the Go plugin too; image prefixes are ImagePrefix",
+    "Tsocks": "not supported; give the jobs a proxy with JobEnvironment (e.g. ALL_PROXY)",
+    "TsocksPath": "not supported; give the jobs a proxy with JobEnvironment (e.g. ALL_PROXY)",
+    "TsocksLoginNode": "not supported; give the jobs a proxy with JobEnvironment (e.g. ALL_PROXY)",
+    "ResourceScriptPath": "the ping's capacity comes from sinfo, limited by Partitions, MaxCPU and MaxMemory",
+    "Namespace": "unused in the Go plugin too; NamespacePolicy says what each namespace may use",
+    "EnrootPath": "enroot is not supported (runtimes: apptainer, singularity, podman, none)",
     "VKConfigPath": "unused in the Go plugin too",
+    "InterlinkPort": "interLink's own key (InterLinkConfig.yaml); the plugin listens on SidecarPort or Socket",
+    "InterlinkURL": "interLink's own key (InterLinkConfig.yaml); the plugin listens on SidecarPort or Socket",
 }
+# Keys only the Go plugin reads: a file with any of them is a Go plugin's SlurmConfig.yaml, whose defaults apply
+GO_ONLY_KEYS = frozenset(GO_COMPAT_KEYS) | {"CommandPrefix", "SingularityDefaultOptions", "VerboseLogging",
+                                            "ErrorsOnlyLogging"}
+GO_SINGULARITY_DEFAULTS = ("--nv", "--no-eval", "--containall")  # when its list is empty or missing
+# the Go plugin's config file when no --config is given: $SLURMCONFIGPATH, else this
+GO_CONFIG_ENV = "SLURMCONFIGPATH"
+GO_DEFAULT_CONFIG = Path("/etc/interlink/SlurmConfig.yaml")
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The config `serve` reads without --config, as the Go plugin finds its own."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(GO_CONFIG_ENV) or GO_DEFAULT_CONFIG)
+
+
+def apply_go_keys(config: Config, raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[Config, list[str]]:
+    """Fold the Go plugin's keys into ours (log level, apptainer options); returns notes for the log."""
+    notes: list[str] = []
+    level = config.log_level
+    if "LogLevel" not in raw:
+        level = "debug" if config.verbose_logging else "error" if config.errors_only_logging else level
+    options = config.singularity_default_options
+    if not options and "SingularityDefaultOptions" in raw:
+        options = GO_SINGULARITY_DEFAULTS  # present but empty: the Go plugin's default
+    elif (options is None and "ApptainerOptions" not in raw and GO_ONLY_KEYS & set(raw)
+          and config.container_runtime in ("apptainer", "singularity")):
+        options = GO_SINGULARITY_DEFAULTS
+        notes.append(
+            "a Go plugin's SlurmConfig.yaml without SingularityDefaultOptions: its default --nv --no-eval "
+            "--containall applies (every apptainer/singularity container gets --containall); set "
+            "ApptainerOptions or SingularityDefaultOptions to choose"
+        )
+    mapped: list[str] = []
+    ignored: list[str] = []
+    for word in options or ():
+        name, _, value = word[2:].partition("=")
+        if name in ("no-eval", "nv") and value in ("", "true"):
+            continue  # --no-eval: always on; --nv: given to the containers of GPU pods
+        if name in APPTAINER_OPTIONS and value in ("", "true"):
+            mapped.append(f"--{name}")
+        elif not (name in APPTAINER_OPTIONS and value == "false"):
+            ignored.append(word)
+    if ignored:
+        notes.append(
+            f"SingularityDefaultOptions: {' '.join(ignored)} ignored: host paths are bound with hostPath volumes "
+            "under AllowedHostPaths (or the pods' slurm-job.vk.io/singularity-mounts annotation), other options "
+            "come from the pods' slurm-job.vk.io/singularity-options annotation (AllowedSingularityOptions); "
+            f"site-wide options are ApptainerOptions ({', '.join(APPTAINER_OPTIONS)})"
+        )
+    shared_fs = environ.get("SHARED_FS", "").strip().lower()
+    if shared_fs and shared_fs != "true":
+        notes.append(
+            f"SHARED_FS={environ['SHARED_FS']} has no effect: job files are always written to DataRootFolder, "
+            "which the compute nodes must see (without a shared filesystem: SshHost with DataTransfer: sftp)"
+        )
+    apptainer = tuple(dict.fromkeys((*config.apptainer_options, *mapped)))
+    return dataclasses.replace(config, log_level=level, apptainer_options=apptainer), notes
 
 
 def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
@@ -884,7 +997,7 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = 
         elif key in POLICY_KEYS:
             continue
         elif key in GO_COMPAT_KEYS:
-            warnings.append(f"config key {key!r} is accepted for compatibility and ignored: {GO_COMPAT_KEYS[key]}")
+            warnings.append(f"config key {key!r} is accepted for compatibility, without effect: {GO_COMPAT_KEYS[key]}")
         else:
             warnings.append(f"unknown config key {key!r} ignored")
     for spec in FIELDS.values():
@@ -894,7 +1007,8 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", str(values["instance_id"])):
         raise ConfigError(f"InstanceId: {values['instance_id']!r} must be 1-32 of [A-Za-z0-9_.-]")
     values["policy_raw"] = {key: raw[key] for key in POLICY_KEYS if key in raw}
-    config = Config(**values)
+    config, notes = apply_go_keys(Config(**values), raw, environ)
+    warnings += notes
     if config.default_flavor and config.default_flavor not in config.flavors:
         raise ConfigError(f"DefaultFlavor: {config.default_flavor!r} is not a key of Flavors")
     if config.restart_backoff_max < config.restart_backoff_initial:
@@ -984,7 +1098,7 @@ def config_reference_markdown() -> str:
         "| `NamespacePolicy` | namespace -> {Accounts, QOS, Partitions, Users, AccountingGroups} a namespace may use |",
         "| `DefaultNamespacePolicy` | the same, for namespaces not listed |",
         "",
-        "## Accepted for compatibility with the Go plugin's SlurmConfig.yaml (ignored, with a warning)",
+        "## Accepted for compatibility with the Go plugin's SlurmConfig.yaml, without effect (a warning says why)",
         "",
         "| key | why |",
         "| --- | --- |",

@@ -42,6 +42,11 @@ BODY_PEEK_BYTES = 1 << 20  # request bodies up to this size are read again for t
 UNTRACED_PATHS = frozenset({"/metrics", "/healthz"})  # scrapes and probes, not interLink's calls
 POD_ROUTES = frozenset({"/create", "/status", "/delete", "/getLogs"})
 INSTALL_HINT = "pip install 'interlink-plugins[tracing]'"
+# interLink's own variables, as its Go plugins read them: ENABLE_TRACING=1 sends spans over OTLP/gRPC to
+# TELEMETRY_ENDPOINT (host:port), with mutual TLS when the three TELEMETRY_*_FILEPATH variables are set
+INTERLINK_TRACING = "ENABLE_TRACING"
+INTERLINK_DEFAULT_ENDPOINT = "localhost:4317"
+INTERLINK_TLS_FILES = ("TELEMETRY_CA_CRT_FILEPATH", "TELEMETRY_CLIENT_KEY_FILEPATH", "TELEMETRY_CLIENT_CRT_FILEPATH")
 
 
 @dataclass
@@ -75,11 +80,48 @@ def traces_endpoint(config: Config, environ: Mapping[str, str]) -> tuple[str, st
     if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip():
         base = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].strip().rstrip("/")
         return f"{base}/v1/traces", "OTEL_EXPORTER_OTLP_ENDPOINT"
+    if environ.get(INTERLINK_TRACING, "").strip() == "1":
+        return environ.get("TELEMETRY_ENDPOINT", "").strip() or INTERLINK_DEFAULT_ENDPOINT, INTERLINK_TRACING
     return "", ""
 
 
 def service_name(config: Config, environ: Mapping[str, str]) -> str:
-    return config.tracing_service_name or environ.get("OTEL_SERVICE_NAME", "") or f"interlink-plugin-{config.backend}"
+    """TracingServiceName, OTEL_SERVICE_NAME, interLink's Plugin-<TELEMETRY_UNIQUE_ID>, interlink-plugin-<Backend>."""
+    interlink_id = environ.get("TELEMETRY_UNIQUE_ID", "").strip()
+    return (
+        config.tracing_service_name
+        or environ.get("OTEL_SERVICE_NAME", "")
+        or (f"Plugin-{interlink_id}" if interlink_id else f"interlink-plugin-{config.backend}")
+    )
+
+
+def _grpc_exporter(url: str, environ: Mapping[str, str], timeout: float | None) -> SpanExporter:
+    """OTLP/gRPC to interLink's TELEMETRY_ENDPOINT: plain, or mutual TLS from its three file variables.
+
+    Unlike interLink's Go plugins, the collector's certificate is verified against the CA."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    given = [name for name in INTERLINK_TLS_FILES if environ.get(name, "").strip()]
+    if not given:
+        return OTLPSpanExporter(endpoint=url, insecure=True, timeout=timeout)
+    if len(given) < len(INTERLINK_TLS_FILES):
+        missing = ", ".join(name for name in INTERLINK_TLS_FILES if name not in given)
+        raise SystemExit(f"config error: {', '.join(given)} set for mutual TLS to the collector, {missing} missing")
+    import grpc
+
+    pem: dict[str, bytes] = {}
+    for name in INTERLINK_TLS_FILES:
+        try:
+            with open(environ[name].strip(), "rb") as handle:
+                pem[name] = handle.read(1 << 20)
+        except OSError as exc:
+            raise SystemExit(f"config error: {name}: cannot read {environ[name].strip()}: {exc.strerror}") from None
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pem[INTERLINK_TLS_FILES[0]],
+        private_key=pem[INTERLINK_TLS_FILES[1]],
+        certificate_chain=pem[INTERLINK_TLS_FILES[2]],
+    )
+    return OTLPSpanExporter(endpoint=url, credentials=credentials, timeout=timeout)
 
 
 def setup(config: Config, *, environ: Mapping[str, str] | None = None, exporter: SpanExporter | None = None) -> bool:
@@ -101,6 +143,9 @@ def setup(config: Config, *, environ: Mapping[str, str] | None = None, exporter:
 
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            if key == INTERLINK_TRACING:
+                import grpc  # noqa: F401  (the gRPC exporter's transport: missing means the extra is missing)
+                from opentelemetry.exporter.otlp.proto.grpc import trace_exporter  # noqa: F401
     except ImportError as exc:
         raise SystemExit(
             f"config error: {key} is set ({url}) but the OpenTelemetry SDK is not installed ({exc.name} is "
@@ -109,7 +154,11 @@ def setup(config: Config, *, environ: Mapping[str, str] | None = None, exporter:
     shutdown()
     if exporter is None:
         timeout_set = any(environ.get(k) for k in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"))
-        exporter = OTLPSpanExporter(endpoint=url, timeout=None if timeout_set else EXPORT_TIMEOUT_SECONDS)
+        timeout = None if timeout_set else EXPORT_TIMEOUT_SECONDS
+        if key == INTERLINK_TRACING:
+            exporter = _grpc_exporter(url, environ, timeout)
+        else:
+            exporter = OTLPSpanExporter(endpoint=url, timeout=timeout)
     name = service_name(config, environ)
     resource = Resource.create({"service.name": name, "interlink.instance": config.instance_id})
     provider = TracerProvider(

@@ -252,6 +252,8 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             )
         )
     prologue, wrapper = _prologue(pod, policy, job_dir)
+    if config.command_prefix:
+        prologue.insert(0, config.command_prefix)  # the admin's CommandPrefix: before interLink's and the pod's
     runner_env = dict(config.job_environment)
     pod_ip = pod.annotations.get(ann.POD_IP, "")
     if pod_ip:

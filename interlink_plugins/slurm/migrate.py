@@ -37,7 +37,9 @@ _RUN_LINE = re.compile(r"^(runInitCtn|runCtn) ([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\s
 _POD_LINE = re.compile(r"This pod ([^/\s\"']+)/([A-Za-z0-9._-]+) has been submitted")
 _FILE = re.compile(r"^(init|run)-([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(out|status)$")
 _GO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d+))? ([+-]\d{4})")
-_MISSING = (FileNotFoundError, NotADirectoryError, safefs.Refused)
+# what makes a dir not a Go dir we can adopt: gone, not a real dir, or unreadable (e.g. the 0700 job dir of a
+# job run as another user, seen by a plugin that is not root)
+_MISSING = (FileNotFoundError, NotADirectoryError, PermissionError, safefs.Refused)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ CLAIMED = {
     "Upgrade and rollback": "tests/e2e/test_admin_guide.py::test_upgrade_from_schema_1_and_rollback_keep_the_job",
     "Run it in a container": "tests/e2e/test_container_image.py",
     "Day-to-day": "tests/e2e/test_guide_kubernetes.py::test_day_to_day_commands",
+    "Run it under systemd": "tests/e2e/test_systemd.py",
 }
 
 # the older release the upgrade starts from: the last commit whose state schema is 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from interlink_plugins import __version__
 from tests.e2e.kits import HTCondorKit
 from tests.guidedoc import GUIDE, section_blocks
 from tests.harness import ROOT, PluginProcess, exit_codes, states
@@ -62,11 +64,32 @@ def test_build_is_content_addressed_and_skipped_when_unchanged(tmp_path: Path) -
     again, log = build("slurm")
     assert again == image and image.startswith("localhost/interlink-plugin-slurm:")
     assert log == "", f"an unchanged tree was built again: {log[-2000:]}"
+    # a build shows its progress (another uid: a new image, built now from the cached layers)
+    fresh_image, fresh_log = build("slurm", PLUGIN_UID="4243")
+    assert re.search(r"STEP 1/\d+: FROM", fresh_log) and "Successfully tagged" in fresh_log, fresh_log[-2000:]
+    assert build("slurm") == (image, "")  # the version tag back on the default build
+    subprocess.run(["podman", "rmi", fresh_image], capture_output=True, timeout=120)
     other = subprocess.run(["bash", str(BUILD), "nonsense"], capture_output=True, text=True, timeout=60)
     assert other.returncode == 2 and "unknown flavour" in other.stderr
     inspect = subprocess.run(["podman", "image", "inspect", "-f", "{{.Config.User}} {{json .Config.ExposedPorts}}",
                               image], capture_output=True, text=True, timeout=60)
     assert inspect.stdout.split(" ", 1) == ["interlink", '{"4000/tcp":{}}\n']
+    # the version tag, the OCI labels and the health check
+    (details,) = json.loads(subprocess.run(["podman", "image", "inspect", image], capture_output=True, text=True,
+                                           timeout=60).stdout)
+    labels = details["Labels"]
+    assert labels["org.opencontainers.image.version"] == __version__
+    assert labels["org.opencontainers.image.title"] == "interlink-plugin-slurm"
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", labels["org.opencontainers.image.revision"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", labels["org.opencontainers.image.created"])
+    assert details["Healthcheck"]["Test"] == ["CMD", "/opt/interlink-plugins/bin/python",
+                                              "/opt/interlink-plugins/healthcheck.py"]
+    version_tag = subprocess.run(["podman", "image", "inspect", "-f", "{{.Id}}",
+                                  f"localhost/interlink-plugin-slurm:{__version__}", image],
+                                 capture_output=True, text=True, timeout=60)
+    tagged, built = version_tag.stdout.split()
+    assert tagged == built, "the version tag does not name the latest build"
     probe = subprocess.run(["podman", "run", "--rm", "--entrypoint", "sh", image, "-c",
                             "id -un; dpkg-query -W slurm-client munge; ls /run/secrets"],
                            capture_output=True, text=True, timeout=120)
@@ -79,7 +102,7 @@ def test_build_is_content_addressed_and_skipped_when_unchanged(tmp_path: Path) -
 
 def test_the_tag_follows_every_input(tmp_path: Path) -> None:
     """A copy of the tree names the same image; a changed source file or uid names another one."""
-    for part in ("deploy", "interlink_plugins", "pyproject.toml", "README.md"):
+    for part in ("deploy", "interlink_plugins", "pyproject.toml", "README.md", "LICENSE"):
         copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
         copy(ROOT / part, tmp_path / part)
 
@@ -123,8 +146,10 @@ def test_slurm_image_from_the_guide_runs_a_pod_on_slurm(slurm_cluster: dict[str,
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
                                 timeout=900, env={"PATH": HOST_PATH, "HOME": "/root"})
         assert result.returncode == 0, f"{script}\n{result.stdout}\n{result.stderr}"
-        ping = json.loads(result.stdout.strip().splitlines()[-1])
+        *before, last = result.stdout.strip().splitlines()
+        ping = json.loads(last)
         assert ping["status"] == "ok" and int(ping["resources"]["cpu"]) > 0 and not ping["taints"], ping
+        assert before[-1] == "healthy", result.stdout  # the image's HEALTHCHECK, run by podman
         body = pod_body("boxed", [container("c", ["sh", "-c", "echo hello from $(id -un); exit 7"])])
         job_id = plugin.create(body)["PodJID"]
         assert job_id.isdigit(), job_id

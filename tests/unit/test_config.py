@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from interlink_plugins import __version__
 from interlink_plugins.cli import main
-from interlink_plugins.config import config_reference_markdown, load_config, parse_config
+from interlink_plugins.config import config_reference_markdown, default_config_path, load_config, parse_config
 from interlink_plugins.core.errors import ConfigError
+from interlink_plugins.exitcodes import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +100,84 @@ def test_config_reference_doc_is_generated_from_the_code() -> None:
 def test_config_reference_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config-reference"]) == 0
     assert capsys.readouterr().out == config_reference_markdown()
+
+
+# ---- the Go plugin's keys, read as it reads them ----------------------------------------------
+
+
+def test_go_logging_keys_map_to_log_level() -> None:
+    assert parse_config({"VerboseLogging": True}, environ={})[0].log_level == "debug"
+    assert parse_config({"ErrorsOnlyLogging": "true"}, environ={})[0].log_level == "error"
+    assert parse_config({"VerboseLogging": True, "ErrorsOnlyLogging": True}, environ={})[0].log_level == "debug"
+    assert parse_config({"VerboseLogging": True, "LogLevel": "warning"}, environ={})[0].log_level == "warning"
+    assert parse_config({"VerboseLogging": False}, environ={})[0].log_level == "INFO"
+
+
+def test_singularity_default_options_map_onto_apptainer_options() -> None:
+    raw = {"SingularityDefaultOptions": ["--nv", "--no-eval", "-C", "-e", "--bind /cvmfs", "--writable-tmpfs=true"],
+           "ApptainerOptions": {"no-home": True}}
+    config, warnings = parse_config(raw, environ={})
+    assert config.apptainer_options == ("--no-home", "--containall", "--cleanenv", "--writable-tmpfs")
+    (note,) = warnings
+    assert "SingularityDefaultOptions: --bind=/cvmfs ignored" in note and "AllowedHostPaths" in note, note
+    assert "singularity-options" in note and "ApptainerOptions" in note
+    # the Go plugin's default when the list is empty, or missing from a Go plugin's file
+    assert parse_config({"SingularityDefaultOptions": []}, environ={})[0].apptainer_options == ("--containall",)
+    go_file, notes = parse_config({"BashPath": "/bin/bash", "SbatchPath": "sbatch"}, environ={})
+    assert go_file.apptainer_options == ("--containall",)
+    assert any("SingularityDefaultOptions" in n and "--containall" in n for n in notes), notes
+    # ...but not in one of ours, nor when ApptainerOptions chooses
+    assert parse_config({"SbatchPath": "sbatch"}, environ={})[0].apptainer_options == ()
+    assert parse_config({"BashPath": "/bin/bash", "ApptainerOptions": []}, environ={})[0].apptainer_options == ()
+    with pytest.raises(ConfigError, match="SingularityDefaultOptions: unknown option '--frobnicate'"):
+        parse_config({"SingularityDefaultOptions": ["--frobnicate"]}, environ={})
+
+
+def test_command_prefix_is_admin_shell_text() -> None:
+    raw = {"CommandPrefix": "module load apptainer\nexport X=1\n", "ContainerRuntime": "none"}
+    config, warnings = parse_config(raw, environ={})
+    assert config.command_prefix == "module load apptainer\nexport X=1" and not warnings
+    with pytest.raises(ConfigError, match="CommandPrefix: NUL byte"):
+        parse_config({"CommandPrefix": "echo \x00"}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("key", "replacement"),
+    [
+        ("BashPath", "JobPath"),
+        ("Tsocks", "JobEnvironment"),
+        ("TsocksPath", "JobEnvironment"),
+        ("ResourceScriptPath", "MaxCPU"),
+        ("SingularityPrefix", "ImagePrefix"),
+        ("EnrootDefaultOptions", "enroot is not supported"),
+        ("Namespace", "NamespacePolicy"),
+        ("InterlinkPort", "SidecarPort"),
+        ("ExportPodData", "always mounted"),
+    ],
+)
+def test_go_keys_without_effect_say_what_to_use(key: str, replacement: str) -> None:
+    _config, warnings = parse_config({key: "x", "ApptainerOptions": []}, environ={})
+    (warning,) = warnings
+    assert f"config key {key!r}" in warning and "without effect" in warning and replacement in warning, warning
+
+
+def test_shared_fs_off_is_said_to_have_no_effect() -> None:
+    assert parse_config({}, environ={"SHARED_FS": "true"})[1] == []
+    (warning,) = parse_config({}, environ={"SHARED_FS": "false"})[1]
+    assert "SHARED_FS=false has no effect" in warning and "DataTransfer: sftp" in warning
+
+
+def test_serve_without_config_reads_the_go_plugins_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert default_config_path({}) == Path("/etc/interlink/SlurmConfig.yaml")
+    assert default_config_path({"SLURMCONFIGPATH": "/x/SlurmConfig.yaml"}) == Path("/x/SlurmConfig.yaml")
+    missing = tmp_path / "nowhere.yaml"
+    monkeypatch.setenv("SLURMCONFIGPATH", str(missing))
+    assert main(["serve"]) == ExitCode.CONFIG  # one line naming the file it looked for
+    assert f"cannot read config {missing}" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"interlink-plugin {__version__}\n"

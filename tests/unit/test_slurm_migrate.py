@@ -4,6 +4,8 @@ scheduler is still stopping."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,6 +82,23 @@ def test_scan_never_takes_planted_markers_or_symlinks(tmp_path: Path) -> None:
     (script / "job.sh").symlink_to(secret)
     found = migrate.scan(data)
     assert [(job.uid, job.main_names) for job in found] == [("s-uid", ())]
+
+
+def test_a_job_dir_the_plugin_cannot_read_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """The 0700 dir of a job run as another user (sbatch --uid) in the data root: the scan at start (run
+    here without any capability, so that the other user's dir is closed to it) skips it instead of
+    failing the start-up."""
+    readable = go_dir(tmp_path, uid="readable-uid")
+    private = go_dir(tmp_path, uid="private-uid")
+    for path in (private, *private.iterdir()):
+        os.chown(path, 65534, 65534)
+    private.chmod(0o700)
+    code = f"from pathlib import Path; from interlink_plugins.slurm import migrate; " \
+           f"print([j.uid for j in migrate.scan(Path({str(tmp_path)!r}))])"
+    result = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--", sys.executable, "-c", code],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['readable-uid']" and readable.exists()
 
 
 def test_container_files_and_runner_finished(tmp_path: Path) -> None:

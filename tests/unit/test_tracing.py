@@ -190,6 +190,34 @@ def test_endpoint_from_the_key_wins_over_otel_environment() -> None:
     assert tracing.service_name(Config(backend="htcondor"), {}) == "interlink-plugin-htcondor"
 
 
+def test_interlinks_own_tracing_variables_are_honoured(tmp_path: Path) -> None:
+    """ENABLE_TRACING=1 and TELEMETRY_* as interLink's Go plugins read them: OTLP/gRPC, Plugin-<id>."""
+    assert tracing.traces_endpoint(Config(), {"ENABLE_TRACING": "1"}) == ("localhost:4317", "ENABLE_TRACING")
+    env = {"ENABLE_TRACING": "1", "TELEMETRY_ENDPOINT": "otel:4317", "TELEMETRY_UNIQUE_ID": "site-a"}
+    assert tracing.traces_endpoint(Config(), env) == ("otel:4317", "ENABLE_TRACING")
+    assert tracing.traces_endpoint(Config(), {"ENABLE_TRACING": "0", "TELEMETRY_ENDPOINT": "otel:4317"}) == ("", "")
+    # the standard variables and the key win over interLink's
+    assert tracing.traces_endpoint(Config(), {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})[1] == (
+        "OTEL_EXPORTER_OTLP_ENDPOINT")
+    assert tracing.service_name(Config(), env) == "Plugin-site-a"
+    assert tracing.service_name(Config(), {**env, "OTEL_SERVICE_NAME": "svc"}) == "svc"
+    try:
+        assert tracing.setup(Config(), environ=env)  # an OTLP/gRPC exporter to otel:4317 (nothing sent yet)
+        assert tracing.enabled()
+    finally:
+        tracing.shutdown(timeout=0.1)
+    # mutual TLS needs all three files, as interLink's plugins do
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not used")
+    partial = {**env, "TELEMETRY_CA_CRT_FILEPATH": str(ca)}
+    with pytest.raises(SystemExit, match="TELEMETRY_CLIENT_KEY_FILEPATH, TELEMETRY_CLIENT_CRT_FILEPATH missing"):
+        tracing.setup(Config(), environ=partial)
+    unreadable = {**partial, "TELEMETRY_CLIENT_KEY_FILEPATH": str(tmp_path / "no.key"),
+                  "TELEMETRY_CLIENT_CRT_FILEPATH": str(ca)}
+    with pytest.raises(SystemExit, match="TELEMETRY_CLIENT_KEY_FILEPATH: cannot read"):
+        tracing.setup(Config(), environ=unreadable)
+
+
 def test_tracing_keys_are_validated() -> None:
     config, warnings = parse_config(
         {"TracingEndpoint": "https://otel.site:4318", "TracingServiceName": "vk-x", "TracingSampleRatio": "0.25"},
