@@ -9,6 +9,7 @@ from interlink_plugins.config import Config
 from interlink_plugins.core.backend import Backend
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandRunner
+from interlink_plugins.exitcodes import ExitCode, UserError
 
 
 def _slurm(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:
@@ -31,8 +32,8 @@ def _podman(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backe
 
 def _htcondor(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:
     if importlib.util.find_spec("htcondor2") is None:  # an extra: SLURM and Podman sites install without it
-        raise SystemExit("config error: Backend htcondor needs the HTCondor bindings: "
-                         "pip install 'interlink-plugins[htcondor]'")
+        raise UserError(ExitCode.CONFIG, "config error: Backend htcondor needs the HTCondor bindings: "
+                        "pip install 'interlink-plugins[htcondor]'")
     from interlink_plugins.htcondor.backend import HTCondorBackend
 
     return HTCondorBackend(config, runner, policy)

@@ -150,8 +150,12 @@ class _Identity:
         """Act as ``owner`` from now on (only a root plugin switches, and only once, away from root)."""
         if not self._switch or self._groups is not None or owner == 0 or os.geteuid() != 0:
             return
-        self._groups = os.getgroups()
-        _set_groups([])
+        groups = os.getgroups()
+        try:
+            _set_groups([])
+        except OSError:
+            raise PermissionError(errno.EPERM, f"cannot act as uid {owner} (setgroups: no CAP_SETGID)") from None
+        self._groups = groups
         _LIBC.setfsgid(_primary_gid(owner))
         _LIBC.setfsuid(owner)
         if _LIBC.setfsuid(-1) != owner:  # setfsuid answers the previous value: the current one

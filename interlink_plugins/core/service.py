@@ -47,6 +47,7 @@ THROTTLE_BACKOFF_MAX = 60.0
 # runner files unchanged by their token are still read again this often (a token can miss a change on a
 # file system with coarse timestamps whose clock is behind ours)
 REREAD_SECONDS = 30.0
+FIRST_RESOURCES_SECONDS = 5.0
 IMAGE_REASONS = frozenset({"ErrImagePull", "ErrImageNeverPull", "ImagePullBackOff"})
 # one pod's runner files read longer than this is given up for this poll and reported (a job controls its
 # job dir: a read there may hang in the kernel); the other pods go on
@@ -117,6 +118,10 @@ class PluginService:
 
     async def start(self) -> None:
         await self.recover()
+        # interLink's first ping gets the capacity (without it the node keeps its configured one until the
+        # next): asked before serving, for a few seconds at most; the poller retries what this misses
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._refresh_resources(self.clock()), FIRST_RESOURCES_SECONDS)
         self._poll_task = asyncio.create_task(self._poll_forever(), name="poller")
 
     async def stop(self) -> None:

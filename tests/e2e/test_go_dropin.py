@@ -119,6 +119,9 @@ def go_slurm_config(base: Path, port: int, shim: Path, uid: int) -> dict[str, An
         "ResourceScriptPath": "",
         "VKConfigPath": "",
         "InterlinkPort": "0",  # interLink's own key, in the plugin configs of interLink's cookbook
+        # not a Go key: the test's own state dir (the default /var/lib/interlink-plugin may belong to another
+        # test's site user on this shared machine)
+        "StateDir": f"{base}/state",
     }
 
 
@@ -196,7 +199,7 @@ def test_started_as_interlinks_docs_start_the_go_plugin(
     assert any(entry["level"] == "debug" for entry in log)  # VerboseLogging
     # the keys still without effect: one warning each, naming what to use instead
     for key, replacement in (("BashPath", "JobPath"), ("Tsocks", "JobEnvironment"), ("Namespace", "NamespacePolicy"),
-                             ("ResourceScriptPath", "MaxCPU"), ("EnrootDefaultOptions", "enroot-options"),
+                             ("ResourceScriptPath", "MaxCPU"), ("EnrootDefaultOptions", "enroot is not supported"),
                              ("InterlinkPort", "SidecarPort"), ("ExportPodData", "always mounted")):
         assert any(f"config key {key!r}" in m and replacement in m for m in messages), (key, messages)
     assert any("SingularityDefaultOptions: --bind=/cvmfs ignored" in m and "AllowedHostPaths" in m for m in messages)

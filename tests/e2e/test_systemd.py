@@ -55,7 +55,7 @@ JOB_USERS = ("il-sd-job1", "il-sd-job2")  # the site accounts of the root (--uid
 SLURM_BLOCKS = range(0, 8)  # install, start, reload, restart, stop, journal, root, socket
 HTCONDOR_BLOCKS = (0, 8)
 PODMAN_BLOCKS = (0, 9)
-SOCKET_PASSED = "serving slurm backend on the socket passed by systemd"
+SOCKET_PASSED = "passed by systemd"  # the start-up line of a socket-activated plugin
 
 
 def test_every_block_of_the_section_is_run_by_a_test_here() -> None:
@@ -273,7 +273,9 @@ def test_slurm_instance_as_the_guide_says(slurm_host: SystemdHost) -> None:
     install, start, reload, restart, stop, journal, root, socket = (blocks[i] for i in SLURM_BLOCKS)
     port = _ports(host.subs)
     uid1, uid2 = (pwd.getpwnam(name).pw_uid for name in JOB_USERS)
-    host.subs.update({"DefaultUID: 5001": f"DefaultUID: {uid1}", "Users: [5002]": f"Users: [{uid2}]"})
+    host.subs.update({"DefaultUID: 5001": f"DefaultUID: {uid1}", "Users: [5002]": f"Users: [{uid2}]",
+                      # the test plays interLink from the host, as root: its uid is allowed too
+                      "AllowedClientUids: [interlink-api]": "AllowedClientUids: [interlink-api, 0]"})
     plugin = PluginProcess(Path(tempfile.gettempdir()), {})  # not started: its client, on the unit's port
     plugin.client.base_url = f"http://127.0.0.1:{port}"  # type: ignore[assignment]
     unit = "interlink-plugin@slurm.service"
@@ -337,7 +339,7 @@ def test_slurm_instance_as_the_guide_says(slurm_host: SystemdHost) -> None:
         pid = _assert_sandboxed(host, unit, (str(DATA_ROOT), "/var/lib/interlink-plugin"))
         assert host.sh(f"stat -c %U /proc/{pid}").stdout.strip() == "root"
         assert _status_field(host, pid, "CapBnd") == _cap_mask(
-            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
+            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID")
         default_user = pod_body("sd-uid", [container("c", ["id", "-u"])])
         asked_for = pod_body("sd-uid2", [container("c", ["id", "-u"])], namespace="physics",
                              securityContext={"runAsUser": uid2})
@@ -425,7 +427,8 @@ def test_htcondor_instance_with_its_drop_in(htcondor_host: SystemdHost, htcondor
     host.wait_healthz(f"http://127.0.0.1:{port}")
     pid = _assert_sandboxed(host, unit, ("/shared/interlink/jobs", "/var/lib/interlink-plugin-htcondor"))
     assert host.sh(f"stat -c %U /proc/{pid}").stdout.strip() == "root"
-    assert _status_field(host, pid, "CapBnd") == _cap_mask("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
+    assert _status_field(host, pid, "CapBnd") == _cap_mask("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+                                                          "CAP_SETUID", "CAP_SETGID")
     assert "CONDOR_CONFIG=/dev/null" in host.sh(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout.splitlines()
     # its StateDir is writable under the unit: the state is there
     assert "state-ce01.sqlite" in host.sh("ls /var/lib/interlink-plugin-htcondor").stdout.split()
