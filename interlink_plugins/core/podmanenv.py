@@ -10,6 +10,7 @@ podman 4.3.1). Such values go through ``podman secret create NAME FILE`` (bytes 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,7 +18,9 @@ from interlink_plugins.core.errors import PodSpecError
 
 # bufio.MaxScanTokenSize is 64 KiB: stay clear of it (the line ending counts too)
 MAX_LINE_BYTES = 60 * 1024
-_SECRET_NAME_MAX = 200
+# podman 4.3 (and later): at most 64 of [a-zA-Z0-9-_.], starting and ending with a letter or digit
+_SECRET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}[A-Za-z0-9]")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,18 @@ def fits_env_file(name: str, value: str) -> bool:
 
 
 def secret_name(base: str, index: int) -> str:
-    """A podman secret name for the env value ``index`` of the container ``base`` (unique per run target)."""
+    """A podman secret name for the env value ``index`` of the container ``base`` (unique per run target).
+
+    ``base`` (``il-<instance>-<pod uid>-<container>``) as it is when podman takes it; else a digest of it,
+    with the pod's uid kept readable (``il-<uid>-<digest>-e<index>``) so an admin still sees whose it is.
+    """
     name = f"{base}-env{index}"
-    if len(name) > _SECRET_NAME_MAX:
-        name = f"il-env-{hashlib.sha256(base.encode()).hexdigest()[:40]}-{index}"
-    return name
+    if _SECRET_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()
+    uid = _UUID.search(base)
+    name = f"il-{uid.group(0)}-{digest[:16]}-e{index}" if uid else ""
+    return name if _SECRET_NAME.fullmatch(name) else f"il-env-{digest[:40]}-{index}"
 
 
 def podman_env(env: Mapping[str, str], base: str, field_of: Callable[[str], str]) -> PodmanEnv:

@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -31,6 +32,7 @@ from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.expand import env_map, expand_k8s
 from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import Container, ContainerResources, EnvVar
+from interlink_plugins.core.podmanenv import secret_name
 from interlink_plugins.core.runtimes import (
     APPTAINER_HELPER_NAME,
     NS_EXEC_NAME,
@@ -908,3 +910,16 @@ def test_apptainer_credentials_reach_only_the_conversion_through_a_removed_auth_
     # a second conversion step (another container, same image) finds the SIF and drops its file too
     Path(auth_path).write_bytes(auth)
     assert run(spec.image_argv, env=env).returncode == 0 and not Path(auth_path).exists()
+
+
+@pytest.mark.parametrize("instance", ["i1", "kp-let-slurm0-a-long-instance-id", "x" * 80])
+def test_podman_secret_names_are_names_podman_takes(instance: str) -> None:
+    """podman refuses a secret name over 64 characters (or not starting/ending with a letter or digit): a long
+    instance id, pod uid and container name still give one, unique per container and value, the uid readable."""
+    uid = "f67f2a14-8b4f-4e87-ab77-cf5f8f3d2aa6"
+    names = {secret_name(f"il-{instance}-{uid}-{container}", index)
+             for container in ("quote-tester", "quote-tester2") for index in range(12)}
+    assert len(names) == 24
+    for name in names:
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}[A-Za-z0-9]", name), name
+        assert uid in name
