@@ -44,6 +44,7 @@ from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandR
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
 from interlink_plugins.core.volumes import materialise_volumes
+from interlink_plugins.podman.bindcheck import check_binds
 from interlink_plugins.podman.plan import Action, CreateError, Observed, PodView, Run, plan_pod
 from interlink_plugins.podman.spec import (
     BACKEND_NAME,
@@ -620,9 +621,13 @@ class PodmanBackend:
                 return
             run_dir = info.job_dir / "c" / container.name / str(action.run)
             await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+            if action.kind == "start" and not await self._pull(pod_id, container, action.run, run_dir):
+                return
+            # last, right before podman binds them: an earlier container may have swapped a source
+            if not await check_binds(self._create_errors.setdefault(pod_id, {}), pod_id, container, action.run,
+                                     run_dir):
+                return
             if action.kind == "start":
-                if not await self._pull(pod_id, container, action.run, run_dir):
-                    return
                 devices = container_devices(spec, info.devices).get(container.name, [])
                 args = run_argv(spec, container, pod_id=pod_id, instance=self.config.instance_id, run=action.run,
                                 backoff=action.backoff, log_path=str(run_dir / "log"), devices=devices)
