@@ -20,11 +20,13 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import test_loginnode as login_kit
 from tests.e2e.kits import PodmanKit
 from tests.harness import PluginProcess, states
 from tests.podfactory import container, pod_body
 
 pytestmark = pytest.mark.e2e
+login_node = login_kit.loginnode  # the login node (apptainer), started by the project's scripts
 
 REASON = "CreateContainerConfigError"
 SWAP = "rm -rf /vol/sub && ln -s / /vol/sub && echo swapped"
@@ -51,8 +53,7 @@ def escape_script(marker: Path) -> str:
 
 
 def subpath_attack_pod(marker: Path, *, swap: str = SWAP) -> dict[str, Any]:
-    init = container("plant", ["sh", "-c", swap], volumeMounts=[{"name": "scratch", "mountPath": "/vol"}],
-                     securityContext={"runAsUser": 0})
+    init = container("plant", ["sh", "-c", swap], volumeMounts=[{"name": "scratch", "mountPath": "/vol"}])
     main = container("victim", ["sh", "-c", escape_script(marker)],
                      volumeMounts=[{"name": "scratch", "mountPath": "/x", "subPath": "sub"}])
     return pod_body("subpath-swap", [main], init_containers=[init], volumes=[{"name": "scratch", "emptyDir": {}}])
@@ -177,12 +178,49 @@ def test_slurm_emptydir_subpath_swapped_for_a_symlink_is_not_bound(
     subPath, the main container never runs, nothing reaches the host."""
     plugin = plugin_factory(runtime=runtime)
     body = subpath_attack_pod(host_marker)
-    if runtime == "none":  # the host userland: busybox's sh is the host's sh here
-        for c in (*body["pod"]["spec"]["initContainers"], *body["pod"]["spec"]["containers"]):
-            c.pop("securityContext", None)
     plugin.create(body)
     waiting = refused_waiting(plugin, body, "victim", timeout=120)
     assert "volume 'scratch' subPath 'sub'" in waiting["message"], waiting
     assert "symlink" in waiting["message"] and "refused" in waiting["message"], waiting
     assert_not_escaped(plugin, body, host_marker)
     plugin.delete(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# apptainer on the login node (run under `flock /tmp/il-loginnode.lock`): jobs run as hpcuser
+
+
+@pytest.fixture
+def node_plugin(login_node: None, tmp_path: Path) -> Iterator[PluginProcess]:
+    """The plugin on this host submitting over SSH as the unprivileged hpcuser (sftp job dirs)."""
+    from tests.e2e.test_loginnode import apptainer_config, ssh_config
+
+    workdir = tmp_path / "p"
+    workdir.mkdir()
+    plugin = PluginProcess(workdir, {**apptainer_config(InstanceId=f"sb-{tmp_path.name[-10:]}"), **ssh_config(),
+                                     "DataTransfer": "sftp",
+                                     "DataRootFolder": f"/home/hpcuser/il-sb-{uuid.uuid4().hex[:8]}"})
+    plugin.start()
+    yield plugin
+    plugin.stop()
+
+
+def test_apptainer_emptydir_subpath_swapped_for_a_symlink_is_not_bound(node_plugin: PluginProcess) -> None:
+    """Attack: runtime apptainer in a SLURM job on the login node (as hpcuser): the init container
+    replaces `sub` by `ln -s / sub`, the main container's `--bind <emptydir>/sub:/x` would bind the
+    node's / and write to its /tmp. Defence: the runner refuses the bind: CreateContainerConfigError
+    naming the volume and subPath; the main container never runs; nothing is written on the node."""
+    from tests.e2e.test_loginnode import in_node
+
+    marker = Path("/tmp") / f"il-sec-bind-{uuid.uuid4().hex[:12]}"
+    body = subpath_attack_pod(marker)
+    node_plugin.create(body)
+    try:
+        waiting = refused_waiting(node_plugin, body, "victim", timeout=180)
+        assert "volume 'scratch' subPath 'sub'" in waiting["message"], waiting
+        assert "symlink" in waiting["message"] and "refused" in waiting["message"], waiting
+        assert in_node("test", "-e", str(marker)).returncode != 0, "the container wrote on the login node"
+        assert "WROTE-HOST" not in node_plugin.logs(body, "victim").text
+    finally:
+        node_plugin.delete(body)
+        in_node("rm", "-f", str(marker))
