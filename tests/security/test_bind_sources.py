@@ -186,6 +186,24 @@ def test_slurm_emptydir_subpath_swapped_for_a_symlink_is_not_bound(
     plugin.delete(body)
 
 
+@pytest.mark.parametrize("runtime", ["podman", "none"])
+def test_slurm_hostpath_subpath_swapped_for_a_symlink_is_not_bound(
+    plugin_factory: Callable[..., PluginProcess], runtime: str, tmp_path: Path, host_marker: Path
+) -> None:
+    """Attack: a writable hostPath under AllowedHostPaths in a SLURM job; the init container replaces
+    its `sub` by `ln -s / sub` and the main container binds subPath `sub`. Defence: the runner refuses
+    it (CreateContainerConfigError naming the volume and subPath); nothing reaches the host."""
+    allowed = tmp_path / "allowed"
+    (allowed / "data" / "sub").mkdir(parents=True)
+    plugin = plugin_factory(runtime=runtime, AllowedHostPaths=[str(allowed)])
+    body = hostpath_pod(allowed / "data", host_marker, swap=SWAP, sub_path="sub")
+    plugin.create(body)
+    waiting = refused_waiting(plugin, body, "victim", timeout=120)
+    assert "volume 'host' subPath 'sub'" in waiting["message"] and "symlink" in waiting["message"], waiting
+    assert_not_escaped(plugin, body, host_marker)
+    assert (allowed / "data" / "sub").is_symlink()  # the swap did happen
+    plugin.delete(body)
+
 # ---------------------------------------------------------------------------------------------
 # apptainer on the login node (run under `flock /tmp/il-loginnode.lock`): jobs run as hpcuser
 
