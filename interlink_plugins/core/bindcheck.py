@@ -48,26 +48,40 @@ def bind_sources(mounts: Iterable[Mount]) -> tuple[BindSource, ...]:
     return tuple(BindSource(m.root, m.source, m.what or m.source) for m in mounts if m.root)
 
 
+class Refused(Exception):
+    """A bind source that must not be bound now (the message says why)."""
+
+
 def refusal(binds: Iterable[BindSource]) -> str:
     """Why one of `binds` must not be bound now ("" when every one is fine)."""
     for bind in binds:
-        problem = _check(bind.root, bind.source)
-        if problem:
-            return f"{bind.what}: {problem}; refused (the source is re-checked before each container start)"
+        try:
+            os.close(open_source(bind))
+        except Refused as exc:
+            return str(exc)
     return ""
 
 
-def _check(root: str, source: str) -> str:
+def open_source(bind: BindSource) -> int:
+    """An ``O_PATH`` fd of the source, reached from its root without following a symlink (the caller
+    closes it); Refused naming the volume when a component is a symlink, missing or not a directory."""
+    try:
+        return _open(bind.root, bind.source)
+    except Refused as exc:
+        raise Refused(f"{bind.what}: {exc}; refused (the source is re-checked before each container start)") from None
+
+
+def _open(root: str, source: str) -> int:
     root = root.rstrip("/") or "/"
     if source != root and not source.startswith(root if root == "/" else root + "/"):
-        return f"{source!r} is not below {root!r}"
+        raise Refused(f"{source!r} is not below {root!r}")
     parts = [p for p in source[len(root):].split("/") if p]
     if any(p in (".", "..") for p in parts):
-        return f"{source!r} has a '.' or '..' component"
+        raise Refused(f"{source!r} has a '.' or '..' component")
     try:
         fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the admin's / the plugin's own path
     except OSError as exc:
-        return f"{root!r} cannot be opened ({os.strerror(exc.errno or 0)})"
+        raise Refused(f"{root!r} cannot be opened ({os.strerror(exc.errno or 0)})") from None
     try:
         walked = root
         for index, part in enumerate(parts):
@@ -76,18 +90,19 @@ def _check(root: str, source: str) -> str:
                 next_fd = os.open(part, _PATH_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno == errno.ENOENT:
-                    return f"{walked!r} does not exist"
-                return f"{walked!r} cannot be opened ({os.strerror(exc.errno or 0)})"
+                    raise Refused(f"{walked!r} does not exist") from None
+                raise Refused(f"{walked!r} cannot be opened ({os.strerror(exc.errno or 0)})") from None
             os.close(fd)
             fd = next_fd
             mode = os.fstat(fd).st_mode
             if stat.S_ISLNK(mode):
-                return f"{walked!r} is a symlink (to {_link_text(walked)!r})"
+                raise Refused(f"{walked!r} is a symlink (to {_link_text(walked)!r})")
             if index < len(parts) - 1 and not stat.S_ISDIR(mode):
-                return f"{walked!r} is not a directory"
-        return ""
-    finally:
+                raise Refused(f"{walked!r} is not a directory")
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def _link_text(path: str) -> str:

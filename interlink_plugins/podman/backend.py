@@ -624,8 +624,10 @@ class PodmanBackend:
             if action.kind == "start" and not await self._pull(pod_id, container, action.run, run_dir):
                 return
             # last, right before podman binds them: an earlier container may have swapped a source
-            if not await check_binds(self._create_errors.setdefault(pod_id, {}), pod_id, container, action.run,
-                                     run_dir):
+            pins = await check_binds(self._create_errors.setdefault(pod_id, {}), pod_id, container, action.run,
+                                     run_dir, pin_dir=self.config.state_dir / f"binds-{self.config.instance_id}",
+                                     pin_key=spec.uid)
+            if pins is None:
                 return
             if action.kind == "start":
                 devices = container_devices(spec, info.devices).get(container.name, [])
@@ -635,12 +637,15 @@ class PodmanBackend:
                 args = [w if not w.startswith("--pull=") else "--pull=never" for w in args]
             else:
                 args = ["start", *action.container_ids]
-            result = await self._podman(args, f"start {container.name}", cwd=str(run_dir))
-            workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
-            if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
-                ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
-                if await self._create_workdir(ctr, workdir, run_dir):
-                    result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
+            try:
+                result = await self._podman(pins.argv(args), f"start {container.name}", cwd=str(run_dir))
+                workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
+                if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
+                    ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
+                    if await self._create_workdir(ctr, workdir, run_dir):
+                        result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
+            finally:
+                await pins.release()  # podman started it (or gave up): the container holds its own mounts
             await self._after_start(pod_id, container.name, action.run, run_dir, result,
                                     never_pull=any(w == "--pull=never" for w in container.options))
         elif action.kind == "stop":

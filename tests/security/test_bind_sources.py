@@ -13,6 +13,7 @@ subPath) and it never starts. A legitimate init container that recreates the dir
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -242,3 +243,49 @@ def test_apptainer_emptydir_subpath_swapped_for_a_symlink_is_not_bound(node_plug
     finally:
         node_plugin.delete(body)
         in_node("rm", "-f", str(marker))
+
+
+# ---------------------------------------------------------------------------------------------
+# the race: a container running beside the one that starts swaps the directory after the check
+
+
+def test_podman_pinned_source_wins_the_race_against_a_concurrent_swap(tmp_path: Path, podman_ready: None) -> None:
+    """Attack: a sidecar (running beside the container that starts) swaps `sub` for `ln -s / sub` in the
+    window between the check and podman's mount; placed there deterministically: the swap happens
+    right after the Podman backend's start step checked the source. Defence (rootful plugin): the
+    checked fd is bind-mounted on a private pin and podman binds the pin: the container sees the
+    checked directory, not the host's /. Control: the same podman run with the plain path shows /.
+    The pin is gone (unmounted, removed) after the start."""
+    import asyncio
+
+    from interlink_plugins.core.bindcheck import BindSource
+    from interlink_plugins.core.runtimes import _csv_field
+    from interlink_plugins.podman.bindcheck import check_binds
+    from interlink_plugins.podman.spec import ContainerSpec
+    from tests.podfactory import BUSYBOX
+
+    root = tmp_path / "job"
+    sub = root / "emptydir" / "vol" / "sub"
+    sub.mkdir(parents=True)
+    (sub / "inside-the-volume").write_text("x")
+    mount = "--mount=" + ",".join(_csv_field(f) for f in ("type=bind", f"source={sub}", "destination=/x"))
+    spec = ContainerSpec(name="c", kind="main", index=0, restart="Never", options=(mount,), image=BUSYBOX,
+                         args=("ls", "/x"), binds=(BindSource(str(root), str(sub), "volume 'vol' subPath 'sub'"),))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    pin_dir = tmp_path / "pins"
+    pins = asyncio.run(check_binds({}, "pod", spec, 0, run_dir, pin_dir=pin_dir, pin_key="uid"))
+    assert pins is not None and list(pins.moved) == [str(sub)]
+    sub.rename(sub.with_name("sub.real"))
+    sub.symlink_to("/")  # the concurrent swap, after the check
+    try:
+        pinned = subprocess.run(["podman", *pins.argv(["run", "--rm", "--pull=never", *spec.options, "--", BUSYBOX,
+                                                       "ls", "/x"])], capture_output=True, text=True, timeout=120)
+    finally:
+        asyncio.run(pins.release())
+    assert pinned.returncode == 0 and pinned.stdout.split() == ["inside-the-volume"], pinned
+    plain = subprocess.run(["podman", "run", "--rm", "--pull=never", *spec.options, "--", BUSYBOX, "ls", "/x"],
+                           capture_output=True, text=True, timeout=120)
+    assert "etc" in plain.stdout.split(), plain  # the race is real: the path alone binds the host's /
+    assert list(pin_dir.iterdir()) == []
+    assert str(pin_dir) not in Path("/proc/self/mountinfo").read_text()
