@@ -111,3 +111,19 @@ def test_cost_per_start(tmp_path: Path) -> None:
     per_start = (time.perf_counter() - started) / rounds
     print(f"bindcheck: {per_start * 1e6:.1f} us per container start (4 binds)")
     assert per_start < 0.01
+
+
+def test_pins_rewrite_only_the_pinned_mount_sources() -> None:
+    """podman's --mount CSV: a source with a comma or quote is quoted; only pinned sources change."""
+    from interlink_plugins.core.runtimes import _csv_field
+    from interlink_plugins.podman.bindcheck import Pins
+
+    def word(source: str, target: str) -> str:
+        return "--mount=" + ",".join(_csv_field(f) for f in ("type=bind", f"source={source}", f"destination={target}"))
+
+    odd = '/job/emptydir/a,b"c/sub'
+    pins = Pins({odd: "/state/binds-x/uid-c-0-0", "/job/emptydir/v": "/state/binds-x/uid-c-0-1"})
+    words = ["run", word(odd, "/x"), word("/job/emptydir/other", "/y"), word("/job/emptydir/v", "/z,w"), "--", "img"]
+    assert pins.argv(words) == ["run", word("/state/binds-x/uid-c-0-0", "/x"), word("/job/emptydir/other", "/y"),
+                                word("/state/binds-x/uid-c-0-1", "/z,w"), "--", "img"]
+    assert Pins().argv(words) == words
