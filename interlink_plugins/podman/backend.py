@@ -44,6 +44,7 @@ from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandR
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
 from interlink_plugins.core.volumes import materialise_volumes
+from interlink_plugins.podman.bindcheck import check_binds
 from interlink_plugins.podman.plan import Action, CreateError, Observed, PodView, Run, plan_pod
 from interlink_plugins.podman.spec import (
     BACKEND_NAME,
@@ -620,9 +621,15 @@ class PodmanBackend:
                 return
             run_dir = info.job_dir / "c" / container.name / str(action.run)
             await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+            if action.kind == "start" and not await self._pull(pod_id, container, action.run, run_dir):
+                return
+            # last, right before podman binds them: an earlier container may have swapped a source
+            pins = await check_binds(self._create_errors.setdefault(pod_id, {}), pod_id, container, action.run,
+                                     run_dir, pin_dir=self.config.state_dir / f"binds-{self.config.instance_id}",
+                                     pin_key=spec.uid)
+            if pins is None:
+                return
             if action.kind == "start":
-                if not await self._pull(pod_id, container, action.run, run_dir):
-                    return
                 devices = container_devices(spec, info.devices).get(container.name, [])
                 args = run_argv(spec, container, pod_id=pod_id, instance=self.config.instance_id, run=action.run,
                                 backoff=action.backoff, log_path=str(run_dir / "log"), devices=devices)
@@ -630,12 +637,15 @@ class PodmanBackend:
                 args = [w if not w.startswith("--pull=") else "--pull=never" for w in args]
             else:
                 args = ["start", *action.container_ids]
-            result = await self._podman(args, f"start {container.name}", cwd=str(run_dir))
-            workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
-            if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
-                ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
-                if await self._create_workdir(ctr, workdir, run_dir):
-                    result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
+            try:
+                result = await self._podman(pins.argv(args), f"start {container.name}", cwd=str(run_dir))
+                workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
+                if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
+                    ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
+                    if await self._create_workdir(ctr, workdir, run_dir):
+                        result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
+            finally:
+                await pins.release()  # podman started it (or gave up): the container holds its own mounts
             await self._after_start(pod_id, container.name, action.run, run_dir, result,
                                     never_pull=any(w == "--pull=never" for w in container.options))
         elif action.kind == "stop":

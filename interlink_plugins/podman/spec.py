@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from interlink_plugins.core.bindcheck import BindSource, bind_sources
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.expand import env_map
 from interlink_plugins.core.imageref import check_podman_image
@@ -81,6 +82,8 @@ class ContainerSpec:
     gpus: Mapping[str, int] = field(default_factory=dict)  # GPU resource -> count (CDI devices)
     # (podman secret name, private file with the value): env values the --env-file cannot carry
     secrets: tuple[tuple[str, str], ...] = ()
+    # bind sources re-checked right before each start of this container (core/bindcheck.py)
+    binds: tuple[BindSource, ...] = ()
 
     @property
     def is_init(self) -> bool:
@@ -90,7 +93,7 @@ class ContainerSpec:
         return {
             "name": self.name, "kind": self.kind, "index": self.index, "restart": self.restart,
             "options": list(self.options), "image": self.image, "args": list(self.args), "gpus": dict(self.gpus),
-            "secrets": [list(pair) for pair in self.secrets],
+            "secrets": [list(pair) for pair in self.secrets], "binds": [b.to_json() for b in self.binds],
         }  # fmt: skip
 
     @classmethod
@@ -105,6 +108,7 @@ class ContainerSpec:
             args=tuple(str(w) for w in data["args"]),
             gpus={str(k): int(v) for k, v in dict(data.get("gpus") or {}).items()},
             secrets=tuple((str(name), str(path)) for name, path in data.get("secrets") or ()),
+            binds=tuple(BindSource.from_json(b) for b in data.get("binds") or ()),
         )
 
 
@@ -392,6 +396,7 @@ def build_pod_spec(
                     args=tuple(image_args[1:]),
                     gpus=gpus.get(container.name, {}),
                     secrets=env.secrets,
+                    binds=bind_sources(mounts.get(container.name, ())),
                 )
             )
     spec = PodSpec(
