@@ -794,6 +794,7 @@ class PodmanBackend:
             # preStop hooks first (within the grace period), then SIGTERM, SIGKILL after what is left
             left = await self._lifecycle.pre_stop_pod(pod_id, grace)
             seconds = max(0, int(left + 0.999))
+            log.info("podman pod %s: stopping (SIGTERM, SIGKILL after %ss)", pod_id, seconds)
             result = await self._podman(["pod", "stop", "-t", str(seconds), pod_id], "delete",
                                         timeout=seconds + self.config.command_timeout)
             if not result.ok and not NO_SUCH.search(result.error_text):

@@ -65,7 +65,7 @@ def running(name: str) -> Callable[[dict[str, Any]], bool]:
 
 def podman_ctr(plugin: PluginProcess, body: dict[str, Any], name: str) -> str:
     """The podman id of the container's current run."""
-    uid = body["metadata"]["uid"]
+    uid = body["pod"]["metadata"]["uid"]
     out = subprocess.run(
         ["podman", "ps", "-q", "--no-trunc", "--filter", f"label=interlink.eu/pod-uid={uid}",
          "--filter", f"label=interlink.eu/container={name}"], capture_output=True, text=True, timeout=60,
@@ -212,7 +212,7 @@ def test_exec_probe_timeout_kills_the_exec_session(factory: Factory) -> None:
 
 HOOKED = textwrap.dedent(
     """
-    trap 'echo "TERM; prestop marker: $(cat /shared/prestop 2>/dev/null || echo none)"; date +%s.%N > /shared/term; exit 0' TERM
+    trap 'echo "TERM; prestop marker: $(cat /shared/prestop 2>/dev/null || echo none)"; read up _ < /proc/uptime; echo $up > /shared/term; exit 0' TERM
     [ -f /tmp/poststart ] && echo "marker present at first look" || echo "no marker at first look"
     i=0; while [ ! -f /tmp/poststart ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
     echo "marker: $(cat /tmp/poststart)"
@@ -229,7 +229,7 @@ def test_post_start_gates_running_and_pre_stop_runs_before_sigterm(factory: Fact
         "c", ["sh", "-c", HOOKED], volumeMounts=[{"name": "s", "mountPath": "/shared"}],
         lifecycle={
             "postStart": {"exec": {"command": ["sh", "-c", "sleep 3; echo written-by-poststart > /tmp/poststart"]}},
-            "preStop": {"exec": {"command": ["sh", "-c", "date +%s.%N > /shared/prestop; sleep 1"]}},
+            "preStop": {"exec": {"command": ["sh", "-c", "cut -d' ' -f1 /proc/uptime > /shared/prestop; sleep 2"]}},
         },
     )], volumes=[{"name": "s", "hostPath": {"path": str(shared), "type": "Directory"}}],
         terminationGracePeriodSeconds=10)
@@ -245,8 +245,8 @@ def test_post_start_gates_running_and_pre_stop_runs_before_sigterm(factory: Fact
     while not (shared / "term").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     prestop, term = float((shared / "prestop").read_text()), float((shared / "term").read_text())
-    # preStop ran first; SIGTERM came after it finished (it sleeps 1 s)
-    assert prestop + 0.9 < term < prestop + 10, (prestop, term)
+    # preStop ran first; SIGTERM came after it finished (it sleeps 2 s); times: the host's uptime
+    assert prestop + 1.9 < term < prestop + 10, (prestop, term)
 
 
 def test_failing_post_start_kills_the_container(factory: Factory) -> None:
