@@ -648,8 +648,9 @@ class PodmanBackend:
                 ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
                 if await self._create_workdir(ctr, workdir, run_dir):
                     result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
-            ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
-            self._lifecycle.post_start(pod_id, spec, container, action.run, ctr, info.job_dir, started=result.ok)
+            self._lifecycle.post_start(pod_id, spec, container, action.run,
+                                       container_name(self.config.instance_id, spec.uid, container.name, action.run),
+                                       info.job_dir, started=result.ok)
             await self._after_start(pod_id, container.name, action.run, run_dir, result,
                                     never_pull=any(w == "--pull=never" for w in container.options))
         elif action.kind == "stop":
