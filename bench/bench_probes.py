@@ -32,13 +32,13 @@ from tests.harness import PluginProcess, states
 from tests.podfactory import BUSYBOX, container, pod_body
 
 PYTHON = "docker.io/library/python:3.11-alpine"
-SERVER = ("import http.server\n"
+SERVER = ("import http.server, time\n"
           "class H(http.server.BaseHTTPRequestHandler):\n"
           "    def do_GET(self):\n"
-          "        self.send_response(200); self.end_headers(); print('probe', flush=True)\n"
+          "        self.send_response(200); self.end_headers(); print('probe', time.time(), flush=True)\n"
           "    def log_message(self, *a): pass\n"
           "http.server.ThreadingHTTPServer(('', 8080), H).serve_forever()\n")
-EXEC_CHECK = ["sh", "-c", "echo >> /tmp/checks"]
+EXEC_CHECK = ["sh", "-c", "date +%s >> /tmp/checks"]
 
 
 def plugin_cpu(pid: int) -> float:
@@ -71,14 +71,19 @@ def podman_ids(uid: str, name: str) -> tuple[str, int]:
     return out[0], int(out[1])
 
 
-def count_checks(plugin: PluginProcess, bodies: list[dict[str, Any]]) -> tuple[int, int]:
+def count_checks(plugin: PluginProcess, bodies: list[dict[str, Any]], start: float, end: float) -> tuple[int, int]:
+    """Checks that arrived between ``start`` and ``end`` (epoch): each one leaves its time in the container."""
     exec_checks = http_checks = 0
     for body in bodies:
         ctr, _pid = podman_ids(body["pod"]["metadata"]["uid"], "e")
-        text = subprocess.run(["podman", "exec", ctr, "sh", "-c", "cat /tmp/checks 2>/dev/null | wc -l"],
-                              capture_output=True, text=True, timeout=60).stdout.strip()
-        exec_checks += int(text or 0)
-        http_checks += plugin.logs(body, "h").text.count("probe\n")
+        text = subprocess.run(["podman", "exec", ctr, "cat", "/tmp/checks"], capture_output=True, text=True,
+                              timeout=60).stdout
+        # `date +%s` has whole seconds: a check at start-0.x counts, one at end-0.x does not (even)
+        exec_checks += sum(1 for w in text.split() if int(start) <= int(w) < int(end))
+        for line in plugin.logs(body, "h").text.splitlines():
+            words = line.split()
+            if len(words) == 2 and words[0] == "probe" and start <= float(words[1]) < end:
+                http_checks += 1
     return exec_checks, http_checks
 
 
@@ -89,15 +94,13 @@ def window(plugin: PluginProcess, bodies: list[dict[str, Any]], seconds: float) 
         plugin.wait_status(body, lambda s: all("running" in st for st in states(s).values()), timeout=120)
     time.sleep(3)  # the first probes of each container settle
     assert plugin.proc is not None
-    before_checks = count_checks(plugin, bodies)
-    cpu0, t0 = plugin_cpu(plugin.proc.pid), time.monotonic()
+    cpu0, t0, start = plugin_cpu(plugin.proc.pid), time.monotonic(), time.time()
     time.sleep(seconds)
-    cpu1, t1 = plugin_cpu(plugin.proc.pid), time.monotonic()
-    after_checks = count_checks(plugin, bodies)
+    cpu1, t1, end = plugin_cpu(plugin.proc.pid), time.monotonic(), time.time()
+    checks = count_checks(plugin, bodies, start, end)
     for body in bodies:
         plugin.delete(body)
-    return {"cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "exec_checks": after_checks[0] - before_checks[0],
-            "http_checks": after_checks[1] - before_checks[1]}
+    return {"cpu_s": cpu1 - cpu0, "wall_s": t1 - t0, "exec_checks": checks[0], "http_checks": checks[1]}
 
 
 def raw_loop(body: dict[str, Any], exec_n: int, http_n: int) -> dict[str, float]:
