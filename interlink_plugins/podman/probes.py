@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class _Worker:
     state: ProbeState
     started: asyncio.Event
     has_readiness: bool = False
+    adopted: bool = False  # its container was running before this plugin started
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def cancel(self) -> None:
@@ -91,7 +93,7 @@ class ProbeSupervisor:
             ready=None if not kinds & {"startup", "readiness"} else ("readiness" not in kinds and started),
             started=None if "startup" not in kinds else started,
         )
-        worker = _Worker(target, state, asyncio.Event(), has_readiness="readiness" in kinds)
+        worker = _Worker(target, state, asyncio.Event(), has_readiness="readiness" in kinds, adopted=adopted)
         if started:
             worker.started.set()
         self._workers[target.container_id] = worker
@@ -140,6 +142,9 @@ class ProbeSupervisor:
         if probe.kind != "startup":
             await worker.started.wait()
         due = worker.target.started_ts + probe.initial_delay_seconds
+        if worker.adopted:
+            # after a plugin restart every worker starts at once: spread them over a period (the kubelet too)
+            due = max(due, time.time() + random.uniform(0, probe.period_seconds))  # noqa: S311 (jitter)
         successes = failures = 0
         while True:
             await asyncio.sleep(max(0.0, due - time.time()))

@@ -125,3 +125,25 @@ def test_exec_leftover_kill_touches_only_marked_processes_of_that_namespace() ->
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_hung_probe_of_one_pod_delays_no_other() -> None:
+    counts = {"a": 0, "b": 0}
+
+    async def run_probe(target: Target, probe: ProbeRun) -> Outcome:
+        counts[target.pod_id] += 1
+        if target.pod_id == "a":
+            await asyncio.sleep(3600)  # hangs (the real handler is bounded by timeoutSeconds; this one is not)
+        return Outcome(True)
+
+    async def scenario() -> None:
+        sup = ProbeSupervisor(run_probe, lambda t, p, m: None)
+        probe = (ProbeRun("liveness", ("exec", "x"), period_seconds=1),)
+        sup.ensure(Target("a", "c", 0, "ida", None, time.time()), probe)
+        sup.ensure(Target("b", "c", 0, "idb", None, time.time()), probe)
+        await asyncio.sleep(3.5)
+        sup.stop_pod("a")
+        await sup.close()
+
+    asyncio.run(scenario())
+    assert counts == {"a": 1, "b": 4}, counts
