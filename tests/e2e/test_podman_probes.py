@@ -285,3 +285,45 @@ def test_unsupported_probe_is_refused_naming_the_field(factory: Factory) -> None
     response = plugin.client.post("/create", json=body)
     assert response.status_code == 422, response.text
     assert "spec.containers[0].livenessProbe.grpc" in response.text
+
+
+def test_http_probes_never_reach_the_hosts_own_network(factory: Factory) -> None:
+    """A probe names any host and port: it runs in the pod's network namespace, so a service listening on
+    the host's loopback (here a real HTTP server) is out of its reach, unlike a kubelet's."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        plugin = factory()
+        body = pod_body("ssrf", [container(
+            "c", ["sh", "-c", "sleep 600"],
+            readinessProbe={"httpGet": {"host": "127.0.0.1", "port": port, "path": "/host-only"},
+                            "periodSeconds": 1},
+            livenessProbe={"tcpSocket": {"host": "127.0.0.1", "port": port}, "periodSeconds": 1,
+                           "failureThreshold": 100},
+        )], terminationGracePeriodSeconds=1)
+        plugin.create(body)
+        plugin.wait_status(body, running("c"), timeout=60)
+        time.sleep(4)
+        status = plugin.status(body) or {}
+        assert entry(status, "c")["ready"] is False
+        assert hits == []
+        # the same request from the host itself does arrive: the server is reachable, the probe is not
+        subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/from-host"], check=True, timeout=10)
+        assert hits == ["/from-host"]
+    finally:
+        server.shutdown()
