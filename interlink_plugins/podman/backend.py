@@ -621,7 +621,6 @@ class PodmanBackend:
         info = self._pods.get(pod_id)
         if info is None:
             return
-        grace = str(spec.grace_seconds)
         timeout = spec.grace_seconds + self.config.command_timeout
         if action.kind in ("start", "start-existing"):
             if pod_id in self._stop_requested:
@@ -654,9 +653,12 @@ class PodmanBackend:
             await self._after_start(pod_id, container.name, action.run, run_dir, result,
                                     never_pull=any(w == "--pull=never" for w in container.options))
         elif action.kind == "stop":
-            await self._podman(["stop", "-t", grace, *action.container_ids], "stop sidecar", timeout=timeout)
+            left = await self._lifecycle.pre_stop_pod(pod_id, spec.grace_seconds, [action.container])
+            await self._podman(["stop", "-t", str(int(left + 0.999)), *action.container_ids], "stop sidecar",
+                               timeout=timeout)
         elif action.kind == "stop-pod":
-            await self._podman(["pod", "stop", "-t", grace, pod_id], "deadline", timeout=timeout)
+            left = await self._lifecycle.pre_stop_pod(pod_id, spec.grace_seconds)
+            await self._podman(["pod", "stop", "-t", str(int(left + 0.999)), pod_id], "deadline", timeout=timeout)
         elif action.kind == "finish-pod":
             await self._podman(["pod", "stop", "-t", "0", "--ignore", pod_id], "finish")
         elif action.kind == "prune":

@@ -201,12 +201,15 @@ class PodLifecycle:
         await self._kill(pod_id, container.name, run, name, None, container.pre_stop, spec.grace_seconds,
                          ("PostStartHookError", message))
 
-    async def pre_stop_pod(self, pod_id: str, grace: int) -> float:
-        """A delete: stop probing, run the preStop hooks of the running containers together within the
-        grace period; the seconds left for SIGTERM before SIGKILL."""
-        self._stopping.add(pod_id)
-        self.probes.stop_pod(pod_id)
-        running = [r for r in self._running.get(pod_id, {}).values() if r.spec.pre_stop]
+    async def pre_stop_pod(self, pod_id: str, grace: int, containers: Sequence[str] | None = None) -> float:
+        """A delete or a deadline (or, with ``containers``, sidecars stopped after the main containers):
+        stop probing, run the preStop hooks of those running containers together within the grace period;
+        the seconds left for SIGTERM before SIGKILL."""
+        if containers is None:
+            self._stopping.add(pod_id)
+            self.probes.stop_pod(pod_id)
+        running = [r for name, r in self._running.get(pod_id, {}).items()
+                   if r.spec.pre_stop and (containers is None or name in containers)]
         if not running or grace <= 0:
             return float(grace)
         started = time.monotonic()

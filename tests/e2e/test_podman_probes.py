@@ -327,3 +327,33 @@ def test_http_probes_never_reach_the_hosts_own_network(factory: Factory) -> None
         assert hits == ["/from-host"]
     finally:
         server.shutdown()
+
+
+def test_pre_stop_runs_for_a_deadline_and_for_sidecars_stopped_after_the_main_container(
+    factory: Factory, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir(mode=0o777)
+    plugin = factory(AllowedHostPaths=[str(marks)])
+    volume = [{"name": "m", "hostPath": {"path": str(marks), "type": "Directory"}}]
+    mount = [{"name": "m", "mountPath": "/m"}]
+
+    def pre_stop(name: str) -> dict[str, Any]:
+        return {"preStop": {"exec": {"command": ["sh", "-c", f"echo {name} > /m/{name}"]}}}
+
+    deadline = pod_body("deadline", [container("c", ["sh", "-c", "sleep 600"], volumeMounts=mount,
+                                               lifecycle=pre_stop("deadline"))],
+                        volumes=volume, activeDeadlineSeconds=4, terminationGracePeriodSeconds=5)
+    sidecar = pod_body(
+        "sidecar", [container("main", ["sh", "-c", "sleep 3"])],
+        init_containers=[container("side", ["sh", "-c", "sleep 600"], restartPolicy="Always", volumeMounts=mount,
+                                   lifecycle=pre_stop("sidecar"))],
+        volumes=volume, terminationGracePeriodSeconds=5,
+    )
+    plugin.create(deadline)
+    plugin.create(sidecar)
+    ended = plugin.wait_done(deadline, timeout=60)
+    assert states(ended)["c"]["terminated"]["reason"] == "DeadlineExceeded", ended
+    assert (marks / "deadline").read_text() == "deadline\n"
+    plugin.wait_done(sidecar, timeout=60)
+    assert (marks / "sidecar").read_text() == "sidecar\n"
