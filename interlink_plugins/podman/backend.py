@@ -44,12 +44,9 @@ from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandR
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
 from interlink_plugins.core.volumes import materialise_volumes
-<<<<<<< HEAD
 from interlink_plugins.podman.bindcheck import check_binds
-=======
 from interlink_plugins.podman.hooks import read_killed
 from interlink_plugins.podman.lifecycle import PodLifecycle
->>>>>>> k-podman
 from interlink_plugins.podman.plan import Action, CreateError, Observed, PodView, Run, plan_pod
 from interlink_plugins.podman.spec import (
     BACKEND_NAME,
@@ -650,7 +647,7 @@ class PodmanBackend:
                 args = [w if not w.startswith("--pull=") else "--pull=never" for w in args]
             else:
                 args = ["start", *action.container_ids]
-<<<<<<< HEAD
+            self._lifecycle.starting(pod_id, container)
             try:
                 result = await self._podman(pins.argv(args), f"start {container.name}", cwd=str(run_dir))
                 workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
@@ -660,18 +657,9 @@ class PodmanBackend:
                         result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
             finally:
                 await pins.release()  # podman started it (or gave up): the container holds its own mounts
-=======
-            self._lifecycle.starting(pod_id, container)
-            result = await self._podman(args, f"start {container.name}", cwd=str(run_dir))
-            workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
-            if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
-                ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
-                if await self._create_workdir(ctr, workdir, run_dir):
-                    result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
             self._lifecycle.post_start(pod_id, spec, container, action.run,
                                        container_name(self.config.instance_id, spec.uid, container.name, action.run),
                                        info.job_dir, started=result.ok)
->>>>>>> k-podman
             await self._after_start(pod_id, container.name, action.run, run_dir, result,
                                     never_pull=any(w == "--pull=never" for w in container.options))
         elif action.kind == "stop":

@@ -85,15 +85,12 @@ class ContainerSpec:
     gpus: Mapping[str, int] = field(default_factory=dict)  # GPU resource -> count (CDI devices)
     # (podman secret name, private file with the value): env values the --env-file cannot carry
     secrets: tuple[tuple[str, str], ...] = ()
-<<<<<<< HEAD
     # bind sources re-checked right before each start of this container (core/bindcheck.py)
     binds: tuple[BindSource, ...] = ()
-=======
     # probes (argv: core.probes.parse_handler's (action, *words)) and lifecycle hooks, run by the plugin
     probes: tuple[ProbeRun, ...] = ()
     post_start: tuple[str, ...] = ()
     pre_stop: tuple[str, ...] = ()
->>>>>>> k-podman
 
     @property
     def is_init(self) -> bool:
@@ -103,13 +100,9 @@ class ContainerSpec:
         return {
             "name": self.name, "kind": self.kind, "index": self.index, "restart": self.restart,
             "options": list(self.options), "image": self.image, "args": list(self.args), "gpus": dict(self.gpus),
-<<<<<<< HEAD
             "secrets": [list(pair) for pair in self.secrets], "binds": [b.to_json() for b in self.binds],
-=======
-            "secrets": [list(pair) for pair in self.secrets],
             "probes": [dataclasses.asdict(p) for p in self.probes], "post_start": list(self.post_start),
             "pre_stop": list(self.pre_stop),
->>>>>>> k-podman
         }  # fmt: skip
 
     @classmethod
@@ -124,13 +117,10 @@ class ContainerSpec:
             args=tuple(str(w) for w in data["args"]),
             gpus={str(k): int(v) for k, v in dict(data.get("gpus") or {}).items()},
             secrets=tuple((str(name), str(path)) for name, path in data.get("secrets") or ()),
-<<<<<<< HEAD
             binds=tuple(BindSource.from_json(b) for b in data.get("binds") or ()),
-=======
             probes=tuple(ProbeRun(**{**p, "argv": tuple(p["argv"])}) for p in data.get("probes") or ()),
             post_start=tuple(str(w) for w in data.get("post_start") or ()),
             pre_stop=tuple(str(w) for w in data.get("pre_stop") or ()),
->>>>>>> k-podman
         )
 
 
@@ -444,11 +434,8 @@ def build_pod_spec(
                     args=tuple(image_args[1:]),
                     gpus=gpus.get(container.name, {}),
                     secrets=env.secrets,
-<<<<<<< HEAD
                     binds=bind_sources(mounts.get(container.name, ())),
-=======
                     **lifecycle_of(pod, container, position),
->>>>>>> k-podman
                 )
             )
     spec = PodSpec(
