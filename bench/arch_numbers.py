@@ -31,7 +31,6 @@ import io
 import json
 import re
 import subprocess
-import sys
 import tempfile
 import tokenize
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ BACKEND_WORDS = {
 }
 LONG_FUNCTION = 50
 # identifiers and string literals (from Python 3.12 on, an f-string's text is its own token)
-WORD_TOKENS = {tokenize.NAME, tokenize.STRING} | ({tokenize.FSTRING_MIDDLE} if sys.version_info >= (3, 12) else set())
+WORD_TOKENS = {tokenize.NAME, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
 
 
 def python_files(base: Path) -> list[Path]:
