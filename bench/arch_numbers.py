@@ -13,8 +13,8 @@ What each figure is:
   code lines among them (neither blank, nor comment, nor docstring);
 - files a backend touches: .py files of interlink_plugins outside the backend's own package whose code
   (identifiers and string literals, not comments or docstrings) names the backend or one of its commands;
-  and the test kits (tests/**/*.py not named test_*) that do. The words per backend are in BACKEND_WORDS;
-  podman is also a ContainerRuntime, so its core count includes the runtime;
+  and the test kits (tests/**/*.py not named test_*, outside tests/fixtures) that do. The words per
+  backend are in BACKEND_WORDS; podman is also a ContainerRuntime, so its core count includes the runtime;
 - functions over 50 lines: def/async def in interlink_plugins whose def line to last line spans > 50 lines;
 - import cycles: strongly connected components (more than one node) of the import graph of
   interlink_plugins, by module and by top-level part (config, core, slurm, ...); imports under
@@ -103,7 +103,9 @@ def names_backend(path: Path, backend: str) -> bool:
 
 def backend_touches(root: Path) -> dict[str, dict[str, list[str]]]:
     package = python_files(root / PACKAGE)
-    kits = [p for p in python_files(root / "tests") if not p.name.startswith("test_")]
+    # test kits: the helpers tests share (recorded-output scripts under tests/fixtures are data tooling)
+    kits = [p for p in python_files(root / "tests")
+            if not p.name.startswith("test_") and (root / "tests" / "fixtures") not in p.parents]
     out: dict[str, dict[str, list[str]]] = {}
     for backend in BACKENDS:
         own = root / PACKAGE / backend
