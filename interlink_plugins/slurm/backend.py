@@ -245,7 +245,7 @@ class SlurmBackend(BySource):
         result = await self._run(commands.squeue_mine(self.config.squeue), "list")
         if not result.ok:
             raise BackendUnavailable("slurm", "squeue --me", result.error_text)
-        return parse.parse_squeue(result.text)
+        return parse.parse_squeue_mine(result.text)
 
     def _uid_from_comment(self, comment: str) -> str | None:
         return commands.uid_from_comment(comment, self.config.instance_id)

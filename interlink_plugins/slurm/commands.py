@@ -16,6 +16,9 @@ from interlink_plugins.slurm.memory import RUNNER_OUTPUT
 # (none of them can hold one), one job a line
 SQUEUE_FIELDS = ("%i", "%T", "%r", "%N", "%S", "%e", "%k", "%Z")
 SQUEUE_FORMAT = "\x1f".join(SQUEUE_FIELDS)
+# the adoption query's: the same, and the uid each job runs as (adoption takes only jobs of its own uids)
+SQUEUE_MINE_FIELDS = (*SQUEUE_FIELDS, "%U")
+SQUEUE_MINE_FORMAT = "\x1f".join(SQUEUE_MINE_FIELDS)
 # sacct -P -o: '|' apart, WorkDir last (a path may hold '|': the parser keeps the rest of the line); the
 # same fields for a status and for finding a pod's job by its job dir
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "Start", "End", "NodeList", "WorkDir")
@@ -62,7 +65,7 @@ def sbatch(
 
 def squeue_mine(prefix: Sequence[str]) -> list[str]:
     """Every job of the plugin's user still known to slurmctld (adoption, find)."""
-    return [*prefix, "-h", "-t", "all", "--me", "-o", SQUEUE_FORMAT]
+    return [*prefix, "-h", "-t", "all", "--me", "-o", SQUEUE_MINE_FORMAT]
 
 
 def squeue_jobs(prefix: Sequence[str], job_ids: Sequence[str]) -> list[str]:

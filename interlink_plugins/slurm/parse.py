@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from interlink_plugins.core.backend import JobInfo, Resources
-from interlink_plugins.slurm.commands import SACCT_FIELDS, SINFO_FIELDS, SQUEUE_FIELDS
+from interlink_plugins.slurm.commands import SACCT_FIELDS, SINFO_FIELDS, SQUEUE_FIELDS, SQUEUE_MINE_FIELDS
 from interlink_plugins.slurm.states import lookup
 
 _UNREACHABLE = re.compile(
@@ -77,7 +77,7 @@ def sbatch_refusal(error_text: str, returncode: int) -> tuple[str, bool]:
 
 @dataclass(frozen=True)
 class SqueueRow:
-    """One line of squeue -o SQUEUE_FORMAT, as printed."""
+    """One line of squeue -o SQUEUE_FORMAT (or SQUEUE_MINE_FORMAT), as printed."""
 
     job_id: str
     state: str
@@ -87,13 +87,24 @@ class SqueueRow:
     end: str
     comment: str
     work_dir: str
+    user_id: str = ""  # the uid the job runs as: in the adoption query only
 
 
 def parse_squeue(text: str) -> list[SqueueRow]:
+    """The status query's lines (SQUEUE_FORMAT)."""
+    return _squeue_rows(text, len(SQUEUE_FIELDS))
+
+
+def parse_squeue_mine(text: str) -> list[SqueueRow]:
+    """The adoption query's lines (SQUEUE_MINE_FORMAT: with the job's uid)."""
+    return _squeue_rows(text, len(SQUEUE_MINE_FIELDS))
+
+
+def _squeue_rows(text: str, count: int) -> list[SqueueRow]:
     rows = []
     for line in text.splitlines():
         fields = line.split("\x1f")
-        if len(fields) == len(SQUEUE_FIELDS):
+        if len(fields) == count:
             rows.append(SqueueRow(*fields))
     return rows
 

@@ -147,7 +147,9 @@ def test_squeue_job_arrays_keep_their_task_ids() -> None:
 
 
 def test_squeue_mine_finds_this_instances_pods_only() -> None:
-    rows = parse.parse_squeue(fixture("squeue_mine"))
+    rows = parse.parse_squeue_mine(fixture("squeue_mine"))
+    assert rows and {row.user_id for row in rows} == {str(CAPTURES["jobs"]["uid"])}  # the uid each job runs as
+    assert parse.parse_squeue(fixture("squeue_mine")) == []  # not the status query's format
     owned = {commands.uid_from_comment(row.comment, INSTANCE): row.job_id for row in rows}
     assert owned[None] == IDS["other-instance"]
     for case in SQUEUE_EXPECTED:
