@@ -220,3 +220,68 @@ def test_a_tenant_cannot_read_another_namespaces_job_dir(root_plugin: Callable[.
     shared = root_plugin(NamespacePolicy={"team-a": {"Users": [USER_A]}, "team-b": {"Users": [USER_A]}})
     victim, reader = _tenant_pods("team-b", "team-a", UID_A, UID_A, token)
     assert token in _read_across(shared, victim, reader)
+
+
+STAND_IN = """#!/bin/bash
+# stand-in for apptainer: `build -F -- OUT REF` writes OUT; `exec ... -- SIF ...` prints what it runs
+if [[ $1 == build ]]; then echo "built by $(id -u)" > "$4"; exit 0; fi
+while (($#)) && [[ $1 != -- ]]; do shift; done
+echo "ran $2: $(cat -- "$2")"
+"""
+
+
+def test_the_image_cache_is_private_per_uid(tmp_path: Path, users: tuple[int, int, int]) -> None:
+    """Attack: the shared ApptainerCacheDir was one dir every job wrote; a job of uid A writes (or pre-creates
+    the dir of) the SIF that a job of uid B converts, and B runs A's image. Defence: apptainer.sh converts
+    into uid-<uid>, a dir that must be the job's own and private, in a cache root owned by root (or the
+    job's uid) and sticky where others may write it; otherwise it refuses to run."""
+    from interlink_plugins.core.runtimes import APPTAINER_HELPER_NAME, cached_sif_name, helper_files
+
+    base = Path(tempfile.mkdtemp(prefix="il-sec-cache-", dir="/tmp"))
+    try:
+        open_path_to(base)
+        base.chmod(0o755)
+        (base / "bin").mkdir(mode=0o755)
+        (base / "bin" / "apptainer").write_text(STAND_IN)
+        (base / "bin" / "apptainer").chmod(0o755)
+        helper = base / APPTAINER_HELPER_NAME
+        helper.write_text(helper_files()[APPTAINER_HELPER_NAME])
+        helper.chmod(0o644)
+        cache = base / "cache"
+        cache.mkdir()
+        cache.chmod(0o1777)  # as the guide makes it: root's, sticky, like /tmp
+        image = "docker://reg.io/app:1"
+        sif = f"{cache}/uid-@UID@/{cached_sif_name(image)}"
+
+        def run(user: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["runuser", "-u", user, "--", "env", f"PATH={base / 'bin'}:/usr/bin:/bin", "bash", str(helper),
+                 "apptainer", "", "", sif, image, "exec", "--", "true"],
+                capture_output=True, text=True, timeout=30, cwd="/tmp",
+            )
+
+        # uid A plants uid B's cache dir, with a poisoned SIF in it
+        planted = cache / f"uid-{UID_B}"
+        subprocess.run(["runuser", "-u", USER_A, "--", "mkdir", "-m", "0755", str(planted)], check=True, timeout=30)
+        subprocess.run(["runuser", "-u", USER_A, "--", "sh", "-c", f"echo POISON > '{planted}/{cached_sif_name(image)}'"],
+                       check=True, timeout=30)
+        refused = run(USER_B)
+        assert refused.returncode == 1 and "not a private dir of uid" in refused.stderr, refused
+        assert "POISON" not in refused.stdout
+        subprocess.run(["rm", "-rf", "--", str(planted)], check=True, timeout=30)
+        # B's own conversion goes into B's private dir; A can neither read nor replace it
+        ran = run(USER_B)
+        assert ran.returncode == 0 and f"built by {UID_B}" in ran.stdout and f"/uid-{UID_B}/" in ran.stdout, ran
+        assert (planted.stat().st_uid, planted.stat().st_mode & 0o777) == (UID_B, 0o700)
+        swap = subprocess.run(["runuser", "-u", USER_A, "--", "mv", str(planted), f"{cache}/gone"],
+                              capture_output=True, text=True, timeout=30)
+        assert swap.returncode != 0, swap  # sticky root: only B (or root) may rename B's dir
+        # a cache root another uid owns (and could empty) is refused
+        (base / "theirs").mkdir()
+        subprocess.run(["chown", USER_A, str(base / "theirs")], check=True, timeout=30)
+        (base / "theirs").chmod(0o777)
+        sif = f"{base}/theirs/uid-@UID@/{cached_sif_name(image)}"
+        refused = run(USER_B)
+        assert refused.returncode == 1 and "must be owned by root or uid" in refused.stderr, refused
+    finally:
+        subprocess.run(["rm", "-rf", "--", str(base)], capture_output=True, timeout=60)
