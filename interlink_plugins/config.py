@@ -845,7 +845,8 @@ FIELDS: dict[str, FieldSpec] = {
         "apptainer_cache_dir",
         _str,
         "Shared dir (as the jobs see it) where images that need a conversion (docker://, oras://, archives) "
-        "are built once into SIF files, under a lock: pods started together convert an image once.",
+        "are built once into SIF files, under a lock: pods started together convert an image once. Each uid "
+        "gets its own private dir uid-<uid> in it; shared by several uids, make it root's and sticky (1777).",
     ),
     "ImageOverrides": FieldSpec(
         "image_overrides",

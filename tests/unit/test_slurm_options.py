@@ -208,7 +208,7 @@ def test_a_root_plugin_never_runs_a_job_as_root_unless_allowed(tmp_path: Path) -
     assert "uid" not in options(relaxed, pod())
     with pytest.raises(ConfigError, match="DefaultUID: 0 would run jobs as root"):
         backend(tmp_path, AllowRootJobs=False, DefaultUID=0)
-    with pytest.raises(ConfigError, match="Flavors.f.UID: 0"):
+    with pytest.raises(ConfigError, match=r"Flavors\.f\.UID: 0"):
         backend(tmp_path, AllowRootJobs=False, Flavors={"f": {"UID": 0}})
     # the uids whose jobs a state-less restart may adopt: the ones the config can submit as, root only if allowed
     assert strict.submit_uids() == {65534}
