@@ -21,7 +21,8 @@ shell. Per runtime:
     ``--no-eval``. The container runs through ``apptainer.sh`` in the job dir, which picks the
     binary (the fallback when it is missing), converts images once into ApptainerCacheDir (in a
     private dir per uid, ``uid-<uid>``, so no job runs a SIF another uid wrote) under a lock, gives
-    registry credentials to the conversion only, and turns the container's private NUL-separated env file into ``APPTAINERENV_<NAME>`` (``SINGULARITYENV_``) entries of its own
+    registry credentials to the conversion only, and turns the container's private NUL-separated env
+    file into ``APPTAINERENV_<NAME>`` (``SINGULARITYENV_``) entries of its own
     environment: the values never sit in an argv (``ps``) and no shell parses them. Measured with
     apptainer 1.4.5 and ``--no-eval``: these entries give every value byte for byte; apptainer's
     own ``--env-file`` (shell-parsed) does too for shell-quoted values but loses ``PWD`` and
