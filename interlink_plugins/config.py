@@ -1066,6 +1066,22 @@ def _uid_checks(config: Config) -> list[str]:
     return warnings
 
 
+def job_uid_summary(config: Config, euid: int) -> str:
+    """For `check` and `render`: which uids SLURM jobs run as, and whether root is possible."""
+    if config.backend != "slurm":
+        return f"jobs run as the {config.backend} backend's identity (AllowRootJobs applies to SLURM --uid)"
+    if euid != 0:
+        return (f"jobs run as this plugin's uid {euid} (not root: no --uid); runAsUser must be listed in the "
+                "namespace's Users")
+    default = (f"DefaultUID {config.default_uid}" if config.default_uid is not None
+               else "no DefaultUID: pods without runAsUser are refused" if not config.allow_root_jobs
+               else "no DefaultUID: pods without runAsUser run as root")
+    flavors = sorted(name for name, flavor in config.flavors.items() if flavor.uid is not None)
+    root = "AllowRootJobs: true, jobs may run as root" if config.allow_root_jobs else "no job runs as root"
+    return (f"jobs run as runAsUser listed in the namespace's Users, a flavor's UID ({', '.join(flavors) or 'none'}"
+            f"), else {default}; {root}")
+
+
 def load_config(path: Path) -> tuple[Config, list[str]]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
