@@ -1057,7 +1057,7 @@ def _uid_checks(config: Config) -> list[str]:
             if flavor.uid == 0:
                 raise ConfigError(f"Flavors.{name}.UID: 0 would run jobs as root; set AllowRootJobs: true to allow it")
     warnings = []
-    if config.allow_root_jobs:
+    if config.allow_root_jobs and config.backend == "slurm":
         warnings.append("AllowRootJobs: true: a root plugin runs jobs as root for pods that ask for uid 0 or set "
                         "no uid (without DefaultUID)")
     if (config.container_runtime in ("apptainer", "singularity") and "--containall" not in config.apptainer_options):
