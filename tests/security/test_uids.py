@@ -285,3 +285,41 @@ def test_the_image_cache_is_private_per_uid(tmp_path: Path, users: tuple[int, in
         assert refused.returncode == 1 and "must be owned by root or uid" in refused.stderr, refused
     finally:
         subprocess.run(["rm", "-rf", "--", str(base)], capture_output=True, timeout=60)
+
+
+def test_htcondor_adopts_only_jobs_of_its_own_identity(tmp_path: Path, htcondor_pool: dict[str, str]) -> None:
+    """Attack: another identity of the pool (a second local account submitting to the same schedd) queues a
+    job with our `InterLinkInstance` and a pod uid, so that a state-less restart adopts it. Defence: a job is
+    adopted only if its Owner is the identity the schedd maps this plugin to (a WRITE ping); the planted job
+    is ignored and logged, ours is adopted."""
+    from tests.e2e.kits import HTCondorKit
+
+    kit = HTCondorKit(tmp_path / "kit", htcondor_pool)
+    plugin = kit.plugin()
+    ours = pod_body("ours", [container("c", ["sh", "-c", "echo up; sleep 300"])], terminationGracePeriodSeconds=1)
+    plugin.create(ours)
+    plugin.wait_status(ours, lambda s: "running" in s["containers"][0]["state"], timeout=120)
+    forged = str(uuid.uuid4())
+    description = (
+        "executable = /bin/sleep\narguments = 300\ninitialdir = /tmp\nhold = true\n"
+        f'+InterLinkInstance = "{plugin.config["InstanceId"]}"\n+InterLinkPodUID = "{forged}"\n'
+        f'+InterLinkJobDir = "{plugin.config["DataRootFolder"]}/default-{forged}"\nqueue\n'
+    )
+    planted = subprocess.run(["podman", "exec", "-i", "-u", "nobody", htcondor_pool["name"], "condor_submit", "-"],
+                             input=description, capture_output=True, text=True, timeout=60)
+    assert planted.returncode == 0, planted.stdout + planted.stderr
+    owners = kit.condor("condor_q", "-all", "-af", "Owner", "InterLinkPodUID").stdout
+    assert f"nobody {forged}" in owners, owners
+    try:
+        plugin.kill()
+        for state in _state_files(plugin):
+            state.unlink()
+        plugin.start()
+        plugin.wait_status(ours, lambda s: "running" in s["containers"][0]["state"], timeout=90)
+        assert plugin.status(pod_body("x", [container("c", ["true"])], uid=forged)) is None
+        log = plugin.log_path.read_text()
+        assert "ignoring job" in log and forged in log and "'nobody'" in log, log[-3000:]
+        plugin.delete(ours)
+    finally:
+        kit.condor("condor_rm", "-constraint", f'InterLinkPodUID == "{forged}"')
+        plugin.stop()
