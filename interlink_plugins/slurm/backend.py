@@ -170,33 +170,49 @@ class SlurmBackend(BySource):
                 )
 
     def _job_uid(self, pod: Pod, flavor: Flavor | None) -> int | None:
-        """runAsUser (only where the namespace policy allows it), else the flavor's UID, else DefaultUID.
+        """The uid the job runs as; None: the plugin's own (no --uid).
 
-        Container-level runAsUser values must agree (one job, one user): different ones are a 422.
+        runAsUser, checked against the namespace's Users whoever it names (the plugin's own uid too),
+        else the flavor's UID, else DefaultUID. A flavor with a UID is only for the namespaces whose
+        policy lists it, and its UID must be one of their Users, unless it is Public. A job never runs
+        as root unless AllowRootJobs; a root plugin with no uid for the pod refuses it (a plugin that is
+        not root can only run it as itself).
         """
-        uid, field = pod.run_as_user, "spec.securityContext.runAsUser"
-        if uid is None:
-            users = [
-                (c.run_as_user, f"{c.field_path}[{i if c.kind == 'init' else i - len(pod.init_containers)}]")
-                for i, c in enumerate(pod.all_containers)
-                if c.run_as_user is not None
-            ]
-            if len({u for u, _ in users}) > 1:
-                raise PodSpecError(
-                    f"{users[1][1]}.securityContext.runAsUser",
-                    "the containers ask for different users; one SLURM job runs as one user",
-                )
-            if users:
-                uid, where = users[0]
-                field = f"{where}.securityContext.runAsUser"
-        if uid is not None:
-            # running as the plugin's own user needs no permission: it is what happens without runAsUser
-            if uid != os.geteuid():
-                self.policy.check_user(pod.namespace, uid, field=field)
+        if flavor is not None and flavor.uid is not None and not flavor.public:
+            self.policy.check_flavor(pod.namespace, self._flavor_key(flavor), field=_FLAVOR_FIELD)
+        uid, field = _pod_uid(pod)
+        if uid is None and flavor is not None and flavor.uid is not None:
+            uid, field = flavor.uid, _FLAVOR_FIELD
+            self._check_not_root(uid, field)
+            if not flavor.public:
+                self._check_user(pod.namespace, uid, field, f"flavor {flavor.name!r} runs as uid {uid}: ")
             return uid
-        if flavor is not None and flavor.uid is not None:
-            return flavor.uid
-        return self.config.default_uid
+        if uid is not None:
+            self._check_not_root(uid, field)
+            self.policy.check_user(pod.namespace, uid, field=field)
+            return uid
+        if self.config.default_uid is not None:
+            self._check_not_root(self.config.default_uid, "DefaultUID")
+            return self.config.default_uid
+        if os.geteuid() == 0 and not self.config.allow_root_jobs:
+            raise PodSpecError(
+                "spec.securityContext.runAsUser",
+                "required: the pod sets no runAsUser and the plugin has no DefaultUID, and a root plugin does not "
+                "run jobs as root (AllowRootJobs: false)",
+            )
+        return None
+
+    def _flavor_key(self, flavor: Flavor) -> str:
+        """The flavor's key in Flavors (what NamespacePolicy Flavors names)."""
+        return next((key for key, each in self.config.flavors.items() if each is flavor), flavor.name)
+
+    def _check_not_root(self, uid: int, field: str) -> None:
+        if uid == 0 and not self.config.allow_root_jobs:
+            raise PolicyViolation(field, "uid 0: jobs never run as root (AllowRootJobs: false)")
+
+    def _check_user(self, namespace: str, uid: int, field: str, why: str) -> None:
+        if not self.policy.user_allowed(namespace, uid):
+            raise PolicyViolation(field, f"{why}namespace {namespace!r} may not run as user {str(uid)!r}")
 
     def _gres(self, pod: Pod, extended: Mapping[str, int]) -> list[str]:
         """--gres items; a gres named twice (GPUs plus MIG slices mapped to gpu) is summed."""
@@ -241,11 +257,40 @@ class SlurmBackend(BySource):
         return job_id
 
     async def _squeue_own(self) -> list[parse.SqueueRow]:
-        """Every job of this user still known to slurmctld, with our comment field."""
-        result = await self._run(commands.squeue_mine(self.config.squeue), "list")
+        """Every job still known to slurmctld that runs as a uid this plugin submits as, with our comment.
+        A root plugin lists every user's jobs (--uid jobs are not its own): a job of another uid that carries
+        our comment was planted, and is ignored with a warning."""
+        argv = commands.squeue_mine(self.config.squeue, every_user=os.geteuid() == 0)
+        result = await self._run(argv, "list")
         if not result.ok:
-            raise BackendUnavailable("slurm", "squeue --me", result.error_text)
-        return parse.parse_squeue_mine(result.text)
+            raise BackendUnavailable("slurm", "squeue", result.error_text)
+        uids = self.submit_uids()
+        own = []
+        for row in parse.parse_squeue_mine(result.text):
+            if self._uid_from_comment(row.comment) is None:
+                continue
+            if row.user_id.strip().isdigit() and int(row.user_id) in uids:
+                own.append(row)
+            else:
+                log.warning("ignoring job %s: it carries this plugin's comment %r but runs as uid %s, which this "
+                            "plugin never submits as (planted by another user?)", row.job_id, row.comment,
+                            row.user_id)
+        return own
+    def submit_uids(self) -> frozenset[int]:
+        """The uids this plugin's jobs run as: its own when it is not root; else the uids the config names
+        (DefaultUID, flavors' UIDs, namespaces' Users) and root only with AllowRootJobs."""
+        me = os.geteuid()
+        if me != 0:
+            return frozenset({me})
+        uids = set(self.policy.submit_uids())
+        uids |= {flavor.uid for flavor in self.config.flavors.values() if flavor.uid is not None}
+        if self.config.default_uid is not None:
+            uids.add(self.config.default_uid)
+        if self.config.allow_root_jobs:
+            uids.add(0)
+        else:
+            uids.discard(0)
+        return frozenset(uids)
 
     def _uid_from_comment(self, comment: str) -> str | None:
         return commands.uid_from_comment(comment, self.config.instance_id)
@@ -265,8 +310,13 @@ class SlurmBackend(BySource):
         adopted = []
         for row in await self._squeue_own():
             uid = self._uid_from_comment(row.comment)
-            if uid:
-                adopted.append(AdoptedJob(uid=uid, job_id=row.job_id, job_dir=row.work_dir))
+            if not uid:
+                continue
+            if Path(row.work_dir.rstrip("/") or "/").parent != self.config.data_root:
+                log.warning("ignoring job %s of pod %s: its working directory %r is not in DataRootFolder",
+                            row.job_id, uid, row.work_dir)
+                continue
+            adopted.append(AdoptedJob(uid=uid, job_id=row.job_id, job_dir=row.work_dir))
         adopted += await asyncio.to_thread(self._adopt_go_job_dirs, {a.uid for a in adopted})
         return adopted
 
@@ -428,6 +478,29 @@ def gpu_flavor(flavors: Mapping[str, Flavor], gpus: int) -> Flavor | None:
         if any_gpu is None and in_flags:
             any_gpu = flavor
     return exact or any_gpu
+
+
+_FLAVOR_FIELD = "metadata.annotations[slurm-job.vk.io/flavor]"
+
+
+def _pod_uid(pod: Pod) -> tuple[int | None, str]:
+    """runAsUser of the pod, else of its containers (which must agree: one job, one user), with its field."""
+    if pod.run_as_user is not None:
+        return pod.run_as_user, "spec.securityContext.runAsUser"
+    users = [
+        (c.run_as_user, f"{c.field_path}[{i if c.kind == 'init' else i - len(pod.init_containers)}]")
+        for i, c in enumerate(pod.all_containers)
+        if c.run_as_user is not None
+    ]
+    if len({u for u, _ in users}) > 1:
+        raise PodSpecError(
+            f"{users[1][1]}.securityContext.runAsUser",
+            "the containers ask for different users; one SLURM job runs as one user",
+        )
+    if users:
+        uid, where = users[0]
+        return uid, f"{where}.securityContext.runAsUser"
+    return None, "spec.securityContext.runAsUser"
 
 
 def _primary_gid(uid: int) -> int | None:

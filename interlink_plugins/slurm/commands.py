@@ -63,9 +63,10 @@ def sbatch(
     ]
 
 
-def squeue_mine(prefix: Sequence[str]) -> list[str]:
-    """Every job of the plugin's user still known to slurmctld (adoption, find)."""
-    return [*prefix, "-h", "-t", "all", "--me", "-o", SQUEUE_MINE_FORMAT]
+def squeue_mine(prefix: Sequence[str], *, every_user: bool = False) -> list[str]:
+    """Every job of the plugin's user still known to slurmctld (adoption, find); with ``every_user`` (a root
+    plugin, whose --uid jobs are not its own) every user's, which the caller filters by uid."""
+    return [*prefix, "-h", "-t", "all", *([] if every_user else ["--me"]), "-o", SQUEUE_MINE_FORMAT]
 
 
 def squeue_jobs(prefix: Sequence[str], job_ids: Sequence[str]) -> list[str]:

@@ -301,7 +301,9 @@ def test_two_pods_one_conversion_and_login_budget(ssh_plugin: Any) -> None:
     for body in converting:
         assert exit_codes(plugin.wait_done(body, timeout=240)) == {"c": 0}
         assert plugin.logs(body, "c").text == "root:x:0:0:root:/root:/bin/sh\n"
-    builds = in_node("cat", f"{cache}/builds.log").stdout.splitlines()
+    # converted once, into hpcuser's private dir of the shared cache
+    assert in_node("stat", "-c", "%U %a", f"{cache}/uid-1500").stdout.split() == ["hpcuser", "700"]
+    builds = in_node("cat", f"{cache}/uid-1500/builds.log").stdout.splitlines()
     assert len(builds) == 1 and image in builds[0], builds
     deadline = time.monotonic() + 240
     pending = list(bodies)
