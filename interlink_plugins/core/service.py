@@ -25,6 +25,7 @@ from interlink_plugins.core.backend import AdoptedJob, Backend, JobInfo, Resourc
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
 from interlink_plugins.core.logs import LogOptions, LogSource, follow_log, iter_log
 from interlink_plugins.core.pod import parse_create_body, pod_identity, pod_summary, spec_container_names
+from interlink_plugins.core.podfields import Facts, check_pod
 from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.core.status import (
@@ -187,6 +188,8 @@ class PluginService:
     async def create(self, body: Any) -> dict[str, str]:
         try:
             pod = parse_create_body(body)
+            fields = check_pod(pod.raw, Facts.of(self.config))
+            fields.raise_refused()  # a field the backend cannot honour and the pod depends on: 422 naming it
         except PodSpecError as exc:
             self.metrics.create_failures.labels(self.backend.name, "Invalid").inc()
             raise exc from None
@@ -209,6 +212,9 @@ class PluginService:
                 submit=dict(prepared.submit),
                 deadline_at=now + self.config.submit_deadline,
             )
+            if fields.warned:  # the pod runs without them: said once in the log, and in its containers' status
+                log.warning("pod %s/%s (%s): %s", pod.namespace, pod.name, pod.uid, fields.log_line())
+                record.meta["field_notes"] = {name: list(notes) for name, notes in fields.by_container.items()}
             await asyncio.to_thread(self.store.put, record)
             if self._down_since is None:
                 await self._submit(record)
