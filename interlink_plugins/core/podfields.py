@@ -44,16 +44,24 @@ class Facts:
         return cls(str(config.backend), bool(config.enable_probes), str(config.container_runtime))
 
 
-# condition name -> (holds for these facts?, why the field is only warned when it does not)
-CONDITIONS: Mapping[str, tuple[Callable[[Facts], bool], str]] = {
-    "probes": (lambda f: f.backend == "podman" or f.probes, "probes run only with EnableProbes: true"),
+# condition name -> (holds for these facts?, why the field is warned when it does not, when that is (docs))
+CONDITIONS: Mapping[str, tuple[Callable[[Facts], bool], str, str]] = {
+    "probes": (lambda f: f.backend == "podman" or f.probes, "probes run only with EnableProbes: true",
+               "without EnableProbes"),
     "podman-runtime": (
         lambda f: f.backend == "podman" or f.runtime == "podman",
         "only ContainerRuntime podman runs a container as another group",
+        "without runtime podman",
     ),
     "htcondor-podman-runtime": (
         lambda f: f.backend != "htcondor" or f.runtime == "podman",
         "on HTCondor only ContainerRuntime podman runs a container as another user",
+        "without runtime podman",
+    ),
+    "pull-policy": (
+        lambda f: f.backend == "podman" or f.runtime not in ("apptainer", "singularity"),
+        "apptainer converts an image once and runs the converted one after (IfNotPresent)",
+        "with runtime apptainer",
     ),
 }
 
@@ -71,7 +79,7 @@ class Rule:
     def verdict(self, facts: Facts) -> tuple[Verdict, str]:
         verdict = _CODES[self.code[BACKENDS.index(facts.backend)]]
         if verdict == "honoured" and self.when:
-            holds, why = CONDITIONS[self.when]
+            holds, why, _label = CONDITIONS[self.when]
             if not holds(facts):
                 return "warned", why
         return verdict, self.note
@@ -165,7 +173,8 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
         "envFrom": _r("RRR", "interLink resolves envFrom into env before the plugin; an unresolved one cannot "
                              "be served"),
         "image": _r("HHH"),
-        "imagePullPolicy": _r("HHH", "unless the admin's PullPolicy overrides it"),
+        "imagePullPolicy": _r("HHH", "unless the admin's PullPolicy overrides it", default="IfNotPresent",
+                              when="pull-policy"),
         "lifecycle": _r("HHH", sub="Lifecycle"),
         "livenessProbe": _r("HHH", sub="Probe", when="probes"),
         "name": _r("HHH"),
@@ -498,8 +507,11 @@ _SHOWN = {"honoured": "honoured", "refused": "**422**", "warned": "warned"}
 
 def _cell(rule: Rule, backend: str) -> str:
     verdict = _SHOWN[_CODES[rule.code[BACKENDS.index(backend)]]]
-    if rule.when and verdict == "honoured" and not CONDITIONS[rule.when][0](Facts(backend, False, "apptainer")):
-        return f"honoured ({'EnableProbes' if rule.when == 'probes' else 'runtime podman'}; else warned)"
+    if rule.when and verdict == "honoured":
+        holds, _why, label = CONDITIONS[rule.when]
+        if not all(holds(Facts(backend, probes, runtime)) for probes in (True, False)
+                   for runtime in ("podman", "apptainer", "none")):
+            return f"honoured (warned {label})"
     return verdict
 
 
@@ -534,8 +546,9 @@ def field_reference_markdown() -> str:
             found["refused"].append("every volume type but configMap, secret, projected, downwardAPI, emptyDir, "
                                     "hostPath")
         lines.append(f"| {_NAMES[backend]} | {', '.join(found['refused'])} | {', '.join(found['warned'])} |")
-    lines += ["", "Everything else is honoured (container fields are shown without their `spec.containers[]` prefix;",
-              "probes on SLURM and HTCondor only with `EnableProbes: true`, warned otherwise). Per field:"]
+    lines += ["", "Everything else is honoured (container fields are shown without their `spec.containers[]` prefix);",
+              "a few only with a setting of the site's config (probes with `EnableProbes: true` on SLURM and",
+              "HTCondor...), warned otherwise, as the tables below say. Per field:"]
     for kind, table in FIELDS.items():
         lines += ["", f"### `{_PATHS.get(kind, kind)}`", "", "| field | SLURM | HTCondor | Podman | note |",
                   "| --- | --- | --- | --- | --- |"]

@@ -250,7 +250,8 @@ def test_probes_are_warned_on_batch_backends_without_enable_probes() -> None:
 
 
 def test_run_as_user_and_group_follow_what_each_backend_and_runtime_do() -> None:
-    body = body_with([container("c", ["true"], securityContext={"runAsUser": 1000, "runAsGroup": 1000})])
+    body = body_with([container("c", ["true"], imagePullPolicy="IfNotPresent",
+                                securityContext={"runAsUser": 1000, "runAsGroup": 1000})])
     assert report(body, "slurm", runtime="apptainer").warned[0].path == "spec.containers[0].securityContext.runAsGroup"
     assert len(report(body, "slurm", runtime="apptainer").warned) == 1  # the job's user: honoured on SLURM
     assert [f.path for f in report(body, "htcondor", runtime="apptainer").warned] == [
@@ -263,6 +264,17 @@ def test_run_as_user_and_group_follow_what_each_backend_and_runtime_do() -> None
         result = report(alone, backend)
         assert [f.path for f in result.warned] == ["spec.securityContext.runAsGroup"]
         assert "only together with runAsUser" in result.warned[0].note
+
+
+def test_runtime_apptainer_warns_a_pull_policy_other_than_if_not_present() -> None:
+    for policy, warned in (("Always", True), ("Never", True), ("IfNotPresent", False)):
+        body = body_with([container("c", ["true"], imagePullPolicy=policy)])
+        for backend in ("slurm", "htcondor"):
+            paths = [f.path for f in report(body, backend, runtime="apptainer").warned]
+            assert paths == (["spec.containers[0].imagePullPolicy"] if warned else [])
+            assert report(body, backend, runtime="podman").warned == ()
+            assert report(body, backend, runtime="none").warned == ()
+        assert report(body, "podman", runtime="apptainer").warned == ()
 
 
 def test_resource_names_are_checked_one_by_one() -> None:
