@@ -35,6 +35,7 @@ from interlink_plugins.core.status import (
     epoch_rfc3339,
     is_final,
     submit_failed_status,
+    with_field_notes,
 )
 from interlink_plugins.core.sweep import StuckItems, bounded_map
 from interlink_plugins.metrics import Metrics, directory_bytes
@@ -288,6 +289,9 @@ class PluginService:
                 self.store.put(record)
 
     def pod_status(self, record: PodRecord) -> dict[str, Any]:
+        return with_field_notes(self._pod_status(record), record, self.backend.name)
+
+    def _pod_status(self, record: PodRecord) -> dict[str, Any]:
         if record.final_status is not None:
             return record.final_status
         cached = self._cache.get(record.uid)

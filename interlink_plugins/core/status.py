@@ -323,27 +323,7 @@ def _waiting_reason(ctx: StatusContext, init_pending: bool) -> tuple[str, str]:
     return "ContainerCreating", "starting"
 
 
-def _with_field_notes(entry: dict[str, Any], record: PodRecord, backend: str) -> dict[str, Any]:
-    """Pod fields the backend does not honour (core/podfields.py), named in a waiting or terminated message
-    (a running state has no message in Kubernetes)."""
-    notes = (record.meta.get("field_notes") or {}).get(entry["name"])
-    state = entry["state"]
-    if not notes or "running" in state:
-        return entry
-    kind, detail = next(iter(state.items()))
-    line = f"fields not honoured by the {backend} backend: " + "; ".join(notes)
-    return {**entry, "state": {kind: {**detail, "message": f"{detail.get('message', '')}; {line}".lstrip("; ")}}}
-
-
 def build_pod_status(ctx: StatusContext, files: dict[str, ContainerFiles], images: dict[str, str]) -> dict[str, Any]:
-    status = _build_pod_status(ctx, files, images)
-    backend = ctx.backend.lower()
-    for key in ("containers", "initContainers"):
-        status[key] = [_with_field_notes(entry, ctx.record, backend) for entry in status[key]]
-    return status
-
-
-def _build_pod_status(ctx: StatusContext, files: dict[str, ContainerFiles], images: dict[str, str]) -> dict[str, Any]:
     record = ctx.record
     init_statuses = []
     init_done = True
@@ -407,6 +387,26 @@ def submit_failed_status(record: PodRecord, images: dict[str, str], backend: str
         "UID": record.uid,
         "namespace": record.namespace,
         "JID": record.pod_jid,
-        "containers": [_with_field_notes(entry(n), record, backend) for n in record.main_names],
-        "initContainers": [_with_field_notes(entry(n), record, backend) for n in record.init_names],
+        "containers": [entry(n) for n in record.main_names],
+        "initContainers": [entry(n) for n in record.init_names],
     }
+
+
+def with_field_notes(status: dict[str, Any], record: PodRecord, backend: str) -> dict[str, Any]:
+    """The pod fields the backend does not honour (core/podfields.py), named in each affected container's
+    waiting or terminated message (Kubernetes' running state has none). Added as the status is answered, so
+    the log lines made from built statuses do not repeat them."""
+    notes: Mapping[str, list[str]] = record.meta.get("field_notes") or {}
+    if not notes:
+        return status
+
+    def noted(entry: dict[str, Any]) -> dict[str, Any]:
+        mine, state = notes.get(entry["name"]), entry["state"]
+        if not mine or "running" in state:
+            return entry
+        kind, detail = next(iter(state.items()))
+        line = f"fields not honoured by the {backend} backend: " + "; ".join(mine)
+        return {**entry, "state": {kind: {**detail, "message": f"{detail.get('message', '')}; {line}".lstrip("; ")}}}
+
+    return {**status, "containers": [noted(e) for e in status["containers"]],
+            "initContainers": [noted(e) for e in status["initContainers"]]}

@@ -28,7 +28,13 @@ from interlink_plugins.core.podfields import (
     splice_docs,
 )
 from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import ContainerFiles, StatusContext, build_pod_status, submit_failed_status
+from interlink_plugins.core.status import (
+    ContainerFiles,
+    StatusContext,
+    build_pod_status,
+    submit_failed_status,
+    with_field_notes,
+)
 from tests.kubelet.cases import CASES
 from tests.kubelet.resolve import pods_from_manifests
 from tests.podfactory import container, pod_body
@@ -301,7 +307,8 @@ def _record(notes: dict[str, list[str]]) -> PodRecord:
 
 def test_the_notes_are_in_the_waiting_and_terminated_messages_of_the_containers_they_concern() -> None:
     record = _record({"a": ["spec.dnsConfig (the node's resolver configuration is used)"]})
-    waiting = build_pod_status(StatusContext(record, JobInfo("7", "PENDING", active=True), "SLURM"), {}, {})
+    waiting = with_field_notes(
+        build_pod_status(StatusContext(record, JobInfo("7", "PENDING", active=True), "SLURM"), {}, {}), record, "slurm")
     message = waiting["containers"][0]["state"]["waiting"]["message"]
     assert message.endswith("; fields not honoured by the slurm backend: spec.dnsConfig (the node's resolver "
                             "configuration is used)")
@@ -309,15 +316,19 @@ def test_the_notes_are_in_the_waiting_and_terminated_messages_of_the_containers_
     assert "fields not honoured" not in json.dumps(waiting["initContainers"][0])
     files = {"i": ContainerFiles(started="t", finished="t", exit_code=0), "a": ContainerFiles(started="t"),
              "b": ContainerFiles(started="t")}
-    running = build_pod_status(StatusContext(record, JobInfo("7", "RUNNING", active=True, running=True), "SLURM"),
-                               files, {})
+    running = with_field_notes(build_pod_status(
+        StatusContext(record, JobInfo("7", "RUNNING", active=True, running=True), "SLURM"), files, {}), record, "slurm")
     assert running["containers"][0]["state"] == {"running": {"startedAt": "t"}}  # no message in a running state
     done = {name: ContainerFiles(started="t", finished="t", exit_code=0) for name in ("i", "a", "b")}
-    ended = build_pod_status(StatusContext(record, JobInfo("7", "COMPLETED", active=False), "SLURM"), done, {})
+    ended = with_field_notes(
+        build_pod_status(StatusContext(record, JobInfo("7", "COMPLETED", active=False), "SLURM"), done, {}), record,
+        "slurm")
+    assert "fields not honoured" not in json.dumps(build_pod_status(
+        StatusContext(record, JobInfo("7", "COMPLETED", active=False), "SLURM"), done, {}))  # what is logged from
     assert "fields not honoured by the slurm backend: spec.dnsConfig" in ended["containers"][0]["state"][
         "terminated"]["message"]
     record.last_error = "sbatch: error"
-    failed = submit_failed_status(record, {}, "slurm")
+    failed = with_field_notes(submit_failed_status(record, {}, "slurm"), record, "slurm")
     assert "fields not honoured" in failed["containers"][0]["state"]["terminated"]["message"]
 
 
