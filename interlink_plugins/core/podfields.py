@@ -38,27 +38,40 @@ class Facts:
     backend: str
     probes: bool = True
     runtime: str = "podman"
+    pod_network: str = ""  # PodmanPodNetwork
 
     @classmethod
     def of(cls, config: Any) -> Facts:
-        return cls(str(config.backend), bool(config.enable_probes), str(config.container_runtime))
+        return cls(str(config.backend), bool(config.enable_probes), str(config.container_runtime),
+                   str(config.podman_pod_network))
 
 
-# condition name -> (holds for these facts?, why the field is warned when it does not, when that is (docs))
-CONDITIONS: Mapping[str, tuple[Callable[[Facts], bool], str, str]] = {
-    "probes": (lambda f: f.backend == "podman" or f.probes, "probes run only with EnableProbes: true",
-               "without EnableProbes"),
-    "podman-runtime": (
+@dataclass(frozen=True)
+class Condition:
+    """A setting of the site's config a field is honoured with; without it the field is `otherwise`."""
+
+    holds: Callable[[Facts], bool]
+    why: str  # the note when it does not hold
+    label: str  # when it does not hold, for the docs
+    otherwise: Verdict = "warned"
+
+
+CONDITIONS: Mapping[str, Condition] = {
+    "probes": Condition(lambda f: f.backend == "podman" or f.probes, "probes run only with EnableProbes: true",
+                        "without EnableProbes"),
+    "podman-runtime": Condition(
         lambda f: f.backend == "podman" or f.runtime == "podman",
-        "only ContainerRuntime podman runs a container as another group",
-        "without runtime podman",
+        "only ContainerRuntime podman runs a container as another group", "without runtime podman",
     ),
-    "htcondor-podman-runtime": (
+    "htcondor-podman-runtime": Condition(
         lambda f: f.backend != "htcondor" or f.runtime == "podman",
-        "on HTCondor only ContainerRuntime podman runs a container as another user",
-        "without runtime podman",
+        "on HTCondor only ContainerRuntime podman runs a container as another user", "without runtime podman",
     ),
-    "pull-policy": (
+    "host-network": Condition(
+        lambda f: f.backend != "podman" or f.pod_network == "host",
+        "a Podman pod's network is the admin's PodmanPodNetwork", "unless PodmanPodNetwork is host", "refused",
+    ),
+    "pull-policy": Condition(
         lambda f: f.backend == "podman" or f.runtime not in ("apptainer", "singularity"),
         "apptainer converts an image once and runs the converted one after (IfNotPresent)",
         "with runtime apptainer",
@@ -74,14 +87,14 @@ class Rule:
     note: str = ""
     sub: str = ""  # the type of its value (or of each element of a list), whose fields are checked in turn
     default: Any = _UNSET  # a value that means "not used" besides null/false/""/[]/{}
-    when: str = ""  # a condition (CONDITIONS): honoured only when it holds, warned otherwise
+    when: str = ""  # a condition (CONDITIONS): honoured only when it holds
 
     def verdict(self, facts: Facts) -> tuple[Verdict, str]:
         verdict = _CODES[self.code[BACKENDS.index(facts.backend)]]
         if verdict == "honoured" and self.when:
-            holds, why, _label = CONDITIONS[self.when]
-            if not holds(facts):
-                return "warned", why
+            condition = CONDITIONS[self.when]
+            if not condition.holds(facts):
+                return condition.otherwise, condition.why
         return verdict, self.note
 
     def unused(self, value: Any) -> bool:
@@ -125,8 +138,8 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
         "ephemeralContainers": _r("WWW", "debug containers are not run"),
         "hostAliases": _r("WWW", "the node's /etc/hosts is used"),
         "hostIPC": _r("RRR", "no backend gives a pod the host's IPC namespace"),
-        "hostNetwork": _r("HHR", "batch jobs run in the compute node's network whatever the pod asks (SLURM, "
-                                 "HTCondor); a Podman pod's network is the admin's PodmanPodNetwork"),
+        "hostNetwork": _r("HHH", "batch jobs run in the compute node's network whatever the pod asks (SLURM, "
+                                 "HTCondor); Podman with PodmanPodNetwork host", when="host-network"),
         "hostPID": _r("RRR", "no backend gives a pod the host's PID namespace"),
         "hostUsers": _r("WWW", "no user namespace is made for the pod", default=True),
         "hostname": _r("WWW", "the hostname is the node's (batch) or the pod's name (Podman)"),
@@ -508,10 +521,10 @@ _SHOWN = {"honoured": "honoured", "refused": "**422**", "warned": "warned"}
 def _cell(rule: Rule, backend: str) -> str:
     verdict = _SHOWN[_CODES[rule.code[BACKENDS.index(backend)]]]
     if rule.when and verdict == "honoured":
-        holds, _why, label = CONDITIONS[rule.when]
-        if not all(holds(Facts(backend, probes, runtime)) for probes in (True, False)
-                   for runtime in ("podman", "apptainer", "none")):
-            return f"honoured (warned {label})"
+        condition = CONDITIONS[rule.when]
+        if not all(condition.holds(Facts(backend, probes, runtime, network)) for probes in (True, False)
+                   for runtime in ("podman", "apptainer", "none") for network in ("", "host")):
+            return f"honoured ({_SHOWN[condition.otherwise]} {condition.label})"
     return verdict
 
 
@@ -542,13 +555,15 @@ def field_reference_markdown() -> str:
                 verdict = _CODES[rule.code[BACKENDS.index(backend)]]
                 if verdict != "honoured" and not (kind == "Volume" and verdict == "refused" and name != "name"):
                     found[verdict].append(f"`{_short(kind)}{name}`")
+                elif rule.when and _cell(rule, backend) != "honoured":  # only with a setting of the site config
+                    condition = CONDITIONS[rule.when]
+                    found[condition.otherwise].append(f"`{_short(kind)}{name}` ({condition.label})")
         if any(_CODES[rule.code[BACKENDS.index(backend)]] == "refused" for rule in FIELDS["Volume"].values()):
             found["refused"].append("every volume type but configMap, secret, projected, downwardAPI, emptyDir, "
                                     "hostPath")
         lines.append(f"| {_NAMES[backend]} | {', '.join(found['refused'])} | {', '.join(found['warned'])} |")
-    lines += ["", "Everything else is honoured (container fields are shown without their `spec.containers[]` prefix);",
-              "a few only with a setting of the site's config (probes with `EnableProbes: true` on SLURM and",
-              "HTCondor...), warned otherwise, as the tables below say. Per field:"]
+    lines += ["", "Everything else is honoured (container fields are shown without their `spec.containers[]` prefix).",
+              "Per field:"]
     for kind, table in FIELDS.items():
         lines += ["", f"### `{_PATHS.get(kind, kind)}`", "", "| field | SLURM | HTCondor | Podman | note |",
                   "| --- | --- | --- | --- | --- |"]

@@ -184,6 +184,14 @@ def test_a_refused_pod_field_is_a_422_naming_its_path(
         assert [f.path for f in result.refused] == ([path] if backend in refused_on else [])
 
 
+def test_host_network_is_refused_on_podman_unless_its_pod_network_is_the_host() -> None:
+    raw = parse_create_body(body_with(hostNetwork=True)).raw
+    assert check_pod(raw, Facts("podman", pod_network="host")) == FieldReport("podman")
+    refused = check_pod(raw, Facts("podman", pod_network="slirp4netns")).refused
+    assert [(f.path, f.note) for f in refused] == [("spec.hostNetwork",
+                                                    "a Podman pod's network is the admin's PodmanPodNetwork")]
+
+
 def test_every_refused_field_is_named_in_the_one_error() -> None:
     body = body_with([container("c", ["true"], securityContext={"privileged": True})], hostPID=True)
     with pytest.raises(PodSpecError) as info:
