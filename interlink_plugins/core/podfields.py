@@ -234,7 +234,8 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
         "amd.com/gpu": _r("HHH", "--gres=gpu (SLURM), request_gpus (HTCondor), CDI devices (Podman)"),
         "ephemeral-storage": _r("HHW", "--tmp (SLURM), request_disk (HTCondor); Podman does not limit it"),
         "hugepages-*": _r("WWW", "huge pages are not reserved"),
-        "*": _r("HHH", "GresMap (SLURM), GpuCdiMap (Podman); a resource none maps is a 422"),
+        "*": _r("HRH", "through GresMap (SLURM) or GpuCdiMap (Podman), a 422 when they do not map it; HTCondor has "
+                       "no equivalent"),
     },
     "SecurityContext": {
         "allowPrivilegeEscalation": _r("WWW", _HARDENING, default=True),

@@ -299,6 +299,12 @@ def test_resource_names_are_checked_one_by_one() -> None:
         "spec.containers[0].resources.limits[ephemeral-storage]", "spec.containers[0].resources.limits[hugepages-2Mi]"]
 
 
+def test_an_extended_resource_is_refused_on_htcondor_and_left_to_the_maps_elsewhere() -> None:
+    body = body_with([container("c", ["true"], resources={"limits": {"example.com/fpga": "1"}})])
+    assert [f.path for f in report(body, "htcondor").refused] == ["spec.containers[0].resources.limits[example.com/fpga]"]
+    assert report(body, "slurm").refused == () and report(body, "podman").refused == ()
+
+
 def test_a_pod_that_is_not_an_object_has_nothing_to_report() -> None:
     assert check_pod({"spec": "x"}, facts("slurm")) == FieldReport("slurm")
     malformed = {"spec": {"containers": "x", "volumes": [1], "securityContext": [], "os": 3}}
