@@ -397,9 +397,10 @@ def _rule(table: Mapping[str, Rule], key: str) -> Rule | None:
 
 def _walk(value: Any, kind: str, path: str, facts: Facts) -> Iterator[Finding]:
     table = FIELDS[kind]
-    if isinstance(value, list):
+    if isinstance(value, list):  # of objects: a list in a list is malformed, left to the parser (never recursed)
         for index, item in enumerate(value):
-            yield from _walk(item, kind, f"{path}[{index}]", facts)
+            if isinstance(item, dict):
+                yield from _walk(item, kind, f"{path}[{index}]", facts)
         return
     if not isinstance(value, dict):
         return  # malformed values are the parser's to refuse

@@ -309,6 +309,11 @@ def test_a_pod_that_is_not_an_object_has_nothing_to_report() -> None:
     assert check_pod({"spec": "x"}, facts("slurm")) == FieldReport("slurm")
     malformed = {"spec": {"containers": "x", "volumes": [1], "securityContext": [], "os": 3}}
     assert check_pod(malformed, facts("slurm")).refused == ()
+    deep: Any = "leaf"
+    for _ in range(5000):  # far past Python's recursion limit: walked without recursing into it
+        deep = [deep]
+    nested = {"spec": {"volumes": [{"name": "v", "projected": {"sources": deep}}], "tolerations": deep}}
+    assert check_pod(nested, facts("podman")) == FieldReport("podman")
 
 
 # ----------------------------------------------------------------------------------------- status
