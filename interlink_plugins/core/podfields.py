@@ -16,6 +16,8 @@ is warned, naming its path. ``interlink-plugin field-reference`` prints the tabl
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +30,9 @@ _CODES: Mapping[str, Verdict] = {"H": "honoured", "R": "refused", "W": "warned"}
 _UNSET: Any = object()
 UNKNOWN_NOTE = "not a field this plugin knows (a newer Kubernetes?): ignored"
 NOTES_HEADER = "fields not honoured by the {backend} backend"
+MAX_FINDINGS = 20  # per verdict and pod: the rest is counted (the log line and the status stay short)
+KEY_SHOWN_MAX = 64
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -386,6 +391,14 @@ class FieldReport:
         )
 
 
+def _key_text(key: str) -> str:
+    """A field name as shown in a path: the pod's own text only when it is a plain name (a key is the pod
+    author's: no control characters or megabytes reach the log and the status)."""
+    if _PLAIN_KEY.match(key):
+        return key
+    return json.dumps(key[:KEY_SHOWN_MAX]) + ("..." if len(key) > KEY_SHOWN_MAX else "")
+
+
 def _rule(table: Mapping[str, Rule], key: str) -> Rule | None:
     if key in table:
         return table[key]
@@ -406,7 +419,8 @@ def _walk(value: Any, kind: str, path: str, facts: Facts) -> Iterator[Finding]:
         return  # malformed values are the parser's to refuse
     for key, item in value.items():
         key = str(key)
-        where = f"{path}[{key}]" if kind == "ResourceList" else f"{path}.{key}"
+        shown = _key_text(key)
+        where = f"{path}[{shown}]" if kind == "ResourceList" else f"{path}.{shown}"
         rule = _rule(table, key)
         if rule is None:
             if item is not None:
@@ -436,10 +450,13 @@ def _containers_of(spec: Mapping[str, Any], path: str) -> list[str]:
     if path.startswith("spec.volumes[") and isinstance(volumes, list):
         index = int(path[len("spec.volumes[") : path.index("]")])
         volume = volumes[index] if index < len(volumes) and isinstance(volumes[index], dict) else {}
-        mounting = [name for name, c in every
-                    if any(isinstance(m, dict) and m.get("name") == volume.get("name")
-                           for m in c.get("volumeMounts") or ())]
-        return [str(name) for name in mounting]
+        mounting = []
+        for name, c in every:
+            mounts = c.get("volumeMounts")
+            if isinstance(mounts, list) and any(isinstance(m, dict) and m.get("name") == volume.get("name")
+                                                for m in mounts):
+                mounting.append(str(name))
+        return mounting
     return [str(name) for name, _c in every]
 
 
@@ -463,6 +480,13 @@ def _group_without_user(spec: Mapping[str, Any]) -> Iterator[Finding]:
 _GROUP_ALONE = "applied only together with runAsUser: the image's user and group run the container"
 
 
+def _capped(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    if len(findings) <= MAX_FINDINGS:
+        return findings
+    rest = len(findings) - MAX_FINDINGS
+    return (*findings[:MAX_FINDINGS], Finding("...", findings[0].verdict, f"{rest} more fields"))
+
+
 def check_pod(raw: Mapping[str, Any], facts: Facts) -> FieldReport:
     """Walk the pod's spec against FIELDS for this backend (the pod was parsed already)."""
     spec = raw.get("spec")
@@ -473,14 +497,14 @@ def check_pod(raw: Mapping[str, Any], facts: Facts) -> FieldReport:
         if all(finding.path != seen.path for seen in findings):
             findings.append(finding)
     findings.sort(key=lambda f: f.path)
-    warned = tuple(f for f in findings if f.verdict == "warned")
+    warned = _capped(tuple(f for f in findings if f.verdict == "warned"))
     by_container: dict[str, list[str]] = {}
     for finding in warned:
         for name in _containers_of(spec, finding.path):
             by_container.setdefault(name, []).append(str(finding))
     return FieldReport(
         facts.backend,
-        refused=tuple(f for f in findings if f.verdict == "refused"),
+        refused=_capped(tuple(f for f in findings if f.verdict == "refused")),
         warned=warned,
         by_container={name: tuple(notes) for name, notes in by_container.items()},
     )

@@ -20,6 +20,7 @@ from interlink_plugins.core.podfields import (
     BACKENDS,
     CONDITIONS,
     FIELDS,
+    MAX_FINDINGS,
     UNKNOWN_NOTE,
     Facts,
     FieldReport,
@@ -248,6 +249,18 @@ def test_a_field_the_table_does_not_know_is_warned_with_its_path_never_refused()
         ("spec.containers[0].securityContext.newKnob", UNKNOWN_NOTE),
         ("spec.hostnameOverride", UNKNOWN_NOTE),
     ]
+
+
+def test_a_hostile_field_name_reaches_the_log_and_the_status_escaped_and_short() -> None:
+    """Attack: unknown keys with a newline (a forged log line), a megabyte name, and thousands of them."""
+    extra = {"x\nINFO forged line": 1, "k" * 1_000_000: 1, **{f"unknown{i}": 1 for i in range(5000)}}
+    body = body_with([container("c", ["true"], **extra)])
+    result = report(body, "slurm")
+    line = result.log_line()
+    assert "\n" not in line and len(line) < 5000
+    assert '"x\\nINFO forged line"' in line
+    assert len(result.warned) == MAX_FINDINGS + 1 and str(result.warned[-1]) == "... (4982 more fields)"
+    assert max(len(note) for note in result.by_container["c"]) < 200
 
 
 def test_probes_are_warned_on_batch_backends_without_enable_probes() -> None:
