@@ -591,7 +591,7 @@ def field_reference_markdown() -> str:
     lines += ["", "Everything else is honoured (container fields are shown without their `spec.containers[]` prefix).",
               "Per field:"]
     for kind, table in FIELDS.items():
-        lines += ["", f"### `{_PATHS.get(kind, kind)}`", "", "| field | SLURM | HTCondor | Podman | note |",
+        lines += ["", f"#### `{_PATHS.get(kind, kind)}`", "", "| field | SLURM | HTCondor | Podman | note |",
                   "| --- | --- | --- | --- | --- |"]
         for name, rule in table.items():
             shown = "any other resource" if name == "*" else f"`{name}`"

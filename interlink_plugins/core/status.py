@@ -42,6 +42,7 @@ class ContainerFiles:
     ready: bool | None = None  # from the probes (`ready` file); None: ready while running
     startup: bool | None = None  # startup probe passed (`startup` file); None: started while running
     refused: tuple[str, ...] = ()  # runner files the plugin would not read ("reason (a symlink)")
+    last_reason: tuple[str, str] | None = None  # why the previous run ended, when the backend knows (Unhealthy)
 
 
 STATE_FILES = ("started", "finished", "exit", "restarts", "last", "waiting", "reason", "ready", "startup")
@@ -239,9 +240,15 @@ def container_status(
         "imageID": "",
     }
     if files.last:
-        code, started, finished = files.last
-        status["lastState"] = _terminated(code, "Completed" if code == 0 else "Error", "", started, finished)
+        status["lastState"] = _last_state(files)
     return status
+
+
+def _last_state(files: ContainerFiles) -> dict[str, Any]:
+    assert files.last is not None
+    code, started, finished = files.last
+    reason, message = files.last_reason or ("Completed" if code == 0 else "Error", "")
+    return _terminated(code, reason, message, started, finished)
 
 
 def _with_refused(state: dict[str, Any], refused: tuple[str, ...], ctx: StatusContext) -> dict[str, Any]:
@@ -270,8 +277,7 @@ def _still_stopping(name: str, image: str, files: ContainerFiles, ctx: StatusCon
         "imageID": "",
     }
     if files.last:
-        code, started, finished = files.last
-        status["lastState"] = _terminated(code, "Completed" if code == 0 else "Error", "", started, finished)
+        status["lastState"] = _last_state(files)
     return status
 
 

@@ -376,7 +376,6 @@ PROBES = Case(
      LogCheck("probes", "probe-test", "Readiness probe: Ready"),
      # startup gates the others: no liveness or readiness check arrives before the startup probe passed
      LogCheck("probes", "probe-test", r"(?s)(Liveness|Readiness) probe.*Startup probe: OK", "CountExactly", 0)),
-    xfail={"podman": ITEM2},
     timeout=80,
 )
 
@@ -579,7 +578,7 @@ HOOKS = Case(
      LogCheck("lifecycle-hooks", "lifecycle-test", r"Main container process running\.\.\."),
      LogCheck("lifecycle-hooks", "lifecycle-test", "preStop hook executed!", on_delete=True),
      LogCheck("lifecycle-hooks", "lifecycle-test", "TERM received; preStop marker: done", on_delete=True)),
-    xfail={"podman": ITEM2, "htcondor": ITEM2 + " (postStart runs; preStop does not run on delete: condor_rm ends "
+    xfail={"htcondor": ITEM2 + " (postStart runs; preStop does not run on delete: condor_rm ends "
                                                   "the job and the plugin forgets the pod at once)"},
     timeout=80,
 )
