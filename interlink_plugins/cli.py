@@ -1,4 +1,4 @@
-"""Command line: `serve`, `render`, `check`, `pods`, `config-reference`."""
+"""Command line: `serve`, `render`, `check`, `pods`, `config-reference`, `field-reference`."""
 
 from __future__ import annotations
 
@@ -144,12 +144,15 @@ def _remote_data_root(config: Config) -> bool:
 def cmd_render(args: argparse.Namespace) -> int:
     config, policy = _load(args.config)
     from interlink_plugins.core.pod import parse_create_body
+    from interlink_plugins.core.podfields import Facts, check_pod
 
     given = _render_input(Path(args.pod))
     # the job is rendered from a pod and config whose env values and secrets are placeholders
     backend = make_backend(redact.redacted_config(config), LocalRunner(), policy)
     try:
         pod = parse_create_body(given.body)
+        fields = check_pod(pod.raw, Facts.of(config))
+        fields.raise_refused()
         prepared = backend.prepare(redact.redacted_pod(pod), write=False)
     except (PodSpecError, PolicyViolation) as exc:
         raise UserError(ExitCode.DATAERR, f"refused: {exc}") from None
@@ -160,6 +163,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.body:
         print(redact.mask(json.dumps(redact.redacted_body(given.body), indent=2), secrets))
         return 0
+    for finding in fields.warned:
+        print(f"# not honoured by the {config.backend} backend (the pod runs without it): {finding}")
     print(f"# job directory: {prepared.job_dir}")
     print(redact.mask(f"# submit: {json.dumps(list(prepared.submit.get('argv', [])))}", secrets))
     for line in redact.env_summary(pod):
@@ -290,6 +295,20 @@ def cmd_pods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_field_reference(args: argparse.Namespace) -> int:
+    from interlink_plugins.core.podfields import field_reference_markdown, splice_docs
+
+    if not args.update:
+        sys.stdout.write(field_reference_markdown())
+        return 0
+    path = Path(args.update)
+    try:
+        path.write_text(splice_docs(path.read_text()))
+    except OSError as exc:
+        raise UserError(ExitCode.CANTCREAT, f"cannot update {path}: {exc.strerror or exc}") from None
+    return 0
+
+
 def cmd_config_reference(_args: argparse.Namespace) -> int:
     sys.stdout.write(config_reference_markdown())
     return 0
@@ -322,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     pods.set_defaults(func=cmd_pods)
     ref = sub.add_parser("config-reference", help="print the configuration reference (markdown)")
     ref.set_defaults(func=cmd_config_reference)
+    fields = sub.add_parser("field-reference", help="print what each backend does with every pod field (markdown)")
+    fields.add_argument("--update", metavar="DOC", help="replace the generated section of DOC (docs/kubelet-parity.md)")
+    fields.set_defaults(func=cmd_field_reference)
     args = parser.parse_args(argv)
     if args.command == "serve" and not args.config:
         args.config = str(default_config_path())

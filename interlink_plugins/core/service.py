@@ -25,6 +25,7 @@ from interlink_plugins.core.backend import AdoptedJob, Backend, JobInfo, Resourc
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
 from interlink_plugins.core.logs import LogOptions, LogSource, follow_log, iter_log
 from interlink_plugins.core.pod import parse_create_body, pod_identity, pod_summary, spec_container_names
+from interlink_plugins.core.podfields import Facts, check_pod
 from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.core.status import (
@@ -34,6 +35,7 @@ from interlink_plugins.core.status import (
     epoch_rfc3339,
     is_final,
     submit_failed_status,
+    with_field_notes,
 )
 from interlink_plugins.core.sweep import StuckItems, bounded_map
 from interlink_plugins.metrics import Metrics, directory_bytes
@@ -187,6 +189,8 @@ class PluginService:
     async def create(self, body: Any) -> dict[str, str]:
         try:
             pod = parse_create_body(body)
+            fields = check_pod(pod.raw, Facts.of(self.config))
+            fields.raise_refused()  # a field the backend cannot honour and the pod depends on: 422 naming it
         except PodSpecError as exc:
             self.metrics.create_failures.labels(self.backend.name, "Invalid").inc()
             raise exc from None
@@ -209,6 +213,9 @@ class PluginService:
                 submit=dict(prepared.submit),
                 deadline_at=now + self.config.submit_deadline,
             )
+            if fields.warned:  # the pod runs without them: said once in the log, and in its containers' status
+                log.warning("pod %s/%s (%s): %s", pod.namespace, pod.name, pod.uid, fields.log_line())
+                record.meta["field_notes"] = {name: list(notes) for name, notes in fields.by_container.items()}
             await asyncio.to_thread(self.store.put, record)
             if self._down_since is None:
                 await self._submit(record)
@@ -282,6 +289,9 @@ class PluginService:
                 self.store.put(record)
 
     def pod_status(self, record: PodRecord) -> dict[str, Any]:
+        return with_field_notes(self._pod_status(record), record, self.backend.name)
+
+    def _pod_status(self, record: PodRecord) -> dict[str, Any]:
         if record.final_status is not None:
             return record.final_status
         cached = self._cache.get(record.uid)

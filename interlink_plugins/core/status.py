@@ -396,3 +396,23 @@ def submit_failed_status(record: PodRecord, images: dict[str, str], backend: str
         "containers": [entry(n) for n in record.main_names],
         "initContainers": [entry(n) for n in record.init_names],
     }
+
+
+def with_field_notes(status: dict[str, Any], record: PodRecord, backend: str) -> dict[str, Any]:
+    """The pod fields the backend does not honour (core/podfields.py), named in each affected container's
+    waiting or terminated message (Kubernetes' running state has none). Added as the status is answered, so
+    the log lines made from built statuses do not repeat them."""
+    notes: Mapping[str, list[str]] = record.meta.get("field_notes") or {}
+    if not notes:
+        return status
+
+    def noted(entry: dict[str, Any]) -> dict[str, Any]:
+        mine, state = notes.get(entry["name"]), entry["state"]
+        if not mine or "running" in state:
+            return entry
+        kind, detail = next(iter(state.items()))
+        line = f"fields not honoured by the {backend} backend: " + "; ".join(mine)
+        return {**entry, "state": {kind: {**detail, "message": f"{detail.get('message', '')}; {line}".lstrip("; ")}}}
+
+    return {**status, "containers": [noted(e) for e in status["containers"]],
+            "initContainers": [noted(e) for e in status["initContainers"]]}

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from interlink_plugins.config import parse_config
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import parse_create_body
+from interlink_plugins.core.podfields import Facts, check_pod
 from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.runner import LocalRunner
 from interlink_plugins.slurm.backend import SlurmBackend
@@ -92,6 +93,7 @@ def test_kubernetes_valid_pods_are_accepted(tmp_path: Path, runtime: str, body: 
         for c in body["pod"]["spec"]["containers"] + body["pod"]["spec"]["initContainers"]:
             c["env"] = [e for e in c.get("env") or [] if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", e["name"])]
     pod = parse_create_body(body)
+    assert check_pod(pod.raw, Facts("slurm", True, runtime)).refused == ()
     prepared = backend(tmp_path, runtime).prepare(pod, write=False)
     assert prepared.submit["argv"][-1].endswith("pod-runner.sh")
     assert "pod-runner.sh" in prepared.files
@@ -124,6 +126,7 @@ def test_any_mutation_is_accepted_or_refused_naming_a_field(tmp_path: Path, body
     parent[target[-1]] = data.draw(junk)
     try:
         pod = parse_create_body(mutated)
+        check_pod(pod.raw, Facts("slurm", True, "none")).raise_refused()
         backend(tmp_path, "none").prepare(pod, write=False)
     except PodSpecError as exc:
         assert 400 <= exc.status < 500 and exc.field
