@@ -166,6 +166,12 @@ def volume_limits(config: Config) -> VolumeLimits:
     return VolumeLimits(max_files=config.max_volume_files, max_bytes=config.max_volume_bytes)
 
 
+def describe_volume_limits(config: Config) -> str:
+    """The caps as `check` and `render` report them."""
+    return (f"volume files per pod: at most {config.max_volume_files} files and directories, "
+            f"{config.max_volume_bytes} bytes (MaxVolumeFiles, MaxVolumeBytes)")
+
+
 def make_job_dir(job_dir: Path) -> None:
     """The pod's job dir, private (0700), made by this plugin: an existing one that is a symlink or belongs
     to another uid (a job of an earlier pod with this UID) is refused, never written into."""
