@@ -170,10 +170,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     for line in redact.env_summary(pod):
         print(line)
     from interlink_plugins.api.listener import describe_exposure
+    from interlink_plugins.core.jobdir import describe_volume_limits
 
     for _ok, line in describe_exposure(config):
         print(f"# {line}")
     print(f"# {job_uid_summary(config, os.geteuid())}")
+    print(f"# {describe_volume_limits(config)}")
     for name, text in prepared.files.items():
         print(f"\n# ---- {name} ----")
         print(redact.mask(text, secrets), end="" if text.endswith("\n") else "\n")
@@ -216,10 +218,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         report(False, str(exc))
     report(*_state_check(config.state_db))
     from interlink_plugins.api.listener import describe_exposure
+    from interlink_plugins.core.jobdir import describe_volume_limits
 
     for ok, line in describe_exposure(config):
         report(ok, line)
     report(True, job_uid_summary(config, os.geteuid()))
+    report(True, describe_volume_limits(config))
     runtime_binary = {
         "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
         "none": "bwrap",

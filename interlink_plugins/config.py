@@ -85,6 +85,8 @@ class Config:
     restart_backoff_initial: float = 10.0
     restart_backoff_max: float = 300.0
     max_container_log_bytes: int = 1 << 30
+    max_volume_files: int = 4096
+    max_volume_bytes: int = 64 << 20
     requeue: bool = False
     enable_probes: bool = False
     default_uid: int | None = None
@@ -334,6 +336,18 @@ def _log_bytes(key: str, value: Any) -> int:
         raise ConfigError(f"{key}: {value!r} is not a byte size") from exc
     if number and number < MIN_LOG_BYTES:
         raise ConfigError(f"{key}: must be 0 (no cap) or >= {MIN_LOG_BYTES} bytes, got {value!r}")
+    return number
+
+
+def _positive_bytes(key: str, value: Any) -> int:
+    """A byte size (64Mi, 500M, 1048576), at least 1."""
+    text = _str(key, value).strip()
+    try:
+        number = int(text) if text.isdigit() else memory_bytes(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a byte size") from exc
+    if number < 1:
+        raise ConfigError(f"{key}: must be at least 1 byte, got {value!r}")
     return number
 
 
@@ -700,6 +714,18 @@ FIELDS: dict[str, FieldSpec] = {
         "Per container run, the log stops just under this size with a marker line; the rest of the output is "
         "read and dropped (the container never blocks). 0: no cap. Default 1Gi.",
     ),
+    "MaxVolumeFiles": FieldSpec(
+        "max_volume_files",
+        _positive_int,
+        "Per pod, the files and directories its configMap, secret, projected and downwardAPI volumes may write "
+        "into the job dir; a pod with more is refused (422 naming the volume) and nothing is written.",
+    ),
+    "MaxVolumeBytes": FieldSpec(
+        "max_volume_bytes",
+        _positive_bytes,
+        "Per pod, the bytes those volume files may hold together (64Mi, 1048576); past it the pod is refused "
+        "(422) and nothing is written. Default 64Mi.",
+    ),
     "Requeue": FieldSpec(
         "requeue",
         _bool,
@@ -1037,6 +1063,10 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = 
     if config.default_flavor and config.default_flavor not in config.flavors:
         raise ConfigError(f"DefaultFlavor: {config.default_flavor!r} is not a key of Flavors")
     warnings += _uid_checks(config)
+    root = str(config.data_root)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in root) or (config.backend == "htcondor" and "$" in root):
+        # job dirs are named in submit descriptions (where `$` is a macro) and in line-based state files
+        raise ConfigError(f"DataRootFolder: {root!r} must not hold control characters (nor `$` with HTCondor)")
     if config.restart_backoff_max < config.restart_backoff_initial:
         raise ConfigError("RestartBackoffMax: must be >= RestartBackoffInitial")
     if not config.socket and not config.allow_network_bind and not loopback_host(config.bind_address):

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError
+from interlink_plugins.core.names import printable_path, surrogate_field
 from interlink_plugins.core.policy import PolicyViolation
 from interlink_plugins.core.service import PluginService
 
@@ -26,7 +27,8 @@ ANSWERED_ERRORS = (PodSpecError, BadRequest, LogRequestError, BackendUnavailable
 
 
 async def read_json_body(chunks: AsyncIterator[bytes], declared_length: str | None, *, empty: Any = None) -> Any:
-    """The request body as JSON (`empty` for a blank one); 413 past MAX_BODY_BYTES, 400 when not JSON."""
+    """The request body as JSON (`empty` for a blank one); 413 past MAX_BODY_BYTES, 400 when not JSON, 422
+    naming the field when a string holds a lone surrogate (no file, script or answer could encode it)."""
     if declared_length and declared_length.isdigit() and int(declared_length) > MAX_BODY_BYTES:
         raise BadRequest(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
     parts: list[bytes] = []
@@ -40,9 +42,15 @@ async def read_json_body(chunks: AsyncIterator[bytes], declared_length: str | No
     if not raw.strip():
         return empty
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    where = surrogate_field(body, raw=raw)
+    if where is not None:
+        field = printable_path(where)
+        raise BadRequest(f"{field}: a lone UTF-16 surrogate is not a character (not valid Unicode text)",
+                         status=422, field=field)
+    return body
 
 
 def error_answer(exc: Exception) -> tuple[int, dict[str, Any]]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from interlink_plugins.api.models import ErrorResponse, LogRequestBody
-from interlink_plugins.core.pod import _DNS_LABEL, _UID, PULL_POLICIES, RESTART_POLICIES
+from interlink_plugins.core.names import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, UID_PATTERN
+from interlink_plugins.core.pod import PULL_POLICIES, RESTART_POLICIES
 from interlink_plugins.core.quantity import QUANTITY_RE
 
 Schema = dict[str, Any]
 
-DNS_LABEL_PATTERN = _DNS_LABEL.pattern
-UID_PATTERN = _UID.pattern
 QUANTITY_PATTERN = QUANTITY_RE.pattern.replace("(?P<", "(?<")  # ECMA-262 named groups, as JSON Schema
 
 STRING: Schema = {"type": "string"}
@@ -28,8 +27,7 @@ QUANTITY: Schema = {"anyOf": [{"type": "string", "pattern": QUANTITY_PATTERN}, {
                     "description": "a Kubernetes quantity, at most 2^63-1"}
 DNS_LABEL: Schema = {"type": "string", "pattern": DNS_LABEL_PATTERN}
 UID: Schema = {"type": "string", "pattern": UID_PATTERN}
-DNS_SUBDOMAIN: Schema = {"type": "string", "maxLength": 253,
-                         "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}
+DNS_SUBDOMAIN: Schema = {"type": "string", "maxLength": 253, "pattern": DNS_SUBDOMAIN_PATTERN}
 
 
 def nullable(schema: Schema) -> Schema:

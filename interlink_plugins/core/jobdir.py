@@ -38,7 +38,7 @@ from interlink_plugins.core.runtimes import (
     runtime_for,
 )
 from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.volumes import materialise_volumes
+from interlink_plugins.core.volumes import VolumeLimits, materialise_volumes
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,17 @@ def _refuse_mounts_without_namespaces(pod: Pod) -> None:
             )
 
 
+def volume_limits(config: Config) -> VolumeLimits:
+    """MaxVolumeFiles and MaxVolumeBytes: what one pod's file volumes may write."""
+    return VolumeLimits(max_files=config.max_volume_files, max_bytes=config.max_volume_bytes)
+
+
+def describe_volume_limits(config: Config) -> str:
+    """The caps as `check` and `render` report them."""
+    return (f"volume files per pod: at most {config.max_volume_files} files and directories, "
+            f"{config.max_volume_bytes} bytes (MaxVolumeFiles, MaxVolumeBytes)")
+
+
 def make_job_dir(job_dir: Path) -> None:
     """The pod's job dir, private (0700), made by this plugin: an existing one that is a symlink or belongs
     to another uid (a job of an earlier pod with this UID) is refused, never written into."""
@@ -182,7 +193,8 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     """Volumes materialised (when write) and every container turned into argv for the runtime."""
     if write:
         make_job_dir(job_dir)
-    volume_plan = materialise_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths, write=write)
+    volume_plan = materialise_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths, write=write,
+                                      limits=volume_limits(config))
     runtime_name = config.container_runtime
     if runtime_name == "none":
         _refuse_mounts_without_namespaces(pod)

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.imageref import check_image
+from interlink_plugins.core.names import (
+    check_dns_label,
+    check_dns_subdomain,
+    check_keys,
+    check_pod_uid,
+)
 from interlink_plugins.core.quantity import cpu_millicores, memory_bytes, whole_count
 
 ContainerKind = Literal["init", "main"]
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SUPPORTED_VOLUME_TYPES = ("configMap", "secret", "projected", "emptyDir", "hostPath", "downwardAPI")
 
 
@@ -247,9 +250,7 @@ def _parse_container(
     base = "spec.initContainers" if kind == "init" else "spec.containers"
     path = f"{base}[{index}]"
     spec = _as_dict(raw, path)
-    name = _as_str(spec.get("name"), f"{path}.name", required=True)
-    if not _DNS_LABEL.match(name):
-        raise PodSpecError(f"{path}.name", f"{name!r} is not a DNS label")
+    name = check_dns_label(_as_str(spec.get("name"), f"{path}.name", required=True), f"{path}.name")
     image = _no_nul(_as_str(spec.get("image"), f"{path}.image"), f"{path}.image")
     check_image(image, f"{path}.image")
     command = spec.get("command")
@@ -386,13 +387,14 @@ def parse_pod(
 ) -> Pod:
     meta = _as_dict(raw.get("metadata"), "metadata")
     spec = _as_dict(raw.get("spec"), "spec")
-    uid = _as_str(meta.get("uid"), "metadata.uid", required=True)
-    if not _UID.match(uid):
-        raise PodSpecError("metadata.uid", f"{uid!r} is not a valid UID")
-    namespace = _as_str(meta.get("namespace"), "metadata.namespace") or "default"
-    if not _DNS_LABEL.match(namespace):
-        raise PodSpecError("metadata.namespace", f"{namespace!r} is not a DNS label")
-    name = _as_str(meta.get("name"), "metadata.name", required=True)
+    uid = check_pod_uid(_as_str(meta.get("uid"), "metadata.uid", required=True))
+    namespace = check_dns_label(_as_str(meta.get("namespace"), "metadata.namespace") or "default",
+                                "metadata.namespace")
+    name = check_dns_subdomain(_as_str(meta.get("name"), "metadata.name", required=True), "metadata.name")
+    annotations = _str_map(meta.get("annotations"), "metadata.annotations")
+    labels = _str_map(meta.get("labels"), "metadata.labels")
+    check_keys(annotations, "metadata.annotations")
+    check_keys(labels, "metadata.labels")
     volumes = _parse_volumes(_as_list(spec.get("volumes"), "spec.volumes"))
     volume_names = {v.name for v in volumes}
     pod_security = _as_dict(spec.get("securityContext"), "spec.securityContext")
@@ -419,8 +421,8 @@ def parse_pod(
         uid=uid,
         name=name,
         namespace=namespace,
-        annotations=_str_map(meta.get("annotations"), "metadata.annotations"),
-        labels=_str_map(meta.get("labels"), "metadata.labels"),
+        annotations=annotations,
+        labels=labels,
         init_containers=init,
         containers=main,
         volumes=volumes,

@@ -626,7 +626,7 @@ class AdminPolicy:
                 raise PolicyViolation(field, f"line {number}: expected `key = value`, got {_show(line)}", 422)
             value = value.strip()
             if "$" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-                raise PolicyViolation(field, f"line {number}: {name}: `$` and control characters are not allowed")
+                raise PolicyViolation(field, f"line {number}: {name}: `$` and control characters are not allowed", 422)
             if name in NEVER_ALLOWED_SUBMIT:
                 raise PolicyViolation(field, f"line {number}: {_show(key.strip())} is reserved by the plugin")
             if name not in self.submit_allow:

@@ -72,7 +72,7 @@ def _port(value: Any, ports: Mapping[str, int], field: str) -> int:
 
 def _host(spec: Mapping[str, Any], field: str) -> str:
     host = spec.get("host") or DEFAULT_HOST
-    if not isinstance(host, str) or not _HOST.match(host):
+    if not isinstance(host, str) or not _HOST.fullmatch(host):
         raise PodSpecError(f"{field}.host", f"{host!r} is not a host name or address")
     return host
 
@@ -125,7 +125,7 @@ def parse_handler(
         for index, header in enumerate(spec.get("httpHeaders") or []):
             name = header.get("name") if isinstance(header, dict) else None
             value = header.get("value", "") if isinstance(header, dict) else None
-            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
                 raise PodSpecError(f"{where}.httpHeaders[{index}].name", f"{name!r} is not an HTTP header name")
             if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
                 raise PodSpecError(f"{where}.httpHeaders[{index}].value", "must be one line of text")

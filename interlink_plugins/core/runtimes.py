@@ -412,7 +412,7 @@ class ApptainerRuntime:
         """The container's env as NAME=VALUE records, NUL-separated (values may hold newlines)."""
         env = _final_env(ctx)
         for name in env:
-            if not _C_IDENTIFIER.match(name):
+            if not _C_IDENTIFIER.fullmatch(name):
                 # apptainer would drop the whole env (APPTAINERENV_) or fail (--env-file): refuse it
                 raise PodSpecError(
                     f"{_env_field(ctx, name)}.name", f"{self.name} can only pass names that are shell identifiers"

@@ -24,6 +24,7 @@ from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, Backend, JobInfo, Resources
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
 from interlink_plugins.core.logs import LogOptions, LogSource, follow_log, iter_log
+from interlink_plugins.core.names import job_dir_name
 from interlink_plugins.core.pod import parse_create_body, pod_identity, pod_summary, spec_container_names
 from interlink_plugins.core.podfields import Facts, check_pod
 from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
@@ -198,11 +199,17 @@ class PluginService:
             existing = self.store.get(pod.uid)
             if existing is not None:
                 return {"PodUID": pod.uid, "PodJID": existing.pod_jid}
+            job_dir = safefs.job_location(self.config.data_root / job_dir_name(pod.namespace, pod.uid))
+            fresh = await safefs.run(safefs.lstat, job_dir) is None
             try:
                 prepared = await asyncio.to_thread(self.backend.prepare, pod)
-            except PodSpecError as exc:
-                reason = "Forbidden" if exc.status == 403 else "Invalid"
-                self.metrics.create_failures.labels(self.backend.name, reason).inc()
+            except Exception as exc:
+                if fresh and await safefs.run(safefs.lstat, job_dir) is not None:
+                    # a refused pod leaves nothing behind: what prepare wrote before it refused goes
+                    await safefs.run(safefs.remove_tree, job_dir)
+                if isinstance(exc, PodSpecError):
+                    reason = "Forbidden" if exc.status == 403 else "Invalid"
+                    self.metrics.create_failures.labels(self.backend.name, reason).inc()
                 raise
             self.metrics.creates.labels(self.backend.name).inc()
             now = self.clock()
@@ -816,7 +823,7 @@ _CONTAINER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 def _container_names_ok(summary: dict[str, Any]) -> bool:
     """A pod.json read back from a job dir names its containers as Kubernetes does (they become paths)."""
     lists = [summary.get("init_names", []), summary.get("main_names", [])]
-    return all(isinstance(names, list) and all(isinstance(n, str) and _CONTAINER_NAME.match(n) for n in names)
+    return all(isinstance(names, list) and all(isinstance(n, str) and _CONTAINER_NAME.fullmatch(n) for n in names)
                for names in lists)
 
 

@@ -59,6 +59,33 @@ class _File:
     field: str  # the spec field to name when this file cannot be written
 
 
+@dataclass(frozen=True)
+class VolumeLimits:
+    """What one pod's file volumes may write (MaxVolumeFiles, MaxVolumeBytes): a body of a few MB can
+    name a hundred thousand files for the shared file system."""
+
+    max_files: int | None = None  # files and directories
+    max_bytes: int | None = None
+
+
+@dataclass
+class _Budget:
+    limits: VolumeLimits
+    entries: int = 0
+    size: int = 0
+
+    def spend(self, entries: int, size: int, field: str) -> None:
+        self.entries += entries
+        self.size += size
+        top = self.limits
+        if top.max_files is not None and self.entries > top.max_files:
+            raise PodSpecError(field, f"the pod's configMap, secret, projected and downwardAPI volumes hold more "
+                                      f"than {top.max_files} files and directories (MaxVolumeFiles)")
+        if top.max_bytes is not None and self.size > top.max_bytes:
+            raise PodSpecError(field, f"the pod's configMap, secret, projected and downwardAPI volumes hold more "
+                                      f"than {top.max_bytes} bytes (MaxVolumeBytes)")
+
+
 @dataclass
 class _Planned:
     """One volume: where it lives and, for file volumes, what goes in it."""
@@ -68,11 +95,13 @@ class _Planned:
     category: Category
     base: str  # volume dir under the job dir, or the hostPath realpath
     root: str = ""  # what `base` must stay below at every container start: the job dir, or the allowed host path
+    budget: _Budget = field(default_factory=lambda: _Budget(VolumeLimits()))
     files: dict[RelPath, _File] = field(default_factory=dict)
     dirs: set[RelPath] = field(default_factory=set)
 
     def add(self, item: _File) -> None:
-        """Add a file; two files on one path, or a file where a directory must be, is a 422."""
+        """Add a file; two files on one path, or a file where a directory must be, is a 422; past the
+        pod's budget (files, directories, bytes), a 422 naming this volume."""
         shown = "/".join(item.rel)
         if item.rel in self.files:
             raise PodSpecError(item.field, f"path {shown!r} is used twice in volume {self.volume.name!r}")
@@ -84,7 +113,9 @@ class _Planned:
                     item.field,
                     f"path {shown!r} needs {'/'.join(item.rel[:cut])!r} to be a directory, it is a file",
                 )
-        self.dirs.update(item.rel[:cut] for cut in range(1, len(item.rel)))
+        new_dirs = {item.rel[:cut] for cut in range(1, len(item.rel))} - self.dirs
+        self.budget.spend(1 + len(new_dirs), len(item.content), f"spec.volumes[{self.index}]")
+        self.dirs.update(new_dirs)
         self.files[item.rel] = item
 
 
@@ -474,8 +505,9 @@ def _plan_host_path(planned: _Planned, allowed_host_paths: Sequence[str]) -> Non
     planned.root = max(holding, key=len)
 
 
-def _plan(pod: Pod, job_dir: str, allowed_host_paths: Sequence[str]) -> dict[str, _Planned]:
+def _plan(pod: Pod, job_dir: str, allowed_host_paths: Sequence[str], limits: VolumeLimits) -> dict[str, _Planned]:
     plans: dict[str, _Planned] = {}
+    budget = _Budget(limits)  # one for the pod's volumes together
     for index, volume in enumerate(pod.volumes):
         problem = _component_ok(volume.name) or ("must not contain '/'" if "/" in volume.name else None)
         if problem:
@@ -489,7 +521,8 @@ def _plan(pod: Pod, job_dir: str, allowed_host_paths: Sequence[str]) -> dict[str
             planned = _Planned(volume, index, "hostpath", "")
             _plan_host_path(planned, allowed_host_paths)
         else:
-            planned = _Planned(volume, index, "files", os.path.join(job_dir, "volumes", volume.name), job_dir)
+            planned = _Planned(volume, index, "files", os.path.join(job_dir, "volumes", volume.name), job_dir,
+                               budget)
             if volume.kind in ("configMap", "secret"):
                 _plan_keyed(pod, planned)
             elif volume.kind == "projected":
@@ -636,12 +669,18 @@ def _container_mounts(
 
 
 def materialise_volumes(
-    pod: Pod, job_dir: Path, *, allowed_host_paths: Sequence[str], write: bool = True
+    pod: Pod,
+    job_dir: Path,
+    *,
+    allowed_host_paths: Sequence[str],
+    write: bool = True,
+    limits: VolumeLimits = VolumeLimits(),
 ) -> VolumePlan:
     """Validate the pod's volumes, write their files under `job_dir` (unless `write=False`), and
-    return every container's mounts. `job_dir` must exist. Raises PodSpecError naming the field."""
+    return every container's mounts. `job_dir` must exist. Raises PodSpecError naming the field;
+    every check, `limits` included, is made before anything is written."""
     root = os.path.abspath(job_dir)
-    plans = _plan(pod, root, allowed_host_paths)
+    plans = _plan(pod, root, allowed_host_paths, limits)
     job_fd: int | None = None
     try:
         if write:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from interlink_plugins.config import Config
 from interlink_plugins.core import templating
 from interlink_plugins.core.errors import PodSpecError
+from interlink_plugins.core.names import job_dir_name
 from interlink_plugins.core.pod import GPU_RESOURCES, Pod
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.resources import pod_totals
@@ -41,7 +42,7 @@ class JobLayout:
 
 
 def layout(config: Config, namespace: str, uid: str) -> JobLayout:
-    local = str(config.data_root / f"{namespace}-{uid}")
+    local = str(config.data_root / job_dir_name(namespace, uid))
     if config.htcondor_data_mode == "spool":
         return JobLayout(local, f"/tmp/interlink-{config.instance_id}-{uid}", True)
     return JobLayout(local, local, False)
@@ -52,11 +53,40 @@ def classad_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _unsafe(text: str) -> bool:
+    """A `$` is a submit macro (`$ENV(HOME)`, `$(Cluster)`), expanded by the submit language; a line break
+    ends the command and starts another (`universe = local`): neither ever passes through."""
+    return "$" in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 def _checked(value: str, what: str) -> str:
-    # submit macros: a `$` would be expanded by the submit language, never pass one through
-    if "$" in value or any(ord(c) < 0x20 for c in value):
+    if _unsafe(value):
         raise PodSpecError(what, f"{value!r}: `$` and control characters cannot go into a submit description")
     return value
+
+
+# the pod field each command's value comes from (the others are the plugin's own or the admin's)
+_POD_FIELDS = {
+    "batch_name": "metadata.name",
+    "+InterLinkPodUID": "metadata.uid",
+    "transfer_output_files": "spec.containers[*].name",
+    "transfer_input_files": "spec.volumes",
+    "accounting_group": f"metadata.annotations[{ACCOUNTING_GROUP_ANNOTATION}]",
+}
+
+
+def check_description(commands: Mapping[str, str], pod_fields: Mapping[str, str]) -> None:
+    """Every key and value of a submit description, before it reaches the schedd: a value from the pod is
+    a 422 naming its field; one of the plugin's or the admin's a 500 naming the command."""
+    for key, value in commands.items():
+        if not _unsafe(value) and not _unsafe(key) and "=" not in key:
+            continue
+        field = pod_fields.get(key) or _POD_FIELDS.get(key)
+        if field:
+            raise PodSpecError(field, f"{key} {value!r}: `$` and control characters cannot go into a submit "
+                                      "description")
+        raise PodSpecError(f"submit command {key!r}", f"{value!r} holds `$` or a control character: not "
+                                                       "submitted (a plugin or configuration value)", status=500)
 
 
 def resource_commands(pod: Pod, config: Config) -> dict[str, str]:
@@ -141,6 +171,8 @@ def description(
     """The submit description; identity, files and policy last, so nothing can override them."""
     local = _checked(where.local_dir, "DataRootFolder")
     commands = pod_commands(pod, policy)
+    from_pod = {key: f"metadata.annotations[{SUBMIT_COMMANDS_ANNOTATION}]" for key in commands
+                if key != "accounting_group"}
     commands.update(resource_commands(pod, config))
     commands.update(policy_expressions(pod, config))
     commands.update(
@@ -179,6 +211,7 @@ def description(
                 "should_transfer_files": "NO",
             }
         )
+    check_description(commands, from_pod)
     return commands
 
 

@@ -38,6 +38,8 @@ from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, SubmitRejected
+from interlink_plugins.core.jobdir import volume_limits
+from interlink_plugins.core.names import job_dir_name
 from interlink_plugins.core.pod import Pod, pod_summary
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
@@ -187,7 +189,11 @@ class PodmanBackend:
         return self.host or local_host_facts()
 
     def job_dir(self, namespace: str, uid: str) -> Path:
-        return self.config.data_root / f"{namespace}-{uid}"
+        return self.config.data_root / job_dir_name(namespace, uid)
+
+    def _labelled_job_dir(self, labels: Mapping[str, Any], namespace: str, uid: str) -> Path:
+        """The job dir a pod's labels name; a pod from a version without the label has the legacy name."""
+        return Path(labels.get(L_JOB_DIR) or self.config.data_root / f"{namespace}-{uid}")
 
     async def _podman(
         self, args: Sequence[str], what: str, *, cwd: str | None = None, timeout: float | None = None
@@ -219,7 +225,7 @@ class PodmanBackend:
 
         def spec_for(written: bool) -> PodSpec:
             volumes = materialise_volumes(pod, job_dir, allowed_host_paths=self.policy.allowed_host_paths,
-                                          write=written)
+                                          write=written, limits=volume_limits(self.config))
             return build_pod_spec(
                 pod,
                 volumes.mounts,
@@ -386,7 +392,7 @@ class PodmanBackend:
             uid, namespace = labels.get(L_UID, ""), labels.get(L_NAMESPACE, "")
             if not uid:
                 continue
-            job_dir = labels.get(L_JOB_DIR) or str(self.job_dir(namespace, uid))
+            job_dir = str(self._labelled_job_dir(labels, namespace, uid))
             adopted.append(AdoptedJob(uid=uid, job_id=str(entry.get("Id", "")), job_dir=job_dir,
                                       namespace=namespace, name=labels.get(L_NAME, "")))
         # adopt() runs once at start, before the plugin answers: decide once now, so logs (current and
@@ -451,7 +457,7 @@ class PodmanBackend:
         info = self._pods.get(pod_id)
         if info is None:
             info = PodInfo(pod_id, uid, namespace, str(labels.get(L_NAME, "")),
-                           Path(labels.get(L_JOB_DIR) or self.job_dir(namespace, uid)))
+                           self._labelled_job_dir(labels, namespace, uid))
             self._pods[pod_id] = info
         info.devices = _devices_label(str(labels.get(L_GPUS, "")))
         info.started_ts = when if when is not None else info.started_ts
@@ -775,7 +781,7 @@ class PodmanBackend:
         labels = data.get("Labels") or {}
         uid, namespace = str(labels.get(L_UID, "")), str(labels.get(L_NAMESPACE, ""))
         info = PodInfo(pod_id, uid, namespace, str(labels.get(L_NAME, "")),
-                       Path(labels.get(L_JOB_DIR) or self.job_dir(namespace, uid)))
+                       self._labelled_job_dir(labels, namespace, uid))
         self._pods[pod_id] = info
         return info
 

@@ -20,6 +20,7 @@ from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
 from interlink_plugins.core.jobdir import build_run_plan, remove_job_dir, write_job_files
+from interlink_plugins.core.names import job_dir_name
 from interlink_plugins.core.pod import GPU_RESOURCES, Pod
 from interlink_plugins.core.policy import (
     SBATCH_OPTIONS,
@@ -61,7 +62,7 @@ class SlurmBackend(BySource):
         return commands.comment(uid, self.config.instance_id)
 
     def job_dir(self, pod_namespace: str, uid: str) -> Path:
-        return self.config.data_root / f"{pod_namespace}-{uid}"
+        return self.config.data_root / job_dir_name(pod_namespace, uid)
 
     # --- prepare -----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import PreparedJob
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError
-from interlink_plugins.core.jobdir import JOB_SCRIPT_CONTAINER, build_run_plan, write_job_files
+from interlink_plugins.core.jobdir import JOB_SCRIPT_CONTAINER, build_run_plan, volume_limits, write_job_files
 from interlink_plugins.core.jobfiles import LogFeed, RemoteJobFiles
 from interlink_plugins.core.pod import Pod
 from interlink_plugins.core.policy import AdminPolicy
@@ -63,7 +63,8 @@ class RemoteSlurmBackend(SlurmBackend):
         job_dir = prepared.job_dir
         stage = self.files.new_stage(str(job_dir))
         plan = build_run_plan(pod, job_dir, self.config, self.policy, write=False)  # cluster paths
-        materialise_volumes(pod, stage, allowed_host_paths=self.policy.allowed_host_paths, write=True)
+        materialise_volumes(pod, stage, allowed_host_paths=self.policy.allowed_host_paths, write=True,
+                            limits=volume_limits(self.config))
         write_job_files(pod, stage, plan, self.config, write=True)
         for path, content in plan.private_files:
             target = stage / os.path.relpath(path, job_dir)

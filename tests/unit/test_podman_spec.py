@@ -67,7 +67,7 @@ def test_run_argv_keeps_every_value_one_word_with_kubernetes_semantics() -> None
 
 
 def test_pod_create_argv_labels_hostname_and_published_host_ports() -> None:
-    body = pod_body("My_Pod.x", [container("c", ["true"], ports=[{"containerPort": 80, "hostPort": 8080},
+    body = pod_body("my-pod.x", [container("c", ["true"], ports=[{"containerPort": 80, "hostPort": 8080},
                                                                  {"containerPort": 53, "protocol": "UDP"}])])
     pod = parse_create_body(body)
     spec = build(body)
