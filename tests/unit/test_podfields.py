@@ -387,7 +387,8 @@ def test_field_reference_command_prints_and_updates(tmp_path: Path, capsys: pyte
 
 def _render(tmp_path: Path, body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "config.yaml"
-    config.write_text(f"Backend: slurm\nDataRootFolder: {tmp_path}/data\nStateDir: {tmp_path}/state\n")
+    config.write_text(f"Backend: slurm\nDataRootFolder: {tmp_path}/data\nStateDir: {tmp_path}/state\n"
+                      "DefaultUID: 65534\n")  # a root render refuses a pod with no uid otherwise
     pod = tmp_path / "pod.json"
     pod.write_text(json.dumps(body))
     return subprocess.run([sys.executable, "-m", "interlink_plugins.cli", "render", str(pod), "--config", str(config)],
