@@ -140,10 +140,14 @@ class PluginService:
         """Finish what a crash interrupted, and adopt jobs of ours the state does not know."""
         for record in self.store:
             if record.phase == "submitting":
+                if self._down_since is not None:
+                    await self._wait_for_backend(record)
+                    continue
                 try:
                     job_id = await self.backend.find_job(record)
                 except BackendUnavailable as exc:
                     self._mark_down(exc)
+                    await self._wait_for_backend(record)
                     continue
                 if job_id:
                     record.job_id, record.phase = job_id, "submitted"
@@ -162,6 +166,16 @@ class PluginService:
             if adopted_record:
                 log.info("adopted job %s of pod %s from the scheduler", job.job_id, job.uid)
                 self.store.put(adopted_record)
+
+    async def _wait_for_backend(self, record: PodRecord) -> None:
+        """A pod caught submitting while the backend is down: it waits like any pod created during an outage
+        (retried by the poller, ended by SubmitDeadline). The lost attempt may have reached the scheduler, so
+        the retry looks the job up before it submits."""
+        record.phase, record.last_error = "waiting-backend", self._down_error
+        record.meta["waiting_reason"] = "BackendUnavailable"
+        record.meta["submit_attempts"] = max(1, int(record.meta.get("submit_attempts", 0)))
+        record.meta.pop("submit_refused", None)
+        await asyncio.to_thread(self.store.put, record)
 
     def _record_of_adopted(self, job: AdoptedJob) -> PodRecord | None:
         """The record of an adopted job: from what the backend found, else its job dir's pod.json (read

@@ -411,6 +411,13 @@ class SlurmBackend(BySource):
         return await self._with_memory_kills(jobs, ended)
 
     async def cancel(self, job_id: str, *, graceful: bool) -> None:
+        if graceful:
+            # a job that has not started has nothing to stop gracefully: cancelled as it is, and the signal
+            # form never meets a pending job (SLURM 22.05 retries it silently until the command times out);
+            # a cancelled or unknown job answers the signal form at once ("Invalid job id")
+            pending = await self._run(commands.scancel_pending(self.config.scancel, job_id), "delete")
+            if not pending.ok and parse.cancel_settled(pending.error_text):
+                return
         result = await self._run(commands.scancel(self.config.scancel, job_id, graceful=graceful), "delete")
         if result.ok or parse.cancel_settled(result.error_text):
             return

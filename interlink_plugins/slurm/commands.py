@@ -90,6 +90,12 @@ def scancel(prefix: Sequence[str], job_id: str, *, graceful: bool) -> list[str]:
     return [*prefix, *signal, job_id]
 
 
+def scancel_pending(prefix: Sequence[str], job_id: str) -> list[str]:
+    """A plain cancel of the job only while it is pending (a no-op in any other state): the first step of a
+    graceful cancel, as SLURM 22.05's signal form retries silently on a pending job until it starts."""
+    return [*prefix, "--state=PENDING", job_id]
+
+
 def sinfo(prefix: Sequence[str]) -> list[str]:
     """Every node of every partition with its CPUs, memory, gres and state (the ping's capacity)."""
     return [*prefix, "-h", "-N", "-o", SINFO_FORMAT]

@@ -440,6 +440,50 @@ def test_delete_running_pod_sends_sigterm_to_every_container(plugin_factory: Any
     assert "JobState=RUNNING" not in scontrol(job_id)
 
 
+def squeue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                          timeout=10).stdout.strip()
+
+
+def test_delete_of_a_pending_job_no_poll_has_seen_is_prompt(plugin_factory: Any) -> None:
+    """Created and deleted at once (no poll in between: the delete cannot know the job waits): the job is
+    cancelled at once, and the delete neither waits for the command timeout nor marks SLURM unreachable."""
+    plugin = plugin_factory(PollInterval=120, CommandTimeout=10)
+    body = pod_body("never-starts", [container("c", ["true"])],
+                    annotations={"slurm-job.vk.io/flags": "--begin=now+3600"})
+    job_id = plugin.create(body)["PodJID"]
+    assert squeue_state(job_id) == "PENDING"
+    started = time.monotonic()
+    response = plugin.delete(body)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    assert elapsed < 3, f"the delete took {elapsed:.1f}s"
+    assert squeue_state(job_id) in ("CANCELLED", "")  # no longer pending
+    assert all(taint["key"] != "interlink.eu/backend-unavailable" for taint in plugin.ping()["taints"])
+    assert "unreachable" not in plugin.log_path.read_text()
+
+
+def test_delete_of_a_running_job_no_poll_has_seen_sends_sigterm(plugin_factory: Any, tmp_path: Path) -> None:
+    """After a restart the first delete also comes before any poll: a running job still gets SIGTERM."""
+    witness = tmp_path / "witness"
+    witness.mkdir()
+    plugin = plugin_factory(PollInterval=120, AllowedHostPaths=[str(witness)])
+    script = "trap 'echo term > /w/term; exit 0' TERM; touch /w/ready; while true; do sleep 0.1; done"
+    body = pod_body("victim", [container("a", ["sh", "-c", script], volumeMounts=[{"name": "w", "mountPath": "/w"}])],
+                    volumes=[{"name": "w", "hostPath": {"path": str(witness), "type": "Directory"}}],
+                    terminationGracePeriodSeconds=30)
+    job_id = plugin.create(body)["PodJID"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (witness / "ready").exists():
+        time.sleep(0.2)
+    assert (witness / "ready").exists() and squeue_state(job_id) == "RUNNING"
+    assert plugin.delete(body).status_code == 200
+    deadline = time.monotonic() + 15  # well before the hard cancel at the end of the 30 s grace period
+    while time.monotonic() < deadline and not (witness / "term").exists():
+        time.sleep(0.2)
+    assert (witness / "term").read_text() == "term\n"
+
+
 def test_ping_reports_cluster_resources_and_taints(plugin_factory: Any) -> None:
     plugin = plugin_factory(Taints=[{"Key": "site/maintenance", "Value": "soon", "Effect": "NoSchedule"}])
     deadline = time.monotonic() + 10

@@ -235,8 +235,6 @@ def test_recovery_submits_a_pod_whose_submission_never_arrived(svc: Any) -> None
     assert len(backend.jobs) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="a pod caught 'submitting' while the backend is down at start is "
-                   "retried by no one: only 'waiting-backend' pods are (found by this test; reported)")
 def test_recovery_with_the_backend_down_submits_when_it_is_back(svc: Any) -> None:
     service, backend, clock = svc
     backend.submit_errors.append(SubmitRejected("lost before sbatch ran", retryable=True))
@@ -245,10 +243,66 @@ def test_recovery_with_the_backend_down_submits_when_it_is_back(svc: Any) -> Non
     backend.down = True
     run(service.recover())
     assert BACKEND_TAINT in taints(service)
+    assert record(service, body).phase == "waiting-backend"
+    assert waiting(service, body)["reason"] == "BackendUnavailable"
+    backend.down = False
+    clock.advance(INTERVAL)
+    before = len(backend.calls)
+    run(service.poll_once())
+    rec = record(service, body)
+    assert rec.phase == "submitted" and rec.job_id == backend.job_of(rec.uid)
+    # the submission the crash interrupted may have reached the scheduler: looked up before submitting
+    lookups = [call[0] for call in backend.calls[before:] if call[0] in ("find_job", "submit")]
+    assert lookups == ["find_job", "submit"]
+    assert BACKEND_TAINT not in taints(service)
+
+
+def test_recovery_with_the_backend_down_finds_the_job_the_lost_submission_queued(svc: Any) -> None:
+    service, backend, clock = svc
+    backend.down = True
+    body = create(service)  # waits for the backend
+    backend.down = False
+    backend.submit_errors.append(LostAnswer())
+    clock.advance(INTERVAL)
+    run(service.poll_once())  # the retry reaches the queue, its answer is lost: then the plugin crashes
+    job_id = backend.job_of(record(service, body).uid)
+    assert job_id is not None
+    crashed_record(service, body)
+    backend.down = True
+    run(service.recover())
+    assert record(service, body).phase == "waiting-backend"
     backend.down = False
     clock.advance(INTERVAL)
     run(service.poll_once())
-    assert record(service, body).phase == "submitted"
+    rec = record(service, body)
+    assert (rec.phase, rec.job_id) == ("submitted", job_id)
+    assert list(backend.jobs) == [job_id]  # never submitted twice
+
+
+def test_recovery_with_the_backend_down_for_good_ends_at_the_submit_deadline(svc: Any) -> None:
+    service, backend, clock = svc
+    body = create(service)
+    crashed_record(service, body)
+    backend.jobs.clear()  # the crash came before sbatch ran
+    second = create(service, "q")
+    crashed_record(service, second)
+    backend.jobs.clear()
+    backend.down = True
+    before = len(backend.calls)
+    run(service.recover())
+    # one probe finds the outage: the other pod caught submitting is not probed again at start
+    assert [call[0] for call in backend.calls[before:]].count("find_job") == 1
+    assert {record(service, b).phase for b in (body, second)} == {"waiting-backend"}
+    clock.advance(900.0)
+    run(service.poll_once())
+    for b in (body, second):
+        assert record(service, b).phase == "failed-submit"
+        state = terminated(service, b)
+        assert state["reason"] == "SubmitFailed" and "connection refused" in state["message"]
+    backend.down = False
+    clock.advance(INTERVAL)
+    run(service.poll_once())
+    assert backend.jobs == {}
 
 
 # --- JobVanished -------------------------------------------------------------------------------

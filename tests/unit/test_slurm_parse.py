@@ -81,6 +81,7 @@ def test_argv_builders_prefix_ids_and_graceful_cancel() -> None:
     assert commands.squeue_jobs(prefix, ["1", "2"])[-3:] == ["1,2", "-o", commands.SQUEUE_FORMAT]
     assert commands.scancel(["scancel"], "7", graceful=True) == ["scancel", "--full", "--signal=TERM", "7"]
     assert commands.scancel(["scancel"], "7", graceful=False) == ["scancel", "7"]
+    assert commands.scancel_pending(["scancel"], "7") == ["scancel", "--state=PENDING", "7"]
     assert commands.sacct(["sacct"], None, completion=False)[:4] == ["sacct", "-n", "-P", "-X"]
     argv = commands.sbatch(["sbatch"], comment="il:u@i", job_dir=Path("/d/ns-u"), requeue=True, options=["--mem=5"],
                            script=Path("/d/ns-u/pod-runner.sh"))
