@@ -9,16 +9,18 @@ Run under ``flock /tmp/il-htcondor.lock``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.kits import HTCondorKit
 from tests.harness import PluginProcess, all_terminated, free_port
-from tests.podfactory import container, pod_body
+from tests.podfactory import container, log_request, pod_body
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +58,18 @@ def wait_for(what: Callable[[], bool], timeout: float, name: str) -> None:
         time.sleep(0.3)
 
 
+def follow(plugin: PluginProcess, body: dict[str, Any], name: str) -> str:
+    """A Follow stream of the container's log, read to its end."""
+    chunks = []
+    try:
+        with plugin.client.stream("GET", "/getLogs", json=log_request(body, name, Follow=True),
+                                  timeout=httpx.Timeout(60, read=60)) as response:
+            chunks += list(response.iter_text())
+    except httpx.HTTPError as exc:
+        chunks.append(f"\n[follow ended: {exc}]")
+    return "".join(chunks)
+
+
 def job_status(kit: HTCondorKit, job_id: str) -> str:
     """JobStatus while the job is in the queue, "" once it left it."""
     out = kit.condor("condor_q", "-all", job_id, "-af", "JobStatus").stdout.split()
@@ -70,7 +84,8 @@ def test_probes_gate_ready_and_restart_and_prestop_runs_on_delete_before_sigterm
     listener = f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {tcp_port})); s.listen(); time.sleep(600)"
     alive = marks / "alive"
     # web: TERM is recorded with what the preStop hook had written by then, then the container exits
-    web = (f"trap 'echo \"TERM received; preStop marker: $(cat {marks}/prestop)\" > {marks}/term; exit 0' TERM; "
+    web = ("trap 'line=\"TERM received; preStop marker: $(cat " + str(marks) + "/prestop)\"; echo \"$line\"; "
+           f"echo \"$line\" > {marks}/term; exit 0' TERM; "
            f"sleep 3; python3 -c \"{server}\" & wait $!; wait $!")
     body = pod_body(
         "probes",
@@ -80,7 +95,7 @@ def test_probes_gate_ready_and_restart_and_prestop_runs_on_delete_before_sigterm
                 readinessProbe={"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
                 ports=[{"name": "http", "containerPort": web_port}],
                 lifecycle={"postStart": {"exec": {"command": ["sh", "-c", f"echo started > {marks}/poststart"]}},
-                           "preStop": {"exec": {"command": ["sh", "-c", f"sleep 1; echo stopping > {marks}/prestop"]}}},
+                           "preStop": {"exec": {"command": ["sh", "-c", f"sleep 2; echo stopping > {marks}/prestop"]}}},
             ),
             container(
                 # startup gates liveness: the liveness check writes "early" if it ran before the listener was up
@@ -117,14 +132,23 @@ def test_probes_gate_ready_and_restart_and_prestop_runs_on_delete_before_sigterm
     checks = (marks / "live-checks").read_text().split()
     assert "ok" in checks and "early" not in checks, checks
 
-    # delete: the job is removed, the runner runs preStop, then SIGTERM; the plugin keeps the pod meanwhile
+    # delete: the job is removed (condor_rm), the runner runs preStop, then SIGTERM. The plugin keeps the pod
+    # meanwhile (its status, its job dir, a Follow stream opened before the delete sees the container's end)
     assert not (marks / "prestop").exists()
+    followed: list[str] = []
+    follower = threading.Thread(target=lambda: followed.append(follow(plugin, body, "web")), daemon=True)
+    follower.start()
+    time.sleep(1.5)
     assert plugin.delete(body).status_code == 200
     wait_for(lambda: job_status(kit, job_id) == "3", 10, "condor_rm")
-    during = plugin.status(body)
-    assert during is not None, "the pod was forgotten while its job still runs its preStop hook"
-    wait_for(lambda: (marks / "term").exists(), 20, "SIGTERM after the preStop hook")
+    while not (marks / "term").exists():
+        assert job_status(kit, job_id) == "3", "the job ended before SIGTERM reached the container"
+        during = plugin.status(body)
+        assert during is not None, "the pod was forgotten while its job still runs its preStop hook"
+        time.sleep(0.3)
     assert (marks / "term").read_text() == "TERM received; preStop marker: stopping\n"
+    follower.join(40)
+    assert "TERM received; preStop marker: stopping\n" in followed[0], followed
     wait_for(lambda: job_status(kit, job_id) == "" and plugin.status(body) is None, 40, "the end of the job")
 
 

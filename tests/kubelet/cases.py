@@ -601,8 +601,7 @@ HOOKS = Case(
      LogCheck("lifecycle-hooks", "lifecycle-test", r"Main container process running\.\.\."),
      LogCheck("lifecycle-hooks", "lifecycle-test", "preStop hook executed!", on_delete=True),
      LogCheck("lifecycle-hooks", "lifecycle-test", "TERM received; preStop marker: done", on_delete=True)),
-    xfail={"podman": ITEM2, "htcondor": ITEM2 + " (postStart runs; preStop does not run on delete: condor_rm ends "
-                                                  "the job and the plugin forgets the pod at once)"},
+    xfail={"podman": ITEM2},
     timeout=80,
 )
 
