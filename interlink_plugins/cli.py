@@ -15,7 +15,13 @@ from pathlib import Path
 
 from interlink_plugins import __version__, redact, tracing
 from interlink_plugins.backends import make_backend
-from interlink_plugins.config import Config, config_reference_markdown, default_config_path, load_config
+from interlink_plugins.config import (
+    Config,
+    config_reference_markdown,
+    default_config_path,
+    job_uid_summary,
+    load_config,
+)
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
@@ -162,6 +168,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     for _ok, line in describe_exposure(config):
         print(f"# {line}")
+    print(f"# {job_uid_summary(config, os.geteuid())}")
     for name, text in prepared.files.items():
         print(f"\n# ---- {name} ----")
         print(redact.mask(text, secrets), end="" if text.endswith("\n") else "\n")
@@ -207,6 +214,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     for ok, line in describe_exposure(config):
         report(ok, line)
+    report(True, job_uid_summary(config, os.geteuid()))
     runtime_binary = {
         "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
         "none": "bwrap",

@@ -53,6 +53,7 @@ class Flavor:
     sbatch_flags: tuple[str, ...]
     description: str = ""
     uid: int | None = None  # --uid for pods of this flavor that set no runAsUser
+    public: bool = False  # any namespace may use it, and run as its uid (else NamespacePolicy Flavors and Users)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Config:
     requeue: bool = False
     enable_probes: bool = False
     default_uid: int | None = None
+    allow_root_jobs: bool = False
     retention_days: float = 30.0
     mpi_launcher: tuple[str, ...] = ("srun", "--export=ALL")
     partitions: tuple[str, ...] = ()
@@ -130,7 +132,7 @@ class Config:
     apptainer_cache_dir: str = ""
     image_overrides: Mapping[str, str] = field(default_factory=dict)
     registry_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
-    apptainer_options: tuple[str, ...] = ()
+    apptainer_options: tuple[str, ...] = ("--containall",)
     apptainer_fallback: str = "singularity"
     # OpenTelemetry tracing (issue 7): off unless an endpoint is set
     tracing_endpoint: str = ""
@@ -365,6 +367,7 @@ def _flavors(key: str, value: Any) -> dict[str, Flavor]:
         cpus = spec.get("CPUDefault")
         memory = spec.get("MemoryDefault")
         uid = spec.get("UID")
+        public = spec.get("Public", False)
         flavors[str(name)] = Flavor(
             name=str(spec.get("Name") or name),
             cpus=_int(f"{key}.{name}.CPUDefault", cpus) if cpus not in (None, "", 0) else None,
@@ -372,6 +375,7 @@ def _flavors(key: str, value: Any) -> dict[str, Flavor]:
             sbatch_flags=flags,
             description=str(spec.get("Description", "")),
             uid=_int(f"{key}.{name}.UID", uid) if uid not in (None, "") else None,
+            public=_bool(f"{key}.{name}.Public", public),
         )
     return flavors
 
@@ -707,7 +711,16 @@ FIELDS: dict[str, FieldSpec] = {
         "Run startup/readiness/liveness probes inside the job (Kubernetes semantics; the Go plugin's key).",
     ),
     "DefaultUID": FieldSpec(
-        "default_uid", _uid, "Unix uid jobs run as (sbatch --uid) when neither the pod nor its flavor sets one."
+        "default_uid",
+        _uid,
+        "Unix uid jobs run as (sbatch --uid) when neither the pod nor its flavor sets one. Without it, a root "
+        "plugin refuses a pod that sets no runAsUser (422); a plugin that is not root runs it as itself.",
+    ),
+    "AllowRootJobs": FieldSpec(
+        "allow_root_jobs",
+        _bool,
+        "Let a root plugin run jobs as uid 0 (runAsUser 0, a flavor's or the default UID 0, or a pod with no "
+        "uid and no DefaultUID). Default false: such pods get 422/403. Warned at every start.",
     ),
     "RetentionDays": FieldSpec(
         "retention_days",
@@ -724,7 +737,13 @@ FIELDS: dict[str, FieldSpec] = {
     "DefaultMemory": FieldSpec(
         "default_memory_mib", _memory_mib, "Memory for a pod that asks for none, e.g. 1G or 1024Mi."
     ),
-    "Flavors": FieldSpec("flavors", _flavors, "name -> {CPUDefault, MemoryDefault, SlurmFlags, Description}."),
+    "Flavors": FieldSpec(
+        "flavors",
+        _flavors,
+        "name -> {CPUDefault, MemoryDefault, SlurmFlags, Description, UID, Public}. A flavor with a UID is only "
+        "for namespaces whose NamespacePolicy lists it in Flavors, and its UID must be in their Users, unless "
+        "Public: true.",
+    ),
     "DefaultFlavor": FieldSpec("default_flavor", _str, "Flavor used when the pod names none."),
     "GresMap": FieldSpec(
         "gres_map", _str_map, "Extended resource -> SLURM gres name, e.g. nvidia.com/mig-1g.10gb: gpu:a100_1g.10gb."
@@ -826,7 +845,8 @@ FIELDS: dict[str, FieldSpec] = {
         "apptainer_cache_dir",
         _str,
         "Shared dir (as the jobs see it) where images that need a conversion (docker://, oras://, archives) "
-        "are built once into SIF files, under a lock: pods started together convert an image once.",
+        "are built once into SIF files, under a lock: pods started together convert an image once. Each uid "
+        "gets its own private dir uid-<uid> in it; shared by several uids, make it root's and sticky (1777).",
     ),
     "ImageOverrides": FieldSpec(
         "image_overrides",
@@ -844,7 +864,9 @@ FIELDS: dict[str, FieldSpec] = {
         "apptainer_options",
         _apptainer_options,
         "Options every apptainer/singularity container gets: {containall, no-home, cleanenv, fakeroot, "
-        "writable-tmpfs, contain, no-init: true}; pods add allowed ones with the singularity-options annotation.",
+        "writable-tmpfs, contain, no-init: true}; pods add allowed ones with the singularity-options annotation. "
+        "Default containall (no host /home, /tmp or environment in the container); the key replaces the "
+        "default: {containall: false} turns it off (warned at start).",
     ),
     "ApptainerFallback": FieldSpec(
         "apptainer_fallback",
@@ -960,13 +982,16 @@ def apply_go_keys(config: Config, raw: Mapping[str, Any], environ: Mapping[str, 
         )
     mapped: list[str] = []
     ignored: list[str] = []
+    off: set[str] = set()  # --containall=false: an explicit no wins over the default
     for word in options or ():
         name, _, value = word[2:].partition("=")
         if name in ("no-eval", "nv") and value in ("", "true"):
             continue  # --no-eval: always on; --nv: given to the containers of GPU pods
         if name in APPTAINER_OPTIONS and value in ("", "true"):
             mapped.append(f"--{name}")
-        elif not (name in APPTAINER_OPTIONS and value == "false"):
+        elif name in APPTAINER_OPTIONS and value == "false":
+            off.add(f"--{name}")
+        else:
             ignored.append(word)
     if ignored:
         notes.append(
@@ -981,7 +1006,7 @@ def apply_go_keys(config: Config, raw: Mapping[str, Any], environ: Mapping[str, 
             f"SHARED_FS={environ['SHARED_FS']} has no effect: job files are always written to DataRootFolder, "
             "which the compute nodes must see (without a shared filesystem: SshHost with DataTransfer: sftp)"
         )
-    apptainer = tuple(dict.fromkeys((*config.apptainer_options, *mapped)))
+    apptainer = tuple(w for w in dict.fromkeys((*config.apptainer_options, *mapped)) if w not in off)
     return dataclasses.replace(config, log_level=level, apptainer_options=apptainer), notes
 
 
@@ -1011,6 +1036,7 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = 
     warnings += notes
     if config.default_flavor and config.default_flavor not in config.flavors:
         raise ConfigError(f"DefaultFlavor: {config.default_flavor!r} is not a key of Flavors")
+    warnings += _uid_checks(config)
     if config.restart_backoff_max < config.restart_backoff_initial:
         raise ConfigError("RestartBackoffMax: must be >= RestartBackoffInitial")
     if not config.socket and not config.allow_network_bind and not loopback_host(config.bind_address):
@@ -1020,6 +1046,40 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = 
             "true and firewall the port"
         )
     return config, warnings
+
+
+def _uid_checks(config: Config) -> list[str]:
+    """Uid 0 named by the admin needs AllowRootJobs; relaxations are warned at every start."""
+    if not config.allow_root_jobs:
+        if config.default_uid == 0:
+            raise ConfigError("DefaultUID: 0 would run jobs as root; set AllowRootJobs: true to allow it")
+        for name, flavor in config.flavors.items():
+            if flavor.uid == 0:
+                raise ConfigError(f"Flavors.{name}.UID: 0 would run jobs as root; set AllowRootJobs: true to allow it")
+    warnings = []
+    if config.allow_root_jobs and config.backend == "slurm":
+        warnings.append("AllowRootJobs: true: a root plugin runs jobs as root for pods that ask for uid 0 or set "
+                        "no uid (without DefaultUID)")
+    if (config.container_runtime in ("apptainer", "singularity") and "--containall" not in config.apptainer_options):
+        warnings.append("ApptainerOptions without containall: containers see the host's /home and /tmp and "
+                        "inherit the job's environment")
+    return warnings
+
+
+def job_uid_summary(config: Config, euid: int) -> str:
+    """For `check` and `render`: which uids SLURM jobs run as, and whether root is possible."""
+    if config.backend != "slurm":
+        return f"jobs run as the {config.backend} backend's identity (AllowRootJobs applies to SLURM --uid)"
+    if euid != 0:
+        return (f"jobs run as this plugin's uid {euid} (not root: no --uid); runAsUser must be listed in the "
+                "namespace's Users")
+    default = (f"DefaultUID {config.default_uid}" if config.default_uid is not None
+               else "no DefaultUID: pods without runAsUser are refused" if not config.allow_root_jobs
+               else "no DefaultUID: pods without runAsUser run as root")
+    flavors = sorted(name for name, flavor in config.flavors.items() if flavor.uid is not None)
+    root = "AllowRootJobs: true, jobs may run as root" if config.allow_root_jobs else "no job runs as root"
+    return (f"jobs run as runAsUser listed in the namespace's Users, a flavor's UID ({', '.join(flavors) or 'none'}"
+            f"), else {default}; {root}")
 
 
 def load_config(path: Path) -> tuple[Config, list[str]]:
@@ -1095,7 +1155,9 @@ def config_reference_markdown() -> str:
         "| `AllowedHostPaths` | hostPath volumes and binds only under these paths (default: none) |",
         "| `AllowedSubmitCommands` | replaces the default allow-list of HTCondor submit commands a pod may add |",
         "| `ExtraSubmitCommands` | added to it, e.g. `+ProjectName` |",
-        "| `NamespacePolicy` | namespace -> {Accounts, QOS, Partitions, Users, AccountingGroups} a namespace may use |",
+        "| `NamespacePolicy` | namespace -> {Accounts, QOS, Partitions, Users, AccountingGroups, Flavors} a namespace "
+        "may use (Users: the uids its pods may run as, runAsUser and flavors' UIDs; Flavors: the flavors with a "
+        "UID it may use) |",
         "| `DefaultNamespacePolicy` | the same, for namespaces not listed |",
         "",
         "## Accepted for compatibility with the Go plugin's SlurmConfig.yaml, without effect (a warning says why)",

@@ -21,6 +21,7 @@ from pathlib import Path
 from interlink_plugins.config import Config
 from interlink_plugins.core import annotations as ann
 from interlink_plugins.core import safefs
+from interlink_plugins.core.bindcheck import bind_sources
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod, pod_summary
 from interlink_plugins.core.policy import AdminPolicy
@@ -249,6 +250,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
                 image_argv=argv.image_argv,
                 image=container.image,
                 image_failure=argv.image_failure,
+                binds=bind_sources(ctx.mounts),
             )
         )
     prologue, wrapper = _prologue(pod, policy, job_dir)

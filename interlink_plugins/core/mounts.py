@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -11,6 +11,11 @@ class Mount:
     target: str  # absolute path inside the container
     read_only: bool = False
     is_file: bool = False  # a subPath (or item) bound as a single file
+    # the directory the source must stay below: the job dir, or the AllowedHostPaths entry holding a
+    # hostPath. Every component of the source below it is re-checked right before each container
+    # start (core/bindcheck.py, the runner's check_binds): none may be a symlink ("" = not checked)
+    root: str = field(default="", compare=False)
+    what: str = field(default="", compare=False)  # for refusals: "volume 'cache' subPath 'sub'"
 
 
 @dataclass(frozen=True)

@@ -544,6 +544,7 @@ class NamespacePolicy:
     partitions: tuple[str, ...] = ()
     users: tuple[str, ...] = ()  # unix user names or numeric uids, as strings
     accounting_groups: tuple[str, ...] = ()  # HTCondor accounting_group (the first is the default)
+    flavors: tuple[str, ...] = ()  # flavors carrying a UID this namespace may use (other flavors: any namespace)
 
 
 _NS_CHOICES = {"account": "accounts", "qos": "qos", "partition": "partitions"}
@@ -666,6 +667,28 @@ class AdminPolicy:
         if not self.user_allowed(namespace, user):
             raise PolicyViolation(field, f"namespace {namespace!r} may not run as user {str(user)!r}")
 
+    def submit_uids(self) -> frozenset[int]:
+        """Every uid a namespace may run as (names through the local passwd database; unknown names skipped)."""
+        found: set[int] = set()
+        entries = [*self.namespaces.values(), *([self.default_namespace] if self.default_namespace else [])]
+        for user in {u for ns in entries for u in ns.users}:
+            if user.isdigit():
+                found.add(int(user))
+                continue
+            try:
+                found.add(pwd.getpwnam(user).pw_uid)
+            except KeyError:
+                continue
+        return frozenset(found)
+
+    def check_flavor(self, namespace: str, flavor: str, *, field: str) -> None:
+        """Raise a 403 unless the namespace's policy lists this flavor (for flavors that carry a uid)."""
+        ns = self.namespace_policy(namespace)
+        if ns is None or flavor not in ns.flavors:
+            raise PolicyViolation(
+                field, f"flavor {flavor!r} runs jobs as its own user: namespace {namespace!r} may not use it"
+            )
+
     def check_raw_shell(self, field: str) -> None:
         """Raise a 403 unless raw-shell annotations are enabled (AllowRawShell)."""
         if not self.allow_raw_shell:
@@ -723,6 +746,7 @@ _NS_KEYS = {
     "Partitions": "partitions",
     "Users": "users",
     "AccountingGroups": "accounting_groups",
+    "Flavors": "flavors",
 }
 
 

@@ -14,6 +14,7 @@ the compute node. Named ports resolve through the container's ``ports[].name``.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from collections.abc import Mapping
@@ -85,18 +86,13 @@ def _int(spec: Mapping[str, Any], key: str, default: int, minimum: int, field: s
     return value
 
 
-def handler_argv(
-    handler: Mapping[str, Any],
-    *,
-    field: str,
-    pod: Pod,
-    container: Container,
-    runtime: Runtime,
-    ctx: RuntimeContext,
-    job_dir: str,
-    hook: bool,
-) -> tuple[str, ...]:
-    """argv for one probe or lifecycle handler (exactly one of exec/httpGet/tcpSocket/grpc/sleep)."""
+def parse_handler(
+    handler: Mapping[str, Any], *, field: str, pod: Pod, container: Container, hook: bool
+) -> tuple[str, tuple[str, ...]]:
+    """One probe or lifecycle handler, validated, as ``(action, words)`` for any backend to run.
+
+    ``exec``: the command; ``http``: scheme, host, port, path, headers ("Name: value");
+    ``tcp``: host, port; ``sleep`` (hooks only): seconds."""
     actions = [k for k in ("exec", "httpGet", "tcpSocket", "grpc", "sleep") if handler.get(k) is not None]
     if len(actions) != 1:
         raise PodSpecError(field, "must set exactly one of exec, httpGet, tcpSocket" + (", sleep" if hook else ""))
@@ -105,17 +101,15 @@ def handler_argv(
     where = f"{field}.{action}"
     if not isinstance(spec, dict):
         raise PodSpecError(where, "must be an object")
-    helper = posixpath.join(job_dir, PROBE_HELPER)
     if action == "exec":
         command = spec.get("command")
         if not isinstance(command, list) or not command or not all(isinstance(w, str) for w in command):
             raise PodSpecError(f"{where}.command", "must be a non-empty list of strings")
         if any("\0" in w for w in command):
             raise PodSpecError(f"{where}.command", "contains a NUL byte")
-        return tuple(runtime.exec_argv(ctx, command))
+        return "exec", tuple(command)
     if action == "sleep" and hook:
-        seconds = _int(spec, "seconds", 0, 0, where)
-        return ("sleep", str(seconds))
+        return "sleep", (str(_int(spec, "seconds", 0, 0, where)),)
     if action == "httpGet":
         ports = _container_ports(pod, container)
         port = _port(spec.get("port"), ports, f"{where}.port")
@@ -136,28 +130,45 @@ def handler_argv(
             if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
                 raise PodSpecError(f"{where}.httpHeaders[{index}].value", "must be one line of text")
             headers.append(f"{name}: {value}")
-        return ("bash", helper, "http", scheme, _host(spec, where), str(port), path, *headers)
+        return "http", (scheme, _host(spec, where), str(port), path, *headers)
     if action == "tcpSocket" and not hook:
         port = _port(spec.get("port"), _container_ports(pod, container), f"{where}.port")
-        return ("bash", helper, "tcp", _host(spec, where), str(port))
+        return "tcp", (_host(spec, where), str(port))
     if action == "tcpSocket":
         raise PodSpecError(where, "tcpSocket is not supported as a lifecycle handler (Kubernetes neither)")
     raise PodSpecError(where, f"{action} {'hooks' if hook else 'probes'} are not supported by this plugin")
 
 
-def probe_runs(
-    pod: Pod, container: Container, *, runtime: Runtime, ctx: RuntimeContext, job_dir: str, field: str
-) -> tuple[ProbeRun, ...]:
-    """The container's startup, readiness and liveness probes with the Kubernetes defaults."""
+def handler_argv(
+    handler: Mapping[str, Any],
+    *,
+    field: str,
+    pod: Pod,
+    container: Container,
+    runtime: Runtime,
+    ctx: RuntimeContext,
+    job_dir: str,
+    hook: bool,
+) -> tuple[str, ...]:
+    """argv for one probe or lifecycle handler (exactly one of exec/httpGet/tcpSocket/grpc/sleep)."""
+    action, words = parse_handler(handler, field=field, pod=pod, container=container, hook=hook)
+    if action == "exec":
+        return tuple(runtime.exec_argv(ctx, words))
+    if action == "sleep":
+        return ("sleep", *words)
+    return ("bash", posixpath.join(job_dir, PROBE_HELPER), action, *words)
+
+
+def declared_probes(pod: Pod, container: Container, *, field: str) -> tuple[ProbeRun, ...]:
+    """The container's startup, readiness and liveness probes with the Kubernetes defaults; each
+    ``argv`` is the neutral ``(action, *words)`` of parse_handler."""
     runs = []
     for key, kind in _PROBE_KEYS.items():
         spec = container.probes.get(key)
         if not spec:
             continue
         where = f"{field}.{key}"
-        argv = handler_argv(
-            spec, field=where, pod=pod, container=container, runtime=runtime, ctx=ctx, job_dir=job_dir, hook=False
-        )
+        action, words = parse_handler(spec, field=where, pod=pod, container=container, hook=False)
         success = _int(spec, "successThreshold", 1, 1, where)
         if kind != "readiness" and success != 1:
             raise PodSpecError(f"{where}.successThreshold", "must be 1 for liveness and startup probes")
@@ -165,7 +176,7 @@ def probe_runs(
         runs.append(
             ProbeRun(
                 kind=kind,
-                argv=argv,
+                argv=(action, *words),
                 initial_delay_seconds=_int(spec, "initialDelaySeconds", 0, 0, where),
                 period_seconds=_int(spec, "periodSeconds", 10, 1, where),
                 timeout_seconds=_int(spec, "timeoutSeconds", 1, 1, where),
@@ -174,4 +185,17 @@ def probe_runs(
                 grace_seconds=None if grace is None else _int(spec, "terminationGracePeriodSeconds", 0, 1, where),
             )
         )
+    return tuple(runs)
+
+
+def probe_runs(
+    pod: Pod, container: Container, *, runtime: Runtime, ctx: RuntimeContext, job_dir: str, field: str
+) -> tuple[ProbeRun, ...]:
+    """The container's probes (declared_probes) with argv the pod runner runs in the job."""
+    helper = posixpath.join(job_dir, PROBE_HELPER)
+    runs = []
+    for probe in declared_probes(pod, container, field=field):
+        action, words = probe.argv[0], probe.argv[1:]
+        argv = tuple(runtime.exec_argv(ctx, words)) if action == "exec" else ("bash", helper, action, *words)
+        runs.append(dataclasses.replace(probe, argv=argv))
     return tuple(runs)

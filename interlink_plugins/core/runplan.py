@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from interlink_plugins.core.bindcheck import BindSource
+
 RestartPolicy = Literal["Never", "OnFailure", "Always"]
 ProbeKind = Literal["startup", "readiness", "liveness"]
 
@@ -46,6 +48,8 @@ class ContainerRun:
     image_argv: tuple[str, ...] = ()
     image: str = ""
     image_failure: str = "ErrImagePull"
+    # bind sources the runner re-checks right before every start (no symlink below their root)
+    binds: tuple[BindSource, ...] = ()
 
 
 @dataclass(frozen=True)

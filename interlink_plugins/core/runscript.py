@@ -39,6 +39,7 @@ def render_runner(plan: RunPlan) -> str:
         sidecars=[c.sidecar for c in containers],
         images=[c.image for c in containers],
         image_failures=[c.image_failure for c in containers],
+        binds=[[word for bind in c.binds for word in bind.to_json()] for c in containers],
         backoff_initial_us=_microseconds(plan.backoff_initial_seconds),
         backoff_max_us=_microseconds(plan.backoff_max_seconds),
         log_max_bytes=plan.log_max_bytes,
@@ -97,7 +98,8 @@ def _check_container(index: int, c: ContainerRun) -> None:
         raise PodSpecError(f"{where}.image", f"not a waiting reason: {c.image_failure!r}")
     if not c.argv:
         raise PodSpecError(f"{where}.command", "empty command")
-    for words in (c.argv, c.post_start_argv, c.pre_stop_argv, c.cleanup_argv, c.image_argv, (c.image,)):
+    bind_words = tuple(word for bind in c.binds for word in bind.to_json())
+    for words in (c.argv, c.post_start_argv, c.pre_stop_argv, c.cleanup_argv, c.image_argv, (c.image,), bind_words):
         if any("\0" in word for word in words):
             raise PodSpecError(f"{where}.command", "NUL byte in an argument")
     seen: set[str] = set()

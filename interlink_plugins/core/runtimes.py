@@ -19,9 +19,10 @@ shell. Per runtime:
 ``apptainer`` / ``singularity``
     ``exec`` when the pod sets a command, ``run`` otherwise (keeps the runscript); always
     ``--no-eval``. The container runs through ``apptainer.sh`` in the job dir, which picks the
-    binary (the fallback when it is missing), converts images once into ApptainerCacheDir under a
-    lock, gives registry credentials to the conversion only, and turns the container's private
-    NUL-separated env file into ``APPTAINERENV_<NAME>`` (``SINGULARITYENV_``) entries of its own
+    binary (the fallback when it is missing), converts images once into ApptainerCacheDir (in a
+    private dir per uid, ``uid-<uid>``, so no job runs a SIF another uid wrote) under a lock, gives
+    registry credentials to the conversion only, and turns the container's private NUL-separated env
+    file into ``APPTAINERENV_<NAME>`` (``SINGULARITYENV_``) entries of its own
     environment: the values never sit in an argv (``ps``) and no shell parses them. Measured with
     apptainer 1.4.5 and ``--no-eval``: these entries give every value byte for byte; apptainer's
     own ``--env-file`` (shell-parsed) does too for shell-quoted values but loses ``PWD`` and
@@ -56,6 +57,8 @@ PROBE_HELPER = "probe.sh"  # templates/probe.sh, installed in every job dir (cor
 APPTAINER_HELPER_NAME = "apptainer.sh"
 PODMAN_SECRETS_NAME = "podman-secrets.sh"
 REGISTRY_AUTH_DIR = "registry-auth"
+# the per-uid part of a SIF path in ApptainerCacheDir: apptainer.sh makes it uid-<the job's uid>, a private dir
+CACHE_UID_DIR = "uid-@UID@"
 
 _POD_UID_LABEL = "interlink.eu/pod-uid"
 _NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -452,7 +455,8 @@ class ApptainerRuntime:
         if not needs_conversion(image):
             return image, ""
         if settings.cache_dir:
-            return image, posixpath.join(settings.cache_dir, cached_sif_name(image))
+            # one private dir per uid: a job can never plant a SIF that a job of another uid then runs
+            return image, posixpath.join(settings.cache_dir, CACHE_UID_DIR, cached_sif_name(image))
         if image_registry(image) in settings.credentials:
             # credentials reach only a conversion: into the job dir when no shared cache is configured
             return image, posixpath.join(ctx.job_dir, "images", cached_sif_name(image))

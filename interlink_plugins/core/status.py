@@ -42,7 +42,7 @@ class ContainerFiles:
     ready: bool | None = None  # from the probes (`ready` file); None: ready while running
     startup: bool | None = None  # startup probe passed (`startup` file); None: started while running
     refused: tuple[str, ...] = ()  # runner files the plugin would not read ("reason (a symlink)")
-    last_reason: str = ""  # the runner's reason word for the last run's end (e.g. Unhealthy); "" if none
+    last_reason: tuple[str, str] | None = None  # why the previous run ended, when the backend knows (Unhealthy)
 
 
 STATE_FILES = ("started", "finished", "exit", "restarts", "last", "waiting", "reason", "ready", "startup")
@@ -75,11 +75,11 @@ def parse_container_files(found: Mapping[str, bytes], refused: Mapping[str, str]
     exit_text = text("exit")
     last_text = text("last").split()
     last = None
-    last_reason = ""
+    last_reason: tuple[str, str] | None = None
     if len(last_text) in (3, 4):  # "EXIT STARTED FINISHED [REASON]"
         with contextlib.suppress(ValueError):
             last = (int(last_text[0]), last_text[1], last_text[2])
-            last_reason = last_text[3][:REASON_WORD_MAX] if len(last_text) == 4 else ""
+            last_reason = (last_text[3][:REASON_WORD_MAX], "") if len(last_text) == 4 else None
     restarts_text = text("restarts")
     ready_text = text("ready")
     startup_text = text("startup")
@@ -243,13 +243,15 @@ def container_status(
         "imageID": "",
     }
     if files.last:
-        status["lastState"] = _last_state(files.last, files.last_reason)
+        status["lastState"] = _last_state(files)
     return status
 
 
-def _last_state(last: tuple[int, str, str], reason: str) -> dict[str, Any]:
-    code, started, finished = last
-    return _terminated(code, reason or ("Completed" if code == 0 else "Error"), "", started, finished)
+def _last_state(files: ContainerFiles) -> dict[str, Any]:
+    assert files.last is not None
+    code, started, finished = files.last
+    reason, message = files.last_reason or ("Completed" if code == 0 else "Error", "")
+    return _terminated(code, reason, message, started, finished)
 
 
 def _with_refused(state: dict[str, Any], refused: tuple[str, ...], ctx: StatusContext) -> dict[str, Any]:
@@ -278,7 +280,7 @@ def _still_stopping(name: str, image: str, files: ContainerFiles, ctx: StatusCon
         "imageID": "",
     }
     if files.last:
-        status["lastState"] = _last_state(files.last, files.last_reason)
+        status["lastState"] = _last_state(files)
     return status
 
 

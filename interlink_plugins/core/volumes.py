@@ -67,6 +67,7 @@ class _Planned:
     index: int
     category: Category
     base: str  # volume dir under the job dir, or the hostPath realpath
+    root: str = ""  # what `base` must stay below at every container start: the job dir, or the allowed host path
     files: dict[RelPath, _File] = field(default_factory=dict)
     dirs: set[RelPath] = field(default_factory=set)
 
@@ -458,7 +459,8 @@ def _plan_host_path(planned: _Planned, allowed_host_paths: Sequence[str]) -> Non
             f"{base}.path", "hostPath volumes are not allowed here (AllowedHostPaths is empty)", 403
         )
     real = os.path.realpath(path)
-    if not any(_within(real, root) for root in allowed):
+    holding = [root for root in allowed if _within(real, root)]
+    if not holding:
         raise PodSpecError(
             f"{base}.path", f"{path!r} is not under an allowed host path (AllowedHostPaths)", 403
         )
@@ -469,6 +471,7 @@ def _plan_host_path(planned: _Planned, allowed_host_paths: Sequence[str]) -> Non
     if host_type.startswith("File") and not os.path.isfile(real):
         raise PodSpecError(f"{base}.path", f"{path!r} is not a regular file (type {host_type})")
     planned.base = real
+    planned.root = max(holding, key=len)
 
 
 def _plan(pod: Pod, job_dir: str, allowed_host_paths: Sequence[str]) -> dict[str, _Planned]:
@@ -481,12 +484,12 @@ def _plan(pod: Pod, job_dir: str, allowed_host_paths: Sequence[str]) -> dict[str
             medium = volume.source.get("medium") or ""
             if medium not in ("", "Memory"):  # medium Memory and sizeLimit are accepted, not enforced
                 raise PodSpecError(f"spec.volumes[{index}].emptyDir.medium", f"{medium!r} is not supported")
-            planned = _Planned(volume, index, "emptydir", os.path.join(job_dir, "emptydir", volume.name))
+            planned = _Planned(volume, index, "emptydir", os.path.join(job_dir, "emptydir", volume.name), job_dir)
         elif volume.kind == "hostPath":
             planned = _Planned(volume, index, "hostpath", "")
             _plan_host_path(planned, allowed_host_paths)
         else:
-            planned = _Planned(volume, index, "files", os.path.join(job_dir, "volumes", volume.name))
+            planned = _Planned(volume, index, "files", os.path.join(job_dir, "volumes", volume.name), job_dir)
             if volume.kind in ("configMap", "secret"):
                 _plan_keyed(pod, planned)
             elif volume.kind == "projected":
@@ -585,9 +588,11 @@ def _write(job_fd: int, planned: _Planned) -> None:
 
 def _mount(planned: _Planned, mount: VolumeMount, path: str, job_fd: int | None) -> Mount:
     """The Mount for one volumeMount; with `job_fd` (writing) subPaths are checked on disk."""
+    what = f"volume {planned.volume.name!r}" + (f" subPath {mount.sub_path!r}" if mount.sub_path else "")
+    checked = partial(Mount, root=planned.root, what=what)
     if not mount.sub_path:
         is_file = planned.category == "hostpath" and os.path.isfile(planned.base)
-        return Mount(planned.base, mount.mount_path, mount.read_only, is_file)
+        return checked(planned.base, mount.mount_path, mount.read_only, is_file)
     rel = _rel_path(mount.sub_path, f"{path}.subPath", "subPath")
     source = os.path.join(planned.base, *rel)
     if planned.category == "hostpath":
@@ -598,9 +603,9 @@ def _mount(planned: _Planned, mount: VolumeMount, path: str, job_fd: int | None)
             raise PodSpecError(
                 f"{path}.subPath", "does not exist on the host (the plugin never creates host paths)"
             )
-        return Mount(real, mount.mount_path, mount.read_only, os.path.isfile(real))
+        return checked(real, mount.mount_path, mount.read_only, os.path.isfile(real))
     if job_fd is None:  # planning only: judge from what would be written
-        return Mount(source, mount.mount_path, mount.read_only, rel in planned.files)
+        return checked(source, mount.mount_path, mount.read_only, rel in planned.files)
     if not _within(os.path.realpath(source), os.path.realpath(planned.base)):
         raise PodSpecError(f"{path}.subPath", "resolves outside the volume directory")
     if not os.path.lexists(source):  # Kubernetes creates a missing subPath as a directory
@@ -611,7 +616,7 @@ def _mount(planned: _Planned, mount: VolumeMount, path: str, job_fd: int | None)
             os.close(_open_dirs(parent, [planned.volume.name, *rel], mode, f"{path}.subPath"))
         finally:
             os.close(parent)
-    return Mount(source, mount.mount_path, mount.read_only, os.path.isfile(source))
+    return checked(source, mount.mount_path, mount.read_only, os.path.isfile(source))
 
 
 def _container_mounts(

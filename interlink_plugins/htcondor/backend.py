@@ -119,13 +119,22 @@ class HTCondorBackend(BySource):
         return None
 
     async def adopt(self) -> list[AdoptedJob]:
-        ads = await self.client.query(self._mine(), ["ClusterId", "ProcId", "InterLinkPodUID", "InterLinkJobDir"])
-        return [
-            AdoptedJob(uid=states.text(ad, "InterLinkPodUID"), job_id=states.job_id(ad),
-                       job_dir=states.text(ad, "InterLinkJobDir"))
-            for ad in ads
-            if states.text(ad, "InterLinkPodUID") and states.text(ad, "InterLinkJobDir")
-        ]
+        """This instance's jobs, only those the schedd says we own (Owner = the identity we submit as): a job
+        another identity submitted with our instance id and a pod uid is ignored and logged."""
+        owner = await self.client.identity()
+        projection = ["ClusterId", "ProcId", "InterLinkPodUID", "InterLinkJobDir", "Owner"]
+        adopted = []
+        for ad in await self.client.query(self._mine(), projection):
+            if not (states.text(ad, "InterLinkPodUID") and states.text(ad, "InterLinkJobDir")):
+                continue
+            if not owner or states.text(ad, "Owner") != owner:
+                log.warning("ignoring job %s: it carries this instance's pod uid %s but belongs to %r, not to %r "
+                            "(the identity this plugin submits as)", states.job_id(ad),
+                            states.text(ad, "InterLinkPodUID"), states.text(ad, "Owner"), owner)
+                continue
+            adopted.append(AdoptedJob(uid=states.text(ad, "InterLinkPodUID"), job_id=states.job_id(ad),
+                                      job_dir=states.text(ad, "InterLinkJobDir")))
+        return adopted
 
     # --- status ------------------------------------------------------------------------
 
@@ -388,7 +397,7 @@ def _from_chirp(fields: list[str]) -> ContainerFiles:
         exit_code=int(exit_text) if exit_text.lstrip("-").isdigit() else None,
         restarts=int(restarts) if restarts.isdigit() else 0,
         last=last,
-        last_reason=parts[3] if last is not None and len(parts) == 4 else "",
+        last_reason=(parts[3], "") if last is not None and len(parts) == 4 else None,
         waiting=split(waiting),
         reason=split(reason),
     )

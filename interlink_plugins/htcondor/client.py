@@ -39,6 +39,7 @@ class CondorClient:
         self._token_dir = config.state_dir / f"htcondor-tokens-{config.instance_id}"
         self.params = security.client_params(config, self._token_dir)
         self._schedd: Any = None
+        self._location: Any = None  # the schedd's location ad, when found through a collector
         self._applied = False
         self._located = ""
         self.calls: dict[str, int] = {}  # per call kind, for benchmarks and tests
@@ -78,7 +79,8 @@ class CondorClient:
                 raise RuntimeError(f"collector knows schedds {names}: set HTCondorSchedd to one of them")
             name = names[0]
         self._located = name
-        self._schedd = htcondor2.Schedd(collector.locate(htcondor2.DaemonTypes.Schedd, name))
+        self._location = collector.locate(htcondor2.DaemonTypes.Schedd, name)
+        self._schedd = htcondor2.Schedd(self._location)
         return self._schedd
 
     async def _call(self, what: str, fn: Callable[[], T], *, timeout: float | None = None) -> T:
@@ -116,6 +118,35 @@ class CondorClient:
             raise self._unavailable(what, exc) from exc
 
     # --- the calls the backend makes ---------------------------------------------------------
+
+    async def identity(self) -> str:
+        """The user the schedd maps this client to, as it writes it in a job's Owner (a WRITE ping)."""
+
+        def run() -> str:
+            import htcondor2
+
+            self._locate()
+            where = self._location
+            if where is None:
+                where = htcondor2.Collector().locate(htcondor2.DaemonTypes.Schedd)
+            # authenticated as for a submit: a pool that allows anonymous WRITE would answer "unauthenticated"
+            before = htcondor2.param.get("SEC_CLIENT_AUTHENTICATION")
+            htcondor2.param["SEC_CLIENT_AUTHENTICATION"] = "REQUIRED"
+            try:
+                answer = htcondor2.ping(where, "WRITE")
+            finally:
+                if before is None:
+                    del htcondor2.param["SEC_CLIENT_AUTHENTICATION"]
+                else:
+                    htcondor2.param["SEC_CLIENT_AUTHENTICATION"] = before
+            return str(answer.get("MyRemoteUserName", "")).split("@", 1)[0]
+
+        try:
+            return await self._call("ping", run)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            raise self._unavailable("ping", exc) from exc
 
     async def query(self, constraint: str, projection: Sequence[str]) -> list[dict[str, Any]]:
         return await self.schedd_call(

@@ -44,6 +44,9 @@ from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandR
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
 from interlink_plugins.core.volumes import materialise_volumes
+from interlink_plugins.podman.bindcheck import check_binds
+from interlink_plugins.podman.hooks import read_killed
+from interlink_plugins.podman.lifecycle import PodLifecycle
 from interlink_plugins.podman.plan import Action, CreateError, Observed, PodView, Run, plan_pod
 from interlink_plugins.podman.spec import (
     BACKEND_NAME,
@@ -162,7 +165,8 @@ class PodmanBackend:
         self._pods: dict[str, PodInfo] = {}  # pod id -> labels
         self._views: dict[str, PodView] = {}  # pod id -> the last decision
         self._inspected: dict[str, Inspected] = {}  # container id -> inspect of its current state
-        self._run_files: dict[str, tuple[bool, str]] = {}  # container id -> (oom file, start error)
+        # container id -> (oom file, start error, why the plugin killed it)
+        self._run_files: dict[str, tuple[bool, str, tuple[str, str] | None]] = {}
         self._start_errors: dict[tuple[str, str, int], str] = {}  # (pod, container, run) -> error
         self._create_errors: dict[str, dict[str, CreateError]] = {}  # pod id -> container -> error
         self._in_flight: dict[str, set[str]] = {}  # pod id -> containers with an action under way ("*": pod)
@@ -174,6 +178,8 @@ class PodmanBackend:
         self._stops = asyncio.Semaphore(STOP_CONCURRENCY)  # graceful stops wait out grace periods: more at once
         self._removals = asyncio.Semaphore(ACTION_CONCURRENCY)
         self._gpu_lock = asyncio.Lock()
+        # probes and lifecycle hooks, run by the plugin as the kubelet runs them (podman/lifecycle.py)
+        self._lifecycle = PodLifecycle(runner, config.podman, self._podman, self._spawn, config.command_timeout)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -429,6 +435,9 @@ class PodmanBackend:
             self._views[pod_id] = view
             self._dispatch(pod_id, spec, view.actions)
             jobs[pod_id] = self._job_info(pod_id, info, view)
+            self._lifecycle.observe(pod_id, spec, info.job_dir, _int_or_none(infra[pod_id].get("Pid")),
+                                    _running_runs(members.get(pod_id, [])), pod_id in self._stop_requested)
+        self._lifecycle.retain({str(e.get("Id")) for e in entries if phase_of(str(e.get("State", ""))) == "running"})
         for orphan in list(self._orphans):
             self._spawn(self._remove_orphan(orphan))
         return jobs
@@ -482,11 +491,12 @@ class PodmanBackend:
                 if phase == "running" or (cid in self._run_files and phase == "ended"):
                     continue
                 run_dir = info.job_dir / "c" / str(labels.get(L_CONTAINER, "")) / str(labels.get(L_RUN, ""))
+                killed = read_killed(run_dir) if phase == "ended" else None
                 error = ""
                 with contextlib.suppress(OSError, ValueError):
                     data = json.loads((run_dir / "error").read_text())
                     error = "" if data.get("create") else str(data.get("message", ""))
-                self._run_files[cid] = ((run_dir / "oom").exists(), error)
+                self._run_files[cid] = ((run_dir / "oom").exists(), error, killed)
 
     def _load_spec(self, pod_id: str, job_dir: Path) -> PodSpec | None:
         try:
@@ -533,7 +543,7 @@ class PodmanBackend:
             if phase == "ended" and not finished and isinstance(entry.get("ExitedAt"), int) and entry["ExitedAt"] > 0:
                 finished = epoch_rfc3339(entry["ExitedAt"])
             code = entry.get("ExitCode")
-            oom_file, error = self._run_files.get(cid, (False, ""))
+            oom_file, error, killed = self._run_files.get(cid, (False, "", None))
             error = self._start_errors.get((pod_id, name, run_number), error) if phase == "created" else ""
             if error and not finished:
                 finished = started = epoch_rfc3339(entry.get("Created") or time.time())
@@ -549,6 +559,7 @@ class PodmanBackend:
                 oom=(inspected.oom_killed if inspected else False) or oom_file,
                 start_error=error,
                 backoff=backoff,
+                killed=killed if phase == "ended" else None,
             ))  # fmt: skip
         return Observed(
             runs=runs,
@@ -558,6 +569,7 @@ class PodmanBackend:
             stop_requested=pod_id in self._stop_requested,
             in_flight=frozenset(self._in_flight.get(pod_id, ())),
             pulling=dict(self._pulling.get(pod_id, {})),
+            hooks_pending=self._lifecycle.hooks_pending(pod_id),
         )
 
     def _plan(self, spec: PodSpec, observed: Observed) -> PodView:
@@ -610,7 +622,6 @@ class PodmanBackend:
         info = self._pods.get(pod_id)
         if info is None:
             return
-        grace = str(spec.grace_seconds)
         timeout = spec.grace_seconds + self.config.command_timeout
         if action.kind in ("start", "start-existing"):
             if pod_id in self._stop_requested:
@@ -620,9 +631,15 @@ class PodmanBackend:
                 return
             run_dir = info.job_dir / "c" / container.name / str(action.run)
             await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+            if action.kind == "start" and not await self._pull(pod_id, container, action.run, run_dir):
+                return
+            # last, right before podman binds them: an earlier container may have swapped a source
+            pins = await check_binds(self._create_errors.setdefault(pod_id, {}), pod_id, container, action.run,
+                                     run_dir, pin_dir=self.config.state_dir / f"binds-{self.config.instance_id}",
+                                     pin_key=spec.uid)
+            if pins is None:
+                return
             if action.kind == "start":
-                if not await self._pull(pod_id, container, action.run, run_dir):
-                    return
                 devices = container_devices(spec, info.devices).get(container.name, [])
                 args = run_argv(spec, container, pod_id=pod_id, instance=self.config.instance_id, run=action.run,
                                 backoff=action.backoff, log_path=str(run_dir / "log"), devices=devices)
@@ -630,18 +647,28 @@ class PodmanBackend:
                 args = [w if not w.startswith("--pull=") else "--pull=never" for w in args]
             else:
                 args = ["start", *action.container_ids]
-            result = await self._podman(args, f"start {container.name}", cwd=str(run_dir))
-            workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
-            if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
-                ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
-                if await self._create_workdir(ctr, workdir, run_dir):
-                    result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
+            self._lifecycle.starting(pod_id, container)
+            try:
+                result = await self._podman(pins.argv(args), f"start {container.name}", cwd=str(run_dir))
+                workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
+                if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
+                    ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
+                    if await self._create_workdir(ctr, workdir, run_dir):
+                        result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
+            finally:
+                await pins.release()  # podman started it (or gave up): the container holds its own mounts
+            self._lifecycle.post_start(pod_id, spec, container, action.run,
+                                       container_name(self.config.instance_id, spec.uid, container.name, action.run),
+                                       info.job_dir, started=result.ok)
             await self._after_start(pod_id, container.name, action.run, run_dir, result,
                                     never_pull=any(w == "--pull=never" for w in container.options))
         elif action.kind == "stop":
-            await self._podman(["stop", "-t", grace, *action.container_ids], "stop sidecar", timeout=timeout)
+            left = await self._lifecycle.pre_stop_pod(pod_id, spec.grace_seconds, [action.container])
+            await self._podman(["stop", "-t", str(int(left + 0.999)), *action.container_ids], "stop sidecar",
+                               timeout=timeout)
         elif action.kind == "stop-pod":
-            await self._podman(["pod", "stop", "-t", grace, pod_id], "deadline", timeout=timeout)
+            left = await self._lifecycle.pre_stop_pod(pod_id, spec.grace_seconds)
+            await self._podman(["pod", "stop", "-t", str(int(left + 0.999)), pod_id], "deadline", timeout=timeout)
         elif action.kind == "finish-pod":
             await self._podman(["pod", "stop", "-t", "0", "--ignore", pod_id], "finish")
         elif action.kind == "prune":
@@ -766,6 +793,7 @@ class PodmanBackend:
             # cancel at its own deadline as well)
             self._spawn(self._stop_pod(job_id, grace))
             return
+        self._lifecycle.probes.stop_pod(job_id)
         result = await self._podman(["pod", "kill", job_id], "delete")
         if not result.ok and not NO_SUCH.search(result.error_text):
             log.info("podman pod kill %s: %s", job_id, result.error_text)
@@ -776,8 +804,12 @@ class PodmanBackend:
 
     async def _stop_pod_now(self, pod_id: str, grace: int) -> None:
         try:
-            result = await self._podman(["pod", "stop", "-t", str(grace), pod_id], "delete",
-                                        timeout=grace + self.config.command_timeout)
+            # preStop hooks first (within the grace period), then SIGTERM, SIGKILL after what is left
+            left = await self._lifecycle.pre_stop_pod(pod_id, grace)
+            seconds = max(0, int(left + 0.999))
+            log.info("podman pod %s: stopping (SIGTERM, SIGKILL after %ss)", pod_id, seconds)
+            result = await self._podman(["pod", "stop", "-t", str(seconds), pod_id], "delete",
+                                        timeout=seconds + self.config.command_timeout)
             if not result.ok and not NO_SUCH.search(result.error_text):
                 log.warning("podman pod stop %s: %s", pod_id, result.error_text)
         except BackendUnavailable as exc:
@@ -810,6 +842,7 @@ class PodmanBackend:
                     log.warning("job dir %s not entirely removed: %s", job_dir, "; ".join(left[:5]))
 
     def _forget(self, pod_id: str) -> None:
+        self._lifecycle.forget(pod_id)
         self._specs.pop(pod_id, None)
         self._pods.pop(pod_id, None)
         self._views.pop(pod_id, None)
@@ -849,7 +882,7 @@ class PodmanBackend:
 
     def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
         view = self._views.get(record.job_id)
-        return dict(view.files) if view is not None else {}
+        return self._lifecycle.overlay(record.job_id, view.files) if view is not None else {}
 
     def _current_run(self, record: PodRecord, container: str) -> int | None:
         view = self._views.get(record.job_id)
@@ -893,6 +926,26 @@ def _json_list(raw: bytes) -> list[dict[str, Any]]:
     if isinstance(data, dict):
         data = [data]
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _running_runs(entries: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, str, int | None, float]]:
+    """container name -> (run, podman id, pid, start time) of its running run, from one ``podman ps``."""
+    running: dict[str, tuple[int, str, int | None, float]] = {}
+    for entry in entries:
+        labels = entry.get("Labels") or {}
+        if phase_of(str(entry.get("State", ""))) != "running":
+            continue
+        with contextlib.suppress(ValueError):
+            started = entry.get("StartedAt")
+            running[str(labels.get(L_CONTAINER, ""))] = (
+                int(labels.get(L_RUN, "")), str(entry.get("Id", "")), _int_or_none(entry.get("Pid")),
+                float(started) if isinstance(started, int | float) and started > 0 else time.time(),
+            )
+    return running
 
 
 def _devices_label(text: str) -> dict[str, list[str]]:

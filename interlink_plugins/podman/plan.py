@@ -19,6 +19,7 @@ lastState and for Previous logs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -45,6 +46,7 @@ class Run:
     oom: bool = False
     start_error: str = ""  # podman created it but could not start it (the kubelet's StartError)
     backoff: float = 0.0  # seconds waited before this run
+    killed: tuple[str, str] | None = None  # the plugin killed it: (reason, message), e.g. Unhealthy
 
     @property
     def ended(self) -> bool:
@@ -81,6 +83,7 @@ class Observed:
     stop_requested: bool = False  # /delete asked for this pod
     in_flight: frozenset[str] = frozenset()  # containers with an action under way
     pulling: Mapping[str, str] = field(default_factory=dict)  # container -> image being pulled for it
+    hooks_pending: frozenset[str] = frozenset()  # containers whose postStart hook still runs
 
 
 ActionKind = Literal["start", "start-existing", "stop", "stop-pod", "finish-pod", "prune"]
@@ -149,10 +152,17 @@ def _last_state(runs: Sequence[Run], before: int) -> tuple[int, str, str] | None
     return run.code, started, run.finished or started
 
 
+def _last_reason(runs: Sequence[Run], before: int) -> tuple[str, str] | None:
+    previous = [r for r in runs if r.run < before and r.ended]
+    return previous[-1].killed if previous else None
+
+
 def _ended_files(run: Run, runs: Sequence[Run]) -> ContainerFiles:
     reason: tuple[str, str] | None = None
     if run.start_error:
         reason = ("StartError", run.start_error)
+    elif run.killed:
+        reason = run.killed
     elif run.oom:
         reason = ("OOMKilled", "the container exceeded its memory limit")
     started = run.started or run.finished
@@ -162,6 +172,7 @@ def _ended_files(run: Run, runs: Sequence[Run]) -> ContainerFiles:
         exit_code=run.code,
         restarts=run.run,
         last=_last_state(runs, run.run),
+        last_reason=_last_reason(runs, run.run),
         reason=reason,
     )
 
@@ -190,7 +201,8 @@ class Planner:
             image = self.obs.pulling.get(c.name)
             if image is not None:
                 waiting = ("ContainerCreating", f"pulling image {image}")
-            files = ContainerFiles(restarts=run, last=_last_state(runs, run), waiting=waiting)
+            files = ContainerFiles(restarts=run, last=_last_state(runs, run), last_reason=_last_reason(runs, run),
+                                   waiting=waiting)
             action = None
             if error is not None and image is None:
                 due = self.now >= error.at + _retry_delay(error.attempts, self.initial, self.maximum)
@@ -198,7 +210,8 @@ class Planner:
                 if reason == "ErrImagePull" and not due and self.now >= error.at + PULL_ERROR_SHOWN:
                     # the kubelet: ErrImagePull when a pull fails, ImagePullBackOff while it waits to retry
                     reason, message = "ImagePullBackOff", f"Back-off pulling image: {message}"
-                files = ContainerFiles(restarts=run, last=_last_state(runs, run), waiting=(reason, message))
+                files = ContainerFiles(restarts=run, last=_last_state(runs, run), last_reason=_last_reason(runs, run),
+                                       waiting=(reason, message))
                 if allow_start and due and not flying:
                     waited = backoff_after(last, self.initial, self.maximum) if last and last.ended else 0.0
                     action = Action("start", c.name, run, backoff=waited)
@@ -207,23 +220,32 @@ class Planner:
             return _State("pending", files, run, False, action)
         if last.phase == "created" and not last.start_error:
             # created but not started (a start interrupted by a crash): start it
-            files = ContainerFiles(restarts=last.run, last=_last_state(runs, last.run), waiting=waiting)
+            files = ContainerFiles(restarts=last.run, last=_last_state(runs, last.run),
+                                   last_reason=_last_reason(runs, last.run), waiting=waiting)
             action = Action("start-existing", c.name, last.run, container_ids=(last.container_id,))
             return _State("pending", files, last.run, False, action if allow_start and not flying else None)
         if last.phase == "running":
-            files = ContainerFiles(started=last.started or epoch_rfc3339(self.now), restarts=last.run,
-                                   last=_last_state(runs, last.run))
+            if c.name in self.obs.hooks_pending:
+                # the kubelet reports a container running only once its postStart hook finished
+                files = ContainerFiles(restarts=last.run, last=_last_state(runs, last.run),
+                                       last_reason=_last_reason(runs, last.run),
+                                       waiting=("ContainerCreating", "postStart hook running"))
+            else:
+                files = ContainerFiles(started=last.started or epoch_rfc3339(self.now), restarts=last.run,
+                                       last=_last_state(runs, last.run), last_reason=_last_reason(runs, last.run))
             return _State("running", files, last.run, True, running_id=last.container_id)
         # the run ended
         code = last.code
         end = last.finished_ts if last.finished_ts is not None else self.now
-        wants = c.restart == "Always" or (c.restart == "OnFailure" and code != 0)
+        # a container the plugin killed (failed probe or postStart) restarts unless the policy is Never
+        wants = c.restart == "Always" or (c.restart == "OnFailure" and (code != 0 or last.killed is not None))
         if restart and wants:
             delay = backoff_after(last, self.initial, self.maximum)
             started, finished = last.started or last.finished, last.finished or last.started
             files = ContainerFiles(
                 restarts=last.run + 1,
                 last=(code, started, finished),
+                last_reason=last.killed,
                 waiting=("CrashLoopBackOff", f"back-off {_seconds(delay)}s restarting failed container {c.name}"),
             )
             action = None
@@ -361,6 +383,7 @@ class Planner:
             exit_code=0,
             restarts=last.run,
             last=_last_state(runs, last.run),
+            last_reason=_last_reason(runs, last.run),
             reason=("Completed", f"sidecar stopped because {why}"),
         )
         return _State("succeeded", files, last.run, last.did_start, end_ts=last.finished_ts, code=0)
@@ -390,7 +413,7 @@ class Planner:
         when = epoch_rfc3339(min(when_ts, self.now))
         reason = deadline if not deleted else ("Terminated", "pod stopped before the container started")
         files = ContainerFiles(started=when, finished=when, exit_code=143, restarts=state.files.restarts,
-                               last=state.files.last, reason=reason)
+                               last=state.files.last, last_reason=state.files.last_reason, reason=reason)
         return _State("failed", files, state.current_run, False, end_ts=self.now, code=143)
 
     def _prune(self) -> list[Action]:
@@ -406,10 +429,7 @@ class Planner:
 
 
 def _replace_reason(files: ContainerFiles, reason: tuple[str, str]) -> ContainerFiles:
-    return ContainerFiles(
-        started=files.started, finished=files.finished, exit_code=files.exit_code, restarts=files.restarts,
-        last=files.last, waiting=files.waiting, reason=reason,
-    )  # fmt: skip
+    return dataclasses.replace(files, reason=reason)
 
 
 def plan_pod(spec: PodSpec, observed: Observed, now: float, initial: float, maximum: float) -> PodView:

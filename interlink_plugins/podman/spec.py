@@ -9,6 +9,7 @@ state. What changes per run (name, run number, back-off, log path, GPUs of the p
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from interlink_plugins.core.bindcheck import BindSource, bind_sources
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.expand import env_map
 from interlink_plugins.core.imageref import check_podman_image
@@ -23,7 +25,9 @@ from interlink_plugins.core.jobdir import _restart_policy
 from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod
 from interlink_plugins.core.podmanenv import podman_env
+from interlink_plugins.core.probes import declared_probes, parse_handler
 from interlink_plugins.core.quantity import cpu_millicores, memory_bytes
+from interlink_plugins.core.runplan import ProbeRun
 from interlink_plugins.core.runtimes import (
     PODMAN_ENV_FILE_NAME,
     _csv_field,
@@ -81,6 +85,12 @@ class ContainerSpec:
     gpus: Mapping[str, int] = field(default_factory=dict)  # GPU resource -> count (CDI devices)
     # (podman secret name, private file with the value): env values the --env-file cannot carry
     secrets: tuple[tuple[str, str], ...] = ()
+    # bind sources re-checked right before each start of this container (core/bindcheck.py)
+    binds: tuple[BindSource, ...] = ()
+    # probes (argv: core.probes.parse_handler's (action, *words)) and lifecycle hooks, run by the plugin
+    probes: tuple[ProbeRun, ...] = ()
+    post_start: tuple[str, ...] = ()
+    pre_stop: tuple[str, ...] = ()
 
     @property
     def is_init(self) -> bool:
@@ -90,7 +100,9 @@ class ContainerSpec:
         return {
             "name": self.name, "kind": self.kind, "index": self.index, "restart": self.restart,
             "options": list(self.options), "image": self.image, "args": list(self.args), "gpus": dict(self.gpus),
-            "secrets": [list(pair) for pair in self.secrets],
+            "secrets": [list(pair) for pair in self.secrets], "binds": [b.to_json() for b in self.binds],
+            "probes": [dataclasses.asdict(p) for p in self.probes], "post_start": list(self.post_start),
+            "pre_stop": list(self.pre_stop),
         }  # fmt: skip
 
     @classmethod
@@ -105,6 +117,10 @@ class ContainerSpec:
             args=tuple(str(w) for w in data["args"]),
             gpus={str(k): int(v) for k, v in dict(data.get("gpus") or {}).items()},
             secrets=tuple((str(name), str(path)) for name, path in data.get("secrets") or ()),
+            binds=tuple(BindSource.from_json(b) for b in data.get("binds") or ()),
+            probes=tuple(ProbeRun(**{**p, "argv": tuple(p["argv"])}) for p in data.get("probes") or ()),
+            post_start=tuple(str(w) for w in data.get("post_start") or ()),
+            pre_stop=tuple(str(w) for w in data.get("pre_stop") or ()),
         )
 
 
@@ -349,6 +365,32 @@ def check_gpus(pod: Pod, gpu_map: Mapping[str, Sequence[str]]) -> dict[str, dict
     return counts
 
 
+def lifecycle_of(pod: Pod, container: Container, position: int) -> dict[str, Any]:
+    """The container's probes and postStart/preStop hooks, validated (the plugin runs them, see
+    podman/probes.py and podman/hooks.py). A plain init container takes none (the API server's rule)."""
+    path = f"{container.field_path}[{position}]"
+    hooks = {key: container.lifecycle.get(key) for key in ("postStart", "preStop")}
+    if container.kind == "init" and not container.is_sidecar:
+        for key in container.probes:
+            raise PodSpecError(f"{path}.{key}", "must not be set for init containers")
+        for key, hook in hooks.items():
+            if hook:
+                raise PodSpecError(f"{path}.lifecycle.{key}", "must not be set for init containers")
+    words: dict[str, tuple[str, ...]] = {}
+    for key, hook in hooks.items():
+        if not hook:
+            continue
+        if not isinstance(hook, dict):
+            raise PodSpecError(f"{path}.lifecycle.{key}", "must be an object")
+        action, args = parse_handler(hook, field=f"{path}.lifecycle.{key}", pod=pod, container=container, hook=True)
+        words[key] = (action, *args)
+    return {
+        "probes": declared_probes(pod, container, field=path),
+        "post_start": words.get("postStart", ()),
+        "pre_stop": words.get("preStop", ()),
+    }
+
+
 def build_pod_spec(
     pod: Pod,
     mounts: Mapping[str, Sequence[Mount]],
@@ -392,6 +434,8 @@ def build_pod_spec(
                     args=tuple(image_args[1:]),
                     gpus=gpus.get(container.name, {}),
                     secrets=env.secrets,
+                    binds=bind_sources(mounts.get(container.name, ())),
+                    **lifecycle_of(pod, container, position),
                 )
             )
     spec = PodSpec(

@@ -11,7 +11,7 @@ import os
 import pwd
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from interlink_plugins.config import Config, Flavor
@@ -33,27 +33,15 @@ from interlink_plugins.core.resources import pod_totals
 from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
 from interlink_plugins.core.runnerfiles import LOCAL, BySource, ContainerStateSource
 from interlink_plugins.core.state import PodRecord
-from interlink_plugins.slurm import migrate
-from interlink_plugins.slurm.memory import RUNNER_OUTPUT, memory_kill_detail, output_tail
-from interlink_plugins.slurm.states import OOM_KILLED, lookup, may_be_memory_kill
+from interlink_plugins.slurm import commands, migrate, parse
+from interlink_plugins.slurm.memory import memory_kill_detail, output_tail
+from interlink_plugins.slurm.states import OOM_KILLED, may_be_memory_kill
 
 log = logging.getLogger(__name__)
 
 FLAGS_ANNOTATIONS = ann.FLAGS
 _NS_CHOICES = {"account": "accounts", "qos": "qos", "partition": "partitions"}
 _GRES_GPU = re.compile(r"^gpu(?::[^:,]+)?:(\d+)$")
-_UNREACHABLE = re.compile(
-    r"Unable to contact slurm controller|Socket timed out|Connection refused|Zero Bytes were transmitted"
-    r"|Communication connection failure|Unable to establish|Transport endpoint|slurm_load_jobs error: Unable",
-    re.IGNORECASE,
-)
-_THROTTLED = re.compile(r"QOSMax|AssocMax|MaxSubmit|Job violates accounting/QOS policy|job limit", re.IGNORECASE)
-_ACCOUNTING_OFF = "accounting storage is disabled"
-# fields of one squeue line: id, state, reason, node, start, end, comment, workdir
-_SQUEUE_FORMAT = "%i\x1f%T\x1f%r\x1f%N\x1f%S\x1f%e\x1f%k\x1f%Z"
-
-
-JOB_ENVIRONMENT = "--export-file=/dev/null"
 
 
 class SlurmBackend(BySource):
@@ -70,7 +58,7 @@ class SlurmBackend(BySource):
     # --- identity ----------------------------------------------------------------------
 
     def comment(self, uid: str) -> str:
-        return f"il:{uid}@{self.config.instance_id}"
+        return commands.comment(uid, self.config.instance_id)
 
     def job_dir(self, pod_namespace: str, uid: str) -> Path:
         return self.config.data_root / f"{pod_namespace}-{uid}"
@@ -85,21 +73,11 @@ class SlurmBackend(BySource):
         owner = _job_owner(options)
         if write and owner is not None:
             _give_job_dir(job_dir, owner)
-        argv = [
-            *self.config.sbatch,
-            "--parsable",
-            f"--comment={self.comment(pod.uid)}",
-            f"--chdir={job_dir}",
-            f"--output={job_dir}/{RUNNER_OUTPUT}",
-            # the job's environment is SLURM's own variables only: sbatch unsets its environment and reads
-            # an empty one. (--export=NIL/NONE would do the same, but SLURM 22.05 then loads the user's
-            # login environment on the node, `su - <user>` at every job start: slow, and not clean.)
-            JOB_ENVIRONMENT,
-            "--requeue" if self.config.requeue else "--no-requeue",
-        ]
-        for option in options:
-            argv += render_sbatch_option(option)
-        argv.append(str(job_dir / "pod-runner.sh"))
+        argv = commands.sbatch(
+            self.config.sbatch, comment=self.comment(pod.uid), job_dir=job_dir, requeue=self.config.requeue,
+            options=[word for option in options for word in render_sbatch_option(option)],
+            script=job_dir / "pod-runner.sh",
+        )  # fmt: skip
         return PreparedJob(job_dir=job_dir, submit={"argv": argv}, files=files)
 
     def _sbatch_options(self, pod: Pod) -> list[ParsedOption]:
@@ -192,33 +170,49 @@ class SlurmBackend(BySource):
                 )
 
     def _job_uid(self, pod: Pod, flavor: Flavor | None) -> int | None:
-        """runAsUser (only where the namespace policy allows it), else the flavor's UID, else DefaultUID.
+        """The uid the job runs as; None: the plugin's own (no --uid).
 
-        Container-level runAsUser values must agree (one job, one user): different ones are a 422.
+        runAsUser, checked against the namespace's Users whoever it names (the plugin's own uid too),
+        else the flavor's UID, else DefaultUID. A flavor with a UID is only for the namespaces whose
+        policy lists it, and its UID must be one of their Users, unless it is Public. A job never runs
+        as root unless AllowRootJobs; a root plugin with no uid for the pod refuses it (a plugin that is
+        not root can only run it as itself).
         """
-        uid, field = pod.run_as_user, "spec.securityContext.runAsUser"
-        if uid is None:
-            users = [
-                (c.run_as_user, f"{c.field_path}[{i if c.kind == 'init' else i - len(pod.init_containers)}]")
-                for i, c in enumerate(pod.all_containers)
-                if c.run_as_user is not None
-            ]
-            if len({u for u, _ in users}) > 1:
-                raise PodSpecError(
-                    f"{users[1][1]}.securityContext.runAsUser",
-                    "the containers ask for different users; one SLURM job runs as one user",
-                )
-            if users:
-                uid, where = users[0]
-                field = f"{where}.securityContext.runAsUser"
-        if uid is not None:
-            # running as the plugin's own user needs no permission: it is what happens without runAsUser
-            if uid != os.geteuid():
-                self.policy.check_user(pod.namespace, uid, field=field)
+        if flavor is not None and flavor.uid is not None and not flavor.public:
+            self.policy.check_flavor(pod.namespace, self._flavor_key(flavor), field=_FLAVOR_FIELD)
+        uid, field = _pod_uid(pod)
+        if uid is None and flavor is not None and flavor.uid is not None:
+            uid, field = flavor.uid, _FLAVOR_FIELD
+            self._check_not_root(uid, field)
+            if not flavor.public:
+                self._check_user(pod.namespace, uid, field, f"flavor {flavor.name!r} runs as uid {uid}: ")
             return uid
-        if flavor is not None and flavor.uid is not None:
-            return flavor.uid
-        return self.config.default_uid
+        if uid is not None:
+            self._check_not_root(uid, field)
+            self.policy.check_user(pod.namespace, uid, field=field)
+            return uid
+        if self.config.default_uid is not None:
+            self._check_not_root(self.config.default_uid, "DefaultUID")
+            return self.config.default_uid
+        if os.geteuid() == 0 and not self.config.allow_root_jobs:
+            raise PodSpecError(
+                "spec.securityContext.runAsUser",
+                "required: the pod sets no runAsUser and the plugin has no DefaultUID, and a root plugin does not "
+                "run jobs as root (AllowRootJobs: false)",
+            )
+        return None
+
+    def _flavor_key(self, flavor: Flavor) -> str:
+        """The flavor's key in Flavors (what NamespacePolicy Flavors names)."""
+        return next((key for key, each in self.config.flavors.items() if each is flavor), flavor.name)
+
+    def _check_not_root(self, uid: int, field: str) -> None:
+        if uid == 0 and not self.config.allow_root_jobs:
+            raise PolicyViolation(field, "uid 0: jobs never run as root (AllowRootJobs: false)")
+
+    def _check_user(self, namespace: str, uid: int, field: str, why: str) -> None:
+        if not self.policy.user_allowed(namespace, uid):
+            raise PolicyViolation(field, f"{why}namespace {namespace!r} may not run as user {str(uid)!r}")
 
     def _gres(self, pod: Pod, extended: Mapping[str, int]) -> list[str]:
         """--gres items; a gres named twice (GPUs plus MIG slices mapped to gpu) is summed."""
@@ -247,7 +241,7 @@ class SlurmBackend(BySource):
             result = await self.runner.run(argv, timeout=self.config.command_timeout)
         except CommandFailed as exc:
             raise BackendUnavailable("slurm", " ".join(argv[:1]) + f" ({what})", exc.detail) from exc
-        if not result.ok and _UNREACHABLE.search(result.error_text):
+        if not result.ok and parse.unreachable(result.error_text):
             raise BackendUnavailable("slurm", f"{argv[0]} ({what})", result.error_text)
         return result
 
@@ -255,46 +249,74 @@ class SlurmBackend(BySource):
         argv = list(record.submit["argv"])
         result = await self._run(argv, "submit")
         if not result.ok:
-            # SLURM's own words, one line (e.g. "sbatch: error: QOSMaxSubmitJobPerUserLimit; sbatch: error:
-            # Batch job submission failed: Job violates accounting/QOS policy (job submit limit, ...)")
-            lines = [line.strip() for line in result.error_text.splitlines() if line.strip()]
-            detail = "; ".join(lines) or f"sbatch exited {result.returncode}"
-            raise SubmitRejected(detail, retryable=bool(_THROTTLED.search(detail)))
-        job_id = result.text.strip().split(";")[0]
-        if not job_id.isdigit():
+            detail, throttled = parse.sbatch_refusal(result.error_text, result.returncode)
+            raise SubmitRejected(detail, retryable=throttled)
+        job_id = parse.parse_sbatch(result.text)
+        if job_id is None:
             raise SubmitRejected(f"sbatch printed no job id: {result.text.strip()!r}")
         return job_id
 
-    async def _squeue_own(self) -> list[list[str]]:
-        """Every job of this user still known to slurmctld, with our comment field."""
-        result = await self._run([*self.config.squeue, "-h", "-t", "all", "--me", "-o", _SQUEUE_FORMAT], "list")
+    async def _squeue_own(self) -> list[parse.SqueueRow]:
+        """Every job still known to slurmctld that runs as a uid this plugin submits as, with our comment.
+        A root plugin lists every user's jobs (--uid jobs are not its own): a job of another uid that carries
+        our comment was planted, and is ignored with a warning."""
+        argv = commands.squeue_mine(self.config.squeue, every_user=os.geteuid() == 0)
+        result = await self._run(argv, "list")
         if not result.ok:
-            raise BackendUnavailable("slurm", "squeue --me", result.error_text)
-        return [line.split("\x1f") for line in result.text.splitlines() if line.count("\x1f") == 7]
+            raise BackendUnavailable("slurm", "squeue", result.error_text)
+        uids = self.submit_uids()
+        own = []
+        for row in parse.parse_squeue_mine(result.text):
+            if self._uid_from_comment(row.comment) is None:
+                continue
+            if row.user_id.strip().isdigit() and int(row.user_id) in uids:
+                own.append(row)
+            else:
+                log.warning("ignoring job %s: it carries this plugin's comment %r but runs as uid %s, which this "
+                            "plugin never submits as (planted by another user?)", row.job_id, row.comment,
+                            row.user_id)
+        return own
+    def submit_uids(self) -> frozenset[int]:
+        """The uids this plugin's jobs run as: its own when it is not root; else the uids the config names
+        (DefaultUID, flavors' UIDs, namespaces' Users) and root only with AllowRootJobs."""
+        me = os.geteuid()
+        if me != 0:
+            return frozenset({me})
+        uids = set(self.policy.submit_uids())
+        uids |= {flavor.uid for flavor in self.config.flavors.values() if flavor.uid is not None}
+        if self.config.default_uid is not None:
+            uids.add(self.config.default_uid)
+        if self.config.allow_root_jobs:
+            uids.add(0)
+        else:
+            uids.discard(0)
+        return frozenset(uids)
 
     def _uid_from_comment(self, comment: str) -> str | None:
-        prefix, _, instance = comment.rpartition("@")
-        if instance != self.config.instance_id or not prefix.startswith("il:"):
-            return None
-        return prefix[3:]
+        return commands.uid_from_comment(comment, self.config.instance_id)
 
     async def find_job(self, record: PodRecord) -> str | None:
-        for fields in await self._squeue_own():
-            if self._uid_from_comment(fields[6]) == record.uid:
-                return fields[0]
+        for row in await self._squeue_own():
+            if self._uid_from_comment(row.comment) == record.uid:
+                return row.job_id
         # purged from slurmctld: accounting knows the job by its working directory
-        rows = await self._sacct(["-S", "now-7days", "-o", "JobID,WorkDir,State"], None)
-        for row in rows:
-            if len(row) >= 2 and row[1].rstrip("/") == record.job_dir.rstrip("/") and row[0].isdigit():
-                return row[0]
+        rows = await self._sacct(None, since=commands.SACCT_FIND_SINCE)
+        for found in rows:
+            if found.work_dir.rstrip("/") == record.job_dir.rstrip("/") and found.job_id.isdigit():
+                return found.job_id
         return None
 
     async def adopt(self) -> list[AdoptedJob]:
         adopted = []
-        for fields in await self._squeue_own():
-            uid = self._uid_from_comment(fields[6])
-            if uid:
-                adopted.append(AdoptedJob(uid=uid, job_id=fields[0], job_dir=fields[7]))
+        for row in await self._squeue_own():
+            uid = self._uid_from_comment(row.comment)
+            if not uid:
+                continue
+            if Path(row.work_dir.rstrip("/") or "/").parent != self.config.data_root:
+                log.warning("ignoring job %s of pod %s: its working directory %r is not in DataRootFolder",
+                            row.job_id, uid, row.work_dir)
+                continue
+            adopted.append(AdoptedJob(uid=uid, job_id=row.job_id, job_dir=row.work_dir))
         adopted += await asyncio.to_thread(self._adopt_go_job_dirs, {a.uid for a in adopted})
         return adopted
 
@@ -322,34 +344,17 @@ class SlurmBackend(BySource):
     async def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         if not job_ids:
             return {}
-        argv = [*self.config.squeue, "-h", "-t", "all", "-j", ",".join(job_ids), "-o", _SQUEUE_FORMAT]
-        result = await self._run(argv, "status")
+        result = await self._run(commands.squeue_jobs(self.config.squeue, job_ids), "status")
         if not result.ok:
-            if "Invalid job id" in result.error_text:
+            if parse.invalid_job_id(result.error_text):
                 return {}
             raise BackendUnavailable("slurm", "squeue (status)", result.error_text)
         jobs: dict[str, JobInfo] = {}
         ended: dict[str, str] = {}  # job id -> job dir, for the jobs that may have been killed for memory
-        for line in result.text.splitlines():
-            fields = line.split("\x1f")
-            if len(fields) != 8:
-                continue
-            job_id, word, reason, node, start, end = fields[:6]
-            state = lookup(word)
-            if may_be_memory_kill(word, reason, None):
-                ended[job_id] = fields[7]
-            jobs[job_id] = JobInfo(
-                job_id=job_id,
-                state=word,
-                active=state.active,
-                running=state.running,
-                abnormal_reason=state.abnormal_reason,
-                detail="" if reason in ("None", "(null)") else reason,
-                node="" if node in ("(null)", "") else node,
-                started_at=_slurm_time(start),
-                finished_at=_slurm_time(end) if not state.active else "",
-                waiting_reason=state.waiting_reason,
-            )
+        for row in parse.parse_squeue(result.text):
+            if may_be_memory_kill(row.state, row.reason, None):
+                ended[row.job_id] = row.work_dir
+            jobs[row.job_id] = parse.squeue_job(row)
         return await self._with_memory_kills(jobs, ended)
 
     async def _with_memory_kills(self, jobs: dict[str, JobInfo], ended: Mapping[str, str]) -> dict[str, JobInfo]:
@@ -373,56 +378,42 @@ class SlurmBackend(BySource):
         """The end of the job's output file (blocking; the job dir is on this host's filesystem)."""
         return output_tail(job_dir)
 
-    async def _sacct(self, extra: list[str], job_ids: Sequence[str] | None) -> list[list[str]]:
-        ids = ["-j", ",".join(job_ids)] if job_ids else []
+    async def _sacct(self, job_ids: Sequence[str] | None, *, since: str = "") -> list[parse.SacctRow]:
+        """Accounting (slurmdbd) when the cluster has it, else jobcomp (sacct -c); learnt at the first call."""
         if self._completion_accounting is not True:
-            result = await self._run([*self.config.sacct, "-n", "-P", "-X", *ids, *extra], "accounting")
-            if result.ok and _ACCOUNTING_OFF not in result.text.lower():
+            argv = commands.sacct(self.config.sacct, job_ids, completion=False, since=since)
+            result = await self._run(argv, "accounting")
+            if result.ok and not parse.accounting_disabled(result.text):
                 self._completion_accounting = False
-                return [line.split("|") for line in result.text.splitlines() if line]
-            if not result.ok and _ACCOUNTING_OFF not in result.error_text.lower():
+                return parse.parse_sacct(result.text)
+            if not result.ok and not parse.accounting_disabled(result.error_text):
                 raise BackendUnavailable("slurm", "sacct", result.error_text)
             self._completion_accounting = True
-        result = await self._run([*self.config.sacct, "-c", "-n", "-P", *ids, *extra], "accounting")
+        argv = commands.sacct(self.config.sacct, job_ids, completion=True, since=since)
+        result = await self._run(argv, "accounting")
         if not result.ok:
             raise BackendUnavailable("slurm", "sacct -c", result.error_text)
-        return [line.split("|") for line in result.text.splitlines() if line]
+        return parse.parse_sacct(result.text)
 
     async def query_finished(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
-        rows = await self._sacct(["-o", "JobID,State,ExitCode,Start,End,NodeList,WorkDir"], job_ids)
+        rows = await self._sacct(job_ids)
         jobs: dict[str, JobInfo] = {}
         ended: dict[str, str] = {}
         wanted = set(job_ids)
         for row in rows:
-            if len(row) < 7 or row[0] not in wanted:
+            if row.job_id not in wanted:
                 continue
-            job_id, word, exit_code, start, end, node, work_dir = row[:7]
-            state = lookup(word)
-            code, _, sig = exit_code.partition(":")
-            if may_be_memory_kill(word, "", int(sig) if sig.isdigit() else None):
-                ended[job_id] = work_dir
-            jobs[job_id] = JobInfo(
-                job_id=job_id,
-                state=word.split()[0] if word else "UNKNOWN",
-                active=state.active,
-                running=state.running,
-                abnormal_reason=state.abnormal_reason,
-                node="" if node in ("None assigned", "(null)") else node,
-                exit_code=int(code) if code.isdigit() else None,
-                signal=int(sig) if sig.isdigit() and int(sig) else None,
-                started_at=_slurm_time(start),
-                finished_at=_slurm_time(end),
-                waiting_reason=state.waiting_reason,
-            )
+            job = parse.sacct_job(row)
+            if may_be_memory_kill(row.state, "", job.signal):
+                ended[row.job_id] = row.work_dir
+            jobs[row.job_id] = job
         return await self._with_memory_kills(jobs, ended)
 
     async def cancel(self, job_id: str, *, graceful: bool) -> None:
-        # without --full the batch script (our runner) never sees the signal
-        signal = ["--full", "--signal=TERM"] if graceful else []
-        result = await self._run([*self.config.scancel, *signal, job_id], "delete")
-        if result.ok or "Invalid job id" in result.error_text or "already completing" in result.error_text:
+        result = await self._run(commands.scancel(self.config.scancel, job_id, graceful=graceful), "delete")
+        if result.ok or parse.cancel_settled(result.error_text):
             return
-        if graceful and "pending" in result.error_text.lower():
+        if graceful and parse.cancel_needs_plain(result.error_text):
             await self.cancel(job_id, graceful=False)
             return
         log.warning("scancel %s: %s", job_id, result.error_text)
@@ -433,32 +424,10 @@ class SlurmBackend(BySource):
             await safefs.run(self._go_files.forget, record)
 
     async def resources(self) -> Resources:
-        result = await self._run([*self.config.sinfo, "-h", "-N", "-o", "%N|%c|%m|%G|%T|%P"], "resources")
+        result = await self._run(commands.sinfo(self.config.sinfo), "resources")
         if not result.ok:
             raise BackendUnavailable("slurm", "sinfo", result.error_text)
-        nodes: dict[str, tuple[int, int, int, bool]] = {}
-        partitions_up: dict[str, bool] = {}
-        wanted = set(self.config.partitions)
-        for line in result.text.splitlines():
-            fields = line.split("|")
-            if len(fields) != 6:
-                continue
-            node, cpus, memory, gres, state, partition = fields
-            partition = partition.rstrip("*")
-            if wanted and partition not in wanted:
-                continue
-            usable = not any(word in state.lower() for word in ("down", "drain", "fail", "maint", "inval", "unk"))
-            partitions_up[partition] = partitions_up.get(partition, False) or usable
-            if usable:
-                nodes[node] = (_int(cpus), _int(memory) * 2**20, _gres_gpus(gres), usable)
-        down = sorted(p for p, up in partitions_up.items() if not up)
-        gpus = sum(n[2] for n in nodes.values())
-        return Resources(
-            cpus=sum(n[0] for n in nodes.values()),
-            memory_bytes=sum(n[1] for n in nodes.values()),
-            gpus={"nvidia.com/gpu": gpus} if gpus else {},
-            unavailable_reason=f"partition(s) {', '.join(down)} down or drained" if down else "",
-        )
+        return parse.capacity(parse.parse_sinfo(result.text), self.config.partitions)
 
 
 _MEMORY_GROUP = ("mem", "mem-per-cpu", "mem-per-gpu")
@@ -511,6 +480,29 @@ def gpu_flavor(flavors: Mapping[str, Flavor], gpus: int) -> Flavor | None:
     return exact or any_gpu
 
 
+_FLAVOR_FIELD = "metadata.annotations[slurm-job.vk.io/flavor]"
+
+
+def _pod_uid(pod: Pod) -> tuple[int | None, str]:
+    """runAsUser of the pod, else of its containers (which must agree: one job, one user), with its field."""
+    if pod.run_as_user is not None:
+        return pod.run_as_user, "spec.securityContext.runAsUser"
+    users = [
+        (c.run_as_user, f"{c.field_path}[{i if c.kind == 'init' else i - len(pod.init_containers)}]")
+        for i, c in enumerate(pod.all_containers)
+        if c.run_as_user is not None
+    ]
+    if len({u for u, _ in users}) > 1:
+        raise PodSpecError(
+            f"{users[1][1]}.securityContext.runAsUser",
+            "the containers ask for different users; one SLURM job runs as one user",
+        )
+    if users:
+        uid, where = users[0]
+        return uid, f"{where}.securityContext.runAsUser"
+    return None, "spec.securityContext.runAsUser"
+
+
 def _primary_gid(uid: int) -> int | None:
     try:
         return pwd.getpwuid(uid).pw_gid
@@ -528,32 +520,6 @@ def _give_job_dir(job_dir: Path, uid: int) -> None:
     location = safefs.job_location(job_dir)
     safefs.chown_tree(location, uid, os.getegid())
     safefs.chmod(location, 0o750)  # owner: the job's user; group: the plugin (logs, status)
-
-
-def _int(text: str) -> int:
-    digits = re.match(r"\d+", text.strip())
-    return int(digits.group()) if digits else 0
-
-
-def _gres_gpus(gres: str) -> int:
-    total = 0
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total
-
-
-def _slurm_time(text: str) -> str:
-    """SLURM prints local times without a zone: convert to RFC 3339 UTC ("" when unknown)."""
-    text = text.strip()
-    if not text or text in ("N/A", "Unknown", "None"):
-        return ""
-    try:
-        local = datetime.fromisoformat(text)
-    except ValueError:
-        return ""
-    return local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def deadline_options(start: datetime, seconds: int, now: datetime) -> tuple[int, datetime]:

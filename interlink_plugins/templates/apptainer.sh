@@ -12,7 +12,10 @@
 #           each becomes APPTAINERENV_NAME (SINGULARITYENV_NAME for a singularity binary) in the
 #           binary's environment, so no value is ever in an argv and none is parsed by a shell
 # SIF       "" to run IMAGE as given; else IMAGE is converted once into this SIF file (under a
-#           flock, so pods started together convert once) and the SIF is run
+#           flock, so pods started together convert once) and the SIF is run. A SIF in the shared
+#           cache (ApptainerCacheDir) has the dir uid-@UID@: it becomes uid-<our uid>, a dir that must
+#           be ours and private, in a cache root that is ours or root's and, if others may write it,
+#           sticky (like /tmp): a job of another uid can never plant or swap the SIF we run
 # --convert only converts IMAGE into SIF, with the registry credentials of AUTH_FILE (a private
 #           docker-style auth file given to the build as --authfile, never an argv or an environment),
 #           and removes AUTH_FILE once the SIF exists: the pod runner's image step for that container.
@@ -62,6 +65,30 @@ if [[ -n $env_file ]]; then
   unset records record
 fi
 
+# a private per-uid dir of the shared cache (made here when missing); 1 when it is not safe to use
+private_cache() {
+  local dir=$1 root=${1%/*} me
+  me=$(id -u)
+  [[ -d $root ]] || mkdir -p -m 0755 -- "$root" 2>/dev/null
+  [[ -d $dir || -L $dir ]] || mkdir -m 0700 -- "$dir" 2>/dev/null
+  local root_owner root_mode owner mode
+  read -r root_owner root_mode < <(stat -c '%u %a' -- "$root" 2>/dev/null)
+  if [[ -L $root || ( $root_owner != 0 && $root_owner != "$me" ) ]] \
+     || (( (8#${root_mode:-0} & 8#022) && !(8#${root_mode:-0} & 8#1000) )); then
+    echo "apptainer.sh: the image cache ${root@Q} must be owned by root or uid $me, and sticky if others may write it" >&2
+    return 1
+  fi
+  read -r owner mode < <(stat -c '%u %a' -- "$dir" 2>/dev/null)
+  if [[ -L $dir || ! -d $dir || $owner != "$me" ]] || (( 8#${mode:-0} & 8#022 )); then
+    echo "apptainer.sh: the image cache dir ${dir@Q} is not a private dir of uid $me" >&2
+    return 1
+  fi
+}
+
+if [[ $sif == */uid-@UID@/* ]]; then
+  sif=${sif/\/uid-@UID@\//\/uid-$(id -u)\/}
+  private_cache "${sif%/*}" || exit 1
+fi
 if [[ -n $sif ]]; then
   if [[ ! -s $sif ]]; then
     dir=${sif%/*}

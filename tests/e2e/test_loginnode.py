@@ -301,7 +301,9 @@ def test_two_pods_one_conversion_and_login_budget(ssh_plugin: Any) -> None:
     for body in converting:
         assert exit_codes(plugin.wait_done(body, timeout=240)) == {"c": 0}
         assert plugin.logs(body, "c").text == "root:x:0:0:root:/root:/bin/sh\n"
-    builds = in_node("cat", f"{cache}/builds.log").stdout.splitlines()
+    # converted once, into hpcuser's private dir of the shared cache
+    assert in_node("stat", "-c", "%U %a", f"{cache}/uid-1500").stdout.split() == ["hpcuser", "700"]
+    builds = in_node("cat", f"{cache}/uid-1500/builds.log").stdout.splitlines()
     assert len(builds) == 1 and image in builds[0], builds
     deadline = time.monotonic() + 240
     pending = list(bodies)
@@ -454,7 +456,8 @@ def test_certificate_and_jump_host(loginnode: None, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def registry_image(loginnode: None, registry: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
+def registry_image(loginnode: None, registry: dict[str, str],
+                   tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """The small busybox image pushed to the test registry under a name of its own; the login node trusts
     the registry's CA (apptainer, a Go program, reads the system bundle)."""
     bundle = "/etc/ssl/certs/ca-certificates.crt"
@@ -462,9 +465,19 @@ def registry_image(loginnode: None, registry: dict[str, str]) -> Iterator[tuple[
     trusted = in_node("sh", "-c", f'mkdir -p /etc/ssl/certs; grep -qF "$(sed -n 2p /tmp/il-registry-ca.crt)" {bundle} '
                       f"2>/dev/null || cat /tmp/il-registry-ca.crt >> {bundle}")
     assert trusted.returncode == 0, trusted.stderr
-    ref = f"{registry['REGISTRY']}/il/bb-{os.getpid()}-{int(time.time())}:1"
-    podman("push", "-q", "--authfile", registry["REGISTRY_AUTH_FILE"], IMAGE, ref, timeout=120)
-    yield ref, registry
+    ref = f"{registry['REGISTRY']}/il/bb-{os.getpid()}-{time.time_ns()}:1"
+    # a layer of its own: apptainer caches conversions by content, and an earlier test converted the plain
+    # image, so without it this conversion could be a cache hit too quick to be seen waiting
+    context = tmp_path / "unique"
+    context.mkdir()
+    (context / "il-unique").write_text(ref + "\n")
+    (context / "Containerfile").write_text(f"FROM {IMAGE}\nCOPY il-unique /il-unique\n")
+    podman("build", "-q", "--pull=never", "-t", ref, str(context), timeout=120)
+    try:
+        podman("push", "-q", "--authfile", registry["REGISTRY_AUTH_FILE"], ref, timeout=120)
+        yield ref, registry
+    finally:
+        podman("rmi", "-f", ref, check=False)
 
 
 @pytest.mark.parametrize("password", ["right", "wrong"])

@@ -69,7 +69,7 @@ def test_build_install_and_run_from_a_fresh_venv(tmp_path: Path, slurm_cluster: 
 
     config = tmp_path / "plugin.yaml"
     config.write_text(json.dumps({"Backend": "slurm", "ContainerRuntime": "none", "DataRootFolder": str(tmp_path / "jobs"),
-                                  "StateDir": str(tmp_path / "state"), "LogFormat": "text"}))
+                                  "StateDir": str(tmp_path / "state"), "LogFormat": "text", "DefaultUID": 65534}))
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SLURM_CONF": slurm_cluster["SLURM_CONF"]}
     check = run([binary, "check", "--config", str(config)], env=env)
     assert check.returncode == 0 and "[ok] backend slurm reachable" in check.stdout, check.stdout + check.stderr

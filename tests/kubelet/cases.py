@@ -78,7 +78,6 @@ def _with_ports(node: Any, ports: Mapping[int, int]) -> Any:
 
 ITEM5 = ("item 5 of the kubelet-parity issue: SLURM's own memory enforcement (runtime podman passes no "
          "--memory; the local cluster has no cgroup or OverMemoryKill)")
-ITEM2 = "item 2 of the kubelet-parity issue: probes and hooks are not run by this backend yet"
 
 
 def _pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
@@ -397,7 +396,6 @@ PROBES = Case(
      LogCheck("probes", "probe-test", "Readiness probe: Ready"),
      # startup gates the others: no liveness or readiness check arrives before the startup probe passed
      LogCheck("probes", "probe-test", r"(?s)(Liveness|Readiness) probe.*Startup probe: OK", "CountExactly", 0)),
-    xfail={"podman": ITEM2},
     timeout=80,
     host_ports=(8080,),
 )
@@ -601,7 +599,6 @@ HOOKS = Case(
      LogCheck("lifecycle-hooks", "lifecycle-test", r"Main container process running\.\.\."),
      LogCheck("lifecycle-hooks", "lifecycle-test", "preStop hook executed!", on_delete=True),
      LogCheck("lifecycle-hooks", "lifecycle-test", "TERM received; preStop marker: done", on_delete=True)),
-    xfail={"podman": ITEM2},
     timeout=80,
 )
 

@@ -281,7 +281,8 @@ def _socket_activated(tmp_path: Path, slurm_cluster: dict[str, str], listen: str
     config_path = work / "plugin.yaml"
     config_path.write_text(yaml.safe_dump({"Backend": "slurm", "ContainerRuntime": "none",
                                            "DataRootFolder": str(work / "jobs"), "StateDir": str(work / "state"),
-                                           "InstanceId": f"sa-act-{tmp_path.name[-8:]}", **config}))
+                                           "InstanceId": f"sa-act-{tmp_path.name[-8:]}", "AllowRootJobs": True,
+                                           **config}))
     log_path = work / "plugin.log"
     seen = log_path.read_text().count("Listening on") if log_path.exists() else 0
     with log_path.open("ab") as log:
@@ -357,7 +358,7 @@ def test_check_and_render_say_who_may_call_and_how_exposed_the_api_is(
         config = tmp_path / f"{name}.yaml"
         config.write_text(yaml.safe_dump({"Backend": "slurm", "ContainerRuntime": "none",
                                           "DataRootFolder": str(tmp_path / "jobs"),
-                                          "StateDir": str(tmp_path / "state"), **settings}))
+                                          "StateDir": str(tmp_path / "state"), "DefaultUID": 65534, **settings}))
         for command in (["check"], ["render", str(pod)]):
             run = subprocess.run([sys.executable, "-m", "interlink_plugins.cli", *command, "--config", str(config)],
                                  capture_output=True, text=True, timeout=120, cwd=str(ROOT),

@@ -84,7 +84,7 @@ def _config(tmp_path: Path, files: dict[str, Path], file_mode: int, group: int =
     config = tmp_path / "plugin.yaml"
     config.write_text(yaml.safe_dump({
         "Backend": "slurm", "ContainerRuntime": "none", "DataRootFolder": str(tmp_path / "jobs"),
-        "StateDir": str(tmp_path / "state"), "SshKeyFile": str(files["key"]),
+        "StateDir": str(tmp_path / "state"), "DefaultUID": 65534, "SshKeyFile": str(files["key"]),
         "HTCondorTokenFile": str(files["token"]),
         "RegistryCredentials": {"reg.example.org": {"Username": "u", "PasswordFile": str(files["password"])}},
     }))
@@ -156,7 +156,7 @@ def test_render_prints_no_secret_and_env_as_name_and_length(tmp_path: Path, back
     config = tmp_path / "plugin.yaml"
     config.write_text(yaml.safe_dump({
         "Backend": backend, "ContainerRuntime": runtime, "DataRootFolder": str(tmp_path / "jobs"),
-        "StateDir": str(tmp_path / "state"),
+        "StateDir": str(tmp_path / "state"), "DefaultUID": 65534,
         "RegistryCredentials": {"reg.example.org": {"Username": REGISTRY_USER, "PasswordFile": str(password_file)}},
     }))
     config.chmod(0o600)

@@ -77,7 +77,8 @@ def valid_pod(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def backend(tmp_path: Path, runtime: str) -> SlurmBackend:
-    config, _ = parse_config({"ContainerRuntime": runtime, "DataRootFolder": str(tmp_path / "jobs")}, environ={})
+    config, _ = parse_config({"ContainerRuntime": runtime, "DataRootFolder": str(tmp_path / "jobs"),
+                              "AllowRootJobs": True}, environ={})
     return SlurmBackend(config, LocalRunner(), policy_from_config({}))
 
 

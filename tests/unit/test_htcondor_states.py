@@ -101,4 +101,4 @@ def test_a_removed_job_still_running_in_the_queue_is_removing() -> None:
 
 def test_the_last_run_reason_comes_through_the_chirped_state() -> None:
     files = _from_chirp(["", "", "", "1", "137 2026-01-01T00:00:00Z 2026-01-01T00:00:05Z Unhealthy", "", ""])
-    assert files.last == (137, "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z") and files.last_reason == "Unhealthy"
+    assert files.last == (137, "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z") and files.last_reason == ("Unhealthy", "")

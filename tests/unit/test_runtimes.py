@@ -713,8 +713,8 @@ def test_apptainer_run_keeps_runscript_and_singularity_binary() -> None:
         ("busybox", ApptainerSettings(), ("docker://busybox", "")),
         ("busybox", ApptainerSettings(overrides={"busybox": "/cvmfs/unpacked/busybox"}), ("/cvmfs/unpacked/busybox", "")),
         ("/x/bb.sif", ApptainerSettings(cache_dir="/cache"), ("/x/bb.sif", "")),
-        ("busybox:1", ApptainerSettings(cache_dir="/cache"), ("docker://busybox:1", "/cache/" + cached_sif_name("docker://busybox:1"))),
-        ("docker-archive:/s/bb.tar", ApptainerSettings(cache_dir="/c"), ("docker-archive:/s/bb.tar", "/c/" + cached_sif_name("docker-archive:/s/bb.tar"))),
+        ("busybox:1", ApptainerSettings(cache_dir="/cache"), ("docker://busybox:1", "/cache/uid-@UID@/" + cached_sif_name("docker://busybox:1"))),
+        ("docker-archive:/s/bb.tar", ApptainerSettings(cache_dir="/c"), ("docker-archive:/s/bb.tar", "/c/uid-@UID@/" + cached_sif_name("docker-archive:/s/bb.tar"))),
         ("reg.io/a:1", ApptainerSettings(credentials={"reg.io": ("u", "p")}),
          ("docker://reg.io/a:1", "/jobs/ns-uid/images/" + cached_sif_name("docker://reg.io/a:1"))),
         ("other.io/a:1", ApptainerSettings(credentials={"reg.io": ("u", "p")}), ("docker://other.io/a:1", "")),
@@ -857,7 +857,9 @@ def test_apptainer_helper_converts_once_under_a_lock(tmp_path: Path) -> None:
     for proc in procs:
         _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-    builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
+    mine = tmp_path / "cache" / f"uid-{os.geteuid()}"  # the job's private dir of the shared cache
+    assert (mine.stat().st_uid, mine.stat().st_mode & 0o777) == (os.geteuid(), 0o700)
+    builds = (mine / "builds.log").read_text().splitlines()
     assert len(builds) == 1 and "docker://reg.io/app:1" in builds[0]
     build = argv_of((tmp_path / "rec.build.argv").read_bytes())
     assert build[:3] == [b"build", b"-F", b"--"] and build[-1] == b"docker://reg.io/app:1"
@@ -865,7 +867,8 @@ def test_apptainer_helper_converts_once_under_a_lock(tmp_path: Path) -> None:
     assert len(runs) == 4
     for argv_file in runs:
         words = argv_of(argv_file.read_bytes())
-        assert words[2:4] == [b"--", b(spec.argv[5])]  # the cached SIF, not the reference, after `--`
+        sif = spec.argv[5].replace("/uid-@UID@/", f"/uid-{os.geteuid()}/")
+        assert words[2:4] == [b"--", b(sif)]  # the cached SIF, not the reference, after `--`
 
 
 def test_apptainer_credentials_reach_only_the_conversion_through_a_removed_auth_file(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from interlink_plugins.config import Flavor, parse_config
+from interlink_plugins.config import ConfigError, Flavor, parse_config
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import parse_create_body
 from interlink_plugins.core.policy import policy_from_config
@@ -29,7 +29,7 @@ class NoRunner:
 
 
 def backend(tmp_path: Path, **raw: Any) -> SlurmBackend:
-    raw = {"ContainerRuntime": "none", "DataRootFolder": str(tmp_path / "jobs"), **raw}
+    raw = {"ContainerRuntime": "none", "DataRootFolder": str(tmp_path / "jobs"), "AllowRootJobs": True, **raw}
     config, _ = parse_config(raw, environ={})
     return SlurmBackend(config, NoRunner(), policy_from_config(config.policy_raw))  # type: ignore[arg-type]
 
@@ -136,10 +136,10 @@ def test_namespace_defaults_and_flavor_choices_follow_the_namespace_policy(tmp_p
     assert "account" not in options(b, pod(namespace="elsewhere"))
 
 
-def test_run_as_user_needs_the_namespace_policy_default_uid_and_flavor_uid_do_not(tmp_path: Path) -> None:
+def test_run_as_user_needs_the_namespace_policy_default_uid_does_not(tmp_path: Path) -> None:
     user = pwd.getpwnam("nobody")
-    b = backend(tmp_path, NamespacePolicy={"team": {"Users": ["nobody"]}}, DefaultUID=user.pw_uid,
-                Flavors={"as-daemon": {"UID": 1}})
+    b = backend(tmp_path, NamespacePolicy={"team": {"Users": ["nobody"], "Flavors": ["as-daemon"]}},
+                DefaultUID=user.pw_uid, Flavors={"as-daemon": {"UID": 1}})
     allowed = options(b, pod(namespace="team", securityContext={"runAsUser": user.pw_uid}))
     assert (allowed["uid"], allowed["gid"]) == (str(user.pw_uid), str(user.pw_gid))
     with pytest.raises(PodSpecError) as info:
@@ -156,10 +156,64 @@ def test_run_as_user_needs_the_namespace_policy_default_uid_and_flavor_uid_do_no
         options(b, body)
     assert info.value.status == 422 and info.value.field == "spec.containers[1].securityContext.runAsUser"
     assert options(b, pod(namespace="other"))["uid"] == str(user.pw_uid)  # DefaultUID: the admin's choice
-    assert options(b, pod({"slurm-job.vk.io/flavor": "as-daemon"}))["uid"] == "1"
-    # running as the plugin's own user is what happens anyway: no --uid, no permission needed
-    own = options(backend(tmp_path), pod(securityContext={"runAsUser": os.geteuid()}))
-    assert "uid" not in own
+    # the plugin's own uid is a uid like any other: the namespace's Users decide
+    with pytest.raises(PodSpecError) as info:
+        options(backend(tmp_path), pod(securityContext={"runAsUser": os.geteuid()}))
+    assert info.value.status == 403 and info.value.field == "spec.securityContext.runAsUser"
+    own = options(backend(tmp_path, DefaultNamespacePolicy={"Users": [str(os.geteuid())]}),
+                  pod(securityContext={"runAsUser": os.geteuid()}))
+    assert "uid" not in own  # allowed, and what happens anyway: no --uid
+
+
+def test_a_flavor_with_a_uid_is_for_the_namespaces_allowed_it_unless_public(tmp_path: Path) -> None:
+    user = pwd.getpwnam("nobody")
+    b = backend(tmp_path, AllowRootJobs=False,
+                NamespacePolicy={"team": {"Users": ["nobody"], "Flavors": ["private", "not-theirs"]},
+                                 "listed": {"Users": [], "Flavors": ["private"]}},
+                Flavors={"private": {"UID": user.pw_uid}, "not-theirs": {"UID": 1},
+                         "shared": {"UID": 2, "Public": True}, "plain": {"CPUDefault": 2}})
+    flavor = "slurm-job.vk.io/flavor"
+    assert options(b, pod({flavor: "private"}, namespace="team"))["uid"] == str(user.pw_uid)
+    for namespace in ("other", "default"):  # not listed in the flavor's namespaces
+        with pytest.raises(PodSpecError) as info:
+            options(b, pod({flavor: "private"}, namespace=namespace, securityContext={"runAsUser": user.pw_uid}))
+        assert info.value.status == 403 and info.value.field == f"metadata.annotations[{flavor}]"
+    with pytest.raises(PodSpecError) as info:  # listed, but its uid is not one of the namespace's Users
+        options(b, pod({flavor: "private"}, namespace="listed"))
+    assert info.value.status == 403 and "runs as uid" in info.value.message
+    with pytest.raises(PodSpecError) as info:
+        options(b, pod({flavor: "not-theirs"}, namespace="team"))
+    assert info.value.status == 403 and "may not run as user '1'" in info.value.message
+    assert options(b, pod({flavor: "shared"}, namespace="anyone"))["uid"] == "2"  # Public: the admin's choice
+    # a flavor without a UID is anyone's, and a root plugin still needs a uid for the pod
+    with pytest.raises(PodSpecError) as info:
+        options(b, pod({flavor: "plain"}, namespace="team"))
+    assert info.value.status == 422 and info.value.field == "spec.securityContext.runAsUser"
+
+
+def test_a_root_plugin_never_runs_a_job_as_root_unless_allowed(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the rules for a root plugin")
+    strict = backend(tmp_path, AllowRootJobs=False, DefaultNamespacePolicy={"Users": ["0", "root", "nobody"]})
+    with pytest.raises(PodSpecError) as info:
+        options(strict, pod(securityContext={"runAsUser": 0}))
+    assert info.value.status == 403 and "jobs never run as root" in info.value.message
+    with pytest.raises(PodSpecError) as info:
+        options(strict, pod())
+    assert info.value.status == 422 and info.value.field == "spec.securityContext.runAsUser"
+    assert "DefaultUID" in info.value.message
+    assert options(strict, pod(securityContext={"runAsUser": 65534}))["uid"] == "65534"
+    relaxed = backend(tmp_path, AllowRootJobs=True, DefaultNamespacePolicy={"Users": ["0"]})
+    assert "uid" not in options(relaxed, pod(securityContext={"runAsUser": 0}))
+    assert "uid" not in options(relaxed, pod())
+    with pytest.raises(ConfigError, match="DefaultUID: 0 would run jobs as root"):
+        backend(tmp_path, AllowRootJobs=False, DefaultUID=0)
+    with pytest.raises(ConfigError, match=r"Flavors\.f\.UID: 0"):
+        backend(tmp_path, AllowRootJobs=False, Flavors={"f": {"UID": 0}})
+    # the uids whose jobs a state-less restart may adopt: the ones the config can submit as, root only if allowed
+    assert strict.submit_uids() == {65534}
+    both = backend(tmp_path, DefaultUID=7, Flavors={"f": {"UID": 8}}, NamespacePolicy={"a": {"Users": ["nobody"]}})
+    assert both.submit_uids() == {0, 7, 8, 65534}
 
 
 def test_argv_has_the_job_identity_and_requeue_switch(tmp_path: Path) -> None:

@@ -169,6 +169,6 @@ def test_the_last_run_keeps_the_reason_the_runner_gave_it(tmp_path: Path) -> Non
     (tmp_path / "restarts").write_text("1")
     (tmp_path / "last").write_text(f"137 {T0} {T1} Unhealthy")
     files = read_container_files(tmp_path)
-    assert files.last == (137, T0, T1) and files.last_reason == "Unhealthy"
+    assert files.last == (137, T0, T1) and files.last_reason == ("Unhealthy", "")
     (tmp_path / "last").write_text(f"1 {T0} {T1}")
-    assert read_container_files(tmp_path).last_reason == ""
+    assert read_container_files(tmp_path).last_reason is None
