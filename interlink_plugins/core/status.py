@@ -75,9 +75,11 @@ def parse_container_files(found: Mapping[str, bytes], refused: Mapping[str, str]
     exit_text = text("exit")
     last_text = text("last").split()
     last = None
-    if len(last_text) == 3:
+    last_reason: tuple[str, str] | None = None
+    if len(last_text) in (3, 4):  # "EXIT STARTED FINISHED [REASON]"
         with contextlib.suppress(ValueError):
             last = (int(last_text[0]), last_text[1], last_text[2])
+            last_reason = (last_text[3][:REASON_WORD_MAX], "") if len(last_text) == 4 else None
     restarts_text = text("restarts")
     ready_text = text("ready")
     startup_text = text("startup")
@@ -91,6 +93,7 @@ def parse_container_files(found: Mapping[str, bytes], refused: Mapping[str, str]
         exit_code=exit_code,
         restarts=int(restarts_text) if restarts_text.isdigit() else 0,
         last=last,
+        last_reason=last_reason,
         waiting=_split_reason(text("waiting")),
         reason=_split_reason(text("reason")),
         ready=None if not ready_text else ready_text == "1",

@@ -41,6 +41,7 @@ STARTD_PROJECTION = [
 ]  # fmt: skip
 _FILE_VOLUMES = ("configMap", "secret", "projected", "downwardAPI")
 FORGOTTEN_AFTER = 60.0
+FORCE_REMOVE_SLACK = 20  # seconds after job_max_vacate_time before RemoveX forgets a job stuck in removal
 _LOCAL_ONLY = ("pod.json", "emptydir", submit.WRAPPER)
 
 
@@ -57,6 +58,7 @@ class HTCondorBackend(BySource):
         self._jobs: dict[str, JobInfo] = {}  # the last answer of query()/query_finished(), by job id
         self._chirped: dict[str, Mapping[str, list[str]]] = {}  # spool: per-container state from the job ad
         self._last_seen: dict[str, float] = {}  # job id -> when query() last saw it in the queue
+        self._force_at: dict[str, float] = {}  # removing job id -> when RemoveX may forget it (wall clock)
         self._chirp_source = _ChirpedState(self._chirped)
 
     # --- identity ----------------------------------------------------------------------
@@ -144,8 +146,9 @@ class HTCondorBackend(BySource):
         ads = {job: ad for job, ad in ads.items() if job in wanted}
         not_back = await self._retrieve_completed(ads) if self.spool else set()
         jobs: dict[str, JobInfo] = {}
+        await self._force_stuck_removals(ads)
         for job, ad in ads.items():
-            info = states.job_info(ad)
+            info = states.job_info(ad, in_queue=True)
             if job in not_back:
                 info = JobInfo(job, "Completed (outputs not retrieved yet)", active=True, running=True,
                                node=info.node, started_at=info.started_at)
@@ -276,16 +279,47 @@ class HTCondorBackend(BySource):
     # --- delete, cleanup ---------------------------------------------------------------
 
     async def cancel(self, job_id: str, *, graceful: bool) -> None:
-        # Remove: the starter sends the job SIGTERM (kill_sig), the runner stops every container in its
-        # grace period, SIGKILL follows after job_max_vacate_time. RemoveX forgets a job stuck in removal.
+        # Remove: the starter sends the job SIGTERM (kill_sig), the runner runs the preStop hooks and stops
+        # every container in its grace period, SIGKILL follows after job_max_vacate_time (grace + 10 s).
+        # While that runs the job is "Removing" (still active). RemoveX forgets a job stuck in removal:
+        # only once HTCondor's own SIGKILL should have ended it, so the runner's last steps (the
+        # containers' cleanup) are never cut short.
+        if not graceful:
+            job = self._jobs.get(job_id)
+            if job is not None and job.state == states.REMOVING.word and time.time() < self._force_at.get(job_id, 0):
+                log.info("job %s is stopping in its grace period; RemoveX only if it is still there at %s",
+                         job_id, time.strftime("%H:%M:%S", time.gmtime(self._force_at[job_id])))
+                return
         answer = await self.client.act("Remove" if graceful else "RemoveX", [job_id], "pod deleted by interLink")
         if not graceful and answer.get("TotalBadStatus"):
             await self.client.act("Remove", [job_id], "pod deleted by interLink")
+
+    async def _force_stuck_removals(self, ads: Mapping[str, Mapping[str, Any]]) -> None:
+        """Removing jobs: note when HTCondor should have killed them; RemoveX those still there after that."""
+        stuck = []
+        for job, ad in ads.items():
+            if not states.removing(ad):
+                self._force_at.pop(job, None)
+                continue
+            since = states.number(ad, "EnteredCurrentStatus") or int(time.time())
+            vacate = states.number(ad, "JobMaxVacateTime") or 0
+            force_at = self._force_at.setdefault(job, since + vacate + FORCE_REMOVE_SLACK)
+            if time.time() >= force_at:
+                stuck.append(job)
+        if stuck:
+            log.warning("job(s) %s still in removal after job_max_vacate_time: RemoveX", ", ".join(stuck))
+            try:
+                await self.client.act("RemoveX", stuck, "pod deleted by interLink: stuck in removal")
+            except BackendUnavailable as exc:
+                log.warning("RemoveX of %s failed: %s", ", ".join(stuck), exc)
+            for job in stuck:
+                self._force_at[job] = time.time() + FORCE_REMOVE_SLACK
 
     async def cleanup(self, record: PodRecord) -> None:
         self._jobs.pop(record.job_id, None)
         self._chirped.pop(record.job_id, None)
         self._last_seen.pop(record.job_id, None)
+        self._force_at.pop(record.job_id, None)
         await remove_job_dir(record, self.config.data_root)
 
     # --- ping --------------------------------------------------------------------------
@@ -350,7 +384,7 @@ def _from_chirp(fields: list[str]) -> ContainerFiles:
     )
     last = None
     parts = last_text.split()
-    if len(parts) == 3 and parts[0].lstrip("-").isdigit():
+    if len(parts) in (3, 4) and parts[0].lstrip("-").isdigit():
         last = (int(parts[0]), parts[1], parts[2])
 
     def split(text: str) -> tuple[str, str] | None:
@@ -363,6 +397,7 @@ def _from_chirp(fields: list[str]) -> ContainerFiles:
         exit_code=int(exit_text) if exit_text.lstrip("-").isdigit() else None,
         restarts=int(restarts) if restarts.isdigit() else 0,
         last=last,
+        last_reason=(parts[3], "") if last is not None and len(parts) == 4 else None,
         waiting=split(waiting),
         reason=split(reason),
     )

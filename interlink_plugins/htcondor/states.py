@@ -37,6 +37,9 @@ STATES: dict[int, CondorState] = {
     7: CondorState("Suspended", True, True),
 }
 UNKNOWN = CondorState("Unknown", True, False, waiting_reason="Unknown")
+# condor_rm of a running job: JobStatus is 3 at once, but the job stays in the queue while its starter
+# gives it the kill signal and job_max_vacate_time (the runner's preStop hooks and grace period)
+REMOVING = CondorState("Removing", True, True)
 
 # attributes every query and history call projects (attribute names are case-insensitive)
 PROJECTION = [
@@ -44,7 +47,7 @@ PROJECTION = [
     "LastHoldReason", "LastHoldReasonCode", "LastHoldReasonSubCode", "RemoveReason", "RemoteHost",
     "LastRemoteHost", "JobCurrentStartDate", "CompletionDate", "EnteredCurrentStatus", "ExitCode",
     "ExitBySignal", "ExitSignal", "NumJobStarts", "StageOutFinish", "InterLinkPodUID", "InterLinkJobDir",
-    "InterLinkContainers", "QDate",
+    "InterLinkContainers", "QDate", "JobMaxVacateTime",
 ]  # fmt: skip
 
 
@@ -107,10 +110,18 @@ def _removed_reason(ad: Mapping[str, Any], deleting: bool) -> tuple[str, str]:
     return "Cancelled", detail
 
 
-def job_info(ad: Mapping[str, Any], *, deleting: bool = False) -> JobInfo:
+def removing(ad: Mapping[str, Any]) -> bool:
+    """A removed job (a queue ad) whose processes still run: its shadow still holds the execute slot."""
+    return number(ad, "JobStatus") == 3 and bool(text(ad, "RemoteHost"))
+
+
+def job_info(ad: Mapping[str, Any], *, deleting: bool = False, in_queue: bool = False) -> JobInfo:
     """One job ad (queue or history) as the core's JobInfo."""
     status = number(ad, "JobStatus") or 0
     state = STATES.get(status, UNKNOWN)
+    if in_queue and removing(ad):
+        return _info(ad, REMOVING.word, REMOVING.active, REMOVING.running, "",
+                     "removal requested: the job's processes are stopping in their grace period")
     word, detail, abnormal = state.word, "", ""
     exit_code = number(ad, "ExitCode")
     signal = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,12 +78,20 @@ def match_log(check: LogCheck, log: str) -> str | None:
     return None
 
 
+def free_port() -> int:
+    """A TCP port free on this host now (the pods of SLURM and HTCondor listen on the host's network)."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
 class CaseRun:
     def __init__(self, base_url: str, case: Case, *, poll: float = 1.0) -> None:
         self.case = case
         self.client = httpx.Client(base_url=base_url, timeout=60)
         self.poll = poll
-        self.tracked = {t.name: Tracked(t) for t in pods_from_manifests(case.documents())}
+        self.ports = {port: free_port() for port in case.host_ports}
+        self.tracked = {t.name: Tracked(t) for t in pods_from_manifests(case.documents(self.ports))}
         self.follow_logs: dict[tuple[str, str], str] = {}
 
     # --- interLink's calls -------------------------------------------------------------------

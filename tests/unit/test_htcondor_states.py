@@ -88,3 +88,17 @@ def test_chirped_state_round_trip() -> None:
     held = _held_view(init)
     assert held.started == "" and held.restarts == 1 and held.last == (0, "2026-11-25T10:00:00Z",
                                                                        "2026-11-25T10:00:01Z")
+
+
+def test_a_removed_job_still_running_in_the_queue_is_removing() -> None:
+    """condor_rm: JobStatus 3 at once, the job's processes get job_max_vacate_time (preStop, grace period)."""
+    removing = states.job_info(ad(3, RemoveReason="pod deleted by interLink"), in_queue=True)
+    assert removing.active and removing.running and removing.state == "Removing"
+    # the same ad from the history, or a job removed before it ran (no RemoteHost): over
+    assert not states.job_info(ad(3), in_queue=False).active
+    assert not states.job_info(ad(3, RemoteHost=None), in_queue=True).active
+
+
+def test_the_last_run_reason_comes_through_the_chirped_state() -> None:
+    files = _from_chirp(["", "", "", "1", "137 2026-01-01T00:00:00Z 2026-01-01T00:00:05Z Unhealthy", "", ""])
+    assert files.last == (137, "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z") and files.last_reason == ("Unhealthy", "")

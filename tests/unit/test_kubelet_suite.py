@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 
@@ -165,3 +166,14 @@ def test_every_case_resolves_and_names_vk_test_set_templates() -> None:
             re.compile(check.regex)
     assert {"000", "010", "020", "030", "040", "050", "060", "065", "080", "085", "086", "090", "095", "100", "105",
             "110", "115", "120", "120-init", "080-downward"} <= covered
+
+
+def test_a_case_listening_on_the_host_gets_a_free_port_per_run() -> None:
+    """SLURM and HTCondor pods share the host's network: the probes case must not depend on 8080 being free."""
+    probes = next(case for case in CASES if case.key == "probes")
+    assert probes.host_ports == (8080,)
+    (template,) = pods_from_manifests(probes.documents({8080: 41234}))
+    (c,) = template.body()["pod"]["spec"]["containers"]
+    assert c["ports"][0]["containerPort"] == 41234 and {"name": "PROBE_PORT", "value": "41234"} in c["env"]
+    assert {c[kind]["httpGet"]["port"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")} == {41234}
+    assert "8080" not in json.dumps(template.body())

@@ -161,3 +161,14 @@ def test_a_container_killed_from_outside_waits_for_the_jobs_verdict_when_it_is_t
     # a pod being deleted gets its ends as they are
     deleting = StatusContext(record=record(), job=running, backend="SLURM", deleting=True)
     assert build_pod_status(deleting, files, {})["containers"][0]["state"]["terminated"]["exitCode"] == 137
+
+
+def test_the_last_run_keeps_the_reason_the_runner_gave_it(tmp_path: Path) -> None:
+    """A container killed by its liveness probe and restarted: lastState says Unhealthy, as the kubelet does."""
+    (tmp_path / "started").write_text(T1)
+    (tmp_path / "restarts").write_text("1")
+    (tmp_path / "last").write_text(f"137 {T0} {T1} Unhealthy")
+    files = read_container_files(tmp_path)
+    assert files.last == (137, T0, T1) and files.last_reason == ("Unhealthy", "")
+    (tmp_path / "last").write_text(f"1 {T0} {T1}")
+    assert read_container_files(tmp_path).last_reason is None
