@@ -16,7 +16,7 @@ def _slurm(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backen
     from interlink_plugins.slurm.backend import SlurmBackend
 
     if config.ssh_host and config.data_transfer == "sftp":
-        # the data root exists only on the login node: job files over SFTP (issue 6)
+        # the data root exists only on the login node: job files over SFTP
         from interlink_plugins.core.ssh import ssh_runner
         from interlink_plugins.slurm.remote import RemoteSlurmBackend
 

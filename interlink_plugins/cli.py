@@ -128,7 +128,7 @@ def _open_state(config: Config) -> StateStore:
 
 
 def _command_runner(config: Config) -> CommandRunner:
-    """Where scheduler commands run: here, or on SshHost over the SSH pool (issue 6)."""
+    """Where scheduler commands run: here, or on SshHost over the SSH pool."""
     if config.ssh_host:
         from interlink_plugins.core.ssh import ssh_runner
 

@@ -118,7 +118,7 @@ class Config:
     htcondor_data_mode: str = "shared"
     htcondor_tail: tuple[str, ...] = ()
     held_timeout: float = 1800.0
-    # SSH runner (issue 6): commands, files and logs on a login node reached over SSH
+    # SSH runner: commands, files and logs on a login node reached over SSH
     ssh_host: str = ""
     ssh_port: int = 22
     ssh_user: str = ""
@@ -130,13 +130,13 @@ class Config:
     ssh_max_sessions: int = 10
     ssh_connect_timeout: float = 10.0
     data_transfer: str = "shared"
-    # apptainer / singularity (issue 6)
+    # apptainer / singularity
     apptainer_cache_dir: str = ""
     image_overrides: Mapping[str, str] = field(default_factory=dict)
     registry_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     apptainer_options: tuple[str, ...] = ("--containall",)
     apptainer_fallback: str = "singularity"
-    # OpenTelemetry tracing (issue 7): off unless an endpoint is set
+    # OpenTelemetry tracing: off unless an endpoint is set
     tracing_endpoint: str = ""
     tracing_service_name: str = ""
     tracing_sample_ratio: float = 1.0

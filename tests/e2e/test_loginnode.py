@@ -1,4 +1,4 @@
-"""Leonardo-style offloading, end to end on a REAL login node (issue 6).
+"""Leonardo-style offloading, end to end on a REAL login node.
 
 The login node is the project's own image (slurm/loginnode/: Debian sid, slurm 26.05, munge,
 OpenSSH, apptainer 1.4.5) started by loginnode-up.sh as a privileged podman container. Every

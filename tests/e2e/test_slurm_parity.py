@@ -1,4 +1,4 @@
-"""SLURM completeness (issue 4): every feature of the Go SLURM plugin, and past it, over HTTP against
+"""SLURM completeness: every feature of the Go SLURM plugin, and past it, over HTTP against
 a REAL slurmctld/slurmd.
 
 These tests run on a private cluster of their own (slurm/slurm-up.sh with another state dir and
