@@ -467,11 +467,13 @@ def registry_image(loginnode: None, registry: dict[str, str],
     assert trusted.returncode == 0, trusted.stderr
     ref = f"{registry['REGISTRY']}/il/bb-{os.getpid()}-{time.time_ns()}:1"
     # a layer of its own: apptainer caches conversions by content, and an earlier test converted the plain
-    # image, so without it this conversion could be a cache hit too quick to be seen waiting
+    # image, so without it this conversion could be a cache hit too quick to be seen waiting; 64 MiB of
+    # incompressible data keep the conversion (mksquashfs) busy for seconds, several of the plugin's polls
     context = tmp_path / "unique"
     context.mkdir()
     (context / "il-unique").write_text(ref + "\n")
-    (context / "Containerfile").write_text(f"FROM {IMAGE}\nCOPY il-unique /il-unique\n")
+    (context / "il-ballast").write_bytes(os.urandom(64 << 20))
+    (context / "Containerfile").write_text(f"FROM {IMAGE}\nCOPY il-unique il-ballast /\n")
     podman("build", "-q", "--pull=never", "-t", ref, str(context), timeout=120)
     try:
         podman("push", "-q", "--authfile", registry["REGISTRY_AUTH_FILE"], ref, timeout=120)
