@@ -29,7 +29,7 @@ DataRootFolder: $D/jobs
 StateDir: $D/state
 SidecarPort: $PORT
 PollInterval: 1
-$( [ "$(id -u)" = 0 ] && echo 'DefaultUID: 65534  # a root plugin runs no pod as root: pods without runAsUser run as nobody' )
+$( [ "$(id -u)" = 0 ] && echo 'AllowRootJobs: true  # demo only: a root plugin runs no pod as root unless allowed; a site sets DefaultUID' )
 CONF
 .venv/bin/interlink-plugin check --config "$D/plugin.yaml"
 .venv/bin/interlink-plugin serve --config "$D/plugin.yaml" > "$D/plugin.log" 2>&1 &
