@@ -327,13 +327,18 @@ def _memory_mib(key: str, value: Any) -> int:
         raise ConfigError(f"{key}: {value!r} is not a memory size") from exc
 
 
-def _log_bytes(key: str, value: Any) -> int:
-    """A byte size (1Gi, 500M, 1048576); 0 turns the cap off, anything else must leave room for the marker."""
+def _byte_size(key: str, value: Any) -> int:
+    """A byte size: plain bytes (1048576) or a Kubernetes quantity (1Gi, 500M)."""
     text = _str(key, value).strip()
     try:
-        number = int(text) if text.isdigit() else memory_bytes(text)
+        return int(text) if text.isdigit() else memory_bytes(text)
     except ValueError as exc:
         raise ConfigError(f"{key}: {value!r} is not a byte size") from exc
+
+
+def _log_bytes(key: str, value: Any) -> int:
+    """A byte size (1Gi, 500M, 1048576); 0 turns the cap off, anything else must leave room for the marker."""
+    number = _byte_size(key, value)
     if number and number < MIN_LOG_BYTES:
         raise ConfigError(f"{key}: must be 0 (no cap) or >= {MIN_LOG_BYTES} bytes, got {value!r}")
     return number
@@ -341,11 +346,7 @@ def _log_bytes(key: str, value: Any) -> int:
 
 def _positive_bytes(key: str, value: Any) -> int:
     """A byte size (64Mi, 500M, 1048576), at least 1."""
-    text = _str(key, value).strip()
-    try:
-        number = int(text) if text.isdigit() else memory_bytes(text)
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {value!r} is not a byte size") from exc
+    number = _byte_size(key, value)
     if number < 1:
         raise ConfigError(f"{key}: must be at least 1 byte, got {value!r}")
     return number

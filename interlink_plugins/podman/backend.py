@@ -496,8 +496,9 @@ class PodmanBackend:
                 labels = entry.get("Labels") or {}
                 if phase == "running" or (cid in self._run_files and phase == "ended"):
                     continue
-                run_dir = info.job_dir / "c" / str(labels.get(L_CONTAINER, "")) / str(labels.get(L_RUN, ""))
-                killed = read_killed(run_dir) if phase == "ended" else None
+                name, run = str(labels.get(L_CONTAINER, "")), str(labels.get(L_RUN, ""))
+                run_dir = info.job_dir / "c" / name / run
+                killed = read_killed(info.job_dir, name, run) if phase == "ended" else None
                 error = ""
                 with contextlib.suppress(OSError, ValueError):
                     data = json.loads((run_dir / "error").read_text())

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from interlink_plugins.core import safefs
 from interlink_plugins.podman.handlers import Outcome
 
 POST_START_TIMEOUT = 300.0  # seconds a postStart hook may take (Kubernetes has no bound; the plugin needs one)
@@ -31,20 +31,23 @@ Handler = tuple[str, ...]  # (action, *words) of core.probes.parse_handler
 RunHook = Callable[[Handler, float], Awaitable[Outcome]]
 
 
-def write_killed(run_dir: Path, reason: str, message: str) -> None:
-    """Blocking: record why the plugin kills this run (before it does)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{KILLED_FILE}.tmp"
-    tmp.write_text(json.dumps({"reason": reason, "message": message, "at": time.time()}))
-    os.replace(tmp, run_dir / KILLED_FILE)
+def _killed_location(job_dir: Path, container: str, run: int | str) -> safefs.Location:
+    return safefs.job_location(job_dir) / "c" / container / str(run) / KILLED_FILE
 
 
-def read_killed(run_dir: Path) -> tuple[str, str] | None:
-    """Blocking: the recorded kill of a run, if any (the plugin's own file, read bounded)."""
+def write_killed(job_dir: Path, container: str, run: int, reason: str, message: str) -> None:
+    """Blocking: record why the plugin kills this run (before it does), through safefs like every job-dir file."""
+    data = json.dumps({"reason": reason, "message": message, "at": time.time()}).encode()
+    safefs.write_bytes(_killed_location(job_dir, container, run), data)
+
+
+def read_killed(job_dir: Path, container: str, run: int | str) -> tuple[str, str] | None:
+    """Blocking: the recorded kill of a run, if any (read bounded, never through a symlink)."""
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-        fd = os.open(run_dir / KILLED_FILE, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as handle:
-            data = json.loads(handle.read(_KILLED_MAX))
+        raw = safefs.read_bytes(_killed_location(job_dir, container, run), _KILLED_MAX)
+        if raw is None:
+            return None
+        data = json.loads(raw)
         return str(data["reason"]), str(data["message"])
     return None
 

@@ -138,7 +138,7 @@ class PodLifecycle:
         """The kubelet's killContainer: record why, preStop within the grace period, SIGTERM, SIGKILL."""
         job_dir = self._job_dirs.get(pod_id)
         if job_dir is not None:
-            await asyncio.to_thread(hooks.write_killed, job_dir / "c" / name / str(run), *why)
+            await asyncio.to_thread(hooks.write_killed, job_dir, name, run, *why)
 
         async def run_hook(handler: hooks.Handler, timeout: float) -> Outcome:
             return await self._handler(pod_id, container, pid, handler, timeout)

@@ -4,12 +4,16 @@ postStart hooks (podman/plan.py); the probes themselves run for real in tests/e2
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
 from interlink_plugins.core.runplan import ProbeRun
 from interlink_plugins.podman.handlers import Outcome, kill_exec_leftovers
+from interlink_plugins.podman.hooks import KILLED_FILE, read_killed, write_killed
 from interlink_plugins.podman.plan import Observed, Run, plan_pod
 from interlink_plugins.podman.probes import ProbeSupervisor, Target
 from interlink_plugins.podman.spec import ContainerSpec, PodSpec
@@ -147,3 +151,24 @@ def test_a_hung_probe_of_one_pod_delays_no_other() -> None:
 
     asyncio.run(scenario())
     assert counts == {"a": 1, "b": 4}, counts
+
+
+def test_the_killed_record_is_never_read_or_written_through_a_symlink_or_a_fifo(tmp_path: Path) -> None:
+    """Attack: the run dir's `killed` record swapped for a symlink to a root-only file, or for a FIFO. The
+    record is read without following it and without blocking, and a write never lands on the link's target."""
+    job_dir = tmp_path / "data" / "ns-uid"
+    run_dir = job_dir / "c" / "app" / "0"
+    run_dir.mkdir(parents=True)
+    secret = tmp_path / "root-only"
+    secret.write_text(json.dumps({"reason": "Forged", "message": "read through a link"}))
+    (run_dir / KILLED_FILE).symlink_to(secret)
+    assert read_killed(job_dir, "app", 0) is None
+    write_killed(job_dir, "app", 0, "Unhealthy", "liveness probe failed")
+    assert json.loads(secret.read_text())["reason"] == "Forged"  # the target was not written
+    assert read_killed(job_dir, "app", 0) == ("Unhealthy", "liveness probe failed")  # the link was replaced
+    fifo_run = job_dir / "c" / "app" / "1"
+    fifo_run.mkdir()
+    os.mkfifo(fifo_run / KILLED_FILE)
+    started = time.monotonic()
+    assert read_killed(job_dir, "app", 1) is None
+    assert time.monotonic() - started < 5
