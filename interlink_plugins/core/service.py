@@ -51,6 +51,7 @@ THROTTLE_BACKOFF_MAX = 60.0
 # file system with coarse timestamps whose clock is behind ours)
 REREAD_SECONDS = 30.0
 FIRST_RESOURCES_SECONDS = 5.0
+FIRST_POLL_SECONDS = 5.0
 IMAGE_REASONS = frozenset({"ErrImagePull", "ErrImageNeverPull", "ImagePullBackOff"})
 # one pod's runner files read longer than this is given up for this poll and reported (a job controls its
 # job dir: a read there may hang in the kernel); the other pods go on
@@ -125,7 +126,12 @@ class PluginService:
         # next): asked before serving, for a few seconds at most; the poller retries what this misses
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._refresh_resources(self.clock()), FIRST_RESOURCES_SECONDS)
-        self._poll_task = asyncio.create_task(self._poll_forever(), name="poller")
+        # the first poll before serving, for a few seconds at most: until it, a status is built without the
+        # job's state, so after a restart a running pod would read ContainerCreating for a moment
+        first_poll = asyncio.Event()
+        self._poll_task = asyncio.create_task(self._poll_forever(first_poll), name="poller")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first_poll.wait(), FIRST_POLL_SECONDS)
 
     async def stop(self) -> None:
         """Stop polling. Jobs are never touched by a plugin stop."""
@@ -599,7 +605,7 @@ class PluginService:
 
     # --- polling -----------------------------------------------------------------------
 
-    async def _poll_forever(self) -> None:
+    async def _poll_forever(self, first_poll: asyncio.Event | None = None) -> None:
         while True:
             started = time.monotonic()
             reached_backend = False
@@ -608,6 +614,8 @@ class PluginService:
                 reached_backend = self._down_since is None
             except Exception:
                 log.exception("poll failed")
+            if first_poll is not None:
+                first_poll.set()
             self.metrics.poll_done(time.monotonic() - started, reached_backend=reached_backend)
             for housekeeping in (self._measure_usage, self._sweep_retention):
                 try:  # nothing a job leaves in its job dir may end the poll loop
