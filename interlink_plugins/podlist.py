@@ -41,7 +41,7 @@ def _row(record: PodRecord, now: float) -> PodRow:
     phase, reason = phase_of(record)
     return PodRow(
         namespace=record.namespace, name=record.name, uid=record.uid, job_id=record.job_id, phase=phase,
-        reason=reason, node=str(record.meta.get("node", "")), age_seconds=max(0, int(now - record.created_at)),
+        reason=reason, node=record.lifecycle.node, age_seconds=max(0, int(now - record.created_at)),
     )
 
 
@@ -56,8 +56,8 @@ def phase_of(record: PodRecord) -> tuple[str, str]:
         reason = next((str(term.get("reason", "")) for term in failed), "")
         return ("Failed", reason) if failed else ("Succeeded", "")
     if record.phase in ("submitting", "waiting-backend"):
-        return "Pending", str(record.meta.get("waiting_reason", ""))
-    return ("Running", "") if record.meta.get("node") else ("Pending", "")
+        return "Pending", record.lifecycle.waiting_reason
+    return ("Running", "") if record.lifecycle.node else ("Pending", "")
 
 
 def age_text(seconds: int) -> str:

@@ -10,9 +10,11 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from interlink_plugins.core.lifecycle import Lifecycle
 
 SCHEMA_VERSION = 3
 
@@ -63,7 +65,7 @@ class PodRecord:
     final_status: dict[str, Any] | None = None  # frozen terminal status (terminal states never go back)
     delete_after: float = 0.0  # when the hard cancel follows the graceful one
     delete_hard_sent: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)  # stored as "meta" (its name in the state file)
     layout: Layout = "runner"  # who writes the job dir's state files (chosen once, see Layout)
 
     @classmethod
@@ -77,9 +79,23 @@ class PodRecord:
             init_names=list(summary.get("init_names", [])),
             main_names=list(summary.get("main_names", [])),
             created_at=created_at,
-            meta={k: summary[k] for k in ("images", "sidecars", "grace_seconds") if k in summary},
+            lifecycle=Lifecycle.from_json({k: summary[k] for k in ("images", "sidecars", "grace_seconds")
+                                           if k in summary}),
             **fields,
         )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PodRecord:
+        """A record as the state file has it (keys this version does not know are left out)."""
+        known = {f.name for f in fields(cls)} - {"lifecycle"}
+        return cls(**{k: v for k, v in data.items() if k in known}, lifecycle=Lifecycle.from_json(data.get("meta")))
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the state file has it: its lifecycle under "meta", by the keys it always had."""
+        data = asdict(self)
+        data.pop("lifecycle")
+        data["meta"] = self.lifecycle.to_json()
+        return data
 
     @property
     def pod_jid(self) -> str:
@@ -121,9 +137,7 @@ def read_records(path: Path) -> list[PodRecord]:
             return []
         if version > SCHEMA_VERSION:
             raise StateSchemaError(f"state {path} has schema {version}, newer than this plugin ({SCHEMA_VERSION})")
-        known = set(PodRecord.__dataclass_fields__)
-        return [PodRecord(**{k: v for k, v in json.loads(data).items() if k in known})
-                for (data,) in db.execute("SELECT data FROM pods")]
+        return [PodRecord.from_json(json.loads(data)) for (data,) in db.execute("SELECT data FROM pods")]
     finally:
         db.close()
 
@@ -138,7 +152,7 @@ class StateStore:
         self._migrate(path)
         self.records: dict[str, PodRecord] = {}
         for _uid, data in self._db.execute("SELECT uid, data FROM pods"):
-            record = PodRecord(**json.loads(data))
+            record = PodRecord.from_json(json.loads(data))
             self.records[record.uid] = record
 
     def _migrate(self, path: Path) -> None:
@@ -171,7 +185,7 @@ class StateStore:
         return self.records.get(uid)
 
     def put(self, record: PodRecord) -> None:
-        data = json.dumps(asdict(record), separators=(",", ":"))
+        data = json.dumps(record.to_json(), separators=(",", ":"))
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO pods (uid, data, job_id) VALUES (?, ?, ?)", (record.uid, data, record.job_id)

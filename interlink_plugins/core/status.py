@@ -320,7 +320,7 @@ def _requeued(name: str, image: str, files: ContainerFiles, ctx: StatusContext) 
 def _waiting_reason(ctx: StatusContext, init_pending: bool) -> tuple[str, str]:
     record, job = ctx.record, ctx.job
     if record.phase == "waiting-backend":
-        return record.meta.get("waiting_reason", "BackendUnavailable"), record.last_error
+        return record.lifecycle.waiting_reason or "BackendUnavailable", record.last_error
     if record.phase == "submitting":
         return "ContainerCreating", "submitting"
     if job is None:
@@ -339,7 +339,7 @@ def build_pod_status(ctx: StatusContext, files: dict[str, ContainerFiles], image
     for name in record.init_names:
         item = container_status(name, images.get(name, ""), files.get(name, ContainerFiles()), ctx, init_pending=False)
         init_statuses.append(item)
-        if "terminated" not in item["state"] and name not in record.meta.get("sidecars", []):
+        if "terminated" not in item["state"] and name not in record.lifecycle.sidecars:
             init_done = False
     main_statuses = [
         container_status(name, images.get(name, ""), files.get(name, ContainerFiles()), ctx, init_pending=not init_done)
@@ -405,7 +405,7 @@ def with_field_notes(status: dict[str, Any], record: PodRecord, backend: str) ->
     """The pod fields the backend does not honour (core/podfields.py), named in each affected container's
     waiting or terminated message (Kubernetes' running state has none). Added as the status is answered, so
     the log lines made from built statuses do not repeat them."""
-    notes: Mapping[str, list[str]] = record.meta.get("field_notes") or {}
+    notes: Mapping[str, list[str]] = record.lifecycle.field_notes
     if not notes:
         return status
 

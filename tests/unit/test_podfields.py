@@ -15,6 +15,7 @@ import pytest
 from interlink_plugins.cli import main
 from interlink_plugins.core.backend import JobInfo
 from interlink_plugins.core.errors import PodSpecError
+from interlink_plugins.core.lifecycle import Lifecycle
 from interlink_plugins.core.pod import parse_create_body
 from interlink_plugins.core.podfields import (
     BACKENDS,
@@ -334,7 +335,7 @@ def test_a_pod_that_is_not_an_object_has_nothing_to_report() -> None:
 
 def _record(notes: dict[str, list[str]]) -> PodRecord:
     return PodRecord(uid="u1", namespace="default", name="p", job_dir="/x", init_names=["i"], main_names=["a", "b"],
-                     job_id="7", phase="submitted", meta={"field_notes": notes})
+                     job_id="7", phase="submitted", lifecycle=Lifecycle(field_notes=notes))
 
 
 def test_the_notes_are_in_the_waiting_and_terminated_messages_of_the_containers_they_concern() -> None:

@@ -6,9 +6,9 @@ import json
 import sqlite3
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
+from interlink_plugins.core.lifecycle import Lifecycle
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.podlist import age_text, pod_rows
 
@@ -28,14 +28,14 @@ def records() -> list[PodRecord]:
 
     return [
         pod("queued", 30, phase="submitted", job_id="41"),
-        pod("running", 7200, phase="submitted", job_id="42", meta={"node": "cn017"}),
-        pod("done", 4000, phase="submitted", job_id="43", meta={"node": "cn018"},
+        pod("running", 7200, phase="submitted", job_id="42", lifecycle=Lifecycle(node="cn017")),
+        pod("done", 4000, phase="submitted", job_id="43", lifecycle=Lifecycle(node="cn018"),
             final_status=terminated(0, "Completed")),
-        pod("oom", 90000, phase="submitted", job_id="44", meta={"node": "cn018"},
+        pod("oom", 90000, phase="submitted", job_id="44", lifecycle=Lifecycle(node="cn018"),
             final_status=terminated(137, "OOMKilled")),
-        pod("waiting", 5, phase="waiting-backend", meta={"waiting_reason": "BackendUnavailable"}),
+        pod("waiting", 5, phase="waiting-backend", lifecycle=Lifecycle(waiting_reason="BackendUnavailable")),
         pod("refused", 600, phase="failed-submit", final_status=terminated(1, "SubmitFailed")),
-        pod("going", 65, phase="deleting", job_id="45", meta={"node": "cn001"}),
+        pod("going", 65, phase="deleting", job_id="45", lifecycle=Lifecycle(node="cn001")),
     ]
 
 
@@ -69,7 +69,7 @@ def test_the_command_reads_a_running_plugins_state_without_touching_it(tmp_path:
     db.execute("CREATE TABLE pods (uid TEXT PRIMARY KEY, data TEXT NOT NULL)")
     db.execute("INSERT INTO meta VALUES ('schema', '1')")
     for record in records():
-        db.execute("INSERT INTO pods VALUES (?, ?)", (record.uid, json.dumps(asdict(record))))
+        db.execute("INSERT INTO pods VALUES (?, ?)", (record.uid, json.dumps(record.to_json())))
     db.commit()
     db.close()
     before = db_path.read_bytes()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from interlink_plugins.config import Config
-from interlink_plugins.core import safefs, service
+from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, Resources
-from interlink_plugins.core.service import PluginService
+from interlink_plugins.core.service import PluginService, statuses
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.core.status import ContainerFiles
 from interlink_plugins.core.sweep import StuckItems, bounded_map
@@ -83,7 +83,7 @@ def state(svc: PluginService, uid: str) -> dict[str, object]:
 
 def test_a_hanging_pod_is_given_up_and_the_others_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(service, "POD_FILES_SECONDS", 0.3)
+    monkeypatch.setattr(statuses, "POD_FILES_SECONDS", 0.3)
     svc, backend = make(tmp_path)
 
     async def scenario() -> None:
@@ -101,7 +101,7 @@ def test_a_hanging_pod_is_given_up_and_the_others_go_on(tmp_path: Path, monkeypa
         backend.release.set()
         for _ in range(50):
             await asyncio.sleep(0.05)
-            if svc._stuck.since("stuck") is None:
+            if svc.statuses.stuck.since("stuck") is None:
                 break
         await svc.poll_once()
         assert "running" in state(svc, "stuck")

@@ -159,7 +159,7 @@ def test_throttling_backs_off_doubling_up_to_the_cap_and_outlives_the_deadline(s
     backoffs = []
     for _ in range(7):
         rec = record(service, body)
-        wait = rec.meta["retry_at"] - clock.now
+        wait = rec.lifecycle.retry_at - clock.now
         backoffs.append(wait)
         clock.advance(wait - 0.5)
         before = len(backend.called("submit"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     db.execute("CREATE TABLE pods (uid TEXT PRIMARY KEY, data TEXT NOT NULL)")
     db.execute("INSERT INTO meta VALUES ('schema', '1')")
-    db.execute("INSERT INTO pods VALUES (?, ?)", ("old", json.dumps(asdict(record("old", "77")))))
+    db.execute("INSERT INTO pods VALUES (?, ?)", ("old", json.dumps(record("old", "77").to_json())))
     db.commit()
     db.close()
     store = StateStore(path)
@@ -63,10 +62,10 @@ def test_a_version_2_database_records_each_job_dirs_layout(tmp_path: Path) -> No
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     db.execute("CREATE TABLE pods (uid TEXT PRIMARY KEY, data TEXT NOT NULL, job_id TEXT NOT NULL DEFAULT '')")
     db.execute("INSERT INTO meta VALUES ('schema', '2')")
-    ours = asdict(record("ours", "1"))
+    ours = record("ours", "1").to_json()
     ours.pop("layout")
     ours.update(submit={"argv": ["sbatch"]}, meta={"images": {"c": "busybox"}})
-    adopted = asdict(record("adopted", "2"))
+    adopted = record("adopted", "2").to_json()
     adopted.pop("layout")
     adopted.update(meta={"images": {}, "sidecars": [], "grace_seconds": 30})
     for uid, data in (("ours", ours), ("adopted", adopted)):
