@@ -70,6 +70,7 @@ class FakeBackend:
     submit_errors: list[Exception] = field(default_factory=list)
     capacity: Resources = field(default_factory=lambda: Resources(cpus=8, memory_bytes=16 * 2**30))
     files: dict[str, dict[str, ContainerFiles]] = field(default_factory=dict)  # pod uid -> runner files
+    started: dict[str, str] = field(default_factory=dict)  # pod uid -> when its runner started the containers
     adoptable: list[AdoptedJob] = field(default_factory=list)
     calls: list[tuple[object, ...]] = field(default_factory=list)
     next_id: int = 100
@@ -84,6 +85,23 @@ class FakeBackend:
 
     def job_of(self, uid: str) -> str | None:
         return next((job_id for job_id, job in self.jobs.items() if job.uid == uid), None)
+
+    def run(self, uid: str, at: str = "2027-01-15T08:00:00Z") -> str:
+        """The pod's job runs, and its runner's files say so: the init containers ran and ended (exit 0),
+        the main ones started ``at``. Answers the job id."""
+        job_id = self.job_of(uid)
+        assert job_id is not None, f"pod {uid} has no job"
+        self.jobs[job_id].state = "RUNNING"
+        self.started[uid] = at
+        return job_id
+
+    def _runner_files(self, record: PodRecord) -> dict[str, ContainerFiles]:
+        at = self.started.get(record.uid)
+        files = {} if at is None else {
+            **{name: ContainerFiles(started=at, finished=at, exit_code=0) for name in record.init_names},
+            **{name: ContainerFiles(started=at) for name in record.main_names},
+        }
+        return {**files, **self.files.get(record.uid, {})}
 
     def _queue(self, uid: str) -> str:
         job_id = str(self.next_id)
@@ -145,13 +163,13 @@ class FakeBackend:
         return self.capacity
 
     def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
-        return dict(self.files.get(record.uid, {}))
+        return self._runner_files(record)
 
     def log_file(self, record: PodRecord, container: str, *, previous: bool) -> safefs.Location:
         return safefs.job_location(record.job_dir) / "c" / container / ("previous.log" if previous else "log")
 
     def container_started(self, record: PodRecord, container: str) -> bool:
-        return bool(self.files.get(record.uid, {}).get(container, ContainerFiles()).started)
+        return bool(self._runner_files(record).get(container, ContainerFiles()).started)
 
     def runner_finished(self, record: PodRecord) -> bool:
         return False
@@ -175,3 +193,10 @@ def make_service(
     backend = backend or FakeBackend(config.data_root)
     clock = FakeClock()
     return PluginService(config, backend, StateStore(config.state_db), clock=clock), backend, clock
+
+
+def restart(service: PluginService, backend: FakeBackend, clock: FakeClock) -> PluginService:
+    """The plugin stopped (its state closed) and started again on the same state file: a new PluginService
+    around the same scheduler and clock, with nothing in memory but what the state file holds."""
+    service.store.close()
+    return PluginService(service.config, backend, StateStore(service.config.state_db), clock=clock)

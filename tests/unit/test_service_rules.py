@@ -24,7 +24,7 @@ from interlink_plugins.core.service import (
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.status import epoch_rfc3339
 from tests.podfactory import container, pod_body, status_pod
-from tests.unit.fakes import FakeBackend, FakeClock, FakeRemoteLogs, LostAnswer, make_service
+from tests.unit.fakes import FakeBackend, FakeClock, FakeRemoteLogs, LostAnswer, make_service, restart
 
 INTERVAL = 5.0
 
@@ -177,6 +177,27 @@ def test_throttling_backs_off_doubling_up_to_the_cap_and_outlives_the_deadline(s
     clock.advance(THROTTLE_BACKOFF_MAX)
     run(service.poll_once())  # the limit is lifted
     assert record(service, body).phase == "submitted" and clock.now - start > 900.0 / 4
+
+
+def test_a_throttled_pod_keeps_its_back_off_across_a_restart(svc: Any) -> None:
+    service, backend, clock = svc
+    backend.submit_errors += [SubmitRejected("QOSMaxSubmitJobPerUserLimit", retryable=True) for _ in range(2)]
+    body = create(service)
+    clock.advance(INTERVAL)
+    run(service.poll_once())  # the second refusal: the next attempt in 2 intervals
+    retry_at = record(service, body).lifecycle.retry_at
+    assert retry_at == clock.now + 2 * INTERVAL
+    service = restart(service, backend, clock)
+    rec = record(service, body)
+    assert (rec.lifecycle.throttled, rec.lifecycle.retry_at, rec.lifecycle.submit_refused) == (2, retry_at, True)
+    assert waiting(service, body)["reason"] == "SubmitThrottled"
+    clock.advance(INTERVAL)
+    run(service.poll_once())
+    assert len(backend.called("submit")) == 2  # not before its time
+    clock.advance(INTERVAL)
+    run(service.poll_once())
+    # the scheduler refused the last attempt: it cannot have gone through, so it is not looked up
+    assert record(service, body).phase == "submitted" and backend.called("find_job") == []
 
 
 # --- SubmitDeadline ----------------------------------------------------------------------------
@@ -384,6 +405,22 @@ def record_uid(body: dict[str, Any]) -> str:
     return str(body["pod"]["metadata"]["uid"])
 
 
+def test_a_delete_under_way_goes_on_after_a_restart_without_a_second_graceful_cancel(svc: Any) -> None:
+    service, backend, clock = svc
+    body, job_id = running(service, backend, terminationGracePeriodSeconds=20)
+    run(service.delete(status_pod(body)))
+    service = restart(service, backend, clock)
+    assert record(service, body).lifecycle.delete_graceful_sent
+    clock.advance(19)
+    run(service.poll_once())
+    assert backend.called("cancel") == [("cancel", job_id, True)]
+    clock.advance(1)
+    run(service.poll_once())
+    assert backend.called("cancel")[-1] == ("cancel", job_id, False)
+    run(service.poll_once())
+    assert service.store.get(record_uid(body)) is None
+
+
 def test_delete_grace_period_of_the_request_wins_below_the_cap(svc: Any) -> None:
     service, backend, clock = svc
     body, job_id = running(service, backend, terminationGracePeriodSeconds=600)
@@ -439,6 +476,31 @@ def test_delete_while_down_is_a_tombstone_carried_out_when_the_backend_returns(s
     assert backend.called("cancel")[-1] == ("cancel", job_id, False)
     run(service.poll_once())
     assert service.store.get(record_uid(body)) is None
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+def test_status_right_after_a_start_says_running_for_a_job_the_scheduler_runs(svc: Any) -> None:
+    """The first poll comes before serving: without it, the first /status after a restart has no job state
+    and a running pod reads ContainerCreating ('waiting for the scheduler') until the poller's first round."""
+    service, backend, clock = svc
+    body = create(service, init_containers=[container("i", ["true"])])
+    backend.run(record_uid(body))
+    service = restart(service, backend, clock)
+    assert waiting(service, body)["reason"] == "ContainerCreating"  # before the start: nothing polled yet
+
+    async def scenario() -> dict[str, Any]:
+        await service.start()
+        try:
+            [status] = service.status([status_pod(body)])
+            return dict(status)
+        finally:
+            await service.stop()
+
+    status = run(scenario())
+    assert status["containers"][0]["state"] == {"running": {"startedAt": "2027-01-15T08:00:00Z"}}
+    assert status["initContainers"][0]["state"]["terminated"]["exitCode"] == 0
 
 
 # --- outage: taints, cached status, 503 for logs, recovery -----------------------------------------
