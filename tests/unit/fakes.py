@@ -1,7 +1,8 @@
 """STAND-INS for the service tier: a scheduler in memory (FakeBackend) and a clock the test moves (FakeClock).
 
 They let tests/unit/test_service_rules.py run PluginService's lifecycle rules (submit retry, throttling,
-SubmitDeadline, find before resubmit, JobVanished, grace caps, outage taints, recovery) in milliseconds.
+SubmitDeadline, find before resubmit, JobVanished, grace caps, outage taints, recovery, the first poll before
+serving) in milliseconds; ``restart`` stands for a plugin restart on the same state file.
 The same rules run against the real daemons in tests/e2e (test_faults.py, test_slurm_e2e.py, ...); these
 stand-ins say nothing about any scheduler, only about what the service does with the answers it gets.
 
