@@ -115,10 +115,8 @@ class PluginService:
     def reconfigure(self, config: Config, policy: Any) -> None:
         """Swap the reloadable settings (SIGHUP); the backend picks them up on the next create."""
         self.config = config
-        if hasattr(self.backend, "config"):
-            self.backend.config = config
-        if hasattr(self.backend, "policy"):
-            self.backend.policy = policy
+        self.backend.config = config
+        self.backend.policy = policy
 
     async def start(self) -> None:
         await self.recover()
@@ -538,11 +536,10 @@ class PluginService:
     async def open_read(self, request: LogRequest) -> tuple[bytes, AsyncIterator[bytes] | None]:
         """A read without Follow: (the answer, None) when it fits in one block, else (b"", a stream
         of blocks) so that a 1 GB log is served as it is read. Errors come before the first byte."""
-        # optional backend hook: bring a live copy of a log the plugin host cannot see (HTCondor spool mode)
-        fetch = getattr(self.backend, "fetch_log", None)
+        # backend hook (a no-op by default): bring a live copy of a log the plugin host cannot see (HTCondor spool mode)
         record = self.store.get(request.pod_uid)
-        if fetch is not None and record is not None and request.container in record.init_names + record.main_names:
-            await fetch(record, request.container, previous=request.previous)
+        if record is not None and request.container in record.init_names + record.main_names:
+            await self.backend.fetch_log(record, request.container, previous=request.previous)
         _record, _location, handle = await self._open_log(request)
         if handle is None:  # not written yet
             return b"", None
@@ -558,16 +555,16 @@ class PluginService:
     async def open_follow(self, request: LogRequest) -> AsyncIterator[bytes]:
         """A Follow, opened before the response starts (errors are answered, not streamed), so that a
         backend streaming the log from another host (SSH) can still answer 503 when it is unreachable."""
-        opener = getattr(self.backend, "open_log_feed", None)  # optional backend hook
-        if opener is not None and request.previous:  # a finished run: nothing more will come
+        remote = self.backend.remote_logs
+        if remote and request.previous:  # a finished run: nothing more will come
             data, rest = await self.open_read(request)
             return rest if rest is not None else _one_chunk(data)
         record, location, handle = await self._open_log(request)
-        if opener is None:
+        if not remote:
             return self._follow(record, request, location, handle)
         if handle is not None:
             handle.close()
-        feed = await opener(record, request.container)
+        feed = await self.backend.open_log_feed(record, request.container)
         # a private local file the backend keeps appending to (closed with the stream)
         return self._follow(record, request, feed.path, None, close=feed.close)
 
@@ -589,10 +586,8 @@ class PluginService:
             return "terminated" in self._container_state(current, container)
 
         stream: AsyncIterator[bytes] = follow_log(source, self._log_options(request), finished=finished, first=handle)
-        # optional backend hook: keep that live copy fresh while the stream lasts
-        keep_fresh = getattr(self.backend, "keep_log_fresh", None)
-        if keep_fresh is not None:
-            stream = keep_fresh(record, container, stream)
+        # backend hook (a no-op by default): keep that live copy fresh while the stream lasts
+        stream = self.backend.keep_log_fresh(record, container, stream)
         if close is not None:
             stream = _closing(stream, close)
         return self._counted(stream)
@@ -644,11 +639,10 @@ class PluginService:
             self._jobs = jobs
         await self._refresh_resources(now)
         await self._retry_pending(now)
-        # optional backend hook: runner files on another host, fetched for all pods at once (SSH + sftp)
-        prefetch = getattr(self.backend, "prefetch_files", None)
-        if prefetch is not None and tracked:
+        # backend hook (a no-op by default): runner files on another host, fetched for all pods at once (SSH + sftp)
+        if tracked:
             try:
-                await prefetch(tracked)
+                await self.backend.prefetch_files(tracked)
             except BackendUnavailable as exc:
                 log.warning("runner state not refreshed, statuses kept: %s", exc)
                 return
@@ -714,7 +708,6 @@ class PluginService:
 
     def _status_of(self, record: PodRecord, now: float) -> tuple[PodRecord, dict[str, Any], bool]:
         """One pod's status from its job and runner files (blocking: a worker thread)."""
-        files_version = getattr(self.backend, "files_version", None)  # optional backend hook
         job = self._jobs.get(record.job_id)
         if job is None:
             first = self._missing_since.setdefault(record.job_id, now)
@@ -727,7 +720,7 @@ class PluginService:
         never_ran = job is not None and job.active and not job.running and record.uid not in self._seen_running
         if job is not None and job.running:
             self._seen_running.add(record.uid)
-        version = "never-ran" if never_ran else files_version(record) if files_version else None
+        version = "never-ran" if never_ran else self.backend.files_version(record)
         # a status is a function of the job, the runner's files, the outage and the phase: while none
         # of them changed, the last one is reused (no file reads, no rebuild)
         key = None if version is None else (job, version, self._down_since, record.phase)

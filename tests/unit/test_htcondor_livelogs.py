@@ -6,7 +6,7 @@ from pathlib import Path
 
 from interlink_plugins.core import safefs
 from interlink_plugins.htcondor import livelogs
-from interlink_plugins.htcondor.backend import _from_chirp
+from interlink_plugins.htcondor.runnerstate import from_chirp as _from_chirp
 
 
 def test_merge_appends_what_is_new_and_replaces_a_new_run(tmp_path: Path) -> None:
