@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import interlink_plugins
+from interlink_plugins.backends import BACKENDS
 from interlink_plugins.core import backend as seam
 from interlink_plugins.core.batch import BatchBackend
 from interlink_plugins.core.runnerfiles import BySource
@@ -24,16 +25,11 @@ from interlink_plugins.slurm.backend import SlurmBackend
 from interlink_plugins.slurm.remote import RemoteSlurmBackend
 
 PACKAGE = Path(interlink_plugins.__file__).parent
-# the service and what serves it: every module that holds a backend (the backends' own packages aside)
-SERVICE_PARTS = ("core", "api")
-SERVICE_FILES = ("cli.py", "backends.py")
 
 
 def _service_modules() -> list[Path]:
-    found = [PACKAGE / name for name in SERVICE_FILES]
-    for part in SERVICE_PARTS:
-        found += sorted((PACKAGE / part).rglob("*.py"))
-    return found
+    """Every module of the package outside the backends' own packages (wherever the service's parts live)."""
+    return sorted(path for path in PACKAGE.rglob("*.py") if path.relative_to(PACKAGE).parts[0] not in BACKENDS)
 
 
 def _probes(path: Path) -> list[str]:
