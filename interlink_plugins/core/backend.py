@@ -1,8 +1,13 @@
-"""What a backend supplies; the core (service, poller) does the lifecycle around it."""
+"""What a backend supplies; the core (service, poller) does the lifecycle around it.
+
+A backend is three declared seams: a ``Scheduler`` (jobs in, job states out), a ``ContainerStateSource``
+(each container's state) and a ``LogSource`` (each container's log). ``BackendDefaults`` gives the
+optional hooks their documented defaults; the service calls every method unconditionally.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -12,6 +17,9 @@ from interlink_plugins.core.safefs import Location
 from interlink_plugins.core.state import Layout, PodRecord
 
 if TYPE_CHECKING:
+    from interlink_plugins.config import Config
+    from interlink_plugins.core.jobfiles import LogFeed
+    from interlink_plugins.core.policy import AdminPolicy
     from interlink_plugins.core.status import ContainerFiles
 
 
@@ -64,11 +72,15 @@ class Resources:
     unavailable_reason: str = ""  # e.g. "partition debug is drained" -> a NoSchedule taint
 
 
-class Backend(Protocol):
-    name: str
+class Scheduler(Protocol):
+    """The scheduler side of a backend: jobs in, job states out. Every call is async; a scheduler that
+    cannot be reached raises BackendUnavailable (the service defers, taints the node, retries)."""
 
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
-        """Validate the pod and write its job dir (blocking; the service runs it in a thread)."""
+        """Validate the pod and write its job dir (blocking; the service runs it in a thread).
+
+        ``write=False`` only validates and renders (``render``, the dry run): nothing is written.
+        """
         ...
 
     async def submit(self, record: PodRecord) -> str:
@@ -87,27 +99,102 @@ class Backend(Protocol):
         """Accounting for jobs that left the queue (never guessed)."""
         ...
 
-    async def cancel(self, job_id: str, *, graceful: bool) -> None: ...
+    async def cancel(self, job_id: str, *, graceful: bool) -> None:
+        """Stop the job: graceful sends the pod runner its SIGTERM (preStop hooks, grace period)."""
+        ...
+
+    async def adopt(self) -> list[AdoptedJob]:
+        """This instance's jobs as the scheduler alone knows them (recovery without state)."""
+        ...
+
+    async def resources(self) -> Resources:
+        """The capacity the virtual node advertises (and why it cannot take pods, if it cannot)."""
+        ...
 
     async def cleanup(self, record: PodRecord) -> None:
         """Remove what the pod left behind once its job is gone (job dir, containers, volumes)."""
         ...
 
-    async def adopt(self) -> list[AdoptedJob]: ...
 
-    async def resources(self) -> Resources: ...
+class ContainerStateSource(Protocol):
+    """Per-container state of a pod. Batch backends answer from each record's RunnerStateSource
+    (core.runnerfiles.BySource); others (podman) from what their query() saw. Blocking: called from a
+    worker thread; every job-dir file access goes through core.safefs (the job controls its job dir)."""
 
-    # Per-container view. Batch backends answer from each record's ContainerStateSource
-    # (core.runnerfiles.BySource); others (podman) from what their query() saw. Blocking: called from a
-    # worker thread; every file access goes through core.safefs (the job controls its job dir).
-    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]: ...
+    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
+        """Every container's state (a container with no state yet may be left out)."""
+        ...
+
+    def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
+        """A cheap change token of what container_snapshot reads; None (the default): read it again."""
+        ...
+
+    def container_started(self, record: PodRecord, container: str) -> bool:
+        """The container has started at least once (its log may be asked for)."""
+        ...
+
+    def runner_finished(self, record: PodRecord) -> bool:
+        """The pod ran to its end by its own account (resolves a job the scheduler forgot)."""
+        ...
+
+
+class LogSource(Protocol):
+    """Where a container's CRI-format log is read. ``log_file`` is always used; the hooks serve logs that
+    live on another host (a login node over SFTP, a spooled HTCondor job) and do nothing by default."""
+
+    remote_logs: bool
+    """The logs live on another host: a Follow streams through open_log_feed, and a Follow of a previous
+    run is one read (default False: the service follows log_file itself)."""
 
     def log_file(self, record: PodRecord, container: str, *, previous: bool) -> Location:
         """The CRI-format log of the container's current (or previous) run (opened through safefs)."""
         ...
 
-    def container_started(self, record: PodRecord, container: str) -> bool: ...
-
-    def runner_finished(self, record: PodRecord) -> bool:
-        """The pod ran to its end by its own account (resolves a job the scheduler forgot)."""
+    async def fetch_log(self, record: PodRecord, container: str, *, previous: bool) -> None:
+        """Before a read: bring log_file up to date (default: nothing). BackendUnavailable: a 503."""
         ...
+
+    def keep_log_fresh(self, record: PodRecord, container: str, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """While a Follow of log_file lasts: keep that file fresh (default: the stream as it is)."""
+        ...
+
+    async def open_log_feed(self, record: PodRecord, container: str) -> LogFeed:
+        """With remote_logs, a Follow: a private local file the backend keeps appending to."""
+        ...
+
+    async def prefetch_files(self, records: list[PodRecord]) -> None:
+        """Once per poll, before the statuses are built: bring every tracked pod's runner state (default:
+        nothing). BackendUnavailable: the statuses are kept as they were."""
+        ...
+
+
+class Backend(Scheduler, ContainerStateSource, LogSource, Protocol):
+    """What a backend supplies; the service does the lifecycle around it (docs/adding-a-backend.md)."""
+
+    name: str  # the Backend config value, and the metrics' label
+    config: Config  # swapped by a reload (SIGHUP): read it at each use
+    policy: AdminPolicy  # likewise
+
+
+class BackendDefaults:
+    """The documented defaults of the optional hooks, for a backend to derive from: logs and runner state
+    on this host, no change token (the state is read at every poll)."""
+
+    remote_logs: bool = False
+
+    def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
+        del record
+        return None
+
+    async def fetch_log(self, record: PodRecord, container: str, *, previous: bool) -> None:
+        del record, container, previous
+
+    def keep_log_fresh(self, record: PodRecord, container: str, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        del record, container
+        return stream
+
+    async def open_log_feed(self, record: PodRecord, container: str) -> LogFeed:
+        raise NotImplementedError(f"{type(self).__name__} follows its logs locally (remote_logs is False)")
+
+    async def prefetch_files(self, records: list[PodRecord]) -> None:
+        del records

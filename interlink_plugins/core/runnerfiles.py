@@ -1,10 +1,12 @@
-"""Where a pod's per-container state comes from: one ContainerStateSource per record.
+"""Where a pod's per-container state comes from: one RunnerStateSource per record.
 
 Batch backends (SLURM, HTCondor) pick the source of each record: the pod runner's files in a local job
 dir (``RunnerFiles``), the Go SLURM plugin's layout of an adopted dir (slurm/migrate.py), the local
 mirror of a job dir that lives on a login node (slurm/remote.py), the state an HTCondor job chirps
-while its files are spooled (htcondor/backend.py). The choice is made from what the plugin recorded
-(``PodRecord.layout``, the backend's mode), never from files the job could plant. Every read goes
+while its files are spooled (htcondor/runnerstate.py). The choice is made once per record, in the
+backend's ``state_source``, from what the plugin recorded (``PodRecord.layout``, the backend's mode,
+files the plugin itself brought back), never from files the job could plant; the backends do not
+override the per-container methods of ``BySource``. Every read goes
 through core/safefs (directory fds, no symlink followed, regular files only, bounded). All of it
 blocks: the service calls it from worker threads.
 """
@@ -27,8 +29,9 @@ ALIASES = ("jobscript",)
 _MISSING = (FileNotFoundError, NotADirectoryError)
 
 
-class ContainerStateSource(Protocol):
-    """A pod's per-container state and logs, as one kind of job dir holds them."""
+class RunnerStateSource(Protocol):
+    """A pod's per-container state and logs, as one kind of job dir holds them (the per-record side of
+    core.backend's ContainerStateSource and LogSource)."""
 
     def snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
         """Every container's state (a container with no files yet may be left out)."""
@@ -155,9 +158,10 @@ LOCAL = RunnerFiles()
 
 
 class BySource:
-    """The per-container view of a batch backend: each record's ContainerStateSource answers."""
+    """The per-container view of a batch backend (core.backend's ContainerStateSource and log_file): each
+    record's RunnerStateSource answers. A backend overrides ``state_source`` only."""
 
-    def state_source(self, record: PodRecord) -> ContainerStateSource:
+    def state_source(self, record: PodRecord) -> RunnerStateSource:
         """The pod runner's files in the job dir, unless the backend knows better for this record."""
         del record
         return LOCAL

@@ -21,17 +21,18 @@ from typing import Any
 
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
-from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
+from interlink_plugins.core.backend import AdoptedJob, JobInfo, Resources
+from interlink_plugins.core.batch import BatchBackend, JobOwner, primary_gid
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, LogRequestError
-from interlink_plugins.core.jobdir import build_run_plan, remove_job_dir, write_job_files
 from interlink_plugins.core.pod import Pod
 from interlink_plugins.core.policy import AdminPolicy
-from interlink_plugins.core.runner import CommandFailed, CommandRunner
-from interlink_plugins.core.runnerfiles import LOCAL, BySource, ContainerStateSource
+from interlink_plugins.core.runner import CommandRunner
+from interlink_plugins.core.runnerfiles import LOCAL, RunnerStateSource
+from interlink_plugins.core.runplan import RunPlan
 from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import ContainerFiles
 from interlink_plugins.htcondor import livelogs, states, submit
 from interlink_plugins.htcondor.client import CondorClient
+from interlink_plugins.htcondor.runnerstate import ChirpedState, CondorFiles, live_copy, sync_live_copies
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,17 @@ STARTD_PROJECTION = [
     "Offline", "Draining",
 ]  # fmt: skip
 _FILE_VOLUMES = ("configMap", "secret", "projected", "downwardAPI")
-FORGOTTEN_AFTER = 60.0
 FORCE_REMOVE_SLACK = 20  # seconds after job_max_vacate_time before RemoveX forgets a job stuck in removal
 _LOCAL_ONLY = ("pod.json", "emptydir", submit.WRAPPER)
 
 
-class HTCondorBackend(BySource):
+class HTCondorBackend(BatchBackend[submit.JobLayout]):
+    """A pod as one HTCondor job; its draft is where its job dir is, here and as the job sees it."""
+
     name = "htcondor"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
-        self.config = config
-        self.runner = runner
-        self.policy = policy
+        super().__init__(config, runner, policy)
         self.client = CondorClient(config)
         self.spool = config.htcondor_data_mode == "spool"
         self._job_uid = _resolve_user(config.htcondor_job_user) if config.htcondor_job_user else None
@@ -59,7 +59,9 @@ class HTCondorBackend(BySource):
         self._chirped: dict[str, Mapping[str, list[str]]] = {}  # spool: per-container state from the job ad
         self._last_seen: dict[str, float] = {}  # job id -> when query() last saw it in the queue
         self._force_at: dict[str, float] = {}  # removing job id -> when RemoveX may forget it (wall clock)
-        self._chirp_source = _ChirpedState(self._chirped)
+        self._files = CondorFiles(self._jobs, self._last_seen, spooled=False)
+        self._retrieved = CondorFiles(self._jobs, self._last_seen, spooled=True)
+        self._chirp_source = ChirpedState(self._chirped, self._jobs)
 
     # --- identity ----------------------------------------------------------------------
 
@@ -69,16 +71,26 @@ class HTCondorBackend(BySource):
     def _of_pod(self, uid: str) -> str:
         return f"{self._mine()} && InterLinkPodUID == {submit.classad_string(uid)}"
 
-    # --- prepare -----------------------------------------------------------------------
+    # --- prepare (BatchBackend: the job dir; here the submit description) -----------------
 
-    def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
-        where = submit.layout(self.config, pod.namespace, pod.uid)
-        local = Path(where.local_dir)
-        plan = build_run_plan(pod, local, self.config, self.policy, write=write)
-        if where.spool:
-            # the files are written here; the runner is rendered for the path the job sees
-            plan = build_run_plan(pod, Path(where.run_dir), self.config, self.policy, write=False)
-        files = dict(write_job_files(pod, local, plan, self.config, write=write))
+    def draft(self, pod: Pod, job_dir: Path) -> submit.JobLayout:
+        return submit.layout(self.config, pod.namespace, pod.uid)
+
+    def run_dir(self, draft: submit.JobLayout, job_dir: Path) -> Path:
+        # spool mode: the files are written here; the runner is rendered for the path the job sees
+        return Path(draft.run_dir)
+
+    def job_owner(self, draft: submit.JobLayout) -> JobOwner | None:
+        """Shared mode with a root plugin: the job (running as HTCondorJobUser) owns its job dir, privately."""
+        if draft.spool or self._job_uid is None or os.geteuid() != 0:
+            return None
+        gid = primary_gid(self._job_uid)
+        return JobOwner(self._job_uid, self._job_uid if gid is None else gid)
+
+    def submission(
+        self, pod: Pod, draft: submit.JobLayout, job_dir: Path, plan: RunPlan, files: dict[str, str], *, write: bool
+    ) -> dict[str, Any]:
+        where, local = draft, job_dir
         # spool mode sends what the core wrote: runner, helpers, volumes, per-container files (env files);
         # pod.json stays (recovery reads it here), emptyDirs are made by the wrapper
         if write:
@@ -95,10 +107,8 @@ class HTCondorBackend(BySource):
             files[submit.WRAPPER] = submit.wrapper_script(where, [c.name for c in pod.all_containers], emptydirs)
             if write:
                 safefs.write_bytes(safefs.job_location(local) / submit.WRAPPER, files[submit.WRAPPER].encode(), 0o700)
-        elif write and self._job_uid is not None and os.geteuid() == 0:
-            _hand_over(local, self._job_uid)
         files["submit-description"] = "".join(f"{key} = {value}\n" for key, value in description.items())
-        return PreparedJob(job_dir=local, submit={"description": description, "spool": where.spool}, files=files)
+        return {"description": description, "spool": where.spool}
 
     # --- submit, find, adopt -----------------------------------------------------------
 
@@ -178,7 +188,7 @@ class HTCondorBackend(BySource):
             uid = states.text(ads[job], "InterLinkPodUID")
             job_dir = states.text(ads[job], "InterLinkJobDir")
             if uid and job_dir:
-                await safefs.run(_sync_live_copies, safefs.job_location(job_dir))
+                await safefs.run(sync_live_copies, safefs.job_location(job_dir))
         return set()
 
     async def query_finished(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
@@ -198,35 +208,14 @@ class HTCondorBackend(BySource):
         # spool mode: the runner's files are here once retrieved (the wrapper always leaves pod.exit)
         return not self.spool or LOCAL.finished(record)
 
-    def state_source(self, record: PodRecord) -> ContainerStateSource:
-        """Spool mode: the state the job chirps until its files are retrieved; else the runner's files."""
-        return LOCAL if self._local_state(record) else self._chirp_source
+    def state_source(self, record: PodRecord) -> RunnerStateSource:
+        """Shared mode: the runner's files; spool mode: the state the job chirps until its files are
+        retrieved, then those files (htcondor/runnerstate.py)."""
+        if not self.spool:
+            return self._files
+        return self._retrieved if LOCAL.finished(record) else self._chirp_source
 
-    def files_version(self, record: PodRecord) -> tuple[int, ...] | None:
-        # spool mode: the state comes from condor_chirp until the files are retrieved
-        return super().files_version(record) if not self.spool else None
-
-    def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
-        files = super().container_snapshot(record)
-        job = self._jobs.get(record.job_id)
-        if job is not None and job.active and job.waiting_reason == "Held":
-            # a held job is not running: its last run becomes lastState, the containers wait
-            files = {name: _held_view(f) for name, f in files.items()}
-        return files
-
-    def log_file(self, record: PodRecord, container: str, *, previous: bool) -> safefs.Location:
-        local = LOCAL.log(record, container, previous=previous)
-        if not self.spool or safefs.lstat(local) is not None:
-            return local
-        return _live_copy(record, container, previous)
-
-    def runner_finished(self, record: PodRecord) -> bool:
-        # the schedd's history is the authority: the runner's own account only settles a job that left
-        # the queue a while ago and that the history does not know (history off or rotated)
-        seen = self._last_seen.get(record.job_id)
-        return LOCAL.finished(record) and (seen is None or time.monotonic() - seen > FORGOTTEN_AFTER)
-
-    # --- live logs of spooled jobs (hooks the service calls when the backend has them) ---
+    # --- live logs of spooled jobs (LogSource hooks; no-ops in shared mode) ----------------
 
     async def fetch_log(self, record: PodRecord, container: str, *, previous: bool) -> None:
         if not self.spool or self._local_state(record) or not self.container_started(record, container):
@@ -265,16 +254,13 @@ class HTCondorBackend(BySource):
         if self.config.htcondor_schedd:
             argv += ["-name", self.config.htcondor_schedd]
         argv += [record.job_id, f"c/{container}/log"]
-        try:
-            result = await self.runner.run(argv, timeout=min(self.config.command_timeout, 10.0),
-                                           env=self.client.tool_env())
-        except CommandFailed as exc:
-            raise BackendUnavailable("htcondor", f"{argv[0]} (live log of job {record.job_id})", exc.detail) from exc
+        result = await self.run_command(argv, f"live log of job {record.job_id}",
+                                        timeout=min(self.config.command_timeout, 10.0), env=self.client.tool_env())
         if not result.ok:
             if "No such job" in result.error_text or "not running" in result.error_text.lower():
                 return
             raise BackendUnavailable("htcondor", f"{argv[0]} (live log of job {record.job_id})", result.error_text)
-        await safefs.run(livelogs.merge, _live_copy(record, container, False), result.stdout)
+        await safefs.run(livelogs.merge, live_copy(record, container, False), result.stdout)
 
     # --- delete, cleanup ---------------------------------------------------------------
 
@@ -315,12 +301,11 @@ class HTCondorBackend(BySource):
             for job in stuck:
                 self._force_at[job] = time.time() + FORCE_REMOVE_SLACK
 
-    async def cleanup(self, record: PodRecord) -> None:
+    async def forget(self, record: PodRecord) -> None:
         self._jobs.pop(record.job_id, None)
         self._chirped.pop(record.job_id, None)
         self._last_seen.pop(record.job_id, None)
         self._force_at.pop(record.job_id, None)
-        await remove_job_dir(record, self.config.data_root)
 
     # --- ping --------------------------------------------------------------------------
 
@@ -366,83 +351,3 @@ def _resolve_user(user: str) -> int:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
         raise ConfigError(f"HTCondorJobUser: no local user {user!r}") from None
-
-
-def _hand_over(job_dir: Path, uid: int) -> None:
-    """Shared mode with a root plugin: the job (running as uid) owns its job dir, privately."""
-    try:
-        gid = pwd.getpwuid(uid).pw_gid
-    except KeyError:
-        gid = uid
-    safefs.chown_tree(safefs.job_location(job_dir), uid, gid)
-
-
-def _from_chirp(fields: list[str]) -> ContainerFiles:
-    # the job sets this attribute itself: each field bounded like a runner state file
-    started, finished, exit_text, restarts, last_text, waiting, reason = (
-        f.strip()[: safefs.STATE_BYTES] for f in fields
-    )
-    last = None
-    parts = last_text.split()
-    if len(parts) in (3, 4) and parts[0].lstrip("-").isdigit():
-        last = (int(parts[0]), parts[1], parts[2])
-
-    def split(text: str) -> tuple[str, str] | None:
-        word, _, rest = text.partition(" ")
-        return (word, rest) if word else None
-
-    return ContainerFiles(
-        started=started,
-        finished=finished,
-        exit_code=int(exit_text) if exit_text.lstrip("-").isdigit() else None,
-        restarts=int(restarts) if restarts.isdigit() else 0,
-        last=last,
-        last_reason=(parts[3], "") if last is not None and len(parts) == 4 else None,
-        waiting=split(waiting),
-        reason=split(reason),
-    )
-
-
-def _held_view(files: ContainerFiles) -> ContainerFiles:
-    if not files.started:
-        return ContainerFiles(restarts=files.restarts, last=files.last)
-    last = (files.exit_code if files.exit_code is not None else 137, files.started, files.finished or files.started)
-    return ContainerFiles(restarts=files.restarts + 1, last=last)
-
-
-def _live_copy(record: PodRecord, container: str, previous: bool) -> safefs.Location:
-    return safefs.job_location(record.job_dir) / ".live" / container / ("log.prev" if previous else "log")
-
-
-def _sync_live_copies(job_dir: safefs.Location) -> None:
-    """After retrieve: live copies get the lines written after the last tail (followers see them)."""
-    for container in safefs.names(job_dir / ".live"):
-        copy = job_dir / ".live" / container / "log"
-        if safefs.is_file(copy):
-            livelogs.catch_up(copy, job_dir / "c" / container / "log")
-
-
-class _ChirpedState:
-    """The ContainerStateSource of a spooled job whose files are not retrieved yet: what it chirps into its
-    job ad (InterLinkContainers), and live copies of its logs (condor_tail)."""
-
-    def __init__(self, chirped: Mapping[str, Mapping[str, list[str]]]) -> None:
-        self._chirped = chirped
-
-    def snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:
-        chirped = self._chirped.get(record.job_id, {})
-        return {name: _from_chirp(chirped[name]) for name in record.init_names + record.main_names
-                if name in chirped}
-
-    def version(self, record: PodRecord) -> tuple[int, ...] | None:
-        return None
-
-    def log(self, record: PodRecord, container: str, *, previous: bool) -> safefs.Location:
-        return _live_copy(record, container, previous)
-
-    def started(self, record: PodRecord, container: str) -> bool:
-        fields = self._chirped.get(record.job_id, {}).get(container)
-        return bool(fields and fields[0])
-
-    def finished(self, record: PodRecord) -> bool:
-        return False  # its pod.exit comes back with the retrieve

@@ -36,7 +36,7 @@ from typing import Any
 
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
-from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
+from interlink_plugins.core.backend import AdoptedJob, BackendDefaults, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, SubmitRejected
 from interlink_plugins.core.jobdir import volume_limits
 from interlink_plugins.core.names import job_dir_name
@@ -153,7 +153,7 @@ class Inspected:
     oom_killed: bool
 
 
-class PodmanBackend:
+class PodmanBackend(BackendDefaults):
     name = "podman"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:

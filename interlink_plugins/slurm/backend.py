@@ -8,7 +8,6 @@ import dataclasses
 import logging
 import math
 import os
-import pwd
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -17,10 +16,9 @@ from pathlib import Path
 from interlink_plugins.config import Config, Flavor
 from interlink_plugins.core import annotations as ann
 from interlink_plugins.core import safefs
-from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
+from interlink_plugins.core.backend import AdoptedJob, JobInfo, Resources
+from interlink_plugins.core.batch import BatchBackend, JobOwner, primary_gid
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
-from interlink_plugins.core.jobdir import build_run_plan, remove_job_dir, write_job_files
-from interlink_plugins.core.names import job_dir_name
 from interlink_plugins.core.pod import GPU_RESOURCES, Pod
 from interlink_plugins.core.policy import (
     SBATCH_OPTIONS,
@@ -31,8 +29,9 @@ from interlink_plugins.core.policy import (
     render_sbatch_option,
 )
 from interlink_plugins.core.resources import pod_totals
-from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
-from interlink_plugins.core.runnerfiles import LOCAL, BySource, ContainerStateSource
+from interlink_plugins.core.runner import CommandRunner
+from interlink_plugins.core.runnerfiles import LOCAL, RunnerStateSource
+from interlink_plugins.core.runplan import RunPlan
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.slurm import commands, migrate, parse
 from interlink_plugins.slurm.memory import memory_kill_detail, output_tail
@@ -45,13 +44,13 @@ _NS_CHOICES = {"account": "accounts", "qos": "qos", "partition": "partitions"}
 _GRES_GPU = re.compile(r"^gpu(?::[^:,]+)?:(\d+)$")
 
 
-class SlurmBackend(BySource):
+class SlurmBackend(BatchBackend[list[ParsedOption]]):
+    """A pod as one sbatch job; its draft is the job's sbatch options."""
+
     name = "slurm"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
-        self.config = config
-        self.runner = runner
-        self.policy = policy
+        super().__init__(config, runner, policy)
         self._completion_accounting: bool | None = None  # None: not probed yet
         self._go_files = migrate.GoLayoutFiles(config.state_dir)
         self._memory_kills: dict[str, str] = {}  # job id -> slurmstepd's memory-kill line ("" none)
@@ -61,25 +60,26 @@ class SlurmBackend(BySource):
     def comment(self, uid: str) -> str:
         return commands.comment(uid, self.config.instance_id)
 
-    def job_dir(self, pod_namespace: str, uid: str) -> Path:
-        return self.config.data_root / job_dir_name(pod_namespace, uid)
+    # --- prepare (BatchBackend: the job dir; here the sbatch options and argv) ------------
 
-    # --- prepare -----------------------------------------------------------------------
+    def draft(self, pod: Pod, job_dir: Path) -> list[ParsedOption]:
+        return self._sbatch_options(pod)
 
-    def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
-        job_dir = self.job_dir(pod.namespace, pod.uid)
-        options = self._sbatch_options(pod)
-        plan = build_run_plan(pod, job_dir, self.config, self.policy, write=write)
-        files = write_job_files(pod, job_dir, plan, self.config, write=write)
-        owner = _job_owner(options)
-        if write and owner is not None:
-            _give_job_dir(job_dir, owner)
+    def submission(
+        self, pod: Pod, draft: list[ParsedOption], job_dir: Path, plan: RunPlan, files: dict[str, str], *, write: bool
+    ) -> dict[str, list[str]]:
         argv = commands.sbatch(
             self.config.sbatch, comment=self.comment(pod.uid), job_dir=job_dir, requeue=self.config.requeue,
-            options=[word for option in options for word in render_sbatch_option(option)],
+            options=[word for option in draft for word in render_sbatch_option(option)],
             script=job_dir / "pod-runner.sh",
         )  # fmt: skip
-        return PreparedJob(job_dir=job_dir, submit={"argv": argv}, files=files)
+        return {"argv": argv}
+
+    def job_owner(self, draft: list[ParsedOption]) -> JobOwner | None:
+        """--uid: the job's user owns its job dir; the plugin's group keeps read access (DESIGN: 0750 +
+        group) for logs and status."""
+        uid = next((int(o.value) for o in draft if o.name == "uid" and o.value and o.value.isdigit()), None)
+        return None if uid is None else JobOwner(uid, os.getegid(), 0o750)
 
     def _sbatch_options(self, pod: Pod) -> list[ParsedOption]:
         """Precedence: pod resources > annotation flags > flavor > namespace default > config default."""
@@ -121,7 +121,7 @@ class SlurmBackend(BySource):
         uid = self._job_uid(pod, flavor)
         if uid is not None and uid != os.geteuid():
             merged["uid"] = ParsedOption("uid", str(uid))
-            gid = _primary_gid(uid)
+            gid = primary_gid(uid)
             if gid is not None:
                 merged["gid"] = ParsedOption("gid", str(gid))
         return list(merged.values())
@@ -237,18 +237,12 @@ class SlurmBackend(BySource):
 
     # --- commands ----------------------------------------------------------------------
 
-    async def _run(self, argv: Sequence[str], what: str) -> CommandResult:
-        try:
-            result = await self.runner.run(argv, timeout=self.config.command_timeout)
-        except CommandFailed as exc:
-            raise BackendUnavailable("slurm", " ".join(argv[:1]) + f" ({what})", exc.detail) from exc
-        if not result.ok and parse.unreachable(result.error_text):
-            raise BackendUnavailable("slurm", f"{argv[0]} ({what})", result.error_text)
-        return result
+    def unreachable(self, error_text: str) -> bool:
+        return parse.unreachable(error_text)
 
     async def submit(self, record: PodRecord) -> str:
         argv = list(record.submit["argv"])
-        result = await self._run(argv, "submit")
+        result = await self.run_command(argv, "submit")
         if not result.ok:
             detail, throttled = parse.sbatch_refusal(result.error_text, result.returncode)
             raise SubmitRejected(detail, retryable=throttled)
@@ -262,7 +256,7 @@ class SlurmBackend(BySource):
         A root plugin lists every user's jobs (--uid jobs are not its own): a job of another uid that carries
         our comment was planted, and is ignored with a warning."""
         argv = commands.squeue_mine(self.config.squeue, every_user=os.geteuid() == 0)
-        result = await self._run(argv, "list")
+        result = await self.run_command(argv, "list")
         if not result.ok:
             raise BackendUnavailable("slurm", "squeue", result.error_text)
         uids = self.submit_uids()
@@ -338,14 +332,14 @@ class SlurmBackend(BySource):
 
     # --- per-container view: our runner's files, or the Go plugin's for adopted job dirs ---------
 
-    def state_source(self, record: PodRecord) -> ContainerStateSource:
+    def state_source(self, record: PodRecord) -> RunnerStateSource:
         """The layout recorded for this pod (never re-derived from the job dir, which the job controls)."""
         return self._go_files if record.layout == "go" else LOCAL
 
     async def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         if not job_ids:
             return {}
-        result = await self._run(commands.squeue_jobs(self.config.squeue, job_ids), "status")
+        result = await self.run_command(commands.squeue_jobs(self.config.squeue, job_ids), "status")
         if not result.ok:
             if parse.invalid_job_id(result.error_text):
                 return {}
@@ -383,7 +377,7 @@ class SlurmBackend(BySource):
         """Accounting (slurmdbd) when the cluster has it, else jobcomp (sacct -c); learnt at the first call."""
         if self._completion_accounting is not True:
             argv = commands.sacct(self.config.sacct, job_ids, completion=False, since=since)
-            result = await self._run(argv, "accounting")
+            result = await self.run_command(argv, "accounting")
             if result.ok and not parse.accounting_disabled(result.text):
                 self._completion_accounting = False
                 return parse.parse_sacct(result.text)
@@ -391,7 +385,7 @@ class SlurmBackend(BySource):
                 raise BackendUnavailable("slurm", "sacct", result.error_text)
             self._completion_accounting = True
         argv = commands.sacct(self.config.sacct, job_ids, completion=True, since=since)
-        result = await self._run(argv, "accounting")
+        result = await self.run_command(argv, "accounting")
         if not result.ok:
             raise BackendUnavailable("slurm", "sacct -c", result.error_text)
         return parse.parse_sacct(result.text)
@@ -415,10 +409,10 @@ class SlurmBackend(BySource):
             # a job that has not started has nothing to stop gracefully: cancelled as it is, and the signal
             # form never meets a pending job (SLURM 22.05 retries it silently until the command times out);
             # a cancelled or unknown job answers the signal form at once ("Invalid job id")
-            pending = await self._run(commands.scancel_pending(self.config.scancel, job_id), "delete")
+            pending = await self.run_command(commands.scancel_pending(self.config.scancel, job_id), "delete")
             if not pending.ok and parse.cancel_settled(pending.error_text):
                 return
-        result = await self._run(commands.scancel(self.config.scancel, job_id, graceful=graceful), "delete")
+        result = await self.run_command(commands.scancel(self.config.scancel, job_id, graceful=graceful), "delete")
         if result.ok or parse.cancel_settled(result.error_text):
             return
         if graceful and parse.cancel_needs_plain(result.error_text):
@@ -426,13 +420,12 @@ class SlurmBackend(BySource):
             return
         log.warning("scancel %s: %s", job_id, result.error_text)
 
-    async def cleanup(self, record: PodRecord) -> None:
-        await remove_job_dir(record, self.config.data_root)
+    async def forget(self, record: PodRecord) -> None:
         if record.layout == "go":
             await safefs.run(self._go_files.forget, record)
 
     async def resources(self) -> Resources:
-        result = await self._run(commands.sinfo(self.config.sinfo), "resources")
+        result = await self.run_command(commands.sinfo(self.config.sinfo), "resources")
         if not result.ok:
             raise BackendUnavailable("slurm", "sinfo", result.error_text)
         return parse.capacity(parse.parse_sinfo(result.text), self.config.partitions)
@@ -509,25 +502,6 @@ def _pod_uid(pod: Pod) -> tuple[int | None, str]:
         uid, where = users[0]
         return uid, f"{where}.securityContext.runAsUser"
     return None, "spec.securityContext.runAsUser"
-
-
-def _primary_gid(uid: int) -> int | None:
-    try:
-        return pwd.getpwuid(uid).pw_gid
-    except KeyError:
-        return None
-
-
-def _job_owner(options: Sequence[ParsedOption]) -> int | None:
-    """The uid the job runs as when that is not the plugin's own user (--uid)."""
-    return next((int(o.value) for o in options if o.name == "uid" and o.value and o.value.isdigit()), None)
-
-
-def _give_job_dir(job_dir: Path, uid: int) -> None:
-    """The job's user owns its job dir; the plugin's group keeps read access (DESIGN: 0750 + group)."""
-    location = safefs.job_location(job_dir)
-    safefs.chown_tree(location, uid, os.getegid())
-    safefs.chmod(location, 0o750)  # owner: the job's user; group: the plugin (logs, status)
 
 
 def deadline_options(start: datetime, seconds: int, now: datetime) -> tuple[int, datetime]:

@@ -253,7 +253,7 @@ def runner_finished(job_dir: safefs.Location, init_names: list[str], main_names:
 
 
 class GoLayoutFiles:
-    """The ContainerStateSource of a job dir adopted from the Go plugin (record.layout == "go")."""
+    """The RunnerStateSource of a job dir adopted from the Go plugin (record.layout == "go")."""
 
     def __init__(self, state_dir: Path) -> None:
         self.logs = safefs.Location(state_dir, (LOG_DIR,))

@@ -32,7 +32,7 @@ from interlink_plugins.core.jobfiles import LogFeed, RemoteJobFiles
 from interlink_plugins.core.pod import Pod
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandFailed, CommandRunner
-from interlink_plugins.core.runnerfiles import ContainerStateSource, RunnerFiles
+from interlink_plugins.core.runnerfiles import RunnerFiles, RunnerStateSource
 from interlink_plugins.core.ssh import SshRunner
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.volumes import materialise_volumes
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class RemoteSlurmBackend(SlurmBackend):
+    remote_logs = True  # logs fetched (fetch_log) and followed (open_log_feed) from the login node
+
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy, ssh: SshRunner) -> None:
         super().__init__(config, runner, policy)
         self.ssh = ssh
@@ -107,7 +109,7 @@ class RemoteSlurmBackend(SlurmBackend):
         except CommandFailed as exc:
             raise self._unavailable("runner state (grep)", exc) from exc
 
-    def state_source(self, record: PodRecord) -> ContainerStateSource:
+    def state_source(self, record: PodRecord) -> RunnerStateSource:
         return self._mirror
 
     # --- logs ----------------------------------------------------------------------------
@@ -140,7 +142,7 @@ def _refused(container: str, exc: safefs.Refused) -> LogRequestError:
 
 
 class MirrorFiles(RunnerFiles):
-    """The ContainerStateSource of a job dir on the login node: the runner's files as the last dump
+    """The RunnerStateSource of a job dir on the login node: the runner's files as the last dump
     mirrored them (rewritten by every poll: always read), logs from their local copies."""
 
     started_by = ("started",)  # the dump brings state files, not logs

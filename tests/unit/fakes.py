@@ -18,9 +18,10 @@ from pathlib import Path
 
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
-from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
+from interlink_plugins.core.backend import AdoptedJob, BackendDefaults, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable
 from interlink_plugins.core.pod import Pod
+from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.service import PluginService
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.core.status import ContainerFiles
@@ -60,7 +61,7 @@ class FakeJob:
 
 
 @dataclass
-class FakeBackend:
+class FakeBackend(BackendDefaults):
     """A scheduler in memory. ``down`` makes every scheduler call raise BackendUnavailable; ``submit_errors``
     are raised by the next submissions, in order (a LostAnswer queues the job first)."""
 
@@ -73,6 +74,8 @@ class FakeBackend:
     files: dict[str, dict[str, ContainerFiles]] = field(default_factory=dict)  # pod uid -> runner files
     started: dict[str, str] = field(default_factory=dict)  # pod uid -> when its runner started the containers
     adoptable: list[AdoptedJob] = field(default_factory=list)
+    config: Config = field(default_factory=Config)  # what reconfigure() hands it (unused here)
+    policy: AdminPolicy = field(default_factory=AdminPolicy)
     calls: list[tuple[object, ...]] = field(default_factory=list)
     next_id: int = 100
 

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from interlink_plugins.htcondor import states
-from interlink_plugins.htcondor.backend import _from_chirp, _held_view
+from interlink_plugins.htcondor.runnerstate import from_chirp as _from_chirp
+from interlink_plugins.htcondor.runnerstate import held_view as _held_view
 from interlink_plugins.htcondor.submit import parse_chirped
 
 

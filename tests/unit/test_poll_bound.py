@@ -18,7 +18,7 @@ import pytest
 
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
-from interlink_plugins.core.backend import AdoptedJob, JobInfo, Resources
+from interlink_plugins.core.backend import AdoptedJob, BackendDefaults, JobInfo, Resources
 from interlink_plugins.core.service import PluginService, statuses
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.core.status import ContainerFiles
@@ -27,7 +27,7 @@ from interlink_plugins.core.sweep import StuckItems, bounded_map
 T0 = "2026-11-25T10:00:00.000000Z"
 
 
-class HangingFilesBackend:
+class HangingFilesBackend(BackendDefaults):
     """STAND-IN backend: every job runs; pod "stuck"'s runner files never come back until released."""
 
     name = "standin"

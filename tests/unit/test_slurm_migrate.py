@@ -3,18 +3,24 @@ scheduler is still stopping."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from interlink_plugins.config import parse_config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import JobInfo
+from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.retention import expired, finished_at
+from interlink_plugins.core.runner import CommandResult
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.status import ContainerFiles, StatusContext, build_pod_status
 from interlink_plugins.slurm import migrate
+from interlink_plugins.slurm.backend import SlurmBackend
 
 T0, T1 = "2026-11-25T10:00:00.000000Z", "2026-11-25T10:00:05.000000Z"
 
@@ -165,6 +171,32 @@ def test_log_conversion_never_follows_a_planted_symlink(tmp_path: Path) -> None:
                        main_names=["main"], phase="submitted", job_id="77", layout="go")
     assert source.snapshot(record)["main"] == ContainerFiles()
     assert b"root only" not in (safefs.read_bytes(source.log(record, "main", previous=False)) or b"")
+
+
+
+class _NoCommands:
+    async def run(self, argv: Sequence[str], *, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        raise AssertionError(f"no command expected: {argv}")
+
+
+def test_the_backend_reads_a_go_record_through_its_source_and_cleanup_forgets_its_log_copies(tmp_path: Path) -> None:
+    """The record's layout picks the source once (state_source): a Go dir's log is converted into a private
+    copy under StateDir, which cleanup removes with the job dir; a record of ours never reads the Go layout."""
+    config, _ = parse_config({"ContainerRuntime": "none", "DataRootFolder": str(tmp_path / "data"),
+                              "StateDir": str(tmp_path / "state"), "AllowRootJobs": True}, environ={})
+    backend = SlurmBackend(config, _NoCommands(), policy_from_config(config.policy_raw))  # type: ignore[arg-type]
+    path = go_dir(tmp_path / "data")
+    (path / "run-main.out").write_text("hello from go\n")
+    record = PodRecord(uid="0b6c-uid", namespace="default", name="web", job_dir=str(path), init_names=[],
+                       main_names=["main"], phase="submitted", job_id="77", layout="go")
+    assert b"hello from go" in (safefs.read_bytes(backend.log_file(record, "main", previous=False)) or b"")
+    copies = tmp_path / "state" / migrate.LOG_DIR / path.name
+    assert copies.is_dir()
+    ours = PodRecord(uid="0b6c-uid", namespace="default", name="web", job_dir=str(path), init_names=[],
+                     main_names=["main"], phase="submitted", job_id="77")
+    assert backend.log_file(ours, "main", previous=False).path.is_relative_to(path / "c")
+    asyncio.run(backend.cleanup(record))
+    assert not path.exists() and not copies.exists()
 
 
 # --- retention -------------------------------------------------------------------------------------

@@ -99,11 +99,10 @@ class Logs:
     async def open_read(self, request: LogRequest) -> tuple[bytes, AsyncIterator[bytes] | None]:
         """A read without Follow: (the answer, None) when it fits in one block, else (b"", a stream
         of blocks) so that a 1 GB log is served as it is read. Errors come before the first byte."""
-        # optional backend hook: bring a live copy of a log the plugin host cannot see (HTCondor spool mode)
-        fetch = getattr(self.shared.backend, "fetch_log", None)
+        # backend hook (a no-op by default): bring a live copy of a log the plugin host cannot see (HTCondor spool)
         record = self.shared.store.get(request.pod_uid)
-        if fetch is not None and record is not None and request.container in record.init_names + record.main_names:
-            await fetch(record, request.container, previous=request.previous)
+        if record is not None and request.container in record.init_names + record.main_names:
+            await self.shared.backend.fetch_log(record, request.container, previous=request.previous)
         _record, _location, handle = await self._open_log(request)
         if handle is None:  # not written yet
             return b"", None
@@ -119,16 +118,16 @@ class Logs:
     async def open_follow(self, request: LogRequest) -> AsyncIterator[bytes]:
         """A Follow, opened before the response starts (errors are answered, not streamed), so that a
         backend streaming the log from another host (SSH) can still answer 503 when it is unreachable."""
-        opener = getattr(self.shared.backend, "open_log_feed", None)  # optional backend hook
-        if opener is not None and request.previous:  # a finished run: nothing more will come
+        remote = self.shared.backend.remote_logs
+        if remote and request.previous:  # a finished run: nothing more will come
             data, rest = await self.open_read(request)
             return rest if rest is not None else _one_chunk(data)
         record, location, handle = await self._open_log(request)
-        if opener is None:
+        if not remote:
             return self._follow(record, request, location, handle)
         if handle is not None:
             handle.close()
-        feed = await opener(record, request.container)
+        feed = await self.shared.backend.open_log_feed(record, request.container)
         # a private local file the backend keeps appending to (closed with the stream)
         return self._follow(record, request, feed.path, None, close=feed.close)
 
@@ -150,10 +149,8 @@ class Logs:
             return "terminated" in self._container_state(current, container)
 
         stream: AsyncIterator[bytes] = follow_log(source, self._log_options(request), finished=finished, first=handle)
-        # optional backend hook: keep that live copy fresh while the stream lasts
-        keep_fresh = getattr(self.shared.backend, "keep_log_fresh", None)
-        if keep_fresh is not None:
-            stream = keep_fresh(record, container, stream)
+        # backend hook (a no-op by default): keep that live copy fresh while the stream lasts
+        stream = self.shared.backend.keep_log_fresh(record, container, stream)
         if close is not None:
             stream = _closing(stream, close)
         return self._counted(stream)

@@ -69,10 +69,8 @@ class PluginService:
     def reconfigure(self, config: Config, policy: Any) -> None:
         """Swap the reloadable settings (SIGHUP); the backend picks them up on the next create."""
         self.shared.config = config
-        if hasattr(self.backend, "config"):
-            self.backend.config = config
-        if hasattr(self.backend, "policy"):
-            self.backend.policy = policy
+        self.backend.config = config
+        self.backend.policy = policy
 
     async def start(self) -> None:
         await self.recover()

@@ -87,11 +87,10 @@ class Poller:
             shared.jobs = jobs
         await self.node.refresh_resources(now)
         await self.submissions.retry_pending(now)
-        # optional backend hook: runner files on another host, fetched for all pods at once (SSH + sftp)
-        prefetch = getattr(shared.backend, "prefetch_files", None)
-        if prefetch is not None and tracked:
+        # backend hook (a no-op by default): runner files on another host, fetched for all pods at once (SSH + sftp)
+        if tracked:
             try:
-                await prefetch(tracked)
+                await shared.backend.prefetch_files(tracked)
             except BackendUnavailable as exc:
                 log.warning("runner state not refreshed, statuses kept: %s", exc)
                 return

@@ -196,7 +196,6 @@ class StatusCache:
     def _status_of(self, record: PodRecord, now: float) -> tuple[PodRecord, dict[str, Any], bool]:
         """One pod's status from its job and runner files (blocking: a worker thread)."""
         shared = self.shared
-        files_version = getattr(shared.backend, "files_version", None)  # optional backend hook
         job = shared.jobs.get(record.job_id)
         if job is None:
             first = self.missing_since.setdefault(record.job_id, now)
@@ -209,7 +208,7 @@ class StatusCache:
         never_ran = job is not None and job.active and not job.running and record.uid not in self.seen_running
         if job is not None and job.running:
             self.seen_running.add(record.uid)
-        version = "never-ran" if never_ran else files_version(record) if files_version else None
+        version = "never-ran" if never_ran else shared.backend.files_version(record)
         # a status is a function of the job, the runner's files, the outage and the phase: while none
         # of them changed, the last one is reused (no file reads, no rebuild)
         key = None if version is None else (job, version, shared.down_since, record.phase)
