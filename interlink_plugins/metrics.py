@@ -13,6 +13,7 @@ import os
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import (
@@ -49,79 +50,90 @@ def plugin_version() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class _Def:
+    """One metric's definition: its name, help text, label names and (a histogram's) buckets."""
+
+    name: str
+    doc: str
+    labels: tuple[str, ...] = ("backend",)
+    buckets: tuple[float, ...] = SCHEDULER_BUCKETS
+
+    def counter(self, registry: CollectorRegistry) -> Counter:
+        return Counter(self.name, self.doc, list(self.labels), registry=registry)
+
+    def gauge(self, registry: CollectorRegistry) -> Gauge:
+        return Gauge(self.name, self.doc, list(self.labels), registry=registry)
+
+    def histogram(self, registry: CollectorRegistry) -> Histogram:
+        return Histogram(self.name, self.doc, list(self.labels), buckets=self.buckets, registry=registry)
+
+
+_CREATES = _Def("interlink_plugin_pods_created_total", "Pods accepted by /create")
+_CREATE_FAILURES = _Def(
+    "interlink_plugin_pod_create_failures_total",
+    "Creates refused (Invalid, Forbidden) or not submitted (BackendUnavailable, SubmitThrottled, SubmitFailed)",
+    ("backend", "reason"),
+)
+_SCHEDULER_SECONDS = _Def(
+    "interlink_plugin_scheduler_command_duration_seconds",
+    "Scheduler command latency, by program name and outcome",
+    ("backend", "command", "outcome"),
+)
+_POLL_SECONDS = _Def("interlink_plugin_poll_duration_seconds", "Duration of one status poll (all pods)")
+_POLL_SUCCESS_TIME = _Def(
+    "interlink_plugin_poll_last_success_timestamp_seconds",
+    "Unix time of the end of the last poll that reached the backend: statuses are as old as this",
+)
+_POLL_INTERVAL = _Def("interlink_plugin_poll_interval_seconds", "PollInterval of the config")
+_LOG_BYTES = _Def("interlink_plugin_log_served_bytes_total", "Container log bytes sent to interLink (kubectl logs)")
+_HTTP_SECONDS = _Def(
+    "interlink_plugin_http_request_duration_seconds",
+    "HTTP latency by route, until the answer starts",
+    ("route", "method", "status"),
+    HTTP_BUCKETS,
+)
+_DATA_ROOT_BYTES = _Def(
+    "interlink_plugin_data_root_used_bytes", "Bytes used under DataRootFolder (measured every 5 minutes)"
+)
+_BACKEND_UP = _Def("interlink_plugin_backend_up", "1 while the scheduler answers")
+_EVENT_LOOP_LAG = _Def(
+    "interlink_plugin_event_loop_lag_seconds",
+    "How late the event loop ran a timer: blocking work on the loop (or the GIL held elsewhere)",
+    (),
+    HTTP_BUCKETS,
+)
+
+
+def _register_runtime(registry: CollectorRegistry, backend: str) -> None:
+    """The process (CPU, memory, fds, start time), the Python runtime (version, garbage collector) and
+    the plugin's build."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    build = Info("interlink_plugin_build", "Plugin version and the backend it drives", registry=registry)
+    build.info({"version": plugin_version(), "backend": backend})
+
+
 class Metrics:
     """Names follow Prometheus conventions: base units in the name (_seconds, _bytes), _total for counters."""
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
-        self.registry = CollectorRegistry(auto_describe=True)
-        # the process (CPU, memory, fds, start time) and the Python runtime (version, garbage collector)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
-        build = Info("interlink_plugin_build", "Plugin version and the backend it drives", registry=self.registry)
-        build.info({"version": plugin_version(), "backend": backend})
-        self.creates = Counter(
-            "interlink_plugin_pods_created_total", "Pods accepted by /create", ["backend"], registry=self.registry
-        )
-        self.create_failures = Counter(
-            "interlink_plugin_pod_create_failures_total",
-            "Creates refused (Invalid, Forbidden) or not submitted (BackendUnavailable, SubmitThrottled, SubmitFailed)",
-            ["backend", "reason"],
-            registry=self.registry,
-        )
-        self.scheduler_seconds = Histogram(
-            "interlink_plugin_scheduler_command_duration_seconds",
-            "Scheduler command latency, by program name and outcome",
-            ["backend", "command", "outcome"],
-            buckets=SCHEDULER_BUCKETS,
-            registry=self.registry,
-        )
-        self.poll_seconds = Histogram(
-            "interlink_plugin_poll_duration_seconds",
-            "Duration of one status poll (all pods)",
-            ["backend"],
-            buckets=SCHEDULER_BUCKETS,
-            registry=self.registry,
-        )
-        self.poll_success_time = Gauge(
-            "interlink_plugin_poll_last_success_timestamp_seconds",
-            "Unix time of the end of the last poll that reached the backend: statuses are as old as this",
-            ["backend"],
-            registry=self.registry,
-        )
-        self.poll_interval = Gauge(
-            "interlink_plugin_poll_interval_seconds", "PollInterval of the config", ["backend"], registry=self.registry
-        )
-        self.log_bytes = Counter(
-            "interlink_plugin_log_served_bytes_total",
-            "Container log bytes sent to interLink (kubectl logs)",
-            ["backend"],
-            registry=self.registry,
-        )
-        self.http_seconds = Histogram(
-            "interlink_plugin_http_request_duration_seconds",
-            "HTTP latency by route, until the answer starts",
-            ["route", "method", "status"],
-            buckets=HTTP_BUCKETS,
-            registry=self.registry,
-        )
-        self.data_root_bytes = Gauge(
-            "interlink_plugin_data_root_used_bytes",
-            "Bytes used under DataRootFolder (measured every 5 minutes)",
-            ["backend"],
-            registry=self.registry,
-        )
-        self.backend_up = Gauge(
-            "interlink_plugin_backend_up", "1 while the scheduler answers", ["backend"], registry=self.registry
-        )
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        _register_runtime(registry, backend)
+        self.creates = _CREATES.counter(registry)
+        self.create_failures = _CREATE_FAILURES.counter(registry)
+        self.scheduler_seconds = _SCHEDULER_SECONDS.histogram(registry)
+        self.poll_seconds = _POLL_SECONDS.histogram(registry)
+        self.poll_success_time = _POLL_SUCCESS_TIME.gauge(registry)
+        self.poll_interval = _POLL_INTERVAL.gauge(registry)
+        self.log_bytes = _LOG_BYTES.counter(registry)
+        self.http_seconds = _HTTP_SECONDS.histogram(registry)
+        self.data_root_bytes = _DATA_ROOT_BYTES.gauge(registry)
+        self.backend_up = _BACKEND_UP.gauge(registry)
         self.backend_up.labels(backend).set(1)
-        self.event_loop_lag = Histogram(
-            "interlink_plugin_event_loop_lag_seconds",
-            "How late the event loop ran a timer: blocking work on the loop (or the GIL held elsewhere)",
-            buckets=HTTP_BUCKETS,
-            registry=self.registry,
-        )
+        self.event_loop_lag = _EVENT_LOOP_LAG.histogram(registry)
         # every series of a known label set exists from the start, at 0
         self.creates.labels(backend)
         for reason in CREATE_FAILURE_REASONS:

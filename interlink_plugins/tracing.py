@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import importlib
 import json
 import logging
 import os
@@ -134,32 +135,69 @@ def setup(config: Config, *, environ: Mapping[str, str] | None = None, exporter:
     url, key = traces_endpoint(config, environ)
     if not url and exporter is None:
         return False
-    try:
-        from opentelemetry import trace
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    _require_sdk(url, key, exporter_given=exporter is not None)
+    shutdown()
+    if exporter is None:
+        exporter = _exporter(url, key, environ)
+    name = service_name(config, environ)
+    _active = _start(config, environ, exporter, name)
+    if not _exit_hook_registered:
+        atexit.register(shutdown)
+        _exit_hook_registered = True
+    if url:
+        log.info("tracing on: spans to %s (from %s), service %s", url, key, name)
+    return True
 
-        if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-            if key == INTERLINK_TRACING:
-                import grpc  # noqa: F401  (the gRPC exporter's transport: missing means the extra is missing)
-                from opentelemetry.exporter.otlp.proto.grpc import trace_exporter  # noqa: F401
+
+_SDK_MODULES = (
+    "opentelemetry.trace",
+    "opentelemetry.sdk.resources",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.sdk.trace.export",
+    "opentelemetry.sdk.trace.sampling",
+)
+_HTTP_EXPORTER_MODULES = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",)
+# the gRPC exporter and its transport (grpc missing means the extra is missing)
+_GRPC_EXPORTER_MODULES = ("grpc", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+
+
+def _require_sdk(url: str, key: str, *, exporter_given: bool) -> None:
+    """SystemExit naming the key and the extra when a module tracing needs cannot be imported."""
+    modules = list(_SDK_MODULES)
+    if not exporter_given:
+        modules += _HTTP_EXPORTER_MODULES
+        if key == INTERLINK_TRACING:
+            modules += _GRPC_EXPORTER_MODULES
+    try:
+        for module in modules:
+            importlib.import_module(module)
     except ImportError as exc:
         raise SystemExit(
             f"config error: {key} is set ({url}) but the OpenTelemetry SDK is not installed ({exc.name} is "
             f"missing): {INSTALL_HINT}, or leave {key} empty"
         ) from None
-    shutdown()
-    if exporter is None:
-        timeout_set = any(environ.get(k) for k in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"))
-        timeout = None if timeout_set else EXPORT_TIMEOUT_SECONDS
-        if key == INTERLINK_TRACING:
-            exporter = _grpc_exporter(url, environ, timeout)
-        else:
-            exporter = OTLPSpanExporter(endpoint=url, timeout=timeout)
-    name = service_name(config, environ)
+
+
+def _exporter(url: str, key: str, environ: Mapping[str, str]) -> SpanExporter:
+    """OTLP/gRPC for interLink's variables, OTLP/HTTP otherwise; each request bounded unless the
+    OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT variables set the bound."""
+    timeout_set = any(environ.get(k) for k in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"))
+    timeout = None if timeout_set else EXPORT_TIMEOUT_SECONDS
+    if key == INTERLINK_TRACING:
+        return _grpc_exporter(url, environ, timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=url, timeout=timeout)
+
+
+def _start(config: Config, environ: Mapping[str, str], exporter: SpanExporter, name: str) -> _Active:
+    """The tracer provider (sampled as configured, the parent's decision first) and its batch processor."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
     resource = Resource.create({"service.name": name, "interlink.instance": config.instance_id})
     provider = TracerProvider(
         resource=resource,
@@ -169,14 +207,7 @@ def setup(config: Config, *, environ: Mapping[str, str] | None = None, exporter:
     queue = environ.get("OTEL_BSP_MAX_QUEUE_SIZE", "")
     processor = BatchSpanProcessor(exporter, max_queue_size=int(queue) if queue.isdigit() else MAX_QUEUE_SIZE)
     provider.add_span_processor(processor)
-    tracer = trace.get_tracer("interlink_plugins", tracer_provider=provider)
-    _active = _Active(provider, processor, tracer)
-    if not _exit_hook_registered:
-        atexit.register(shutdown)
-        _exit_hook_registered = True
-    if url:
-        log.info("tracing on: spans to %s (from %s), service %s", url, key, name)
-    return True
+    return _Active(provider, processor, trace.get_tracer("interlink_plugins", tracer_provider=provider))
 
 
 def shutdown(timeout: float = EXIT_FLUSH_SECONDS) -> None:
@@ -271,15 +302,12 @@ class TraceMiddleware:
         if active is None or scope["type"] != "http" or scope.get("path") in UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
-        from opentelemetry.trace import SpanKind, StatusCode
+        from opentelemetry.trace import SpanKind
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         method = str(scope.get("method", ""))
-        attributes: dict[str, str] = {"http.request.method": method}
-        session = headers.get("interlink-http-session", "")
-        if session:
-            attributes["interlink.http_session"] = session[:128]
+        attributes = _request_attributes(method, headers)
         parent = TraceContextTextMapPropagator().extract(headers)
         with active.tracer.start_as_current_span(
             method,
@@ -289,43 +317,15 @@ class TraceMiddleware:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            status = 500
-            peek: list[bytes] | None = [] if span.is_recording() and scope.get("path") in POD_ROUTES else None
-            peeked = 0
-
-            async def receive_peeking() -> Message:
-                nonlocal peek, peeked
-                message = await receive()
-                if peek is not None and message["type"] == "http.request":
-                    chunk = message.get("body", b"")
-                    peeked += len(chunk)
-                    if peeked > BODY_PEEK_BYTES:
-                        peek = None
-                    else:
-                        peek.append(chunk)
-                return message
-
-            async def send_status(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = int(message["status"])
-                await send(message)
-
+            body = _BodyPeek(receive, keep=span.is_recording() and scope.get("path") in POD_ROUTES)
+            answer = _StatusSeen(send)
             try:
-                await self.app(scope, receive_peeking, send_status)
+                await self.app(scope, body.receive, answer.send)
             except Exception as exc:
                 _failed(span, exc)
                 raise
             finally:
-                route = getattr(scope.get("route"), "path", "") or "unmatched"
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(StatusCode.ERROR)
-                if peek:
-                    _pod_attributes(span, b"".join(peek))
-
+                _end_server_span(span, scope, method, answer.status, body.chunks)
 
     @staticmethod
     def _flush_before_shutdown_complete(send: Send) -> Send:
@@ -337,6 +337,61 @@ class TraceMiddleware:
             await send(message)
 
         return sending
+
+
+def _request_attributes(method: str, headers: Mapping[str, str]) -> dict[str, str]:
+    attributes = {"http.request.method": method}
+    session = headers.get("interlink-http-session", "")
+    if session:
+        attributes["interlink.http_session"] = session[:128]
+    return attributes
+
+
+class _BodyPeek:
+    """An ASGI receive that keeps the request body (up to BODY_PEEK_BYTES, else none of it) for the pod UIDs."""
+
+    def __init__(self, receive: Receive, *, keep: bool) -> None:
+        self._receive = receive
+        self.chunks: list[bytes] | None = [] if keep else None
+        self._size = 0
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if self.chunks is not None and message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            self._size += len(chunk)
+            if self._size > BODY_PEEK_BYTES:
+                self.chunks = None
+            else:
+                self.chunks.append(chunk)
+        return message
+
+
+class _StatusSeen:
+    """An ASGI send that notes the response status (500 until one is sent)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self._send(message)
+
+
+def _end_server_span(span: Span, scope: Scope, method: str, status: int, body: list[bytes] | None) -> None:
+    """Name the span by its route; the status (5xx marks it failed) and the pod UIDs of the body."""
+    from opentelemetry.trace import StatusCode
+
+    route = getattr(scope.get("route"), "path", "") or "unmatched"
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)
+    if body:
+        _pod_attributes(span, b"".join(body))
 
 
 def pod_uids(body: Any) -> list[str]:

@@ -7,7 +7,7 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,14 +41,14 @@ async def _answer_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=status, content=content)
 
 
-def create_app(
+def _lifespan(
     service: PluginService,
     *,
-    manage_lifecycle: bool = True,
-    on_reload: Callable[[], None] | None = None,
-    metrics_socket: socket.socket | None = None,
-) -> FastAPI:
-    """metrics_socket: a bound socket (MetricsAddress) served with /metrics alone while the app runs."""
+    manage_lifecycle: bool,
+    on_reload: Callable[[], None] | None,
+    metrics_socket: socket.socket | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start and stop what runs beside the routes: the service, the loop-lag watch, the metrics listener."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -69,19 +69,11 @@ def create_app(
             if manage_lifecycle:
                 await service.stop()
 
-    app = FastAPI(
-        title="interlink-plugins",
-        description="interLink sidecar plugin API (wire-compatible with interLink 0.3 to 0.6.2)",
-        lifespan=lifespan,
-    )
+    return lifespan
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics() -> Response:
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    for error in ANSWERED_ERRORS:
-        app.add_exception_handler(error, _answer_error)
-    follow_slots = FollowSlots(service.config.max_follow_streams)
+def _add_pod_routes(app: FastAPI, service: PluginService) -> None:
+    """/create, /status (GET and POST) and /delete."""
 
     @app.post("/create", response_model=CreateResponse, openapi_extra=schema.CREATE, responses=schema.ERRORS)
     async def create(request: Request) -> JSONResponse:
@@ -108,29 +100,38 @@ def create_app(
             raise BadRequest("body must be a v1.Pod object", field="body")
         return PlainTextResponse(await service.delete(body))
 
+
+def _log_request(body: Any) -> LogRequest:
+    """A /getLogs body checked (BadRequest naming the field otherwise) and turned into the service's request."""
+    try:
+        parsed = LogRequestBody.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise BadRequest(f"{field}: {first['msg']}", status=422, field=field) from None
+    opts = parsed.Opts
+    if (opts.Tail and (opts.Bytes or opts.LimitBytes)) or (opts.SinceSeconds and opts.SinceTime):
+        raise BadRequest("Tail and Bytes, or SinceSeconds and SinceTime, are mutually exclusive", field="Opts")
+    return LogRequest(
+        pod_uid=parsed.PodUID,
+        container=parsed.ContainerName,
+        tail=opts.Tail,
+        limit_bytes=opts.Bytes or opts.LimitBytes,
+        timestamps=opts.Timestamps,
+        follow=opts.Follow,
+        previous=opts.Previous,
+        since_seconds=opts.SinceSeconds,
+        since_time=opts.SinceTime,
+    )
+
+
+def _add_log_routes(app: FastAPI, service: PluginService) -> None:
+    """/getLogs (GET and POST): a read, or a follow stream holding one of MaxFollowStreams slots."""
+    follow_slots = FollowSlots(service.config.max_follow_streams)
+
     async def get_logs(request: Request) -> Response:
-        body = await _json_body(request)
-        try:
-            parsed = LogRequestBody.model_validate(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            raise BadRequest(f"{field}: {first['msg']}", status=422, field=field) from None
-        opts = parsed.Opts
-        if (opts.Tail and (opts.Bytes or opts.LimitBytes)) or (opts.SinceSeconds and opts.SinceTime):
-            raise BadRequest("Tail and Bytes, or SinceSeconds and SinceTime, are mutually exclusive", field="Opts")
-        request_obj = LogRequest(
-            pod_uid=parsed.PodUID,
-            container=parsed.ContainerName,
-            tail=opts.Tail,
-            limit_bytes=opts.Bytes or opts.LimitBytes,
-            timestamps=opts.Timestamps,
-            follow=opts.Follow,
-            previous=opts.Previous,
-            since_seconds=opts.SinceSeconds,
-            since_time=opts.SinceTime,
-        )
-        if opts.Follow:
+        request_obj = _log_request(await _json_body(request))
+        if request_obj.follow:
             follow_slots.take()
             try:
                 stream = await service.open_follow(request_obj)
@@ -148,14 +149,44 @@ def create_app(
                           response_class=PlainTextResponse, openapi_extra=schema.LOGS,
                           responses={**schema.ERRORS, 404: {**schema.ERROR, "description": "pod not known"}})
 
-    @app.get("/healthz", response_class=PlainTextResponse)
-    async def healthz() -> PlainTextResponse:
-        return PlainTextResponse("ok")
 
-    # middleware after the routes (the fast path labels its answers with the /status route); the last added
-    # runs first, so the observer sees the fast path's answers too
+def _add_middleware(app: FastAPI, service: PluginService) -> None:
+    """After the routes (the fast path labels its answers with the /status route); the last added runs
+    first, so the observer sees the fast path's answers too."""
     status_route = next(route for route in app.routes if getattr(route, "path", None) == "/status")
     app.add_middleware(StatusFastPath, service=service, route=status_route)
     app.add_middleware(RequestObserver, metrics=service.metrics)
     app.add_middleware(tracing.TraceMiddleware)  # outermost: one SERVER span per request (no-op when off)
+
+
+def create_app(
+    service: PluginService,
+    *,
+    manage_lifecycle: bool = True,
+    on_reload: Callable[[], None] | None = None,
+    metrics_socket: socket.socket | None = None,
+) -> FastAPI:
+    """metrics_socket: a bound socket (MetricsAddress) served with /metrics alone while the app runs."""
+    app = FastAPI(
+        title="interlink-plugins",
+        description="interLink sidecar plugin API (wire-compatible with interLink 0.3 to 0.6.2)",
+        lifespan=_lifespan(
+            service, manage_lifecycle=manage_lifecycle, on_reload=on_reload, metrics_socket=metrics_socket
+        ),
+    )
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    for error in ANSWERED_ERRORS:
+        app.add_exception_handler(error, _answer_error)
+    _add_pod_routes(app, service)
+    _add_log_routes(app, service)
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    _add_middleware(app, service)
     return app

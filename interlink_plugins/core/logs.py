@@ -27,6 +27,7 @@ import os
 import re
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import FileIO
@@ -563,6 +564,85 @@ def _drain(reader: _Reader, render: _Render, source: LogSource) -> tuple[int, by
     return n, chunk, False
 
 
+@dataclass
+class _Budget:
+    """What is left of limit_bytes (None: no limit)."""
+
+    left: int | None
+
+    @property
+    def spent(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+    def clip(self, chunk: bytes) -> bytes:
+        """The part of ``chunk`` the budget allows, taken from it."""
+        if self.left is None:
+            return chunk
+        chunk = chunk[: self.left]
+        self.left -= len(chunk)
+        return chunk
+
+
+class _Follow:
+    """One follow stream's reading: the open log (None until it exists, and after a rotation), the
+    budget, and what the last round read."""
+
+    def __init__(self, source: LogSource, render: _Render, budget: _Budget, reader: _Reader | None) -> None:
+        self.source = source
+        self.render = render
+        self.budget = budget
+        self.reader = reader
+        self.got = 0  # bytes read by the last round
+        self.rotated = False  # the last round drained a rotated file and closed it
+
+    async def begin_round(self) -> bool:
+        """A round begins: nothing read yet, the log opened if it is not (in a worker thread). False when
+        the log is not a regular file."""
+        self.got, self.rotated = 0, False
+        if self.reader is None:
+            try:
+                self.reader = await asyncio.to_thread(_open, self.source)
+            except safefs.Refused:
+                return False
+        return True
+
+    async def read(self, tail: int | None) -> AsyncGenerator[bytes, None]:
+        """One round: the last ``tail`` lines (if given), then what was appended, block by block, until a
+        read brings nothing; a rotated file is drained and closed. Stops once the budget is spent."""
+        reader = self.reader
+        if reader is None:
+            return
+        if tail is not None:
+            async for chunk in _in_thread(_tail(reader, tail, self.render, finish=False)):
+                yield self.budget.clip(chunk)
+                if self.budget.spent:
+                    return
+        while True:
+            n, chunk, self.rotated = await asyncio.to_thread(_drain, reader, self.render, self.source)
+            self.got += n
+            if chunk:
+                yield self.budget.clip(chunk)
+                if self.budget.spent:
+                    return
+            if self.rotated:
+                reader.f.close()
+                self.reader = None
+            if n == 0:
+                return
+
+    def rest(self) -> bytes:
+        """The lines still held (an incomplete last line), as the stream ends."""
+        if self.reader is None:
+            return b""
+        lines: list[_Line] = []
+        self.reader.finish(lines)
+        return self.budget.clip(b"".join(self.render(lines)))
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.f.close()
+
+
 async def follow_log(
     source: LogSource,
     opts: LogOptions,
@@ -581,66 +661,34 @@ async def follow_log(
     read runs in a worker thread: the event loop never touches the file. A log replaced by what is
     not a regular file (a FIFO, a symlink) ends the stream. ``first``: the log already opened.
     """
-    budget = opts.limit_bytes
-    if budget is not None and budget <= 0:
+    budget = _Budget(opts.limit_bytes)
+    if budget.spent:
         if first is not None:
             first.close()
         return
-    render = _Render(opts)
-    initial = opts.tail is not None and opts.tail >= 0  # the initial selection is a tail
+    follow = _Follow(source, _Render(opts), budget, None if first is None else _Reader(first))
+    tail = opts.tail if opts.tail is not None and opts.tail >= 0 else None  # the initial selection is a tail
     loop = asyncio.get_running_loop()
     deadline: float | None = None
-    reader: _Reader | None = None if first is None else _Reader(first)
     try:
         while True:
-            done = finished()
-            if done and deadline is None:
+            if finished() and deadline is None:
                 deadline = loop.time() + linger_seconds
-            got = 0
-            rotated = False
-            if reader is None:
-                try:
-                    reader = await asyncio.to_thread(_open, source)
-                except safefs.Refused:
+            if not await follow.begin_round():
+                return
+            if follow.reader is not None:
+                async with aclosing(follow.read(tail)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                tail = None
+                if budget.spent:
                     return
-            if reader is not None:
-                if initial:
-                    initial = False
-                    tail = _tail(reader, opts.tail or 0, render, finish=False)
-                    async for chunk in _in_thread(tail):
-                        if budget is not None:
-                            if len(chunk) >= budget:
-                                yield chunk[:budget]
-                                return
-                            budget -= len(chunk)
-                        yield chunk
-                cur = reader
-                while True:
-                    n, chunk, rotated = await asyncio.to_thread(_drain, cur, render, source)
-                    got += n
-                    if chunk:
-                        if budget is not None:
-                            if len(chunk) >= budget:
-                                yield chunk[:budget]
-                                return
-                            budget -= len(chunk)
-                        yield chunk
-                    if rotated:
-                        cur.f.close()
-                        reader = None
-                    if n == 0:
-                        break
-            if rotated:
+            if follow.rotated:
                 continue  # open the new file now
-            if deadline is not None and (got == 0 or loop.time() >= deadline):
-                if reader is not None:
-                    lines: list[_Line] = []
-                    reader.finish(lines)
-                    chunk = b"".join(render(lines))
-                    if chunk:
-                        yield chunk if budget is None else chunk[:budget]
+            if deadline is not None and (follow.got == 0 or loop.time() >= deadline):
+                if rest := follow.rest():
+                    yield rest
                 return
             await asyncio.sleep(poll_seconds)
     finally:
-        if reader is not None:
-            reader.f.close()
+        follow.close()

@@ -244,6 +244,31 @@ def _parse_ports(items: list[Any], path: str) -> tuple[int, ...]:
     return tuple(ports)
 
 
+_PROBE_KEYS = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def _words(value: Any, path: str) -> tuple[str, ...] | None:
+    """A command or args list: None when absent or empty, else its words (strings without NUL)."""
+    if value is None or not _as_list(value, path):
+        return None
+    return tuple(_no_nul(_as_str(v, f"{path}[{i}]"), f"{path}[{i}]") for i, v in enumerate(value))
+
+
+def _pull_policy(spec: dict[str, Any], path: str) -> str:
+    pull = _as_str(spec.get("imagePullPolicy"), f"{path}.imagePullPolicy") or "IfNotPresent"
+    if pull not in PULL_POLICIES:
+        raise PodSpecError(f"{path}.imagePullPolicy", f"must be one of {', '.join(PULL_POLICIES)}")
+    return pull
+
+
+def _sidecar_restart(spec: dict[str, Any], path: str, kind: ContainerKind) -> str | None:
+    """A container's restartPolicy: only 'Always' on an init container (a sidecar); None when unset."""
+    restart: str | None = spec.get("restartPolicy")
+    if restart is not None and (kind != "init" or restart != "Always"):
+        raise PodSpecError(f"{path}.restartPolicy", "only 'Always' on an init container (a sidecar) is valid")
+    return restart
+
+
 def _parse_container(
     raw: Any, kind: ContainerKind, index: int, volume_names: set[str], pod_security: dict[str, Any]
 ) -> Container:
@@ -253,26 +278,12 @@ def _parse_container(
     name = check_dns_label(_as_str(spec.get("name"), f"{path}.name", required=True), f"{path}.name")
     image = _no_nul(_as_str(spec.get("image"), f"{path}.image"), f"{path}.image")
     check_image(image, f"{path}.image")
-    command = spec.get("command")
-    args = spec.get("args")
-    command_t = (
-        tuple(_no_nul(_as_str(v, f"{path}.command[{i}]"), f"{path}.command[{i}]") for i, v in enumerate(command))
-        if command is not None and _as_list(command, f"{path}.command")
-        else None
-    )
-    args_t = (
-        tuple(_no_nul(_as_str(v, f"{path}.args[{i}]"), f"{path}.args[{i}]") for i, v in enumerate(args))
-        if args is not None and _as_list(args, f"{path}.args")
-        else None
-    )
+    command_t = _words(spec.get("command"), f"{path}.command")
+    args_t = _words(spec.get("args"), f"{path}.args")
     if spec.get("envFrom"):
         raise PodSpecError(f"{path}.envFrom", "must be resolved by interLink before it reaches the plugin")
-    pull = _as_str(spec.get("imagePullPolicy"), f"{path}.imagePullPolicy") or "IfNotPresent"
-    if pull not in PULL_POLICIES:
-        raise PodSpecError(f"{path}.imagePullPolicy", f"must be one of {', '.join(PULL_POLICIES)}")
-    restart = spec.get("restartPolicy")
-    if restart is not None and (kind != "init" or restart != "Always"):
-        raise PodSpecError(f"{path}.restartPolicy", "only 'Always' on an init container (a sidecar) is valid")
+    pull = _pull_policy(spec, path)
+    restart = _sidecar_restart(spec, path, kind)
     security = {**pod_security, **_as_dict(spec.get("securityContext"), f"{path}.securityContext")}
     return Container(
         name=name,
@@ -291,11 +302,7 @@ def _parse_container(
         run_as_user=_as_int(security.get("runAsUser"), f"{path}.securityContext.runAsUser"),
         run_as_group=_as_int(security.get("runAsGroup"), f"{path}.securityContext.runAsGroup"),
         ports=_parse_ports(_as_list(spec.get("ports"), f"{path}.ports"), f"{path}.ports"),
-        probes={
-            key: spec[key]
-            for key in ("startupProbe", "readinessProbe", "livenessProbe")
-            if isinstance(spec.get(key), dict)
-        },
+        probes={key: spec[key] for key in _PROBE_KEYS if isinstance(spec.get(key), dict)},
         lifecycle=_as_dict(spec.get("lifecycle"), f"{path}.lifecycle"),
     )
 
@@ -377,6 +384,28 @@ def parse_create_body(body: Any) -> Pod:
     )
 
 
+def _parse_containers(
+    spec: dict[str, Any], volume_names: set[str], pod_security: dict[str, Any]
+) -> tuple[tuple[Container, ...], tuple[Container, ...]]:
+    """(init containers, containers): at least one container, no name used twice."""
+    init = tuple(
+        _parse_container(c, "init", i, volume_names, pod_security)
+        for i, c in enumerate(_as_list(spec.get("initContainers"), "spec.initContainers"))
+    )
+    main = tuple(
+        _parse_container(c, "main", i, volume_names, pod_security)
+        for i, c in enumerate(_as_list(spec.get("containers"), "spec.containers"))
+    )
+    if not main:
+        raise PodSpecError("spec.containers", "must hold at least one container")
+    seen: set[str] = set()
+    for container in init + main:
+        if container.name in seen:
+            raise PodSpecError(container.field_path, f"container name {container.name!r} is used twice")
+        seen.add(container.name)
+    return init, main
+
+
 def parse_pod(
     raw: dict[str, Any],
     *,
@@ -398,21 +427,7 @@ def parse_pod(
     volumes = _parse_volumes(_as_list(spec.get("volumes"), "spec.volumes"))
     volume_names = {v.name for v in volumes}
     pod_security = _as_dict(spec.get("securityContext"), "spec.securityContext")
-    init = tuple(
-        _parse_container(c, "init", i, volume_names, pod_security)
-        for i, c in enumerate(_as_list(spec.get("initContainers"), "spec.initContainers"))
-    )
-    main = tuple(
-        _parse_container(c, "main", i, volume_names, pod_security)
-        for i, c in enumerate(_as_list(spec.get("containers"), "spec.containers"))
-    )
-    if not main:
-        raise PodSpecError("spec.containers", "must hold at least one container")
-    seen: set[str] = set()
-    for container in init + main:
-        if container.name in seen:
-            raise PodSpecError(container.field_path, f"container name {container.name!r} is used twice")
-        seen.add(container.name)
+    init, main = _parse_containers(spec, volume_names, pod_security)
     restart = _as_str(spec.get("restartPolicy"), "spec.restartPolicy") or "Always"
     if restart not in RESTART_POLICIES:
         raise PodSpecError("spec.restartPolicy", f"must be one of {', '.join(RESTART_POLICIES)}")

@@ -121,12 +121,6 @@ def read_container_files(container_dir: Path | safefs.Location) -> ContainerFile
     return parse_container_files(files.found, files.refused)
 
 
-def read_pod_files(files_dir: Path | safefs.Location, names: list[str]) -> dict[str, ContainerFiles]:
-    loc = files_dir if isinstance(files_dir, safefs.Location) else safefs.Location(files_dir.parent,
-                                                                                     (files_dir.name,))
-    return {name: read_container_files(loc / name) for name in names}
-
-
 @dataclass(frozen=True)
 class StatusContext:
     """What the builder needs besides the files: the job, the pod's phase and the outage."""
@@ -187,7 +181,6 @@ def container_status(
     name: str, image: str, files: ContainerFiles, ctx: StatusContext, *, init_pending: bool
 ) -> dict[str, Any]:
     job = ctx.job
-    job_over = job is not None and not job.active
     state: dict[str, Any]
     if job is not None and job.active and files.started and (not job.running or _restarted(job, files)):
         # the scheduler requeued the job: a run is over and the next one waits (restartCount+1), also
@@ -200,36 +193,9 @@ def container_status(
             # verdict comes when the job leaves the queue; a terminated state now would be final
             # for interLink, with the wrong reason
             return _still_stopping(name, image, files, ctx, detail)
-        stopped = reason in ("Terminated", "Killed")
-        oom = job_over and job is not None and job.abnormal_reason == "OOMKilled" and _killed_from_outside(files)
-        if job and job.abnormal_reason and (stopped or oom) and not ctx.deleting:
-            reason, detail = job.abnormal_reason, _job_detail(ctx, job)
-        state = _terminated(files.exit_code, reason, _message(reason, detail, ctx), files.started, files.finished)
-    elif files.started and job_over and job is not None:
-        reason = job.abnormal_reason or ("Terminated" if ctx.deleting else "ContainerStatusUnknown")
-        detail = _job_detail(ctx, job)
-        state = _terminated(
-            _abnormal_code(job), reason, _message(reason, detail, ctx), files.started, job.finished_at or now_rfc3339()
-        )
-    elif files.started:
-        state = {"running": {"startedAt": files.started}}
-    elif job_over and job is not None:
-        reason = job.abnormal_reason or ("Terminated" if ctx.deleting else "ContainerCannotRun")
-        code = _abnormal_code(job) if job.abnormal_reason or ctx.deleting else 1
-        finished = job.finished_at or now_rfc3339()
-        state = _terminated(
-            code,
-            reason,
-            _message(reason, f"{_job_detail(ctx, job)}, never started", ctx),
-            job.started_at or finished,
-            finished,
-        )
-    elif files.waiting:
-        reason, detail = files.waiting
-        state = {"waiting": {"reason": reason, "message": _message(reason, detail, ctx)}}
+        state = _exited(files.exit_code, reason, detail, files, ctx)
     else:
-        reason, detail = _waiting_reason(ctx, init_pending)
-        state = {"waiting": {"reason": reason, "message": _message(reason, detail, ctx)}}
+        state = _no_exit_code(files, ctx, init_pending)
     if files.refused:
         state = _with_refused(state, files.refused, ctx)
     running = "running" in state
@@ -245,6 +211,48 @@ def container_status(
     if files.last:
         status["lastState"] = _last_state(files)
     return status
+
+
+def _exited(code: int, reason: str, detail: str, files: ContainerFiles, ctx: StatusContext) -> dict[str, Any]:
+    """The runner wrote the exit code: terminated; the scheduler's reason wins when it stopped the job or
+    the kernel OOM-killed the container."""
+    job = ctx.job
+    job_over = job is not None and not job.active
+    stopped = reason in ("Terminated", "Killed")
+    oom = job_over and job is not None and job.abnormal_reason == "OOMKilled" and _killed_from_outside(files)
+    if job and job.abnormal_reason and (stopped or oom) and not ctx.deleting:
+        reason, detail = job.abnormal_reason, _job_detail(ctx, job)
+    return _terminated(code, reason, _message(reason, detail, ctx), files.started, files.finished)
+
+
+def _no_exit_code(files: ContainerFiles, ctx: StatusContext, init_pending: bool) -> dict[str, Any]:
+    """No exit code: the job ended around the container (started or never), it runs, or it waits."""
+    job = ctx.job
+    job_over = job is not None and not job.active
+    if files.started and job_over and job is not None:
+        reason = job.abnormal_reason or ("Terminated" if ctx.deleting else "ContainerStatusUnknown")
+        detail = _job_detail(ctx, job)
+        return _terminated(
+            _abnormal_code(job), reason, _message(reason, detail, ctx), files.started, job.finished_at or now_rfc3339()
+        )
+    if files.started:
+        return {"running": {"startedAt": files.started}}
+    if job_over and job is not None:
+        reason = job.abnormal_reason or ("Terminated" if ctx.deleting else "ContainerCannotRun")
+        code = _abnormal_code(job) if job.abnormal_reason or ctx.deleting else 1
+        finished = job.finished_at or now_rfc3339()
+        return _terminated(
+            code,
+            reason,
+            _message(reason, f"{_job_detail(ctx, job)}, never started", ctx),
+            job.started_at or finished,
+            finished,
+        )
+    if files.waiting:
+        reason, detail = files.waiting
+    else:
+        reason, detail = _waiting_reason(ctx, init_pending)
+    return {"waiting": {"reason": reason, "message": _message(reason, detail, ctx)}}
 
 
 def _last_state(files: ContainerFiles) -> dict[str, Any]:

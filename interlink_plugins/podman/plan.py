@@ -121,6 +121,9 @@ class _State:
     code: int | None = None
 
 
+_InitFailure = tuple[str, int, float]  # the init container that failed: (name, exit code, when it ended)
+
+
 def backoff_after(run: Run, initial: float, maximum: float) -> float:
     """The kubelet's back-off before the run after ``run``: doubling, capped, reset after a long run."""
     duration = 0.0
@@ -194,47 +197,61 @@ class Planner:
         """One container: its snapshot, and the action it needs now (if ``allow_start``)."""
         runs = self._runs(c.name)
         last = runs[-1] if runs else None
-        flying = c.name in self.obs.in_flight
+        may_start = allow_start and c.name not in self.obs.in_flight
         error = self.obs.create_errors.get(c.name)
         if last is None or (error is not None and error.run > last.run):
-            run = error.run if error is not None else 0
-            image = self.obs.pulling.get(c.name)
-            if image is not None:
-                waiting = ("ContainerCreating", f"pulling image {image}")
-            files = ContainerFiles(restarts=run, last=_last_state(runs, run), last_reason=_last_reason(runs, run),
-                                   waiting=waiting)
-            action = None
-            if error is not None and image is None:
-                due = self.now >= error.at + _retry_delay(error.attempts, self.initial, self.maximum)
-                reason, message = error.reason, error.message
-                if reason == "ErrImagePull" and not due and self.now >= error.at + PULL_ERROR_SHOWN:
-                    # the kubelet: ErrImagePull when a pull fails, ImagePullBackOff while it waits to retry
-                    reason, message = "ImagePullBackOff", f"Back-off pulling image: {message}"
-                files = ContainerFiles(restarts=run, last=_last_state(runs, run), last_reason=_last_reason(runs, run),
-                                       waiting=(reason, message))
-                if allow_start and due and not flying:
-                    waited = backoff_after(last, self.initial, self.maximum) if last and last.ended else 0.0
-                    action = Action("start", c.name, run, backoff=waited)
-            elif allow_start and not flying:
-                action = Action("start", c.name, 0, 0.0)
-            return _State("pending", files, run, False, action)
+            return self._to_create(c, runs, error, waiting, may_start=may_start)
         if last.phase == "created" and not last.start_error:
             # created but not started (a start interrupted by a crash): start it
             files = ContainerFiles(restarts=last.run, last=_last_state(runs, last.run),
                                    last_reason=_last_reason(runs, last.run), waiting=waiting)
             action = Action("start-existing", c.name, last.run, container_ids=(last.container_id,))
-            return _State("pending", files, last.run, False, action if allow_start and not flying else None)
+            return _State("pending", files, last.run, False, action if may_start else None)
         if last.phase == "running":
-            if c.name in self.obs.hooks_pending:
-                # the kubelet reports a container running only once its postStart hook finished
-                files = ContainerFiles(restarts=last.run, last=_last_state(runs, last.run),
-                                       last_reason=_last_reason(runs, last.run),
-                                       waiting=("ContainerCreating", "postStart hook running"))
-            else:
-                files = ContainerFiles(started=last.started or epoch_rfc3339(self.now), restarts=last.run,
-                                       last=_last_state(runs, last.run), last_reason=_last_reason(runs, last.run))
-            return _State("running", files, last.run, True, running_id=last.container_id)
-        # the run ended
+            return self._running(c, runs, last)
+        return self._ended(c, runs, last, restart=restart, may_start=may_start)
+
+    def _to_create(self, c: ContainerSpec, runs: Sequence[Run], error: CreateError | None,
+                   waiting: tuple[str, str], *, may_start: bool) -> _State:
+        """The next run does not exist yet: the image is pulled, podman failed to create it, or it is due."""
+        last = runs[-1] if runs else None
+        run = error.run if error is not None else 0
+        image = self.obs.pulling.get(c.name)
+        if image is not None:
+            waiting = ("ContainerCreating", f"pulling image {image}")
+        action = None
+        if error is not None and image is None:
+            due = self.now >= error.at + _retry_delay(error.attempts, self.initial, self.maximum)
+            waiting = self._create_error_waiting(error, due)
+            if may_start and due:
+                waited = backoff_after(last, self.initial, self.maximum) if last and last.ended else 0.0
+                action = Action("start", c.name, run, backoff=waited)
+        elif may_start:
+            action = Action("start", c.name, 0, 0.0)
+        files = ContainerFiles(restarts=run, last=_last_state(runs, run), last_reason=_last_reason(runs, run),
+                               waiting=waiting)
+        return _State("pending", files, run, False, action)
+
+    def _create_error_waiting(self, error: CreateError, due: bool) -> tuple[str, str]:
+        """The waiting reason of a failed create; the kubelet: ErrImagePull when a pull fails,
+        ImagePullBackOff while it waits to retry."""
+        if error.reason == "ErrImagePull" and not due and self.now >= error.at + PULL_ERROR_SHOWN:
+            return "ImagePullBackOff", f"Back-off pulling image: {error.message}"
+        return error.reason, error.message
+
+    def _running(self, c: ContainerSpec, runs: Sequence[Run], last: Run) -> _State:
+        if c.name in self.obs.hooks_pending:
+            # the kubelet reports a container running only once its postStart hook finished
+            files = ContainerFiles(restarts=last.run, last=_last_state(runs, last.run),
+                                   last_reason=_last_reason(runs, last.run),
+                                   waiting=("ContainerCreating", "postStart hook running"))
+        else:
+            files = ContainerFiles(started=last.started or epoch_rfc3339(self.now), restarts=last.run,
+                                   last=_last_state(runs, last.run), last_reason=_last_reason(runs, last.run))
+        return _State("running", files, last.run, True, running_id=last.container_id)
+
+    def _ended(self, c: ContainerSpec, runs: Sequence[Run], last: Run, *, restart: bool, may_start: bool) -> _State:
+        """The last run ended: the container restarts after its back-off, or it is done."""
         code = last.code
         end = last.finished_ts if last.finished_ts is not None else self.now
         # a container the plugin killed (failed probe or postStart) restarts unless the policy is Never
@@ -249,7 +266,7 @@ class Planner:
                 waiting=("CrashLoopBackOff", f"back-off {_seconds(delay)}s restarting failed container {c.name}"),
             )
             action = None
-            if allow_start and not flying and self.now >= end + delay:
+            if may_start and self.now >= end + delay:
                 action = Action("start", c.name, last.run + 1, delay)
             return _State("backoff", files, last.run + 1, False, action, end_ts=end, code=code)
         outcome: Outcome = "succeeded" if code == 0 else "failed"
@@ -264,13 +281,28 @@ class Planner:
         stopping = obs.stop_requested or deadline
         states: dict[str, _State] = {}
         actions: list[Action] = []
+        blocked_by, init_failed = self._drive_init(states, stopping)
+        mains_done = self._drive_main(states, blocked_by, init_failed, stopping)
+        # sidecars end once the main containers are done (or an init container failed)
+        if mains_done and not stopping:
+            actions += self._end_sidecars(
+                states, "an init container failed" if init_failed else "the main containers finished"
+            )
+        if stopping:
+            actions += self._stop(states, deadline=deadline, deadline_at=deadline_at)
+        actions += [s.action for s in states.values() if s.action is not None and not stopping]
+        return self._view(states, actions, stopping=stopping, mains_done=mains_done, deadline=deadline)
 
-        # init containers, in order; once the main containers have started the pod is initialized for
-        # good (the kubelet never goes back): init containers are only reported, sidecars kept running
-        initialized = any(self._runs(c.name) or c.name in obs.create_errors for c in spec.main)
+    def _drive_init(self, states: dict[str, _State], stopping: bool) -> tuple[str, _InitFailure | None]:
+        """Init containers, in order: (the one the next ones wait for, the init container that failed).
+
+        Once the main containers have started the pod is initialized for good (the kubelet never goes
+        back): init containers are only reported, sidecars kept running.
+        """
+        initialized = any(self._runs(c.name) or c.name in self.obs.create_errors for c in self.spec.main)
         blocked_by = ""
-        init_failed: tuple[str, int, float] | None = None
-        for c in spec.init:
+        init_failed: _InitFailure | None = None
+        for c in self.spec.init:
             if initialized:
                 sidecar = c.kind == "sidecar"
                 states[c.name] = self.drive(c, allow_start=sidecar and not stopping, restart=sidecar and not stopping,
@@ -294,60 +326,69 @@ class Planner:
                 init_failed = (c.name, state.code or 0, state.end_ts or self.now)
                 continue
             blocked_by = c.name
+        return blocked_by, init_failed
 
-        # main containers, together
-        mains_done = False
+    def _drive_main(
+        self, states: dict[str, _State], blocked_by: str, init_failed: _InitFailure | None, stopping: bool
+    ) -> bool:
+        """Main containers, together: whether they are all done (failed with an init container included)."""
         if init_failed is not None:
-            name, code, at = init_failed
-            when = epoch_rfc3339(at)
-            for c in spec.main:
-                states[c.name] = _State(
-                    "failed",
-                    ContainerFiles(started=when, finished=when, exit_code=1,
-                                   reason=("InitContainerFailed", f"init container {name} exited {code}")),
-                    0, False, end_ts=at, code=1,
-                )
-            for c in spec.init:
-                if c.kind == "init" and not self._runs(c.name) and c.name != name:
-                    states[c.name] = _State(
-                        "failed",
-                        ContainerFiles(started=when, finished=when, exit_code=1,
-                                       reason=("InitContainerFailed", f"init container {name} exited {code}")),
-                        0, False, end_ts=at, code=1,
-                    )
-            mains_done = True
-        elif blocked_by:
-            for c in spec.main:
+            self._fail_after_init(states, init_failed)
+            return True
+        if blocked_by:
+            for c in self.spec.main:
                 states[c.name] = self.drive(c, allow_start=False, restart=False,
                                             waiting=("PodInitializing", "waiting for the init containers"))
-        else:
-            for c in spec.main:
-                states[c.name] = self.drive(c, allow_start=not stopping, restart=not stopping,
-                                            waiting=("ContainerCreating", "starting"))
-            mains_done = all(states[c.name].outcome in ("succeeded", "failed") for c in spec.main)
+            return False
+        for c in self.spec.main:
+            states[c.name] = self.drive(c, allow_start=not stopping, restart=not stopping,
+                                        waiting=("ContainerCreating", "starting"))
+        return all(states[c.name].outcome in ("succeeded", "failed") for c in self.spec.main)
 
-        # sidecars end once the main containers are done (or an init container failed)
-        if mains_done and not stopping:
-            why = "an init container failed" if init_failed else "the main containers finished"
-            for c in spec.init:
-                if c.kind != "sidecar":
-                    continue
-                state = self.drive(c, allow_start=False, restart=False, waiting=("ContainerCreating", "starting"))
-                if state.outcome == "running":
-                    if c.name not in obs.in_flight:
-                        actions.append(Action("stop", c.name, state.current_run, container_ids=(state.running_id,)))
-                elif state.outcome in ("succeeded", "failed", "backoff", "pending"):
-                    state = self._sidecar_done(c, state, why)
-                states[c.name] = state
+    def _fail_after_init(self, states: dict[str, _State], init_failed: _InitFailure) -> None:
+        """An init container failed: the main containers and the init containers that never ran fail."""
+        name, code, at = init_failed
+        when = epoch_rfc3339(at)
+        never_ran = [c for c in self.spec.init if c.kind == "init" and not self._runs(c.name) and c.name != name]
+        for c in (*self.spec.main, *never_ran):
+            states[c.name] = _State(
+                "failed",
+                ContainerFiles(started=when, finished=when, exit_code=1,
+                               reason=("InitContainerFailed", f"init container {name} exited {code}")),
+                0, False, end_ts=at, code=1,
+            )
 
-        if stopping:
-            for c in spec.containers:
-                states[c.name] = self._stopped(c, states[c.name], obs.stop_requested, deadline_at)
-            running_now = any(s.outcome == "running" for s in states.values())
-            if deadline and not obs.stop_requested and running_now and "*" not in obs.in_flight:
-                actions.append(Action("stop-pod"))
+    def _end_sidecars(self, states: dict[str, _State], why: str) -> list[Action]:
+        """Sidecars still running are stopped; those that ended are reported Completed."""
+        actions: list[Action] = []
+        for c in self.spec.init:
+            if c.kind != "sidecar":
+                continue
+            state = self.drive(c, allow_start=False, restart=False, waiting=("ContainerCreating", "starting"))
+            if state.outcome == "running":
+                if c.name not in self.obs.in_flight:
+                    actions.append(Action("stop", c.name, state.current_run, container_ids=(state.running_id,)))
+            elif state.outcome in ("succeeded", "failed", "backoff", "pending"):
+                state = self._sidecar_done(c, state, why)
+            states[c.name] = state
+        return actions
 
-        actions += [s.action for s in states.values() if s.action is not None and not stopping]
+    def _stop(self, states: dict[str, _State], *, deadline: bool, deadline_at: float | None) -> list[Action]:
+        """The pod is being stopped: each container's final state, and the pod stopped at its deadline."""
+        obs = self.obs
+        for c in self.spec.containers:
+            states[c.name] = self._stopped(c, states[c.name], obs.stop_requested, deadline_at)
+        running_now = any(s.outcome == "running" for s in states.values())
+        if deadline and not obs.stop_requested and running_now and "*" not in obs.in_flight:
+            return [Action("stop-pod")]
+        return []
+
+    def _view(
+        self, states: dict[str, _State], actions: list[Action], *, stopping: bool, mains_done: bool, deadline: bool
+    ) -> PodView:
+        """The pod's view from its containers' states: still active, when it finished, the last actions."""
+        obs = self.obs
+        actions = list(actions)
         running = any(s.outcome == "running" for s in states.values())
         flying = bool(obs.in_flight)
         active = (running or flying) if stopping else not (mains_done and not running and not flying)

@@ -411,33 +411,8 @@ def build_pod_spec(
             env = container_env(container, position, env_map(container.env), job_dir=job_dir,
                                 secret_base=f"{pod_name(instance, pod.uid)}-{container.name}")
             private_files += env.files
-            try:
-                options, image_args = container_options(
-                    pod, container, position, mounts.get(container.name, ()), pull_override=pull_override, host=host,
-                    env_words=env.options,
-                )
-            except (PodSpecError, ConfigError):
-                raise
-            except ValueError as exc:
-                raise PodSpecError(_field(container, position, "imagePullPolicy"), str(exc)) from exc
-            kind: Kind = "main"
-            if container.kind == "init":
-                kind = "sidecar" if container.is_sidecar else "init"
-            specs.append(
-                ContainerSpec(
-                    name=container.name,
-                    kind=kind,
-                    index=position,
-                    restart=_restart_policy(pod, container),
-                    options=tuple(options),
-                    image=image_args[0],
-                    args=tuple(image_args[1:]),
-                    gpus=gpus.get(container.name, {}),
-                    secrets=env.secrets,
-                    binds=bind_sources(mounts.get(container.name, ())),
-                    **lifecycle_of(pod, container, position),
-                )
-            )
+            specs.append(_container_spec(pod, container, position, mounts.get(container.name, ()), env,
+                                         gpus=gpus.get(container.name, {}), pull_override=pull_override, host=host))
     spec = PodSpec(
         uid=pod.uid,
         namespace=pod.namespace,
@@ -447,13 +422,56 @@ def build_pod_spec(
         active_deadline=pod.active_deadline_seconds,
         private_files=tuple(private_files),
     )
+    _check_gpu_counts(spec, gpu_map)
+    return spec
+
+
+def _container_spec(
+    pod: Pod,
+    container: Container,
+    position: int,
+    mounts: Sequence[Mount],
+    env: ContainerEnv,
+    *,
+    gpus: dict[str, int],
+    pull_override: str | None,
+    host: HostFacts,
+) -> ContainerSpec:
+    """One container's spec: its podman options, image and arguments, GPUs, secrets, binds and lifecycle."""
+    try:
+        options, image_args = container_options(
+            pod, container, position, mounts, pull_override=pull_override, host=host, env_words=env.options
+        )
+    except (PodSpecError, ConfigError):
+        raise
+    except ValueError as exc:
+        raise PodSpecError(_field(container, position, "imagePullPolicy"), str(exc)) from exc
+    kind: Kind = "main"
+    if container.kind == "init":
+        kind = "sidecar" if container.is_sidecar else "init"
+    return ContainerSpec(
+        name=container.name,
+        kind=kind,
+        index=position,
+        restart=_restart_policy(pod, container),
+        options=tuple(options),
+        image=image_args[0],
+        args=tuple(image_args[1:]),
+        gpus=gpus,
+        secrets=env.secrets,
+        binds=bind_sources(mounts),
+        **lifecycle_of(pod, container, position),
+    )
+
+
+def _check_gpu_counts(spec: PodSpec, gpu_map: Mapping[str, Sequence[str]]) -> None:
+    """The pod needs no more GPUs of a kind than the host has (GpuCdiMap)."""
     for resource, count in spec.gpu_needs().items():
         if count > len(gpu_map.get(resource, ())):
             raise PodSpecError(
                 f"spec.containers[*].resources[{resource}]",
                 f"the pod needs {count} {resource}; this host has {len(gpu_map.get(resource, ()))} (GpuCdiMap)",
             )
-    return spec
 
 
 def publish_words(pod: Pod, network: str) -> list[str]:
