@@ -1,15 +1,27 @@
-"""Backend registry: adding a backend is one module and one line here."""
+"""Backend registry: adding a backend is one module and one line here (and its policy section, if any)."""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from interlink_plugins.config import Config
+from interlink_plugins.core import policy as core_policy
 from interlink_plugins.core.backend import Backend
-from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.policy import AdminPolicy, PolicySection
 from interlink_plugins.core.runner import CommandRunner
 from interlink_plugins.exitcodes import ExitCode, UserError
+from interlink_plugins.htcondor import policy as htcondor_policy
+from interlink_plugins.slurm import policy as slurm_policy
+
+# the backends' sections of the admin policy, in the order their annotation keys are looked up
+POLICY_SECTIONS: tuple[PolicySection, ...] = (slurm_policy.SECTION, htcondor_policy.SECTION)
+
+
+def policy_from_config(raw: Mapping[str, Any]) -> AdminPolicy:
+    """The AdminPolicy of the config's policy keys, with every backend's section."""
+    return core_policy.policy_from_config(raw, POLICY_SECTIONS)
 
 
 def _slurm(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backend:

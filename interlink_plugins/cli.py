@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from interlink_plugins import __version__, redact, tracing
-from interlink_plugins.backends import make_backend
+from interlink_plugins.backends import make_backend, policy_from_config
 from interlink_plugins.config import (
     Config,
     config_reference_markdown,
@@ -23,7 +23,7 @@ from interlink_plugins.config import (
     load_config,
 )
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
-from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
+from interlink_plugins.core.policy import AdminPolicy, PolicyViolation
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
 from interlink_plugins.core.state import SCHEMA_VERSION, StateSchemaError, StateStore, state_summary
 from interlink_plugins.exitcodes import ExitCode, UserError, help_table
