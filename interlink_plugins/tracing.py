@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from interlink_plugins.config import Config
 from interlink_plugins.core.runner import CommandResult, CommandRunner
 
 if TYPE_CHECKING:
@@ -31,6 +30,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
     from opentelemetry.trace import Span, Tracer
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from interlink_plugins.config import Config
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -65,7 +65,8 @@ class Resources:
 
 
 class Backend(Protocol):
-    name: str
+    name: str  # the config's Backend value
+    display_name: str  # how pod statuses name the scheduler ("<display_name> job 12")
 
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
         """Validate the pod and write its job dir (blocking; the service runs it in a thread)."""

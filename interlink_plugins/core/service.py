@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mappi
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from io import FileIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interlink_plugins import tracing
-from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, Backend, JobInfo, Resources
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError, SubmitRejected
@@ -40,6 +39,9 @@ from interlink_plugins.core.status import (
 )
 from interlink_plugins.core.sweep import StuckItems, bounded_map
 from interlink_plugins.metrics import Metrics, directory_bytes
+
+if TYPE_CHECKING:  # core reads the config, it does not import it
+    from interlink_plugins.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +354,7 @@ class PluginService:
         return StatusContext(
             record=record,
             job=job,
-            backend=self.backend.name.upper() if self.backend.name == "slurm" else self.backend.name,
+            backend=self.backend.display_name,
             backend_down_since=self.down_since_text,
             deleting=record.phase == "deleting",
         )

@@ -47,6 +47,7 @@ _LOCAL_ONLY = ("pod.json", "emptydir", submit.WRAPPER)
 
 class HTCondorBackend(BySource):
     name = "htcondor"
+    display_name = "htcondor"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
         self.config = config

@@ -47,6 +47,7 @@ _GRES_GPU = re.compile(r"^gpu(?::[^:,]+)?:(\d+)$")
 
 class SlurmBackend(BySource):
     name = "slurm"
+    display_name = "SLURM"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
         self.config = config

@@ -65,6 +65,7 @@ class FakeBackend:
 
     data_root: Path
     name: str = "fake"
+    display_name: str = "fake"
     down: bool = False
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     submit_errors: list[Exception] = field(default_factory=list)
