@@ -9,11 +9,18 @@ from typing import Any
 from interlink_plugins.config import Config
 from interlink_plugins.core import policy as core_policy
 from interlink_plugins.core.backend import Backend
+from interlink_plugins.core.podfields import FieldColumn
 from interlink_plugins.core.policy import AdminPolicy, PolicySection
 from interlink_plugins.core.runner import CommandRunner
 from interlink_plugins.exitcodes import ExitCode, UserError
+from interlink_plugins.htcondor import fields as htcondor_fields
 from interlink_plugins.htcondor import policy as htcondor_policy
+from interlink_plugins.podman import fields as podman_fields
+from interlink_plugins.slurm import fields as slurm_fields
 from interlink_plugins.slurm import policy as slurm_policy
+
+# the backends' columns of the pod field table, in the docs' order
+FIELD_COLUMNS: tuple[FieldColumn, ...] = (slurm_fields.COLUMN, htcondor_fields.COLUMN, podman_fields.COLUMN)
 
 # the backends' sections of the admin policy, in the order their annotation keys are looked up
 POLICY_SECTIONS: tuple[PolicySection, ...] = (slurm_policy.SECTION, htcondor_policy.SECTION)

@@ -300,14 +300,15 @@ def cmd_pods(args: argparse.Namespace) -> int:
 
 
 def cmd_field_reference(args: argparse.Namespace) -> int:
+    from interlink_plugins.backends import FIELD_COLUMNS
     from interlink_plugins.core.podfields import field_reference_markdown, splice_docs
 
     if not args.update:
-        sys.stdout.write(field_reference_markdown())
+        sys.stdout.write(field_reference_markdown(FIELD_COLUMNS))
         return 0
     path = Path(args.update)
     try:
-        path.write_text(splice_docs(path.read_text()))
+        path.write_text(splice_docs(path.read_text(), FIELD_COLUMNS))
     except OSError as exc:
         raise UserError(ExitCode.CANTCREAT, f"cannot update {path}: {exc.strerror or exc}") from None
     return 0

@@ -34,6 +34,7 @@ from interlink_plugins.core.runtimes import (
     Runtime,
     RuntimeContext,
     apptainer_settings,
+    configured_binary,
     helper_files,
     runtime_for,
 )
@@ -62,9 +63,7 @@ def _restart_policy(pod: Pod, container: Container) -> RestartPolicy:
 
 def _runtime_binary(config: Config, runtime_name: str) -> str | None:
     """The runtime executable inside the job (a single path: the job runs it, not the plugin)."""
-    configured = {"apptainer": config.apptainer, "singularity": config.apptainer, "podman": config.podman}.get(
-        runtime_name
-    )
+    configured = configured_binary(config, runtime_name)
     if not configured or configured == (runtime_name,):
         return None
     return configured[0]
@@ -101,8 +100,10 @@ def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str
         return ()
     key, text = found
     field = f"metadata.annotations[{key}]"
-    if runtime_name == "podman":
-        raise PodSpecError(field, "MPI launch is not supported with ContainerRuntime podman (one container per pod)")
+    if not runtime_for(runtime_name).mpi_tasks:
+        raise PodSpecError(
+            field, f"MPI launch is not supported with ContainerRuntime {runtime_name} (one container per pod)"
+        )
     words = ann.mpi_launch_words(policy, text, config.mpi_launcher, field=field)
     return ("bash", str(job_dir / MPI_HELPER), "launch", *words, "--il-task", runtime_name)
 
