@@ -14,14 +14,15 @@ import sys
 from pathlib import Path
 
 from interlink_plugins import __version__, redact, tracing
-from interlink_plugins.backends import make_backend, policy_from_config
-from interlink_plugins.config import (
-    Config,
+from interlink_plugins.backends import (
     config_reference_markdown,
     default_config_path,
     job_uid_summary,
     load_config,
+    make_backend,
+    policy_from_config,
 )
+from interlink_plugins.config import Config
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy import AdminPolicy, PolicyViolation
 from interlink_plugins.core.runner import CommandRunner, LocalRunner

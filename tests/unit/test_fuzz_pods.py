@@ -16,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interlink_plugins.backends import policy_from_config
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import parse_create_body
 from interlink_plugins.core.podfields import Facts, check_pod

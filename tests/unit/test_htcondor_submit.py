@@ -13,8 +13,7 @@ from typing import Any
 import htcondor2
 import pytest
 
-from interlink_plugins.backends import policy_from_config
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.pod import parse_create_body
 from interlink_plugins.core.policy import AdminPolicy, NamespacePolicy, PolicyViolation

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from interlink_plugins.backends import policy_from_config
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.annotations import mpi_launch_words, split_mesh
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.jobdir import build_run_plan, write_job_files
