@@ -14,6 +14,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,8 +30,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from interlink_plugins.core.runner import CommandResult, CommandRunner
 from interlink_plugins.tracing import TracedRunner
+
+if TYPE_CHECKING:  # the runner's types only: core imports the metrics, not the other way round
+    from interlink_plugins.core.runner import CommandResult, CommandRunner
 
 # no <name>_created series beside every counter and histogram (OpenMetrics only; twice the series for nothing)
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
