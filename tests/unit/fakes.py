@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import interlink_plugins.backends  # noqa: F401  (every backend's field verdicts: the fake's config says Backend slurm)
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
