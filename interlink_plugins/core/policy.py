@@ -606,9 +606,10 @@ def _namespace_policy(key: str, raw: Any, choice_keys: Mapping[str, str]) -> Nam
     return NamespacePolicy(**values, choices=choices)
 
 
-def policy_from_config(raw: Mapping[str, Any], sections: Sequence[PolicySection] = ()) -> AdminPolicy:
-    """Build the AdminPolicy from config keys with the registered sections; a bad value raises ConfigError
-    naming key and value."""
+def policy_from_config(raw: Mapping[str, Any], sections: Sequence[PolicySection]) -> AdminPolicy:
+    """Build the AdminPolicy from config keys with the registered sections (every backend's: a section left
+    out would leave its keys unread, its defaults in force); a bad value raises ConfigError naming key and
+    value."""
     allow_raw = raw.get("AllowRawShell", False)
     if not isinstance(allow_raw, bool):
         raise ConfigError(f"AllowRawShell: bad value {allow_raw!r} (expected true or false)")
