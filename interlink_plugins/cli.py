@@ -14,16 +14,17 @@ import sys
 from pathlib import Path
 
 from interlink_plugins import __version__, redact, tracing
-from interlink_plugins.backends import make_backend
-from interlink_plugins.config import (
-    Config,
+from interlink_plugins.backends import (
     config_reference_markdown,
     default_config_path,
     job_uid_summary,
     load_config,
+    make_backend,
+    policy_from_config,
 )
+from interlink_plugins.config import Config
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
-from interlink_plugins.core.policy import AdminPolicy, PolicyViolation, policy_from_config
+from interlink_plugins.core.policy import AdminPolicy, PolicyViolation
 from interlink_plugins.core.runner import CommandRunner, LocalRunner
 from interlink_plugins.core.state import SCHEMA_VERSION, StateSchemaError, StateStore, state_summary
 from interlink_plugins.exitcodes import ExitCode, UserError, help_table
@@ -300,14 +301,15 @@ def cmd_pods(args: argparse.Namespace) -> int:
 
 
 def cmd_field_reference(args: argparse.Namespace) -> int:
+    from interlink_plugins.backends import FIELD_COLUMNS
     from interlink_plugins.core.podfields import field_reference_markdown, splice_docs
 
     if not args.update:
-        sys.stdout.write(field_reference_markdown())
+        sys.stdout.write(field_reference_markdown(FIELD_COLUMNS))
         return 0
     path = Path(args.update)
     try:
-        path.write_text(splice_docs(path.read_text()))
+        path.write_text(splice_docs(path.read_text(), FIELD_COLUMNS))
     except OSError as exc:
         raise UserError(ExitCode.CANTCREAT, f"cannot update {path}: {exc.strerror or exc}") from None
     return 0

@@ -7,7 +7,6 @@ warning naming it; a known key with a bad value stops start-up naming key and va
 
 from __future__ import annotations
 
-import dataclasses
 import grp
 import ipaddress
 import logging
@@ -16,7 +15,7 @@ import pwd
 import re
 import shlex
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,14 @@ from typing import Any
 import yaml
 
 from interlink_plugins.core.errors import ConfigError
-from interlink_plugins.core.policy import SINGULARITY_OPTIONS, PolicyViolation, parse_options
+from interlink_plugins.core.policy import (
+    SINGULARITY_OPTIONS,
+    PolicySection,
+    PolicyViolation,
+    parse_options,
+    policy_key_docs,
+    policy_keys,
+)
 from interlink_plugins.core.quantity import memory_bytes
 from interlink_plugins.core.runscript import MIN_LOG_BYTES
 from interlink_plugins.filemodes import readable_by_others
@@ -33,8 +39,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("slurm", "podman", "htcondor")
 RUNTIMES = ("apptainer", "singularity", "podman", "none")
-HTCONDOR_AUTH = ("CLAIMTOBE", "IDTOKENS", "SSL", "SCITOKENS", "FS", "KERBEROS", "MUNGE")
-HTCONDOR_DATA_MODES = ("shared", "spool")
 _SHELL_CHARS = re.compile(r"[|&;<>()$`\\\n*?{}\[\]~]")
 
 
@@ -253,14 +257,6 @@ def _optional_argv(key: str, value: Any) -> tuple[str, ...]:
     return _argv(key, value) if _str(key, value).strip() else ()
 
 
-def _auth_methods(key: str, value: Any) -> tuple[str, ...]:
-    methods = tuple(m.upper() for m in _str_list(key, value))
-    for method in methods:
-        if method not in HTCONDOR_AUTH:
-            raise ConfigError(f"{key}: {method!r} is not one of {', '.join(HTCONDOR_AUTH)}")
-    return methods
-
-
 def _socket(key: str, value: Any) -> str:
     text = _str(key, value).strip()
     if text and not text.startswith("unix://"):
@@ -307,13 +303,6 @@ def _str_list_map(key: str, value: Any) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mapping of name to a list, got {value!r}")
     return {str(k): _str_list(f"{key}.{k}", v) for k, v in value.items()}
-
-
-def _network(key: str, value: Any) -> str:
-    text = _str(key, value).strip()
-    if text.startswith("-") or any(ch.isspace() for ch in text):
-        raise ConfigError(f"{key}: {value!r} is not a podman network mode or name")
-    return text
 
 
 def _memory_mib(key: str, value: Any) -> int:
@@ -573,6 +562,22 @@ def _singularity_options(key: str, value: Any) -> tuple[str, ...]:
     return tuple(f"--{opt.name}" if opt.value is None else f"--{opt.name}={opt.value}" for opt in parsed)
 
 
+# the value parsers the backends' sections use
+parse_argv = _argv
+parse_bool = _bool
+parse_choice = _choice
+parse_flavors = _flavors
+parse_optional_argv = _optional_argv
+parse_optional_path = _optional_path
+parse_seconds = _seconds
+parse_singularity_options = _singularity_options
+parse_str = _str
+parse_str_list = _str_list
+parse_str_list_map = _str_list_map
+parse_str_map = _str_map
+parse_uid = _uid
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     attr: str
@@ -665,11 +670,6 @@ FIELDS: dict[str, FieldSpec] = {
     "InstanceId": FieldSpec(
         "instance_id", _str, "Distinguishes several plugin instances on one account: each touches only its own jobs."
     ),
-    "SbatchPath": FieldSpec("sbatch", _argv, "sbatch command (argv prefix, split with shlex).", env="SBATCHPATH"),
-    "ScancelPath": FieldSpec("scancel", _argv, "scancel command.", env="SCANCELPATH"),
-    "SqueuePath": FieldSpec("squeue", _argv, "squeue command.", env="SQUEUEPATH"),
-    "SinfoPath": FieldSpec("sinfo", _argv, "sinfo command.", env="SINFOPATH"),
-    "SacctPath": FieldSpec("sacct", _argv, "sacct command (with accounting disabled, sacct -c reads jobcomp)."),
     "PodmanPath": FieldSpec("podman", _argv, "podman command (Podman backend, and the podman runtime)."),
     "SingularityPath": FieldSpec("apptainer", _argv, "apptainer or singularity binary.", env="SINGULARITYPATH"),
     "ImagePrefix": FieldSpec(
@@ -679,17 +679,6 @@ FIELDS: dict[str, FieldSpec] = {
         "pull_policy",
         _choice(("", "always", "missing", "never", "newer")),
         "Podman runtime: overrides imagePullPolicy.",
-    ),
-    "PodmanPodNetwork": FieldSpec(
-        "podman_pod_network",
-        _network,
-        "Podman backend: network of each pod (podman's default when empty: bridge as root, slirp4netns "
-        "rootless; or none, host, a network name). Containers of a pod always share it (localhost).",
-    ),
-    "GpuCdiMap": FieldSpec(
-        "gpu_cdi_map",
-        _str_list_map,
-        "Podman backend: GPU resource -> CDI device names, e.g. nvidia.com/gpu: [nvidia.com/gpu=0, nvidia.com/gpu=1].",
     ),
     "PollInterval": FieldSpec(
         "poll_interval", _seconds, "Seconds between scheduler queries (one query for all tracked jobs)."
@@ -727,53 +716,19 @@ FIELDS: dict[str, FieldSpec] = {
         "Per pod, the bytes those volume files may hold together (64Mi, 1048576); past it the pod is refused "
         "(422) and nothing is written. Default 64Mi.",
     ),
-    "Requeue": FieldSpec(
-        "requeue",
-        _bool,
-        "Let SLURM requeue jobs (default: --no-requeue); a requeued pod waits (Requeued) with restartCount+1.",
-    ),
     "EnableProbes": FieldSpec(
         "enable_probes",
         _bool,
         "Run startup/readiness/liveness probes inside the job (Kubernetes semantics; the Go plugin's key).",
-    ),
-    "DefaultUID": FieldSpec(
-        "default_uid",
-        _uid,
-        "Unix uid jobs run as (sbatch --uid) when neither the pod nor its flavor sets one. Without it, a root "
-        "plugin refuses a pod that sets no runAsUser (422); a plugin that is not root runs it as itself.",
-    ),
-    "AllowRootJobs": FieldSpec(
-        "allow_root_jobs",
-        _bool,
-        "Let a root plugin run jobs as uid 0 (runAsUser 0, a flavor's or the default UID 0, or a pod with no "
-        "uid and no DefaultUID). Default false: such pods get 422/403. Warned at every start.",
     ),
     "RetentionDays": FieldSpec(
         "retention_days",
         _days,
         "Job dirs and logs of finished pods that were never deleted are removed after this many days (0: keep).",
     ),
-    "MpiLauncher": FieldSpec(
-        "mpi_launcher",
-        _argv,
-        "Launcher for pods with slurm-job.vk.io/mpi-flags; the word @NTASKS@ becomes $SLURM_NTASKS in the job.",
-    ),
-    "Partitions": FieldSpec("partitions", _str_list, "Partitions counted by the ping's resources (default: all)."),
     "DefaultCPU": FieldSpec("default_cpus", _int, "CPUs for a pod that asks for none (and has no flavor)."),
     "DefaultMemory": FieldSpec(
         "default_memory_mib", _memory_mib, "Memory for a pod that asks for none, e.g. 1G or 1024Mi."
-    ),
-    "Flavors": FieldSpec(
-        "flavors",
-        _flavors,
-        "name -> {CPUDefault, MemoryDefault, SlurmFlags, Description, UID, Public}. A flavor with a UID is only "
-        "for namespaces whose NamespacePolicy lists it in Flavors, and its UID must be in their Users, unless "
-        "Public: true.",
-    ),
-    "DefaultFlavor": FieldSpec("default_flavor", _str, "Flavor used when the pod names none."),
-    "GresMap": FieldSpec(
-        "gres_map", _str_map, "Extended resource -> SLURM gres name, e.g. nvidia.com/mig-1g.10gb: gpu:a100_1g.10gb."
     ),
     "Taints": FieldSpec("taints", _taints, "Taints sent with every ping: [{Key, Value, Effect}]."),
     "MaxCPU": FieldSpec("max_cpus", _int, "Cap on the CPUs reported by the ping (0: no cap)."),
@@ -787,48 +742,6 @@ FIELDS: dict[str, FieldSpec] = {
     "LogLevel": FieldSpec("log_level", _choice(("debug", "info", "warning", "error")), "Plugin log level."),
     "LogFormat": FieldSpec(
         "log_format", _choice(("json", "text")), "json: one JSON object per line with interLink's session id; text."
-    ),
-    "HTCondorSchedd": FieldSpec(
-        "htcondor_schedd", _str, "HTCondor: schedd name (located through the collector; empty: the pool's only one)."
-    ),
-    "HTCondorCollector": FieldSpec(
-        "htcondor_collector", _str, "HTCondor: collector host[:port] (empty: the local HTCondor configuration)."
-    ),
-    "HTCondorAuth": FieldSpec(
-        "htcondor_auth",
-        _auth_methods,
-        "HTCondor: client authentication methods in order, e.g. [IDTOKENS] (CLAIMTOBE, IDTOKENS, SSL, SCITOKENS, "
-        "FS, KERBEROS, MUNGE; empty: the HTCondor configuration's).",
-    ),
-    "HTCondorTokenFile": FieldSpec(
-        "htcondor_token_file", _optional_path, "HTCondor: IDTOKENS token or SciToken file (re-read when it changes)."
-    ),
-    "HTCondorCAFile": FieldSpec("htcondor_ca_file", _optional_path, "HTCondor SSL: CA bundle to verify the daemons."),
-    "HTCondorCertFile": FieldSpec("htcondor_cert_file", _optional_path, "HTCondor SSL: client certificate."),
-    "HTCondorKeyFile": FieldSpec("htcondor_key_file", _optional_path, "HTCondor SSL: client private key."),
-    "HTCondorParams": FieldSpec(
-        "htcondor_params",
-        _str_map,
-        "HTCondor: extra client configuration for the bindings and the tail command, e.g. "
-        "{SEC_CLAIMTOBE_USER: svc, FILESYSTEM_DOMAIN: site}.",
-    ),
-    "HTCondorJobUser": FieldSpec(
-        "htcondor_job_user",
-        _str,
-        "HTCondor shared mode: user (name or uid) jobs run as; a root plugin hands each job dir to it.",
-    ),
-    "HTCondorDataMode": FieldSpec(
-        "htcondor_data_mode",
-        _choice(HTCONDOR_DATA_MODES),
-        "HTCondor: shared (DataRootFolder seen by the execute nodes) or spool (inputs spooled, outputs retrieved).",
-    ),
-    "HTCondorTailCommand": FieldSpec(
-        "htcondor_tail",
-        _optional_argv,
-        "HTCondor spool mode: condor_tail command for live logs (argv prefix); empty: logs after completion only.",
-    ),
-    "HeldTimeout": FieldSpec(
-        "held_timeout", _seconds, "HTCondor: a job held this long is removed and its pod reported Failed."
     ),
     "SshHost": FieldSpec(
         "ssh_host",
@@ -927,147 +840,81 @@ FIELDS: dict[str, FieldSpec] = {
         "job (SLURM, HTCondor). It does not prefix sbatch/squeue/scancel (neither does the Go plugin's): "
         "give those SbatchPath and friends.",
     ),
-    "SingularityDefaultOptions": FieldSpec(
-        "singularity_default_options",
-        _singularity_options,
-        "The Go plugin's options for every apptainer/singularity container, mapped: containall, no-home, "
-        "cleanenv, fakeroot, writable-tmpfs, contain, no-init join ApptainerOptions; --no-eval is always on "
-        "here; --nv is given to the containers of pods that ask for GPUs. Others are ignored with a "
-        "warning. Empty, or missing from a Go plugin's file: the Go default --nv --no-eval --containall.",
-    ),
-    "VerboseLogging": FieldSpec(
-        "verbose_logging", _bool, "The Go plugin's key: true means LogLevel debug (LogLevel, when set, wins)."
-    ),
-    "ErrorsOnlyLogging": FieldSpec(
-        "errors_only_logging",
-        _bool,
-        "The Go plugin's key: true means LogLevel error (VerboseLogging and LogLevel win).",
-    ),
 }
 
-POLICY_KEYS = (
-    "AllowRawShell",
-    "AllowedSbatchOptions",
-    "ExtraSbatchOptions",
-    "AllowedSingularityOptions",
-    "AllowedHostPaths",
-    "AllowedSubmitCommands",
-    "ExtraSubmitCommands",
-    "NamespacePolicy",
-    "DefaultNamespacePolicy",
-)
+@dataclass(frozen=True)
+class ConfigSection:
+    """A backend's config keys, registered by its package: the YAML stays flat, a section is where keys are
+    declared and documented. ``policy`` is its section of the admin policy; ``compat_keys`` are accepted
+    without effect (key -> why); ``adjust`` folds compatibility keys into the config (returns notes);
+    ``check`` returns warnings or raises ConfigError; ``secret_files`` are the keys naming files that hold
+    a secret (key -> attribute)."""
 
-# Keys of the Go plugin's SlurmConfig.yaml (and of interLink's own file, which sites copy) that are
-# accepted so an existing file works unchanged, but have no effect: a warning names what to use instead.
-GO_COMPAT_KEYS = {
-    "BashPath": "the runner is always bash, found on the job's PATH (JobPath)",
-    "ExportPodData": "ConfigMaps, Secrets, projected and emptyDir volumes are always mounted",
-    "SingularityPrefix": "unused in the Go plugin too; image prefixes are ImagePrefix",
-    "EnrootDefaultOptions": "enroot is not supported (runtimes: apptainer, singularity, podman, none)",
-    "EnrootPrefix": "unused in the Go plugin too; image prefixes are ImagePrefix",
-    "Tsocks": "not supported; give the jobs a proxy with JobEnvironment (e.g. ALL_PROXY)",
-    "TsocksPath": "not supported; give the jobs a proxy with JobEnvironment (e.g. ALL_PROXY)",
-    "TsocksLoginNode": "not supported; give the jobs a proxy with JobEnvironment (e.g. ALL_PROXY)",
-    "ResourceScriptPath": "the ping's capacity comes from sinfo, limited by Partitions, MaxCPU and MaxMemory",
-    "Namespace": "unused in the Go plugin too; NamespacePolicy says what each namespace may use",
-    "EnrootPath": "enroot is not supported (runtimes: apptainer, singularity, podman, none)",
-    "VKConfigPath": "unused in the Go plugin too",
-    "InterlinkPort": "interLink's own key (InterLinkConfig.yaml); the plugin listens on SidecarPort or Socket",
-    "InterlinkURL": "interLink's own key (InterLinkConfig.yaml); the plugin listens on SidecarPort or Socket",
-}
-# Keys only the Go plugin reads: a file with any of them is a Go plugin's SlurmConfig.yaml, whose defaults apply
-GO_ONLY_KEYS = frozenset(GO_COMPAT_KEYS) | {"CommandPrefix", "SingularityDefaultOptions", "VerboseLogging",
-                                            "ErrorsOnlyLogging"}
-GO_SINGULARITY_DEFAULTS = ("--nv", "--no-eval", "--containall")  # when its list is empty or missing
-# the Go plugin's config file when no --config is given: $SLURMCONFIGPATH, else this
-GO_CONFIG_ENV = "SLURMCONFIGPATH"
-GO_DEFAULT_CONFIG = Path("/etc/interlink/SlurmConfig.yaml")
+    title: str
+    fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    policy: PolicySection | None = None
+    compat_title: str = ""
+    compat_keys: Mapping[str, str] = field(default_factory=dict)
+    adjust: Callable[[Config, Mapping[str, Any], Mapping[str, str]], tuple[Config, list[str]]] | None = None
+    check: Callable[[Config], list[str]] | None = None
+    secret_files: Mapping[str, str] = field(default_factory=dict)
 
 
-def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
-    """The config `serve` reads without --config, as the Go plugin finds its own."""
+COMMON = ConfigSection("Common keys", FIELDS, secret_files={"SshKeyFile": "ssh_key_file"})
+
+
+def all_fields(sections: Sequence[ConfigSection]) -> dict[str, FieldSpec]:
+    """Every key of the common section and of the backends' sections."""
+    return {key: spec for section in (COMMON, *sections) for key, spec in section.fields.items()}
+
+
+def policy_sections(sections: Sequence[ConfigSection]) -> tuple[PolicySection, ...]:
+    return tuple(section.policy for section in sections if section.policy is not None)
+
+
+def parse_config(
+    raw: Mapping[str, Any], sections: Sequence[ConfigSection], *, environ: Mapping[str, str] | None = None
+) -> tuple[Config, list[str]]:
+    """Build a Config from the common keys and the backends' sections; returns (config, warnings). Raises
+    ConfigError for bad values."""
     environ = os.environ if environ is None else environ
-    return Path(environ.get(GO_CONFIG_ENV) or GO_DEFAULT_CONFIG)
-
-
-def apply_go_keys(config: Config, raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[Config, list[str]]:
-    """Fold the Go plugin's keys into ours (log level, apptainer options); returns notes for the log."""
-    notes: list[str] = []
-    level = config.log_level
-    if "LogLevel" not in raw:
-        level = "debug" if config.verbose_logging else "error" if config.errors_only_logging else level
-    options = config.singularity_default_options
-    if not options and "SingularityDefaultOptions" in raw:
-        options = GO_SINGULARITY_DEFAULTS  # present but empty: the Go plugin's default
-    elif (options is None and "ApptainerOptions" not in raw and GO_ONLY_KEYS & set(raw)
-          and config.container_runtime in ("apptainer", "singularity")):
-        options = GO_SINGULARITY_DEFAULTS
-        notes.append(
-            "a Go plugin's SlurmConfig.yaml without SingularityDefaultOptions: its default --nv --no-eval "
-            "--containall applies (every apptainer/singularity container gets --containall); set "
-            "ApptainerOptions or SingularityDefaultOptions to choose"
-        )
-    mapped: list[str] = []
-    ignored: list[str] = []
-    off: set[str] = set()  # --containall=false: an explicit no wins over the default
-    for word in options or ():
-        name, _, value = word[2:].partition("=")
-        if name in ("no-eval", "nv") and value in ("", "true"):
-            continue  # --no-eval: always on; --nv: given to the containers of GPU pods
-        if name in APPTAINER_OPTIONS and value in ("", "true"):
-            mapped.append(f"--{name}")
-        elif name in APPTAINER_OPTIONS and value == "false":
-            off.add(f"--{name}")
-        else:
-            ignored.append(word)
-    if ignored:
-        notes.append(
-            f"SingularityDefaultOptions: {' '.join(ignored)} ignored: host paths are bound with hostPath volumes "
-            "under AllowedHostPaths (or the pods' slurm-job.vk.io/singularity-mounts annotation), other options "
-            "come from the pods' slurm-job.vk.io/singularity-options annotation (AllowedSingularityOptions); "
-            f"site-wide options are ApptainerOptions ({', '.join(APPTAINER_OPTIONS)})"
-        )
-    shared_fs = environ.get("SHARED_FS", "").strip().lower()
-    if shared_fs and shared_fs != "true":
-        notes.append(
-            f"SHARED_FS={environ['SHARED_FS']} has no effect: job files are always written to DataRootFolder, "
-            "which the compute nodes must see (without a shared filesystem: SshHost with DataTransfer: sftp)"
-        )
-    apptainer = tuple(w for w in dict.fromkeys((*config.apptainer_options, *mapped)) if w not in off)
-    return dataclasses.replace(config, log_level=level, apptainer_options=apptainer), notes
-
-
-def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
-    """Build a Config; returns (config, warnings). Raises ConfigError for bad values."""
-    environ = os.environ if environ is None else environ
+    every = (COMMON, *sections)
+    fields = all_fields(sections)
+    policy = policy_keys(policy_sections(sections))
+    compat = {key: why for section in every for key, why in section.compat_keys.items()}
     warnings: list[str] = []
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in FIELDS:
-            spec = FIELDS[key]
+        if key in fields:
+            spec = fields[key]
             values[spec.attr] = spec.parse(key, value)
-        elif key in POLICY_KEYS:
+        elif key in policy:
             continue
-        elif key in GO_COMPAT_KEYS:
-            warnings.append(f"config key {key!r} is accepted for compatibility, without effect: {GO_COMPAT_KEYS[key]}")
+        elif key in compat:
+            warnings.append(f"config key {key!r} is accepted for compatibility, without effect: {compat[key]}")
         else:
             warnings.append(f"unknown config key {key!r} ignored")
-    for spec in FIELDS.values():
+    for spec in fields.values():
         if spec.env and environ.get(spec.env):
             values[spec.attr] = spec.parse(spec.env, environ[spec.env])
     values.setdefault("instance_id", "default")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", str(values["instance_id"])):
         raise ConfigError(f"InstanceId: {values['instance_id']!r} must be 1-32 of [A-Za-z0-9_.-]")
-    values["policy_raw"] = {key: raw[key] for key in POLICY_KEYS if key in raw}
-    config, notes = apply_go_keys(Config(**values), raw, environ)
-    warnings += notes
-    if config.default_flavor and config.default_flavor not in config.flavors:
-        raise ConfigError(f"DefaultFlavor: {config.default_flavor!r} is not a key of Flavors")
-    warnings += _uid_checks(config)
+    values["policy_raw"] = {key: raw[key] for key in policy if key in raw}
+    config = Config(**values)
+    for section in every:
+        if section.adjust is not None:
+            config, notes = section.adjust(config, raw, environ)
+            warnings += notes
+    for section in every:
+        if section.check is not None:
+            warnings += section.check(config)
+    if config.container_runtime in ("apptainer", "singularity") and "--containall" not in config.apptainer_options:
+        warnings.append("ApptainerOptions without containall: containers see the host's /home and /tmp and "
+                        "inherit the job's environment")
     root = str(config.data_root)
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in root) or (config.backend == "htcondor" and "$" in root):
-        # job dirs are named in submit descriptions (where `$` is a macro) and in line-based state files
-        raise ConfigError(f"DataRootFolder: {root!r} must not hold control characters (nor `$` with HTCondor)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in root):
+        raise ConfigError(data_root_problem(root))
     if config.restart_backoff_max < config.restart_backoff_initial:
         raise ConfigError("RestartBackoffMax: must be >= RestartBackoffInitial")
     if not config.socket and not config.allow_network_bind and not loopback_host(config.bind_address):
@@ -1079,41 +926,12 @@ def parse_config(raw: Mapping[str, Any], *, environ: Mapping[str, str] | None = 
     return config, warnings
 
 
-def _uid_checks(config: Config) -> list[str]:
-    """Uid 0 named by the admin needs AllowRootJobs; relaxations are warned at every start."""
-    if not config.allow_root_jobs:
-        if config.default_uid == 0:
-            raise ConfigError("DefaultUID: 0 would run jobs as root; set AllowRootJobs: true to allow it")
-        for name, flavor in config.flavors.items():
-            if flavor.uid == 0:
-                raise ConfigError(f"Flavors.{name}.UID: 0 would run jobs as root; set AllowRootJobs: true to allow it")
-    warnings = []
-    if config.allow_root_jobs and config.backend == "slurm":
-        warnings.append("AllowRootJobs: true: a root plugin runs jobs as root for pods that ask for uid 0 or set "
-                        "no uid (without DefaultUID)")
-    if (config.container_runtime in ("apptainer", "singularity") and "--containall" not in config.apptainer_options):
-        warnings.append("ApptainerOptions without containall: containers see the host's /home and /tmp and "
-                        "inherit the job's environment")
-    return warnings
+def data_root_problem(root: str) -> str:
+    """Job dirs are named in submit descriptions (where `$` is a macro) and in line-based state files."""
+    return f"DataRootFolder: {root!r} must not hold control characters (nor `$` with HTCondor)"
 
 
-def job_uid_summary(config: Config, euid: int) -> str:
-    """For `check` and `render`: which uids SLURM jobs run as, and whether root is possible."""
-    if config.backend != "slurm":
-        return f"jobs run as the {config.backend} backend's identity (AllowRootJobs applies to SLURM --uid)"
-    if euid != 0:
-        return (f"jobs run as this plugin's uid {euid} (not root: no --uid); runAsUser must be listed in the "
-                "namespace's Users")
-    default = (f"DefaultUID {config.default_uid}" if config.default_uid is not None
-               else "no DefaultUID: pods without runAsUser are refused" if not config.allow_root_jobs
-               else "no DefaultUID: pods without runAsUser run as root")
-    flavors = sorted(name for name, flavor in config.flavors.items() if flavor.uid is not None)
-    root = "AllowRootJobs: true, jobs may run as root" if config.allow_root_jobs else "no job runs as root"
-    return (f"jobs run as runAsUser listed in the namespace's Users, a flavor's UID ({', '.join(flavors) or 'none'}"
-            f"), else {default}; {root}")
-
-
-def load_config(path: Path) -> tuple[Config, list[str]]:
+def load_config(path: Path, sections: Sequence[ConfigSection]) -> tuple[Config, list[str]]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
@@ -1122,20 +940,22 @@ def load_config(path: Path) -> tuple[Config, list[str]]:
         raise ConfigError(f"config {path} is not valid YAML: {yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: top level must be a mapping")
-    config, warnings = parse_config(raw)
-    for what, secret_file in _secret_files(path, raw, config):
+    config, warnings = parse_config(raw, sections)
+    for what, secret_file in _secret_files(path, raw, config, sections):
         warning = readable_by_others(secret_file, what)
         if warning:
             warnings.append(warning)
     return config, warnings
 
 
-def _secret_files(path: Path, raw: Mapping[str, Any], config: Config) -> list[tuple[str, Path]]:
+def _secret_files(
+    path: Path, raw: Mapping[str, Any], config: Config, sections: Sequence[ConfigSection]
+) -> list[tuple[str, Path]]:
     """The config file and every file it names that holds a key, token or password."""
     files = [("config file", path)]
-    files += [(key, Path(value)) for key, value in (("SshKeyFile", config.ssh_key_file),
-                                                     ("HTCondorTokenFile", config.htcondor_token_file),
-                                                     ("HTCondorKeyFile", config.htcondor_key_file)) if value]
+    named = [(key, str(getattr(config, attr))) for section in (COMMON, *sections)
+             for key, attr in section.secret_files.items()]
+    files += [(key, Path(value)) for key, value in named if value]
     registries = raw.get("RegistryCredentials")
     for registry, spec in (registries.items() if isinstance(registries, dict) else ()):
         if isinstance(spec, dict) and spec.get("PasswordFile"):
@@ -1154,47 +974,44 @@ def default_instance_id() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:32] or "default"
 
 
-def config_reference_markdown() -> str:
-    """The config reference, generated from FIELDS (docs/config-reference.md is checked against it)."""
-    lines = [
-        "# Configuration reference",
-        "",
-        "Generated by `interlink-plugin config-reference` from `interlink_plugins/config.py`; a test keeps",
-        "this file in step with the code. Unknown keys are warnings; a bad value stops start-up.",
-        "",
-        "| key | env override | default | meaning |",
-        "| --- | --- | --- | --- |",
-    ]
+def _key_table(fields: Mapping[str, FieldSpec]) -> list[str]:
+    lines = ["| key | env override | default | meaning |", "| --- | --- | --- | --- |"]
     defaults = Config()
-    for key, spec in FIELDS.items():
+    for key, spec in fields.items():
         default = getattr(defaults, spec.attr)
         if isinstance(default, tuple):
             default = " ".join(str(d) for d in default)
         elif isinstance(default, dict):
             default = "{}" if not default else str(default)
         lines.append(f"| `{key}` | {spec.env or ''} | `{default}` | {spec.doc} |")
-    lines += [
+    return lines
+
+
+def _meaning_table(rows: Mapping[str, str], first: str) -> list[str]:
+    return [f"| key | {first} |", "| --- | --- |", *(f"| `{key}` | {text} |" for key, text in rows.items())]
+
+
+def config_reference_markdown(sections: Sequence[ConfigSection]) -> str:
+    """The config reference, one section per heading (docs/config-reference.md is checked against it)."""
+    lines = [
+        "# Configuration reference",
         "",
-        "## Admin policy keys",
-        "",
-        "| key | meaning |",
-        "| --- | --- |",
-        "| `AllowRawShell` | run raw-shell annotations (pre-exec, interLink mesh/wstunnel) in the job; default false |",
-        "| `AllowedSbatchOptions` | replaces the default allow-list of sbatch options a pod may set |",
-        "| `ExtraSbatchOptions` | added to the default allow-list |",
-        "| `AllowedSingularityOptions` | apptainer/singularity options a pod may set |",
-        "| `AllowedHostPaths` | hostPath volumes and binds only under these paths (default: none) |",
-        "| `AllowedSubmitCommands` | replaces the default allow-list of HTCondor submit commands a pod may add |",
-        "| `ExtraSubmitCommands` | added to it, e.g. `+ProjectName` |",
-        "| `NamespacePolicy` | namespace -> {Accounts, QOS, Partitions, Users, AccountingGroups, Flavors} a namespace "
-        "may use (Users: the uids its pods may run as, runAsUser and flavors' UIDs; Flavors: the flavors with a "
-        "UID it may use) |",
-        "| `DefaultNamespacePolicy` | the same, for namespaces not listed |",
-        "",
-        "## Accepted for compatibility with the Go plugin's SlurmConfig.yaml, without effect (a warning says why)",
-        "",
-        "| key | why |",
-        "| --- | --- |",
+        "Generated by `interlink-plugin config-reference` from the config sections: the common keys",
+        "(`interlink_plugins/config.py`, `interlink_plugins/core/policy.py`) and each backend's own",
+        "(`interlink_plugins/<backend>/settings.py`, `interlink_plugins/<backend>/policy.py`); a test keeps",
+        "this file in step with the code. The file is flat: a backend's keys sit at the top level like the",
+        "common ones. Unknown keys are warnings; a bad value stops start-up.",
     ]
-    lines += [f"| `{key}` | {why} |" for key, why in GO_COMPAT_KEYS.items()]
+    policies = policy_sections(sections)
+    common_policy = policy_key_docs(policies)
+    for section in (COMMON, *sections):
+        lines += ["", f"## {section.title}", ""]
+        if section.fields:
+            lines += _key_table(section.fields)
+        policy = common_policy if section is COMMON else section.policy.keys if section.policy else {}
+        if policy:
+            lines += ["", "### Admin policy keys" if section is COMMON else f"### Admin policy keys ({section.title})",
+                      "", *_meaning_table(policy, "meaning")]
+        if section.compat_keys:
+            lines += ["", f"### {section.compat_title}", "", *_meaning_table(section.compat_keys, "why")]
     return "\n".join(lines) + "\n"

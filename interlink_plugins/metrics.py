@@ -15,6 +15,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,8 +31,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from interlink_plugins.core.runner import CommandResult, CommandRunner
 from interlink_plugins.tracing import TracedRunner
+
+if TYPE_CHECKING:  # the runner's types only: core imports the metrics, not the other way round
+    from interlink_plugins.core.runner import CommandResult, CommandRunner
 
 # no <name>_created series beside every counter and histogram (OpenMetrics only; twice the series for nothing)
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from interlink_plugins.config import Config
-from interlink_plugins.core.runner import CommandResult, CommandRunner
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the config's and the runner's types only: core imports tracing, not the other way round
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
     from opentelemetry.trace import Span, Tracer
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from interlink_plugins.config import Config
+    from interlink_plugins.core.runner import CommandResult, CommandRunner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

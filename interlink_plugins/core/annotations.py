@@ -1,5 +1,5 @@
-"""Pod annotations the batch backends read, with their legacy names, and the option annotations
-that go to a tool other than sbatch/apptainer (the MPI launcher).
+"""Pod annotations the batch backends read: the roles whose keys the backends' policy sections declare,
+interLink's own keys, and the MPI launcher's flags.
 
 Every option annotation is split with shlex and parsed as the tool parses it (core.policy's
 parser), then checked against an allow-list; what the plugin owns is refused in every spelling.
@@ -10,27 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from interlink_plugins.core.imageref import check_image_root
-from interlink_plugins.core.policy import (
-    AdminPolicy,
-    OptionSpec,
-    ParsedOption,
-    check_options,
-    parse_options,
-    split_words,
-)
+from interlink_plugins.core.policy import AdminPolicy, ParsedOption, render_option, split_words
 
-# key lists: the current name first, then the legacy job.vk.io/* names of the first in-tree sidecars
-FLAGS = ("slurm-job.vk.io/flags", "job.vk.io/flags")
-PRE_EXEC = ("slurm-job.vk.io/pre-exec", "job.vk.io/pre-exec")
-IMAGE_ROOT = ("slurm-job.vk.io/image-root", "job.vk.io/image-root", "htcondor-job.knoc.io/image-root")
-SINGULARITY_MOUNTS = ("slurm-job.vk.io/singularity-mounts", "job.vk.io/singularity-mounts")
-SINGULARITY_OPTIONS = (
-    "slurm-job.vk.io/singularity-options",
-    "job.vk.io/singularity-options",
-    "htcondor-job.vk.io/singularity-options",
-)
-MPI_FLAGS = ("slurm-job.vk.io/mpi-flags", "job.vk.io/mpi-flags")
-FLAVOR = ("slurm-job.vk.io/flavor", "job.vk.io/flavor")
+# annotation roles: the keys of each are declared by the backends' policy sections (PolicySection
+# annotations / own_annotations) and listed by AdminPolicy.annotation_keys(role, backend)
+PRE_EXEC = "pre-exec"
+IMAGE_ROOT = "image-root"
+SINGULARITY_MOUNTS = "singularity-mounts"
+SINGULARITY_OPTIONS = "singularity-options"
+MPI_FLAGS = "mpi-flags"
 WSTUNNEL = "interlink.eu/wstunnel-client-commands"
 POD_IP = "interlink.eu/pod-ip"
 
@@ -48,41 +36,10 @@ def first(annotations: Mapping[str, str], keys: Sequence[str]) -> tuple[str, str
     return found[0] if found else None
 
 
-def _table(rows: Sequence[tuple[str, str | None, str]]) -> dict[str, OptionSpec]:
-    return {long: OptionSpec(long, short, takes) for long, short, takes in rows}  # type: ignore[arg-type]
-
-
-# srun options a pod may pass to the MPI launcher; the never-list is refused in every spelling
-SRUN_OPTIONS: Mapping[str, OptionSpec] = _table(
-    [
-        ("mpi", None, "required"), ("cpu-bind", None, "required"), ("distribution", "m", "required"),
-        ("label", "l", "no"), ("kill-on-bad-exit", "K", "optional"), ("ntasks", "n", "required"),
-        ("ntasks-per-node", None, "required"), ("ntasks-per-core", None, "required"),
-        ("ntasks-per-socket", None, "required"), ("cpus-per-task", "c", "required"),
-        ("nodes", "N", "required"), ("overlap", None, "no"), ("exact", None, "no"),
-        ("mem-bind", None, "required"), ("gpu-bind", None, "required"), ("gpus-per-task", None, "required"),
-        ("unbuffered", "u", "no"), ("hint", None, "required"), ("threads-per-core", None, "required"),
-        ("accel-bind", None, "required"), ("cpus-per-gpu", None, "required"), ("wait", "W", "required"),
-        # refused: environment, files, identity, programs run around the tasks, other jobs
-        ("export", None, "required"), ("chdir", "D", "required"), ("output", "o", "required"),
-        ("error", "e", "required"), ("input", "i", "required"), ("uid", None, "required"),
-        ("gid", None, "required"), ("prolog", None, "required"), ("epilog", None, "required"),
-        ("task-prolog", None, "required"), ("task-epilog", None, "required"), ("bcast", None, "optional"),
-        ("container", None, "required"), ("jobid", None, "required"), ("propagate", None, "optional"),
-        ("export-file", None, "required"), ("get-user-env", None, "optional"), ("comment", None, "required"),
-    ]
-)  # fmt: skip
-SRUN_NEVER = frozenset(
-    {"export", "chdir", "output", "error", "input", "uid", "gid", "prolog", "epilog", "task-prolog",
-     "task-epilog", "bcast", "container", "jobid", "propagate", "export-file", "get-user-env", "comment"}
-)  # fmt: skip
-SRUN_ALLOW = frozenset(SRUN_OPTIONS) - SRUN_NEVER
-
-
-def image_root(annotations: Mapping[str, str]) -> str:
+def image_root(annotations: Mapping[str, str], keys: Sequence[str]) -> str:
     """The image-root annotation (a prefix for images without a transport), checked: ``scheme://...``
     or an absolute directory, never something a runtime could read as an option. "" when not set."""
-    found = first(annotations, IMAGE_ROOT)
+    found = first(annotations, keys)
     if found is None:
         return ""
     key, value = found
@@ -93,17 +50,17 @@ def image_root(annotations: Mapping[str, str]) -> str:
 def mpi_launch_words(policy: AdminPolicy, text: str, launcher: Sequence[str], *, field: str) -> list[str]:
     """The launcher plus the pod's mpi-flags (argv words).
 
-    With srun the flags are parsed and allow-listed like sbatch flags; any other launcher
-    (mpiexec, mpirun) has its own option language, so its flags need AllowRawShell.
+    A launcher whose option language a policy section registered (AdminPolicy.launcher) gets its flags
+    parsed and allow-listed; any other launcher (mpiexec, mpirun) has its own option language, so its
+    flags need AllowRawShell.
     """
     value = text.strip()
     if value.lower() in ("", "true"):
         return list(launcher)
-    if launcher and launcher[0].rsplit("/", 1)[-1] == "srun":
-        parsed: list[ParsedOption] = parse_options(value, SRUN_OPTIONS, field=field)
-        check_options(parsed, SRUN_ALLOW, field=field, never=SRUN_NEVER)
-        words = [f"--{p.name}" if p.value is None else f"--{p.name}={p.value}" for p in parsed]
-        return [*launcher, *words]
+    language = policy.launcher(launcher[0]) if launcher else None
+    if language is not None:
+        parsed: list[ParsedOption] = language.parse(value, field=field)
+        return [*launcher, *(word for p in parsed for word in render_option(p))]
     policy.check_raw_shell(field)
     return [*launcher, *split_words(value, field=field)]
 

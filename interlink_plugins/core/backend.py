@@ -172,6 +172,7 @@ class Backend(Scheduler, ContainerStateSource, LogSource, Protocol):
     """What a backend supplies; the service does the lifecycle around it (docs/adding-a-backend.md)."""
 
     name: str  # the Backend config value, and the metrics' label
+    display_name: str  # how pod statuses name the scheduler ("<display_name> job 12")
     config: Config  # swapped by a reload (SIGHUP): read it at each use
     policy: AdminPolicy  # likewise
 

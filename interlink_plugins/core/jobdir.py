@@ -17,8 +17,8 @@ import tempfile
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from interlink_plugins.config import Config
 from interlink_plugins.core import annotations as ann
 from interlink_plugins.core import safefs
 from interlink_plugins.core.bindcheck import bind_sources
@@ -34,18 +34,18 @@ from interlink_plugins.core.runtimes import (
     Runtime,
     RuntimeContext,
     apptainer_settings,
+    configured_binary,
     helper_files,
     runtime_for,
 )
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.volumes import VolumeLimits, materialise_volumes
 
+if TYPE_CHECKING:  # core reads the config, it does not import it
+    from interlink_plugins.config import Config
+
 log = logging.getLogger(__name__)
 
-# kept for importers; core.annotations is the list of every key and its legacy names
-IMAGE_ROOT_ANNOTATIONS = ann.IMAGE_ROOT
-PRE_EXEC_ANNOTATIONS = ann.PRE_EXEC
-SINGULARITY_OPTIONS_ANNOTATIONS = ann.SINGULARITY_OPTIONS
 JOB_SCRIPT_CONTAINER = "jobscript"
 JOB_SCRIPT_FILE = "jobScript.sh"
 MESH_FILE = "mesh.sh"
@@ -63,9 +63,7 @@ def _restart_policy(pod: Pod, container: Container) -> RestartPolicy:
 
 def _runtime_binary(config: Config, runtime_name: str) -> str | None:
     """The runtime executable inside the job (a single path: the job runs it, not the plugin)."""
-    configured = {"apptainer": config.apptainer, "singularity": config.apptainer, "podman": config.podman}.get(
-        runtime_name
-    )
+    configured = configured_binary(config, runtime_name)
     if not configured or configured == (runtime_name,):
         return None
     return configured[0]
@@ -75,7 +73,8 @@ def _runtime_options(pod: Pod, policy: AdminPolicy, runtime_name: str) -> tuple[
     """Policy-checked options of the runtime's annotations (mounts first, as the Go plugin)."""
     words: list[str] = []
     if runtime_name in ("apptainer", "singularity"):
-        for key, text in ann.present(pod.annotations, (*ann.SINGULARITY_MOUNTS, *ann.SINGULARITY_OPTIONS)):
+        keys = (*policy.annotation_keys(ann.SINGULARITY_MOUNTS), *policy.annotation_keys(ann.SINGULARITY_OPTIONS))
+        for key, text in ann.present(pod.annotations, keys):
             for option in policy.singularity_options(text, field=f"metadata.annotations[{key}]"):
                 words.append(f"--{option.name}" if option.value is None else f"--{option.name}={option.value}")
     return tuple(words)
@@ -93,37 +92,41 @@ def _hook_argv(
 
 def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, job_dir: Path) -> tuple[str, ...]:
     """`bash mpi.sh launch LAUNCHER... FLAGS... --il-task RUNTIME` for pods with mpi-flags, else ()."""
-    if config.backend != "slurm":
-        return ()  # slurm-job.vk.io/mpi-flags: srun/mpiexec inside a SLURM allocation only
-    # present at all (even empty) means MPI; "false" turns it off
-    found = next(((k, pod.annotations[k]) for k in ann.MPI_FLAGS if k in pod.annotations), None)
+    # only a backend whose section declares mpi-flags keys launches MPI (inside its allocation); the
+    # annotation present at all (even empty) means MPI, "false" turns it off
+    keys = policy.annotation_keys(ann.MPI_FLAGS, config.backend)
+    found = next(((k, pod.annotations[k]) for k in keys if k in pod.annotations), None)
     if found is None or ann.mpi_disabled(found[1]):
         return ()
     key, text = found
     field = f"metadata.annotations[{key}]"
-    if runtime_name == "podman":
-        raise PodSpecError(field, "MPI launch is not supported with ContainerRuntime podman (one container per pod)")
+    if not runtime_for(runtime_name).mpi_tasks:
+        raise PodSpecError(
+            field, f"MPI launch is not supported with ContainerRuntime {runtime_name} (one container per pod)"
+        )
     words = ann.mpi_launch_words(policy, text, config.mpi_launcher, field=field)
     return ("bash", str(job_dir / MPI_HELPER), "launch", *words, "--il-task", runtime_name)
 
 
-def _prologue(pod: Pod, policy: AdminPolicy, job_dir: Path) -> tuple[list[str], tuple[str, ...]]:
-    """Admin-enabled raw shell in the Go plugin's order (wstunnel, pre-exec) and the mesh wrapper."""
+def _prologue(pod: Pod, policy: AdminPolicy, job_dir: Path) -> tuple[list[str], tuple[str, ...], str]:
+    """Admin-enabled raw shell in the Go plugin's order (wstunnel, pre-exec), the mesh wrapper and its script."""
     prologue: list[str] = []
     wrapper: tuple[str, ...] = ()
+    wrapper_script = ""
     wstunnel = pod.annotations.get(ann.WSTUNNEL, "")
     if wstunnel.strip():
         policy.check_raw_shell(f"metadata.annotations[{ann.WSTUNNEL}]")
         prologue.append(wstunnel)
-    for key, text in ann.present(pod.annotations, ann.PRE_EXEC):
+    for key, text in ann.present(pod.annotations, policy.annotation_keys(ann.PRE_EXEC)):
         policy.check_raw_shell(f"metadata.annotations[{key}]")
         rest, mesh = ann.split_mesh(text)
         if mesh is not None and not wrapper:
             wrapper = (str(job_dir / MESH_FILE),)
+            wrapper_script = mesh
             text = rest
         if text.strip():
             prologue.append(text)
-    return prologue, wrapper
+    return prologue, wrapper, wrapper_script
 
 
 def _job_script_run(pod: Pod, job_dir: Path) -> ContainerRun:
@@ -199,7 +202,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     if runtime_name == "none":
         _refuse_mounts_without_namespaces(pod)
     runtime = runtime_for(runtime_name)
-    image_root = ann.image_root(pod.annotations)
+    image_root = ann.image_root(pod.annotations, policy.annotation_keys(ann.IMAGE_ROOT))
     options = _runtime_options(pod, policy, runtime_name)
     mpi = _mpi_launch(pod, config, policy, runtime_name, job_dir)
     runs: list[ContainerRun] = []
@@ -265,7 +268,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
                 binds=bind_sources(ctx.mounts),
             )
         )
-    prologue, wrapper = _prologue(pod, policy, job_dir)
+    prologue, wrapper, wrapper_script = _prologue(pod, policy, job_dir)
     if config.command_prefix:
         prologue.insert(0, config.command_prefix)  # the admin's CommandPrefix: before interLink's and the pod's
     runner_env = dict(config.job_environment)
@@ -283,6 +286,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         prologue=tuple(prologue),
         runner_env=tuple(sorted(runner_env.items())),
         wrapper=wrapper,
+        wrapper_script=wrapper_script,
         private_files=tuple(private_files),
         prepare=tuple(prepare_steps),
         credential_files=tuple(credential_paths),
@@ -304,12 +308,8 @@ def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, w
         **probe_helper_files(),
         "pod.json": json.dumps(pod_summary(pod), indent=1) + "\n",
     }
-    if plan.wrapper:
-        for _key, text in ann.present(pod.annotations, ann.PRE_EXEC):
-            _rest, mesh = ann.split_mesh(text)
-            if mesh is not None:
-                files[MESH_FILE] = mesh
-                break
+    if plan.wrapper and plan.wrapper_script:
+        files[MESH_FILE] = plan.wrapper_script
     if pod.job_script is not None:
         files[JOB_SCRIPT_FILE] = pod.job_script
     if write:

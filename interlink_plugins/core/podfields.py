@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from interlink_plugins.core.errors import PodSpecError
+from interlink_plugins.core.runtimes import USER_SWITCHING_RUNTIME
 
 Verdict = Literal["honoured", "refused", "warned"]
-BACKENDS = ("slurm", "htcondor", "podman")
 _CODES: Mapping[str, Verdict] = {"H": "honoured", "R": "refused", "W": "warned"}
 _UNSET: Any = object()
 UNKNOWN_NOTE = "not a field this plugin knows (a newer Kubernetes?): ignored"
@@ -37,18 +37,19 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
 
 @dataclass(frozen=True)
 class Facts:
-    """What of the config changes a verdict: probes are off on batch backends unless EnableProbes; a
-    container's user and group reach it only through runtime podman on a batch backend."""
+    """What of the config changes a verdict (the conditions a backend's column names): EnableProbes, the
+    container runtime (only some run a container as another user and group) and the pod network."""
 
     backend: str
     probes: bool = True
-    runtime: str = "podman"
-    pod_network: str = ""  # PodmanPodNetwork
+    runtime: str = USER_SWITCHING_RUNTIME
+    pod_network: str = ""  # the backend's own pod network, where it has one
 
     @classmethod
     def of(cls, config: Any) -> Facts:
-        return cls(str(config.backend), bool(config.enable_probes), str(config.container_runtime),
-                   str(config.podman_pod_network))
+        column = column_for(str(config.backend))
+        return cls(column.name, bool(config.enable_probes), str(config.container_runtime),
+                   column.pod_network(config))
 
 
 @dataclass(frozen=True)
@@ -61,32 +62,85 @@ class Condition:
     otherwise: Verdict = "warned"
 
 
+# the conditions a field can be honoured under; each backend's column names those that apply to it
+# (for the others the field is honoured as it is). The texts are the docs' and the status messages'.
 CONDITIONS: Mapping[str, Condition] = {
-    "probes": Condition(lambda f: f.backend == "podman" or f.probes, "probes run only with EnableProbes: true",
-                        "without EnableProbes"),
-    "podman-runtime": Condition(
-        lambda f: f.backend == "podman" or f.runtime == "podman",
-        "only ContainerRuntime podman runs a container as another group", "without runtime podman",
+    "probes": Condition(lambda f: f.probes, "probes run only with EnableProbes: true", "without EnableProbes"),
+    "runtime-group": Condition(
+        lambda f: f.runtime == USER_SWITCHING_RUNTIME,
+        f"only ContainerRuntime {USER_SWITCHING_RUNTIME} runs a container as another group",
+        f"without runtime {USER_SWITCHING_RUNTIME}",
     ),
-    "htcondor-podman-runtime": Condition(
-        lambda f: f.backend != "htcondor" or f.runtime == "podman",
-        "on HTCondor only ContainerRuntime podman runs a container as another user", "without runtime podman",
+    "runtime-user": Condition(
+        lambda f: f.runtime == USER_SWITCHING_RUNTIME,
+        "",  # the backend's column says why (its own words)
+        f"without runtime {USER_SWITCHING_RUNTIME}",
     ),
     "host-network": Condition(
-        lambda f: f.backend != "podman" or f.pod_network == "host",
-        "a Podman pod's network is the admin's PodmanPodNetwork", "unless PodmanPodNetwork is host", "refused",
+        lambda f: f.pod_network == "host",
+        "",  # the backend's column says why
+        "",
+        "refused",
     ),
     "pull-policy": Condition(
-        lambda f: f.backend == "podman" or f.runtime not in ("apptainer", "singularity"),
+        lambda f: f.runtime not in ("apptainer", "singularity"),
         "apptainer converts an image once and runs the converted one after (IfNotPresent)",
         "with runtime apptainer",
     ),
 }
 
 
+def _no_network(config: Any) -> str:
+    del config
+    return ""
+
+
+@dataclass(frozen=True)
+class FieldColumn:
+    """One backend's column of the table, registered by its package: the verdicts where it differs from
+    the table's (``verdicts``: "Kind.field" -> H, R or W), the conditions that apply to it, with its own
+    words where a condition has none (``why``: condition -> (why, label)), and its pod network setting."""
+
+    name: str  # the config's Backend value
+    title: str  # the docs' column heading
+    verdicts: Mapping[str, str] = field(default_factory=dict)
+    conditions: frozenset[str] = frozenset()
+    why: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    pod_network: Callable[[Any], str] = _no_network
+
+    def code(self, kind: str, name: str, rule: Rule) -> str:
+        return self.verdicts.get(f"{kind}.{name}", rule.code)
+
+    def condition(self, when: str) -> Condition | None:
+        """The condition a field is honoured under on this backend; None: it always is."""
+        if not when or when not in self.conditions:
+            return None
+        condition = CONDITIONS[when]
+        why, label = self.why.get(when, (condition.why, condition.label))
+        return Condition(condition.holds, why, label, condition.otherwise)
+
+
+_COLUMNS: dict[str, FieldColumn] = {}
+
+
+def register(column: FieldColumn) -> FieldColumn:
+    """Add a backend's column (its package does, when imported)."""
+    _COLUMNS[column.name] = column
+    return column
+
+
+def column_for(backend: str) -> FieldColumn:
+    """A registered backend's column."""
+    try:
+        return _COLUMNS[backend]
+    except KeyError:
+        raise KeyError(f"no field verdicts registered for backend {backend!r}") from None
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One field: `code` is three letters, SLURM/HTCondor/Podman, H honoured, R refused, W warned."""
+    """One field: `code` is its verdict (H honoured, R refused, W warned) on every backend whose column
+    does not say otherwise."""
 
     code: str
     note: str = ""
@@ -94,12 +148,12 @@ class Rule:
     default: Any = _UNSET  # a value that means "not used" besides null/false/""/[]/{}
     when: str = ""  # a condition (CONDITIONS): honoured only when it holds
 
-    def verdict(self, facts: Facts) -> tuple[Verdict, str]:
-        verdict = _CODES[self.code[BACKENDS.index(facts.backend)]]
-        if verdict == "honoured" and self.when:
-            condition = CONDITIONS[self.when]
-            if not condition.holds(facts):
-                return condition.otherwise, condition.why
+    def verdict(self, kind: str, name: str, facts: Facts) -> tuple[Verdict, str]:
+        column = column_for(facts.backend)
+        verdict = _CODES[column.code(kind, name, self)]
+        condition = column.condition(self.when)
+        if verdict == "honoured" and condition is not None and not condition.holds(facts):
+            return condition.otherwise, condition.why
         return verdict, self.note
 
     def unused(self, value: Any) -> bool:
@@ -111,7 +165,7 @@ class Rule:
 
 
 def _r(code: str, note: str = "", sub: str = "", default: Any = _UNSET, when: str = "") -> Rule:
-    assert len(code) == 3 and set(code) <= set(_CODES), code
+    assert code in _CODES, code
     return Rule(code, note, sub, default, when)
 
 
@@ -132,200 +186,200 @@ def _resize_default(value: Any) -> bool:
 
 FIELDS: Mapping[str, Mapping[str, Rule]] = {
     "PodSpec": {
-        "activeDeadlineSeconds": _r("HHH", "the pod ends DeadlineExceeded when it is exceeded"),
-        "affinity": _r("HHH", sub="Affinity"),
-        "automountServiceAccountToken": _r("HHH", _VK + " (the kube-api-access volume)", default=True),
-        "containers": _r("HHH", sub="Container"),
-        "dnsConfig": _r("WWW", "the node's resolver configuration is used"),
-        "dnsPolicy": _r("WWW", "the node's resolver is used (there is no cluster DNS off the cluster)",
+        "activeDeadlineSeconds": _r("H", "the pod ends DeadlineExceeded when it is exceeded"),
+        "affinity": _r("H", sub="Affinity"),
+        "automountServiceAccountToken": _r("H", _VK + " (the kube-api-access volume)", default=True),
+        "containers": _r("H", sub="Container"),
+        "dnsConfig": _r("W", "the node's resolver configuration is used"),
+        "dnsPolicy": _r("W", "the node's resolver is used (there is no cluster DNS off the cluster)",
                         default="ClusterFirst"),
-        "enableServiceLinks": _r("HHH", _VK + " (it builds the env)", default=True),
-        "ephemeralContainers": _r("WWW", "debug containers are not run"),
-        "hostAliases": _r("WWW", "the node's /etc/hosts is used"),
-        "hostIPC": _r("RRR", "no backend gives a pod the host's IPC namespace"),
-        "hostNetwork": _r("HHH", "batch jobs run in the compute node's network whatever the pod asks (SLURM, "
+        "enableServiceLinks": _r("H", _VK + " (it builds the env)", default=True),
+        "ephemeralContainers": _r("W", "debug containers are not run"),
+        "hostAliases": _r("W", "the node's /etc/hosts is used"),
+        "hostIPC": _r("R", "no backend gives a pod the host's IPC namespace"),
+        "hostNetwork": _r("H", "batch jobs run in the compute node's network whatever the pod asks (SLURM, "
                                  "HTCondor); Podman with PodmanPodNetwork host", when="host-network"),
-        "hostPID": _r("RRR", "no backend gives a pod the host's PID namespace"),
-        "hostUsers": _r("WWW", "no user namespace is made for the pod", default=True),
-        "hostname": _r("WWW", "the hostname is the node's (batch) or the pod's name (Podman)"),
-        "imagePullSecrets": _r("WWW", "registry credentials come from the site (RegistryCredentials, podman's "
+        "hostPID": _r("R", "no backend gives a pod the host's PID namespace"),
+        "hostUsers": _r("W", "no user namespace is made for the pod", default=True),
+        "hostname": _r("W", "the hostname is the node's (batch) or the pod's name (Podman)"),
+        "imagePullSecrets": _r("W", "registry credentials come from the site (RegistryCredentials, podman's "
                                       "auth file), not from the pod"),
-        "initContainers": _r("HHH", sub="Container"),
-        "nodeName": _r("HHH", "the virtual node, " + _K8S),
-        "nodeSelector": _r("HHH", "chose the virtual node, " + _K8S),
-        "os": _r("HHH", sub="PodOS"),
-        "overhead": _r("WWW", "a RuntimeClass overhead is not added to the job's request"),
-        "preemptionPolicy": _r("WWW", "the backend's own priorities and preemption apply",
+        "initContainers": _r("H", sub="Container"),
+        "nodeName": _r("H", "the virtual node, " + _K8S),
+        "nodeSelector": _r("H", "chose the virtual node, " + _K8S),
+        "os": _r("H", sub="PodOS"),
+        "overhead": _r("W", "a RuntimeClass overhead is not added to the job's request"),
+        "preemptionPolicy": _r("W", "the backend's own priorities and preemption apply",
                                default="PreemptLowerPriority"),
-        "priority": _r("WWW", "the job's priority in the backend is not set from it", default=0),
-        "priorityClassName": _r("WWW", "the job's priority in the backend is not set from it"),
-        "readinessGates": _r("WWW", "the gates' conditions are not evaluated: readiness is the containers'"),
-        "resourceClaims": _r("RRR", "dynamic resource allocation (DRA) is not available"),
-        "resources": _r("WWW", "pod-level resources are not read: the containers' resources size the job"),
-        "restartPolicy": _r("HHH", _BY_RUNNER, default="Always"),
-        "runtimeClassName": _r("WWW", "the backend's configured container runtime runs every container"),
-        "schedulerName": _r("HHH", "the scheduler that bound the pod to the virtual node",
+        "priority": _r("W", "the job's priority in the backend is not set from it", default=0),
+        "priorityClassName": _r("W", "the job's priority in the backend is not set from it"),
+        "readinessGates": _r("W", "the gates' conditions are not evaluated: readiness is the containers'"),
+        "resourceClaims": _r("R", "dynamic resource allocation (DRA) is not available"),
+        "resources": _r("W", "pod-level resources are not read: the containers' resources size the job"),
+        "restartPolicy": _r("H", _BY_RUNNER, default="Always"),
+        "runtimeClassName": _r("W", "the backend's configured container runtime runs every container"),
+        "schedulerName": _r("H", "the scheduler that bound the pod to the virtual node",
                             default="default-scheduler"),
-        "schedulingGates": _r("HHH", "lifted before the pod was bound to the virtual node"),
-        "securityContext": _r("HHH", sub="PodSecurityContext"),
-        "serviceAccount": _r("HHH", "its token is in the kube-api-access volume interLink mounts"),
-        "serviceAccountName": _r("HHH", "its token is in the kube-api-access volume interLink mounts"),
-        "setHostnameAsFQDN": _r("WWW", "the hostname is not a cluster FQDN"),
-        "shareProcessNamespace": _r("RRR", "no backend promises the containers one PID namespace"),
-        "subdomain": _r("WWW", "no cluster DNS name is made for the pod"),
-        "terminationGracePeriodSeconds": _r("HHH", "at most the admin's GracePeriodCap"),
-        "tolerations": _r("HHH", "let the pod onto the virtual node, " + _K8S),
-        "topologySpreadConstraints": _r("WWW", _PLACED),
-        "volumes": _r("HHH", sub="Volume"),
+        "schedulingGates": _r("H", "lifted before the pod was bound to the virtual node"),
+        "securityContext": _r("H", sub="PodSecurityContext"),
+        "serviceAccount": _r("H", "its token is in the kube-api-access volume interLink mounts"),
+        "serviceAccountName": _r("H", "its token is in the kube-api-access volume interLink mounts"),
+        "setHostnameAsFQDN": _r("W", "the hostname is not a cluster FQDN"),
+        "shareProcessNamespace": _r("R", "no backend promises the containers one PID namespace"),
+        "subdomain": _r("W", "no cluster DNS name is made for the pod"),
+        "terminationGracePeriodSeconds": _r("H", "at most the admin's GracePeriodCap"),
+        "tolerations": _r("H", "let the pod onto the virtual node, " + _K8S),
+        "topologySpreadConstraints": _r("W", _PLACED),
+        "volumes": _r("H", sub="Volume"),
     },
     "Affinity": {
-        "nodeAffinity": _r("HHH", "chose the virtual node, " + _K8S),
-        "podAffinity": _r("WWW", _PLACED),
-        "podAntiAffinity": _r("WWW", _PLACED),
+        "nodeAffinity": _r("H", "chose the virtual node, " + _K8S),
+        "podAffinity": _r("W", _PLACED),
+        "podAntiAffinity": _r("W", _PLACED),
     },
-    "PodOS": {"name": _r("RRR", "every backend runs Linux containers", default="linux")},
+    "PodOS": {"name": _r("R", "every backend runs Linux containers", default="linux")},
     "Container": {
-        "args": _r("HHH"),
-        "command": _r("HHH"),
-        "env": _r("HHH", sub="EnvVar"),
-        "envFrom": _r("RRR", "interLink resolves envFrom into env before the plugin; an unresolved one cannot "
+        "args": _r("H"),
+        "command": _r("H"),
+        "env": _r("H", sub="EnvVar"),
+        "envFrom": _r("R", "interLink resolves envFrom into env before the plugin; an unresolved one cannot "
                              "be served"),
-        "image": _r("HHH"),
-        "imagePullPolicy": _r("HHH", "unless the admin's PullPolicy overrides it", default="IfNotPresent",
+        "image": _r("H"),
+        "imagePullPolicy": _r("H", "unless the admin's PullPolicy overrides it", default="IfNotPresent",
                               when="pull-policy"),
-        "lifecycle": _r("HHH", sub="Lifecycle"),
-        "livenessProbe": _r("HHH", sub="Probe", when="probes"),
-        "name": _r("HHH"),
-        "ports": _r("HHH", sub="ContainerPort"),
-        "readinessProbe": _r("HHH", sub="Probe", when="probes"),
-        "resizePolicy": _r("WWW", "interLink never resizes a running pod", default=_resize_default),
-        "resources": _r("HHH", sub="ResourceRequirements"),
-        "restartPolicy": _r("HHH", "a sidecar (an init container with Always)"),
-        "securityContext": _r("HHH", sub="SecurityContext"),
-        "startupProbe": _r("HHH", sub="Probe", when="probes"),
-        "stdin": _r("WWW", "no stdin is attached"),
-        "stdinOnce": _r("WWW", "no stdin is attached"),
-        "terminationMessagePath": _r("WWW", "the file is not read: the message is the runner's",
+        "lifecycle": _r("H", sub="Lifecycle"),
+        "livenessProbe": _r("H", sub="Probe", when="probes"),
+        "name": _r("H"),
+        "ports": _r("H", sub="ContainerPort"),
+        "readinessProbe": _r("H", sub="Probe", when="probes"),
+        "resizePolicy": _r("W", "interLink never resizes a running pod", default=_resize_default),
+        "resources": _r("H", sub="ResourceRequirements"),
+        "restartPolicy": _r("H", "a sidecar (an init container with Always)"),
+        "securityContext": _r("H", sub="SecurityContext"),
+        "startupProbe": _r("H", sub="Probe", when="probes"),
+        "stdin": _r("W", "no stdin is attached"),
+        "stdinOnce": _r("W", "no stdin is attached"),
+        "terminationMessagePath": _r("W", "the file is not read: the message is the runner's",
                                      default="/dev/termination-log"),
-        "terminationMessagePolicy": _r("WWW", "the message is the runner's, never the log's tail", default="File"),
-        "tty": _r("WWW", "no terminal is attached"),
-        "volumeDevices": _r("RRR", "raw block devices are not available"),
-        "volumeMounts": _r("HHH", sub="VolumeMount"),
-        "workingDir": _r("HHH"),
+        "terminationMessagePolicy": _r("W", "the message is the runner's, never the log's tail", default="File"),
+        "tty": _r("W", "no terminal is attached"),
+        "volumeDevices": _r("R", "raw block devices are not available"),
+        "volumeMounts": _r("H", sub="VolumeMount"),
+        "workingDir": _r("H"),
     },
     "EnvVar": {
-        "name": _r("HHH"),
-        "value": _r("HHH"),
-        "valueFrom": _r("WWW", "interLink resolves it before the plugin; left unresolved the variable gets "
+        "name": _r("H"),
+        "value": _r("H"),
+        "valueFrom": _r("W", "interLink resolves it before the plugin; left unresolved the variable gets "
                                "`value` (empty)"),
     },
     "ContainerPort": {
-        "containerPort": _r("HHH", "reachable at the node's address (batch jobs share its network) or the pod's"),
-        "hostIP": _r("RRH", _NO_NODE),
-        "hostPort": _r("RRH", _NO_NODE + " (Podman publishes it on the pod)"),
-        "name": _r("HHH", "named ports of probes and hooks"),
-        "protocol": _r("HHH", default="TCP"),
+        "containerPort": _r("H", "reachable at the node's address (batch jobs share its network) or the pod's"),
+        "hostIP": _r("R", _NO_NODE),
+        "hostPort": _r("R", _NO_NODE + " (Podman publishes it on the pod)"),
+        "name": _r("H", "named ports of probes and hooks"),
+        "protocol": _r("H", default="TCP"),
     },
     "ResourceRequirements": {
-        "claims": _r("RRR", "dynamic resource allocation (DRA) is not available"),
-        "limits": _r("HHH", sub="ResourceList"),
-        "requests": _r("HHH", sub="ResourceList"),
+        "claims": _r("R", "dynamic resource allocation (DRA) is not available"),
+        "limits": _r("H", sub="ResourceList"),
+        "requests": _r("H", sub="ResourceList"),
     },
     # keys of limits/requests; "*" any other (extended) resource, "prefix-*" a family
     "ResourceList": {
-        "cpu": _r("HHH", "the job's CPUs (SLURM, HTCondor); --cpus and --cpu-shares (Podman)"),
-        "memory": _r("HHH", "the job's memory (SLURM, HTCondor); --memory (Podman)"),
-        "nvidia.com/gpu": _r("HHH", "--gres=gpu (SLURM), request_gpus (HTCondor), CDI devices (Podman)"),
-        "amd.com/gpu": _r("HHH", "--gres=gpu (SLURM), request_gpus (HTCondor), CDI devices (Podman)"),
-        "ephemeral-storage": _r("HHW", "--tmp (SLURM), request_disk (HTCondor); Podman does not limit it"),
-        "hugepages-*": _r("WWW", "huge pages are not reserved"),
-        "*": _r("HRH", "through GresMap (SLURM) or GpuCdiMap (Podman), a 422 when they do not map it; HTCondor has "
+        "cpu": _r("H", "the job's CPUs (SLURM, HTCondor); --cpus and --cpu-shares (Podman)"),
+        "memory": _r("H", "the job's memory (SLURM, HTCondor); --memory (Podman)"),
+        "nvidia.com/gpu": _r("H", "--gres=gpu (SLURM), request_gpus (HTCondor), CDI devices (Podman)"),
+        "amd.com/gpu": _r("H", "--gres=gpu (SLURM), request_gpus (HTCondor), CDI devices (Podman)"),
+        "ephemeral-storage": _r("H", "--tmp (SLURM), request_disk (HTCondor); Podman does not limit it"),
+        "hugepages-*": _r("W", "huge pages are not reserved"),
+        "*": _r("H", "through GresMap (SLURM) or GpuCdiMap (Podman), a 422 when they do not map it; HTCondor has "
                        "no equivalent"),
     },
     "SecurityContext": {
-        "allowPrivilegeEscalation": _r("WWW", _HARDENING, default=True),
-        "appArmorProfile": _r("WWW", _HARDENING),
-        "capabilities": _r("HHH", sub="Capabilities"),
-        "privileged": _r("RRR", "no backend runs privileged containers"),
-        "procMount": _r("WWW", "the runtime's default /proc is used", default="Default"),
-        "readOnlyRootFilesystem": _r("WWW", _HARDENING),
-        "runAsGroup": _r("HHH", "the container's group (runtime podman: --user)", when="podman-runtime"),
-        "runAsNonRoot": _r("WWW", "the image's user is not checked"),
-        "runAsUser": _r("HHH", "the job's user, as the namespace policy allows (SLURM); the container's user "
-                               "(HTCondor runtime podman, Podman)", when="htcondor-podman-runtime"),
-        "seLinuxOptions": _r("WWW", _HARDENING),
-        "seccompProfile": _r("WWW", "the runtime's default seccomp profile applies"),
-        "windowsOptions": _r("HHH", "ignored on Linux, as by Kubernetes"),
+        "allowPrivilegeEscalation": _r("W", _HARDENING, default=True),
+        "appArmorProfile": _r("W", _HARDENING),
+        "capabilities": _r("H", sub="Capabilities"),
+        "privileged": _r("R", "no backend runs privileged containers"),
+        "procMount": _r("W", "the runtime's default /proc is used", default="Default"),
+        "readOnlyRootFilesystem": _r("W", _HARDENING),
+        "runAsGroup": _r("H", "the container's group (runtime podman: --user)", when="runtime-group"),
+        "runAsNonRoot": _r("W", "the image's user is not checked"),
+        "runAsUser": _r("H", "the job's user, as the namespace policy allows (SLURM); the container's user "
+                               "(HTCondor runtime podman, Podman)", when="runtime-user"),
+        "seLinuxOptions": _r("W", _HARDENING),
+        "seccompProfile": _r("W", "the runtime's default seccomp profile applies"),
+        "windowsOptions": _r("H", "ignored on Linux, as by Kubernetes"),
     },
     "Capabilities": {
-        "add": _r("RRR", "no backend grants a container extra capabilities"),
-        "drop": _r("WWW", _HARDENING),
+        "add": _r("R", "no backend grants a container extra capabilities"),
+        "drop": _r("W", _HARDENING),
     },
     "PodSecurityContext": {
-        "appArmorProfile": _r("WWW", _HARDENING),
-        "fsGroup": _r("WWW", "volumes are not given to the group (emptyDirs are 0777)"),
-        "fsGroupChangePolicy": _r("WWW", "volumes are not given to a group"),
-        "runAsGroup": _r("HHH", "the containers' group (runtime podman: --user)", when="podman-runtime"),
-        "runAsNonRoot": _r("WWW", "the image's user is not checked"),
-        "runAsUser": _r("HHH", "the job's user, as the namespace policy allows (SLURM); the containers' user "
-                               "(HTCondor runtime podman, Podman)", when="htcondor-podman-runtime"),
-        "seLinuxChangePolicy": _r("WWW", _HARDENING),
-        "seLinuxOptions": _r("WWW", _HARDENING),
-        "seccompProfile": _r("WWW", "the runtime's default seccomp profile applies"),
-        "supplementalGroups": _r("WWW", "the containers get no extra groups"),
-        "supplementalGroupsPolicy": _r("WWW", "the containers get no extra groups", default="Merge"),
-        "sysctls": _r("RRR", "no backend sets sysctls for a pod"),
-        "windowsOptions": _r("HHH", "ignored on Linux, as by Kubernetes"),
+        "appArmorProfile": _r("W", _HARDENING),
+        "fsGroup": _r("W", "volumes are not given to the group (emptyDirs are 0777)"),
+        "fsGroupChangePolicy": _r("W", "volumes are not given to a group"),
+        "runAsGroup": _r("H", "the containers' group (runtime podman: --user)", when="runtime-group"),
+        "runAsNonRoot": _r("W", "the image's user is not checked"),
+        "runAsUser": _r("H", "the job's user, as the namespace policy allows (SLURM); the containers' user "
+                               "(HTCondor runtime podman, Podman)", when="runtime-user"),
+        "seLinuxChangePolicy": _r("W", _HARDENING),
+        "seLinuxOptions": _r("W", _HARDENING),
+        "seccompProfile": _r("W", "the runtime's default seccomp profile applies"),
+        "supplementalGroups": _r("W", "the containers get no extra groups"),
+        "supplementalGroupsPolicy": _r("W", "the containers get no extra groups", default="Merge"),
+        "sysctls": _r("R", "no backend sets sysctls for a pod"),
+        "windowsOptions": _r("H", "ignored on Linux, as by Kubernetes"),
     },
     "Probe": {
-        "exec": _r("HHH", sub="ExecAction"),
-        "failureThreshold": _r("HHH"),
-        "grpc": _r("RRR", "gRPC probes are not available: use httpGet, tcpSocket or exec"),
-        "httpGet": _r("HHH", sub="HTTPGetAction"),
-        "initialDelaySeconds": _r("HHH"),
-        "periodSeconds": _r("HHH"),
-        "successThreshold": _r("HHH"),
-        "tcpSocket": _r("HHH", sub="TCPSocketAction"),
-        "terminationGracePeriodSeconds": _r("HHH"),
-        "timeoutSeconds": _r("HHH"),
+        "exec": _r("H", sub="ExecAction"),
+        "failureThreshold": _r("H"),
+        "grpc": _r("R", "gRPC probes are not available: use httpGet, tcpSocket or exec"),
+        "httpGet": _r("H", sub="HTTPGetAction"),
+        "initialDelaySeconds": _r("H"),
+        "periodSeconds": _r("H"),
+        "successThreshold": _r("H"),
+        "tcpSocket": _r("H", sub="TCPSocketAction"),
+        "terminationGracePeriodSeconds": _r("H"),
+        "timeoutSeconds": _r("H"),
     },
     "Lifecycle": {
-        "postStart": _r("HHH", sub="LifecycleHandler"),
-        "preStop": _r("HHH", sub="LifecycleHandler"),
-        "stopSignal": _r("WWW", "the container is stopped with SIGTERM"),
+        "postStart": _r("H", sub="LifecycleHandler"),
+        "preStop": _r("H", sub="LifecycleHandler"),
+        "stopSignal": _r("W", "the container is stopped with SIGTERM"),
     },
     "LifecycleHandler": {
-        "exec": _r("HHH", sub="ExecAction"),
-        "httpGet": _r("HHH", sub="HTTPGetAction"),
-        "sleep": _r("HHH", sub="SleepAction"),
-        "tcpSocket": _r("RRR", "not a hook Kubernetes runs either: use exec, httpGet or sleep"),
+        "exec": _r("H", sub="ExecAction"),
+        "httpGet": _r("H", sub="HTTPGetAction"),
+        "sleep": _r("H", sub="SleepAction"),
+        "tcpSocket": _r("R", "not a hook Kubernetes runs either: use exec, httpGet or sleep"),
     },
-    "ExecAction": {"command": _r("HHH")},
+    "ExecAction": {"command": _r("H")},
     "HTTPGetAction": {
-        "host": _r("HHH"), "httpHeaders": _r("HHH"), "path": _r("HHH"), "port": _r("HHH"), "scheme": _r("HHH"),
+        "host": _r("H"), "httpHeaders": _r("H"), "path": _r("H"), "port": _r("H"), "scheme": _r("H"),
     },
-    "TCPSocketAction": {"host": _r("HHH"), "port": _r("HHH")},
-    "SleepAction": {"seconds": _r("HHH")},
+    "TCPSocketAction": {"host": _r("H"), "port": _r("H")},
+    "SleepAction": {"seconds": _r("H")},
     "VolumeMount": {
-        "mountPath": _r("HHH"),
-        "mountPropagation": _r("RRR", "mount propagation is not available", default="None"),
-        "name": _r("HHH"),
-        "readOnly": _r("HHH"),
-        "recursiveReadOnly": _r("WWW", "a read-only mount is not made recursively read-only", default="Disabled"),
-        "subPath": _r("HHH"),
-        "subPathExpr": _r("RRR", "not expanded: use subPath"),
+        "mountPath": _r("H"),
+        "mountPropagation": _r("R", "mount propagation is not available", default="None"),
+        "name": _r("H"),
+        "readOnly": _r("H"),
+        "recursiveReadOnly": _r("W", "a read-only mount is not made recursively read-only", default="Disabled"),
+        "subPath": _r("H"),
+        "subPathExpr": _r("R", "not expanded: use subPath"),
     },
     "Volume": {
-        "name": _r("HHH"),
-        "configMap": _r("HHH", sub="ConfigMapVolumeSource"),
-        "secret": _r("HHH", sub="SecretVolumeSource"),
-        "projected": _r("HHH", "the files interLink sends (service-account token, configMaps, secrets, downward "
+        "name": _r("H"),
+        "configMap": _r("H", sub="ConfigMapVolumeSource"),
+        "secret": _r("H", sub="SecretVolumeSource"),
+        "projected": _r("H", "the files interLink sends (service-account token, configMaps, secrets, downward "
                                "API)", sub="ProjectedVolumeSource"),
-        "downwardAPI": _r("HHH", sub="DownwardAPIVolumeSource"),
-        "emptyDir": _r("HHH", "a directory in the job dir, shared by the pod's containers", sub="EmptyDirVolume"),
-        "hostPath": _r("HHH", "only paths the admin allows (AllowedHostPaths)", sub="HostPathVolumeSource"),
+        "downwardAPI": _r("H", sub="DownwardAPIVolumeSource"),
+        "emptyDir": _r("H", "a directory in the job dir, shared by the pod's containers", sub="EmptyDirVolume"),
+        "hostPath": _r("H", "only paths the admin allows (AllowedHostPaths)", sub="HostPathVolumeSource"),
         **{
-            kind: _r("RRR", _NO_VOLUME)
+            kind: _r("R", _NO_VOLUME)
             for kind in (
                 "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "csi", "ephemeral", "fc",
                 "flexVolume", "flocker", "gcePersistentDisk", "gitRepo", "glusterfs", "image", "iscsi", "nfs",
@@ -335,24 +389,24 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
         },
     },
     "ConfigMapVolumeSource": {
-        "defaultMode": _r("HHH"), "items": _r("HHH"), "name": _r("HHH"), "optional": _r("HHH"),
+        "defaultMode": _r("H"), "items": _r("H"), "name": _r("H"), "optional": _r("H"),
     },
     "SecretVolumeSource": {
-        "defaultMode": _r("HHH"), "items": _r("HHH"), "optional": _r("HHH"), "secretName": _r("HHH"),
+        "defaultMode": _r("H"), "items": _r("H"), "optional": _r("H"), "secretName": _r("H"),
     },
-    "ProjectedVolumeSource": {"defaultMode": _r("HHH"), "sources": _r("HHH", sub="VolumeProjection")},
+    "ProjectedVolumeSource": {"defaultMode": _r("H"), "sources": _r("H", sub="VolumeProjection")},
     "VolumeProjection": {
-        "clusterTrustBundle": _r("HHH", "as interLink sends it"),
-        "configMap": _r("HHH"),
-        "downwardAPI": _r("HHH"),
-        "secret": _r("HHH"),
-        "serviceAccountToken": _r("HHH", "as interLink sends it"),
+        "clusterTrustBundle": _r("H", "as interLink sends it"),
+        "configMap": _r("H"),
+        "downwardAPI": _r("H"),
+        "secret": _r("H"),
+        "serviceAccountToken": _r("H", "as interLink sends it"),
     },
-    "DownwardAPIVolumeSource": {"defaultMode": _r("HHH"), "items": _r("HHH")},
-    "HostPathVolumeSource": {"path": _r("HHH"), "type": _r("HHH")},
+    "DownwardAPIVolumeSource": {"defaultMode": _r("H"), "items": _r("H")},
+    "HostPathVolumeSource": {"path": _r("H"), "type": _r("H")},
     "EmptyDirVolume": {
-        "medium": _r("WWW", "a directory on the job's disk, not a tmpfs"),
-        "sizeLimit": _r("WWW", "the size is not limited"),
+        "medium": _r("W", "a directory on the job's disk, not a tmpfs"),
+        "sizeLimit": _r("W", "the size is not limited"),
     },
 }
 
@@ -399,13 +453,14 @@ def _key_text(key: str) -> str:
     return json.dumps(key[:KEY_SHOWN_MAX]) + ("..." if len(key) > KEY_SHOWN_MAX else "")
 
 
-def _rule(table: Mapping[str, Rule], key: str) -> Rule | None:
+def _rule(table: Mapping[str, Rule], key: str) -> tuple[str, Rule] | None:
+    """The rule of a key and the name it is listed under (the key, a `prefix-*` pattern or `*`)."""
     if key in table:
-        return table[key]
+        return key, table[key]
     for pattern, rule in table.items():
         if pattern.endswith("-*") and key.startswith(pattern[:-1]):
-            return rule
-    return table.get("*")
+            return pattern, rule
+    return ("*", table["*"]) if "*" in table else None
 
 
 def _walk(value: Any, kind: str, path: str, facts: Facts) -> Iterator[Finding]:
@@ -421,14 +476,15 @@ def _walk(value: Any, kind: str, path: str, facts: Facts) -> Iterator[Finding]:
         key = str(key)
         shown = _key_text(key)
         where = f"{path}[{shown}]" if kind == "ResourceList" else f"{path}.{shown}"
-        rule = _rule(table, key)
-        if rule is None:
+        found = _rule(table, key)
+        if found is None:
             if item is not None:
                 yield Finding(where, "warned", UNKNOWN_NOTE)
             continue
+        listed, rule = found
         if rule.unused(item):
             continue
-        verdict, note = rule.verdict(facts)
+        verdict, note = rule.verdict(kind, listed, facts)
         if verdict != "honoured":
             yield Finding(where, verdict, note)
         elif rule.sub:
@@ -528,7 +584,6 @@ _PATHS = {
     "ExecAction": "…probe or hook .exec", "HTTPGetAction": "…probe or hook .httpGet",
     "TCPSocketAction": "…probe .tcpSocket", "SleepAction": "…hook .sleep",
 }  # fmt: skip
-_NAMES = {"slurm": "SLURM", "htcondor": "HTCondor", "podman": "Podman"}
 _SHORT = {"PodSpec": "spec.", "Affinity": "spec.affinity.", "PodOS": "spec.os.",
           "PodSecurityContext": "spec.securityContext.", "Volume": "spec.volumes[].",
           "EmptyDirVolume": "spec.volumes[].emptyDir.", "Container": "", "ResourceList": "resources.",
@@ -544,13 +599,14 @@ def _short(kind: str) -> str:
 _SHOWN = {"honoured": "honoured", "refused": "**422**", "warned": "warned"}
 
 
-def _cell(rule: Rule, backend: str) -> str:
-    verdict = _SHOWN[_CODES[rule.code[BACKENDS.index(backend)]]]
-    if rule.when and verdict == "honoured":
-        condition = CONDITIONS[rule.when]
-        if not all(condition.holds(Facts(backend, probes, runtime, network)) for probes in (True, False)
-                   for runtime in ("podman", "apptainer", "none") for network in ("", "host")):
-            return f"honoured ({_SHOWN[condition.otherwise]} {condition.label})"
+def _cell(kind: str, name: str, rule: Rule, column: FieldColumn) -> str:
+    verdict = _SHOWN[_CODES[column.code(kind, name, rule)]]
+    condition = column.condition(rule.when)
+    if condition is None or verdict != "honoured":
+        return verdict
+    if not all(condition.holds(Facts(column.name, probes, runtime, network)) for probes in (True, False)
+               for runtime in (USER_SWITCHING_RUNTIME, "apptainer", "none") for network in ("", "host")):
+        return f"honoured ({_SHOWN[condition.otherwise]} {condition.label})"
     return verdict
 
 
@@ -562,8 +618,8 @@ def _default_text(rule: Rule) -> str:
     return f" (default `{str(rule.default).lower() if isinstance(rule.default, bool) else rule.default}`)"
 
 
-def field_reference_markdown() -> str:
-    """Per backend, what is honoured, refused (422) and warned (docs/kubelet-parity.md holds it)."""
+def field_reference_markdown(columns: Sequence[FieldColumn]) -> str:
+    """Per backend (its column), what is honoured, refused (422) and warned (docs/kubelet-parity.md holds it)."""
     lines = [
         DOC_BEGIN, "",
         "Every field of a pod and what each backend does with it (`interlink_plugins/core/podfields.py`). A field",
@@ -574,36 +630,38 @@ def field_reference_markdown() -> str:
         "A field the table does not know (a newer Kubernetes) is warned, naming its path.",
     ]  # fmt: skip
     lines += ["", "| backend | refused (422) | warned |", "| --- | --- | --- |"]
-    for backend in BACKENDS:
+    for column in columns:
         found: dict[str, list[str]] = {"refused": [], "warned": []}
         for kind, table in FIELDS.items():
             for name, rule in table.items():
-                verdict = _CODES[rule.code[BACKENDS.index(backend)]]
+                verdict = _CODES[column.code(kind, name, rule)]
+                condition = column.condition(rule.when)
                 if verdict != "honoured" and not (kind == "Volume" and verdict == "refused" and name != "name"):
                     found[verdict].append(f"`{_short(kind)}{name}`")
-                elif rule.when and _cell(rule, backend) != "honoured":  # only with a setting of the site config
-                    condition = CONDITIONS[rule.when]
+                elif condition is not None and _cell(kind, name, rule, column) != "honoured":
+                    # only with a setting of the site config
                     found[condition.otherwise].append(f"`{_short(kind)}{name}` ({condition.label})")
-        if any(_CODES[rule.code[BACKENDS.index(backend)]] == "refused" for rule in FIELDS["Volume"].values()):
+        if any(_CODES[column.code("Volume", name, rule)] == "refused" for name, rule in FIELDS["Volume"].items()):
             found["refused"].append("every volume type but configMap, secret, projected, downwardAPI, emptyDir, "
                                     "hostPath")
-        lines.append(f"| {_NAMES[backend]} | {', '.join(found['refused'])} | {', '.join(found['warned'])} |")
+        lines.append(f"| {column.title} | {', '.join(found['refused'])} | {', '.join(found['warned'])} |")
     lines += ["", "Everything else is honoured (container fields are shown without their `spec.containers[]` prefix).",
               "Per field:"]
     for kind, table in FIELDS.items():
-        lines += ["", f"#### `{_PATHS.get(kind, kind)}`", "", "| field | SLURM | HTCondor | Podman | note |",
-                  "| --- | --- | --- | --- | --- |"]
+        titles = "".join(f" {column.title} |" for column in columns)
+        lines += ["", f"#### `{_PATHS.get(kind, kind)}`", "", f"| field |{titles} note |",
+                  "| --- |" + " --- |" * len(columns) + " --- |"]
         for name, rule in table.items():
             shown = "any other resource" if name == "*" else f"`{name}`"
-            cells = " | ".join(_cell(rule, backend) for backend in BACKENDS)
+            cells = " | ".join(_cell(kind, name, rule, column) for column in columns)
             lines.append(f"| {shown}{_default_text(rule)} | {cells} | {rule.note} |")
     lines += ["", DOC_END]
     return "\n".join(lines) + "\n"
 
 
-def splice_docs(text: str) -> str:
+def splice_docs(text: str, columns: Sequence[FieldColumn]) -> str:
     """The doc's text with the generated section between its markers replaced (appended if absent)."""
-    generated = field_reference_markdown()
+    generated = field_reference_markdown(columns)
     if DOC_BEGIN in text and DOC_END in text:
         head, _, rest = text.partition(DOC_BEGIN)
         _, _, tail = rest.partition(DOC_END + "\n")

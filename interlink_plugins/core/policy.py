@@ -1,9 +1,13 @@
 """Admin policy: allow-lists for option annotations, host paths, raw shell and per-namespace choices.
 
-Option annotations (``slurm-job.vk.io/flags``, singularity options and mounts) are split with
-shlex and parsed exactly as the target tool parses them, so every spelling of an option is seen:
+A generic engine: the option tables, annotation keys, config keys and namespace choices of a backend
+are a PolicySection its package registers (interlink_plugins/backends.py lists them); the apptainer/
+singularity options, a container runtime's, are here.
 
-* sbatch (glibc ``getopt_long``): ``--long=v``, ``--long v``, any unique prefix of a long name
+Option annotations are split with shlex and parsed exactly as the target tool parses them, so every
+spelling of an option is seen:
+
+* getopt tools (glibc ``getopt_long``): ``--long=v``, ``--long v``, any unique prefix of a long name
   (``--chd`` is ``--chdir``), ``-s v``, ``-sv``, bundled flags (``-vD/x``), optional values only
   when attached (``--nice=5``, ``-kX``).
 * apptainer/singularity (Go ``pflag``): ``--long=v``, ``--long v``, ``-s v``, ``-sv``, ``-s=v``,
@@ -20,9 +24,9 @@ import logging
 import os
 import pwd
 import shlex
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TakesValue = Literal["no", "required", "optional"]
 Style = Literal["getopt", "pflag"]
+_S = TypeVar("_S")
 
 
 class PolicyViolation(PodSpecError):
@@ -60,165 +65,6 @@ class ParsedOption:
 def _table(rows: Iterable[tuple[str, str, str | None, TakesValue]]) -> dict[str, OptionSpec]:
     return {key: OptionSpec(long, short, takes) for key, long, short, takes in rows}
 
-
-# sbatch 22.05.8, taken from the binary itself: every long name getopt_long accepts (enumerated
-# through its "ambiguous; possibilities" messages), its has_arg, and every short letter (probed
-# one by one). Keys are the spellings getopt knows; aliases point to the canonical long name.
-SBATCH_OPTIONS: Mapping[str, OptionSpec] = _table(
-    [
-        ("account", "account", "A", "required"),
-        ("acctg-freq", "acctg-freq", None, "required"),
-        ("array", "array", "a", "required"),
-        ("batch", "batch", None, "required"),
-        ("bb", "bb", None, "required"),
-        ("bbf", "bbf", None, "required"),
-        ("begin", "begin", "b", "required"),
-        ("chdir", "chdir", "D", "required"),
-        ("cluster", "clusters", "M", "required"),
-        ("cluster-constraint", "cluster-constraint", None, "required"),
-        ("clusters", "clusters", "M", "required"),
-        ("comment", "comment", None, "required"),
-        ("constraint", "constraint", "C", "required"),
-        ("container", "container", None, "required"),
-        ("context", "context", None, "required"),
-        ("contiguous", "contiguous", None, "no"),
-        ("core-spec", "core-spec", "S", "required"),
-        ("cores-per-socket", "cores-per-socket", None, "required"),
-        ("cpu-freq", "cpu-freq", None, "required"),
-        ("cpus-per-gpu", "cpus-per-gpu", None, "required"),
-        ("cpus-per-task", "cpus-per-task", "c", "required"),
-        ("deadline", "deadline", None, "required"),
-        ("delay-boot", "delay-boot", None, "required"),
-        ("dependency", "dependency", "d", "required"),
-        ("distribution", "distribution", "m", "required"),
-        ("error", "error", "e", "required"),
-        ("exclude", "exclude", "x", "required"),
-        ("exclusive", "exclusive", None, "optional"),
-        ("export", "export", None, "required"),
-        ("export-file", "export-file", None, "required"),
-        ("extra-node-info", "extra-node-info", "B", "required"),
-        ("get-user-env", "get-user-env", None, "optional"),
-        ("gid", "gid", None, "required"),
-        ("gpu-bind", "gpu-bind", None, "required"),
-        ("gpu-freq", "gpu-freq", None, "required"),
-        ("gpus", "gpus", "G", "required"),
-        ("gpus-per-node", "gpus-per-node", None, "required"),
-        ("gpus-per-socket", "gpus-per-socket", None, "required"),
-        ("gpus-per-task", "gpus-per-task", None, "required"),
-        ("gres", "gres", None, "required"),
-        ("gres-flags", "gres-flags", None, "required"),
-        ("help", "help", "h", "no"),
-        ("hint", "hint", None, "required"),
-        ("hold", "hold", "H", "no"),
-        ("ignore-pbs", "ignore-pbs", None, "no"),
-        ("input", "input", "i", "required"),
-        ("job-name", "job-name", "J", "required"),
-        ("kill-on-invalid-dep", "kill-on-invalid-dep", None, "required"),
-        ("licenses", "licenses", "L", "required"),
-        ("mail-type", "mail-type", None, "required"),
-        ("mail-user", "mail-user", None, "required"),
-        ("mcs-label", "mcs-label", None, "required"),
-        ("mem", "mem", None, "required"),
-        ("mem-bind", "mem-bind", None, "required"),
-        ("mem-per-cpu", "mem-per-cpu", None, "required"),
-        ("mem-per-gpu", "mem-per-gpu", None, "required"),
-        ("mincpus", "mincpus", None, "required"),
-        ("network", "network", None, "required"),
-        ("nice", "nice", None, "optional"),
-        ("no-kill", "no-kill", "k", "optional"),
-        ("no-requeue", "no-requeue", None, "no"),
-        ("nodefile", "nodefile", "F", "required"),
-        ("nodelist", "nodelist", "w", "required"),
-        ("nodes", "nodes", "N", "required"),
-        ("ntasks", "ntasks", "n", "required"),
-        ("ntasks-per-core", "ntasks-per-core", None, "required"),
-        ("ntasks-per-gpu", "ntasks-per-gpu", None, "required"),
-        ("ntasks-per-node", "ntasks-per-node", None, "required"),
-        ("ntasks-per-socket", "ntasks-per-socket", None, "required"),
-        ("ntasks-per-tres", "ntasks-per-tres", None, "required"),
-        ("open-mode", "open-mode", None, "required"),
-        ("output", "output", "o", "required"),
-        ("overcommit", "overcommit", "O", "no"),
-        ("oversubscribe", "oversubscribe", "s", "no"),
-        ("parsable", "parsable", None, "no"),
-        ("partition", "partition", "p", "required"),
-        ("power", "power", None, "required"),
-        ("prefer", "prefer", None, "required"),
-        ("priority", "priority", None, "required"),
-        ("profile", "profile", None, "required"),
-        ("propagate", "propagate", None, "optional"),
-        ("qos", "qos", "q", "required"),
-        ("quiet", "quiet", "Q", "no"),
-        ("reboot", "reboot", None, "no"),
-        ("requeue", "requeue", None, "no"),
-        ("reservation", "reservation", None, "required"),
-        ("signal", "signal", None, "required"),
-        ("sockets-per-node", "sockets-per-node", None, "required"),
-        ("spread-job", "spread-job", None, "no"),
-        ("switches", "switches", None, "required"),
-        ("tasks-per-node", "ntasks-per-node", None, "required"),
-        ("test-only", "test-only", None, "no"),
-        ("thread-spec", "thread-spec", None, "required"),
-        ("threads-per-core", "threads-per-core", None, "required"),
-        ("time", "time", "t", "required"),
-        ("time-min", "time-min", None, "required"),
-        ("tmp", "tmp", None, "required"),
-        ("uid", "uid", None, "required"),
-        ("usage", "usage", None, "no"),
-        ("use-min-nodes", "use-min-nodes", None, "no"),
-        ("verbose", "verbose", "v", "no"),
-        ("version", "version", "V", "no"),
-        ("wait", "wait", "W", "no"),
-        ("wait-all-nodes", "wait-all-nodes", None, "required"),
-        ("wckey", "wckey", None, "required"),
-        ("wrap", "wrap", None, "required"),
-    ]
-)
-
-# Pure resource-shape and scheduling requests: they change what the job asks for, never where its
-# files go, who it runs as, or how the plugin tracks it. Left out on purpose (an admin may add them
-# with ExtraSbatchOptions): deadline (the plugin derives it from activeDeadlineSeconds), priority
-# and reboot (honoured when the plugin submits as root/SlurmUser, so a pod could jump the queue or
-# reboot nodes), mail-type/mail-user (mail to the shared service account or to any address),
-# dependency/kill-on-invalid-dep (job ids of other tenants), hold (the pod would stay pending),
-# nodelist/exclude (node pinning is a site decision), wckey/mcs-label (accounting and visibility
-# labels), and the tuning knobs (cpu-freq, gpu-freq, power, profile, network, ...).
-# nice is allowed but only with a non-negative value (see AdminPolicy.sbatch_flags).
-DEFAULT_SBATCH_ALLOW: frozenset[str] = frozenset(
-    {
-        "job-name", "time", "time-min", "partition", "qos", "account",
-        "nodes", "ntasks", "ntasks-per-node", "ntasks-per-core", "ntasks-per-socket", "ntasks-per-gpu",
-        "cpus-per-task", "cpus-per-gpu", "mincpus",
-        "mem", "mem-per-cpu", "mem-per-gpu",
-        "gres", "gres-flags", "gpus", "gpus-per-node", "gpus-per-task", "gpus-per-socket",
-        "constraint", "prefer", "contiguous", "exclusive", "oversubscribe", "overcommit", "hint",
-        "licenses", "reservation", "nice",
-        "threads-per-core", "cores-per-socket", "sockets-per-node", "extra-node-info",
-        "distribution", "switches", "spread-job", "use-min-nodes",
-        "signal", "tmp", "begin",
-    }
-)  # fmt: skip
-
-# Refused even when an admin lists them (policy_from_config reports it as a ConfigError):
-# * identity and tracking the plugin owns: comment (carries il:<pod uid>), chdir (the job dir),
-#   job files output/error/input/open-mode, uid/gid (from runAsUser and the namespace's Users),
-#   requeue/no-requeue (a config switch), array (one pod is exactly one job), clusters/cluster and
-#   cluster-constraint (the job would land on a cluster the plugin does not query);
-# * environment: export, export-file, get-user-env (the env comes from the pod only; --export-file=/dev/null);
-# * files read on the plugin host while submitting: export-file, nodefile, bbf;
-# * the script and the submit call itself: wrap (replaces the script), container (SLURM's own OCI
-#   runtime instead of ContainerRuntime), parsable/quiet (the plugin parses sbatch's output),
-#   wait (blocks /create), test-only, help, usage, version (no job is submitted at all);
-# * context: an SELinux context, honoured when the plugin submits as root.
-NEVER_ALLOWED_SBATCH: frozenset[str] = frozenset(
-    {
-        "comment", "chdir", "output", "error", "input", "open-mode", "uid", "gid",
-        "requeue", "no-requeue", "array", "clusters", "cluster-constraint",
-        "export", "export-file", "get-user-env", "nodefile", "bbf",
-        "wrap", "container", "parsable", "quiet", "wait", "test-only", "help", "usage", "version",
-        "context",
-    }
-)  # fmt: skip
 
 # apptainer exec/run (1.x) plus SingularityCE flags, read from cmd/internal/cli/action_flags.go.
 # pflag has no optional values: booleans are "no" (they accept an attached =true/=false).
@@ -344,49 +190,11 @@ NEVER_ALLOWED_SINGULARITY: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
-# HTCondor submit commands a pod may add (annotation htcondor-job.vk.io/submit-commands, one
-# `key = value` a line): matchmaking and GPU shape only. Custom attributes (`+Name`/`MY.Name`) only
-# when an admin lists them (ExtraSubmitCommands: ["+ProjectName"]). Values may not use `$`: submit
-# macros ($ENV(...) reads the plugin's environment, $(...) other commands) are never expanded.
-DEFAULT_SUBMIT_ALLOW: frozenset[str] = frozenset(
-    {
-        "requirements", "rank", "priority", "concurrency_limits", "require_gpus",
-        "gpus_minimum_capability", "gpus_maximum_capability", "gpus_minimum_memory", "gpus_minimum_runtime",
-    }
-)  # fmt: skip
-
-# Refused even when an admin lists them: what the plugin sets itself (the job, its files, its
-# identity, its resources from the pod, its policy expressions) and what reads plugin-host files.
-NEVER_ALLOWED_SUBMIT: frozenset[str] = frozenset(
-    {
-        "universe", "executable", "arguments", "args", "environment", "env", "getenv", "initialdir",
-        "initial_dir", "iwd", "input", "output", "error", "log", "log_xml", "stream_input", "stream_output",
-        "stream_error", "transfer_executable", "transfer_input_files", "transfer_output_files",
-        "transfer_output_remaps", "should_transfer_files", "when_to_transfer_output", "preserve_relative_paths",
-        "accounting_group", "accounting_group_user", "periodic_remove", "periodic_hold", "periodic_hold_reason",
-        "periodic_hold_subcode", "periodic_release", "on_exit_remove", "on_exit_hold", "allowed_execute_duration",
-        "allowed_job_duration", "job_max_vacate_time", "leave_in_queue", "queue", "batch_name", "jobbatchname",
-        "hold", "notification", "notify_user", "run_as_owner", "load_profile", "kill_sig", "remove_kill_sig",
-        "hold_kill_sig", "max_retries", "success_exit_code", "request_cpus", "request_memory", "request_disk",
-        "request_gpus", "x509userproxy", "use_x509userproxy", "use_oauth_services", "scitokens_file",
-        "container_image", "docker_image", "+interlinkpoduid", "+interlinkinstance", "+interlinkjobdir",
-        "+interlinkcontainers", "+owner", "+user", "+acctgroup", "+acctgroupuser", "+accountinggroup",
-        "+wantioproxy", "+singularityimage", "+jobbatchname", "+iwd", "+cmd", "+environment", "+env",
-    }
-)  # fmt: skip
-
-
-def submit_key(key: str) -> str:
-    """Canonical spelling of a submit command: lower case, `MY.Name` as `+name`."""
-    key = key.strip().lower()
-    return "+" + key[3:] if key.startswith("my.") else key
-
-
 _PFLAG_BOOLS = frozenset({"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"})
 _MAX_SHOWN = 80
 
 
-def _show(text: str) -> str:
+def show(text: str) -> str:
     """A token for an error message: repr-quoted, cut when long."""
     if len(text) > _MAX_SHOWN:
         text = text[:_MAX_SHOWN] + "..."
@@ -418,18 +226,18 @@ def _lookup_long(name: str, table: Mapping[str, OptionSpec], *, field: str, toke
             return table[matches[0]]
         if len(matches) > 1:
             listed = ", ".join("--" + m for m in matches)
-            raise PolicyViolation(field, f"option {_show(token)} is ambiguous ({listed})", 422)
-    raise PolicyViolation(field, f"unknown option {_show(token)}", 422)
+            raise PolicyViolation(field, f"option {show(token)} is ambiguous ({listed})", 422)
+    raise PolicyViolation(field, f"unknown option {show(token)}", 422)
 
 
 def _check_value(value: str, *, field: str, spelling: str) -> None:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise PolicyViolation(field, f"control character in the value of {_show(spelling)}", 422)
+        raise PolicyViolation(field, f"control character in the value of {show(spelling)}", 422)
 
 
 def _bool_value(spec: OptionSpec, value: str, *, field: str, spelling: str) -> str:
     if value not in _PFLAG_BOOLS:
-        raise PolicyViolation(field, f"option {_show(spelling)} takes no value other than true/false", 422)
+        raise PolicyViolation(field, f"option {show(spelling)} takes no value other than true/false", 422)
     return value
 
 
@@ -445,7 +253,7 @@ def parse_options(
     def take_next(spelling: str) -> tuple[str, str]:
         nonlocal i
         if i >= len(words):
-            raise PolicyViolation(field, f"option {_show(spelling)} needs a value", 422)
+            raise PolicyViolation(field, f"option {show(spelling)} needs a value", 422)
         value = words[i]
         i += 1
         return value, f"{spelling} {value}"
@@ -469,7 +277,7 @@ def parse_options(
                 elif style == "pflag":
                     add(spec, _bool_value(spec, attached, field=field, spelling=word), word)
                 else:
-                    raise PolicyViolation(field, f"option {_show(word)} takes no value", 422)
+                    raise PolicyViolation(field, f"option {show(word)} takes no value", 422)
             elif eq:
                 add(spec, attached, word)
             elif spec.takes_value == "required":
@@ -482,7 +290,7 @@ def parse_options(
             while rest:
                 spec_or_none = shorts.get(rest[0])
                 if spec_or_none is None:
-                    raise PolicyViolation(field, f"unknown option -{rest[0]} in {_show(word)}", 422)
+                    raise PolicyViolation(field, f"unknown option -{rest[0]} in {show(word)}", 422)
                 spec = spec_or_none
                 if style == "pflag" and len(rest) > 2 and rest[1] == "=":
                     value = rest[2:]
@@ -504,7 +312,7 @@ def parse_options(
                     add(spec, None, word)
                     break
         else:
-            raise PolicyViolation(field, f"unexpected word {_show(word)}: only options are accepted", 422)
+            raise PolicyViolation(field, f"unexpected word {show(word)}: only options are accepted", 422)
     return out
 
 
@@ -513,22 +321,22 @@ def check_options(
     allow: Collection[str],
     *,
     field: str,
-    never: Collection[str] = NEVER_ALLOWED_SBATCH,
+    never: Collection[str],
 ) -> None:
     """Raise a 403 naming every option (as written) that is reserved or not in ``allow``."""
     reserved = [p for p in parsed if p.name in never]
     refused = [p for p in parsed if p.name not in never and p.name not in allow]
-    problems = [f"{_show(p.spelling or p.name)} (--{p.name}) is reserved by the plugin" for p in reserved]
-    problems += [f"{_show(p.spelling or p.name)} (--{p.name}) is not allowed" for p in refused]
+    problems = [f"{show(p.spelling or p.name)} (--{p.name}) is reserved by the plugin" for p in reserved]
+    problems += [f"{show(p.spelling or p.name)} (--{p.name}) is not allowed" for p in refused]
     if problems:
         raise PolicyViolation(field, "; ".join(problems), 403)
 
 
-def render_sbatch_option(opt: ParsedOption) -> list[str]:
-    """Canonical argv words: ``["--name=value"]`` or ``["--flag"]`` (also valid for pflag tools).
+def render_option(opt: ParsedOption) -> list[str]:
+    """Canonical argv words: ``["--name=value"]`` or ``["--flag"]`` (valid for getopt and pflag tools).
 
     The words are argv elements: shell-quote them before writing them into a script, and never
-    put values with whitespace into ``#SBATCH`` lines.
+    put values with whitespace into directive lines of a batch script.
     """
     if opt.value is None:
         return [f"--{opt.name}"]
@@ -536,18 +344,55 @@ def render_sbatch_option(opt: ParsedOption) -> list[str]:
 
 
 @dataclass(frozen=True)
+class OptionLanguage:
+    """A tool's option table with the allow-lists of the policy: what a pod may pass to that tool."""
+
+    table: Mapping[str, OptionSpec]
+    default_allow: frozenset[str]
+    never: frozenset[str]
+    style: Style = "getopt"
+
+    def parse(self, text: str, allow: Collection[str] | None = None, *, field: str) -> list[ParsedOption]:
+        """Parse an annotation as the tool would, then refuse what is reserved or not allowed."""
+        parsed = parse_options(text, self.table, field=field, style=self.style)
+        check_options(parsed, self.default_allow if allow is None else allow, field=field, never=self.never)
+        return parsed
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    """What one backend adds to the admin policy, registered by its package.
+
+    ``parse`` turns the section's config keys (``keys``: key -> meaning, for the reference) into its
+    settings, kept in ``AdminPolicy.sections`` under ``name`` (absent: the section's defaults).
+    ``namespace_keys`` are the NamespacePolicy sub-keys it adds (config key -> choice name).
+    ``annotations`` are the annotation keys every backend honours for a role (e.g. PRE_EXEC of
+    core.annotations), ``own_annotations`` those only this backend honours; ``launchers`` are the option
+    languages of the MPI launchers it knows (by binary name).
+    """
+
+    name: str
+    title: str
+    parse: Callable[[Mapping[str, Any]], object]
+    keys: Mapping[str, str] = field(default_factory=dict)
+    namespace_keys: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    own_annotations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    launchers: Mapping[str, OptionLanguage] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NamespacePolicy:
-    """What one Kubernetes namespace may choose: SLURM account/QoS/partitions, unix users, HTCondor groups."""
+    """What one Kubernetes namespace may choose: unix users, flavors, and the choices backends register
+    (``choices``: choice name -> allowed values, the first being the default where a backend says so)."""
 
-    accounts: tuple[str, ...] = ()
-    qos: tuple[str, ...] = ()
-    partitions: tuple[str, ...] = ()
     users: tuple[str, ...] = ()  # unix user names or numeric uids, as strings
-    accounting_groups: tuple[str, ...] = ()  # HTCondor accounting_group (the first is the default)
     flavors: tuple[str, ...] = ()  # flavors carrying a UID this namespace may use (other flavors: any namespace)
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-
-_NS_CHOICES = {"account": "accounts", "qos": "qos", "partition": "partitions"}
+    def choice(self, name: str) -> tuple[str, ...]:
+        """The allowed values of one registered choice; () when the namespace lists none."""
+        return self.choices.get(name, ())
 
 
 def _same_user(a: str, b: str) -> bool:
@@ -564,87 +409,76 @@ def _same_user(a: str, b: str) -> bool:
     return False
 
 
+SINGULARITY = OptionLanguage(SINGULARITY_OPTIONS, DEFAULT_SINGULARITY_ALLOW, NEVER_ALLOWED_SINGULARITY, "pflag")
+
+
 @dataclass(frozen=True)
 class AdminPolicy:
-    """The admin policy shared by every backend; the default denies everything optional."""
+    """The admin policy shared by every backend; the default denies everything optional.
+
+    ``sections`` holds each registered backend section's settings by name (a section without config
+    keys keeps its defaults and is absent); ``registry`` the sections themselves (declarations, not
+    admin choices: not compared).
+    """
 
     allow_raw_shell: bool = False  # pre-exec, mesh, wstunnel scripts
-    sbatch_allow: frozenset[str] = DEFAULT_SBATCH_ALLOW
     singularity_allow: frozenset[str] = DEFAULT_SINGULARITY_ALLOW
-    submit_allow: frozenset[str] = DEFAULT_SUBMIT_ALLOW
     allowed_host_paths: tuple[str, ...] = ()
     namespaces: Mapping[str, NamespacePolicy] = field(default_factory=dict)
-    default_namespace: NamespacePolicy | None = None  # None: no account/qos/partition/user choice
+    default_namespace: NamespacePolicy | None = None  # None: no registered choice, no user
+    sections: Mapping[str, object] = field(default_factory=dict)
+    registry: tuple[PolicySection, ...] = field(default=(), compare=False)
 
     def namespace_policy(self, namespace: str) -> NamespacePolicy | None:
         """The namespace's own entry, else the default one, else None."""
         return self.namespaces.get(namespace, self.default_namespace)
 
-    def sbatch_flags(self, text: str, namespace: str, *, field: str) -> list[ParsedOption]:
-        """Parse and check an sbatch flags annotation, including the namespace's choices."""
-        parsed = parse_options(text, SBATCH_OPTIONS, field=field)
-        check_options(parsed, self.sbatch_allow, field=field, never=NEVER_ALLOWED_SBATCH)
-        ns = self.namespace_policy(namespace)
-        for opt in parsed:
-            attr = _NS_CHOICES.get(opt.name)
-            if attr is not None:
-                allowed: tuple[str, ...] = getattr(ns, attr) if ns is not None else ()
-                for item in (opt.value or "").split(","):
-                    if item not in allowed:
-                        raise PolicyViolation(
-                            field,
-                            f"{_show(opt.spelling)}: {opt.name} {_show(item)} is not allowed for "
-                            f"namespace {namespace!r}",
-                        )
-            if opt.name == "nice" and opt.value is not None and not opt.value.lstrip("+").isdigit():
-                raise PolicyViolation(field, f"{_show(opt.spelling)}: only a non-negative nice is allowed")
-        return parsed
+    def section(self, name: str, kind: type[_S]) -> _S | None:
+        """A registered section's settings when the config set any of its keys, else None (its defaults)."""
+        found = self.sections.get(name)
+        return found if isinstance(found, kind) else None
+
+    def annotation_keys(self, role: str, backend: str = "") -> tuple[str, ...]:
+        """Every annotation key for a role, in registration order: the shared ones of every section, and
+        the backend's own."""
+        keys: list[str] = []
+        for section in self.registry:
+            keys += section.annotations.get(role, ())
+            if section.name == backend:
+                keys += section.own_annotations.get(role, ())
+        return tuple(dict.fromkeys(keys))
+
+    def launcher(self, binary: str) -> OptionLanguage | None:
+        """The option language of an MPI launcher (by its binary's base name) a section registered."""
+        name = binary.rsplit("/", 1)[-1]
+        return next((s.launchers[name] for s in self.registry if name in s.launchers), None)
 
     def singularity_options(self, text: str, *, field: str) -> list[ParsedOption]:
         """Parse and check apptainer/singularity options; bind sources must be allowed host paths."""
-        parsed = parse_options(text, SINGULARITY_OPTIONS, field=field, style="pflag")
-        check_options(parsed, self.singularity_allow, field=field, never=NEVER_ALLOWED_SINGULARITY)
+        parsed = SINGULARITY.parse(text, self.singularity_allow, field=field)
         for opt in parsed:
             if opt.name == "bind":
                 for spec in (opt.value or "").split(","):
                     source = spec.split(":", 1)[0]
                     if not self.host_path_allowed(source):
-                        raise PolicyViolation(field, f"{_show(opt.spelling)}: host path {_show(source)} is not allowed")
+                        raise PolicyViolation(field, f"{show(opt.spelling)}: host path {show(source)} is not allowed")
         return parsed
 
-    def submit_commands(self, text: str, *, field: str) -> list[tuple[str, str]]:
-        """Parse `key = value` lines (HTCondor submit syntax) and check each key against the allow-list."""
-        if not isinstance(text, str):
-            raise PolicyViolation(field, "must be a string", 422)
-        commands: list[tuple[str, str]] = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            key, eq, value = line.partition("=")
-            name = submit_key(key)
-            if not eq or not name or not all(c.isalnum() or c in "_.+" for c in name):
-                raise PolicyViolation(field, f"line {number}: expected `key = value`, got {_show(line)}", 422)
-            value = value.strip()
-            if "$" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-                raise PolicyViolation(field, f"line {number}: {name}: `$` and control characters are not allowed", 422)
-            if name in NEVER_ALLOWED_SUBMIT:
-                raise PolicyViolation(field, f"line {number}: {_show(key.strip())} is reserved by the plugin")
-            if name not in self.submit_allow:
-                raise PolicyViolation(field, f"line {number}: {_show(key.strip())} is not allowed")
-            commands.append((name, value))
-        return commands
-
-    def accounting_group(self, namespace: str, requested: str, *, field: str) -> str:
-        """The namespace's accounting group: the requested one if the namespace may use it, else its first."""
+    def check_choices(self, parsed: Iterable[ParsedOption], choices: Mapping[str, str], namespace: str, *,
+                      field: str) -> None:
+        """Each option named in ``choices`` (option -> choice name) may only list values the namespace may use."""
         ns = self.namespace_policy(namespace)
-        groups = ns.accounting_groups if ns is not None else ()
-        if requested:
-            if requested not in groups:
-                raise PolicyViolation(
-                    field, f"accounting group {_show(requested)} is not allowed for namespace {namespace!r}"
-                )
-            return requested
-        return groups[0] if groups else ""
+        for opt in parsed:
+            name = choices.get(opt.name)
+            if name is not None:
+                allowed = ns.choice(name) if ns is not None else ()
+                for item in (opt.value or "").split(","):
+                    if item not in allowed:
+                        raise PolicyViolation(
+                            field,
+                            f"{show(opt.spelling)}: {opt.name} {show(item)} is not allowed for "
+                            f"namespace {namespace!r}",
+                        )
 
     def host_path_allowed(self, path: str) -> bool:
         """True when the real path is one of AllowedHostPaths or below one (no prefix tricks)."""
@@ -697,8 +531,32 @@ class AdminPolicy:
 
 # ---------------------------------------------------------------------------------------- config
 
+# the keys of the policy every backend shares (each section adds its own); NamespacePolicy's meaning
+# lists the sub-keys the sections register (policy_key_docs)
+COMMON_KEYS: Mapping[str, str] = {
+    "AllowRawShell": "run raw-shell annotations (pre-exec, interLink mesh/wstunnel) in the job; default false",
+    "AllowedSingularityOptions": "apptainer/singularity options a pod may set",
+    "AllowedHostPaths": "hostPath volumes and binds only under these paths (default: none)",
+    "NamespacePolicy": "namespace -> {%s} a namespace may use (Users: the uids its pods may run as, runAsUser "
+    "and flavors' UIDs; Flavors: the flavors with a UID it may use)",
+    "DefaultNamespacePolicy": "the same, for namespaces not listed",
+}
+_NS_KEYS = {"Users": "users", "Flavors": "flavors"}
 
-def _str_list(key: str, raw: Any, *, allow_int: bool = False) -> list[str]:
+
+def policy_keys(sections: Sequence[PolicySection]) -> tuple[str, ...]:
+    """Every config key of the policy: the common ones and those of the sections."""
+    return (*COMMON_KEYS, *(key for section in sections for key in section.keys))
+
+
+def policy_key_docs(sections: Sequence[PolicySection]) -> dict[str, str]:
+    """The common keys' meanings, NamespacePolicy's naming the sub-keys the sections register."""
+    sub_keys = ", ".join([*(key for section in sections for key in section.namespace_keys), *_NS_KEYS])
+    return {key: doc % sub_keys if key == "NamespacePolicy" else doc for key, doc in COMMON_KEYS.items()}
+
+
+def str_list(key: str, raw: Any, *, allow_int: bool = False) -> list[str]:
+    """A config list of non-empty strings (numbers too with allow_int); ConfigError names key and value."""
     if not isinstance(raw, list):
         raise ConfigError(f"{key}: expected a list, got {raw!r}")
     out: list[str] = []
@@ -712,96 +570,63 @@ def _str_list(key: str, raw: Any, *, allow_int: bool = False) -> list[str]:
     return out
 
 
-def _option_names(key: str, raw: Any, table: Mapping[str, OptionSpec], never: frozenset[str]) -> frozenset[str]:
-    shorts = _short_map(table)
+def option_names(key: str, raw: Any, language: OptionLanguage) -> frozenset[str]:
+    """A config list of options (long names, --long or -s) as canonical long names; reserved ones refused."""
+    shorts = _short_map(language.table)
     names: set[str] = set()
-    for item in _str_list(key, raw):
+    for item in str_list(key, raw):
         if len(item) == 2 and item[0] == "-" and item[1] in shorts:
             spec: OptionSpec | None = shorts[item[1]]
         else:
-            spec = table.get(item.removeprefix("--"))
+            spec = language.table.get(item.removeprefix("--"))
         if spec is None:
             raise ConfigError(f"{key}: bad value {item!r} (unknown option)")
-        if spec.long in never:
+        if spec.long in language.never:
             raise ConfigError(f"{key}: bad value {item!r} (reserved by the plugin, never allowed)")
         names.add(spec.long)
     return frozenset(names)
 
 
-def _submit_names(key: str, raw: Any) -> frozenset[str]:
-    names: set[str] = set()
-    for item in _str_list(key, raw):
-        name = submit_key(item)
-        if not all(c.isalnum() or c in "_.+" for c in name):
-            raise ConfigError(f"{key}: bad value {item!r} (not a submit command)")
-        if name in NEVER_ALLOWED_SUBMIT:
-            raise ConfigError(f"{key}: bad value {item!r} (reserved by the plugin, never allowed)")
-        names.add(name)
-    return frozenset(names)
-
-
-_NS_KEYS = {
-    "Accounts": "accounts",
-    "QOS": "qos",
-    "Partitions": "partitions",
-    "Users": "users",
-    "AccountingGroups": "accounting_groups",
-    "Flavors": "flavors",
-}
-
-
-def _namespace_policy(key: str, raw: Any) -> NamespacePolicy:
+def _namespace_policy(key: str, raw: Any, choice_keys: Mapping[str, str]) -> NamespacePolicy:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{key}: expected a mapping, got {raw!r}")
     values: dict[str, tuple[str, ...]] = {}
+    choices: dict[str, tuple[str, ...]] = {}
     for sub, value in raw.items():
         attr = _NS_KEYS.get(sub)
-        if attr is None:
+        choice = choice_keys.get(sub)
+        if attr is None and choice is None:
             log.warning("unknown config key %s.%s ignored", key, sub)
             continue
-        values[attr] = tuple(_str_list(f"{key}.{sub}", value, allow_int=(attr == "users")))
-    return NamespacePolicy(**values)
+        items = tuple(str_list(f"{key}.{sub}", value, allow_int=(attr == "users")))
+        if attr is not None:
+            values[attr] = items
+        elif choice is not None:
+            choices[choice] = items
+    return NamespacePolicy(**values, choices=choices)
 
 
-def policy_from_config(raw: Mapping[str, Any]) -> AdminPolicy:
-    """Build the AdminPolicy from config keys; a bad value raises ConfigError naming key and value."""
+def policy_from_config(raw: Mapping[str, Any], sections: Sequence[PolicySection]) -> AdminPolicy:
+    """Build the AdminPolicy from config keys with the registered sections (every backend's: a section left
+    out would leave its keys unread, its defaults in force); a bad value raises ConfigError naming key and
+    value."""
     allow_raw = raw.get("AllowRawShell", False)
     if not isinstance(allow_raw, bool):
         raise ConfigError(f"AllowRawShell: bad value {allow_raw!r} (expected true or false)")
 
-    sbatch_allow = DEFAULT_SBATCH_ALLOW
-    if "AllowedSbatchOptions" in raw:
-        sbatch_allow = _option_names(
-            "AllowedSbatchOptions", raw["AllowedSbatchOptions"], SBATCH_OPTIONS, NEVER_ALLOWED_SBATCH
-        )
-    if "ExtraSbatchOptions" in raw:
-        sbatch_allow = sbatch_allow | _option_names(
-            "ExtraSbatchOptions", raw["ExtraSbatchOptions"], SBATCH_OPTIONS, NEVER_ALLOWED_SBATCH
-        )
-
     singularity_allow = DEFAULT_SINGULARITY_ALLOW
     if "AllowedSingularityOptions" in raw:
-        singularity_allow = _option_names(
-            "AllowedSingularityOptions",
-            raw["AllowedSingularityOptions"],
-            SINGULARITY_OPTIONS,
-            NEVER_ALLOWED_SINGULARITY,
-        )
-
-    submit_allow = DEFAULT_SUBMIT_ALLOW
-    if "AllowedSubmitCommands" in raw:
-        submit_allow = _submit_names("AllowedSubmitCommands", raw["AllowedSubmitCommands"])
-    if "ExtraSubmitCommands" in raw:
-        submit_allow = submit_allow | _submit_names("ExtraSubmitCommands", raw["ExtraSubmitCommands"])
+        singularity_allow = option_names("AllowedSingularityOptions", raw["AllowedSingularityOptions"], SINGULARITY)
 
     host_paths: tuple[str, ...] = ()
     if "AllowedHostPaths" in raw:
-        paths = _str_list("AllowedHostPaths", raw["AllowedHostPaths"])
+        paths = str_list("AllowedHostPaths", raw["AllowedHostPaths"])
         for path in paths:
             if not path.startswith("/") or "\x00" in path:
                 raise ConfigError(f"AllowedHostPaths: bad value {path!r} (expected an absolute path)")
         host_paths = tuple(os.path.normpath(p) for p in paths)
 
+    choice_keys = {key: name for section in sections for key, name in section.namespace_keys.items()}
     namespaces: dict[str, NamespacePolicy] = {}
     ns_raw = raw.get("NamespacePolicy", {})
     if ns_raw is None:
@@ -811,18 +636,19 @@ def policy_from_config(raw: Mapping[str, Any]) -> AdminPolicy:
     for ns, entry in ns_raw.items():
         if not isinstance(ns, str) or not ns:
             raise ConfigError(f"NamespacePolicy: bad namespace name {ns!r}")
-        namespaces[ns] = _namespace_policy(f"NamespacePolicy.{ns}", entry)
+        namespaces[ns] = _namespace_policy(f"NamespacePolicy.{ns}", entry, choice_keys)
 
     default_ns = None
     if raw.get("DefaultNamespacePolicy") is not None:
-        default_ns = _namespace_policy("DefaultNamespacePolicy", raw["DefaultNamespacePolicy"])
+        default_ns = _namespace_policy("DefaultNamespacePolicy", raw["DefaultNamespacePolicy"], choice_keys)
 
+    settings = {section.name: section.parse(raw) for section in sections if any(key in raw for key in section.keys)}
     return AdminPolicy(
         allow_raw_shell=allow_raw,
-        sbatch_allow=sbatch_allow,
         singularity_allow=singularity_allow,
-        submit_allow=submit_allow,
         allowed_host_paths=host_paths,
         namespaces=namespaces,
         default_namespace=default_ns,
+        sections=settings,
+        registry=tuple(sections),
     )

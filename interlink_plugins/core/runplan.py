@@ -69,6 +69,8 @@ class RunPlan:
     # after the prologue, the containers run inside this program: `WRAPPER... bash pod-runner.sh --wrapped`
     # (the interLink mesh script, which sets up a network namespace and then runs its arguments)
     wrapper: tuple[str, ...] = ()
+    # the wrapper's script as the pod gave it (written to the job dir as the wrapper's file)
+    wrapper_script: str = ""
     # (path as the job sees it, content): the runtimes' private files (env files), mode 0600
     private_files: tuple[tuple[str, bytes], ...] = ()
     # argv run in order after the prologue and before any container (image conversions with registry

@@ -56,6 +56,8 @@ NS_EXEC_NAME = "ns-exec.sh"
 PROBE_HELPER = "probe.sh"  # templates/probe.sh, installed in every job dir (core/probes.py)
 APPTAINER_HELPER_NAME = "apptainer.sh"
 PODMAN_SECRETS_NAME = "podman-secrets.sh"
+# the runtime that runs a container as another user and group (--user), inside a job of another uid
+USER_SWITCHING_RUNTIME = "podman"
 REGISTRY_AUTH_DIR = "registry-auth"
 # the per-uid part of a SIF path in ApptainerCacheDir: apptainer.sh makes it uid-<the job's uid>, a private dir
 CACHE_UID_DIR = "uid-@UID@"
@@ -142,6 +144,7 @@ class ContainerArgv:
 
 class Runtime(Protocol):
     name: str
+    mpi_tasks: bool  # an MPI launcher may run the container once per task (not with one container per pod)
 
     def argv(self, ctx: RuntimeContext) -> ContainerArgv: ...
 
@@ -224,6 +227,7 @@ class NoneRuntime:
     """Host userland; env -i for the env, ns-exec.sh (bubblewrap) for mounts and workingDir."""
 
     name = "none"
+    mpi_tasks = True
 
     def _prefix(self, ctx: RuntimeContext) -> list[str]:
         if ctx.extra_options:
@@ -295,6 +299,7 @@ class PodmanRuntime:
     """``podman run`` per container, removed when it ends."""
 
     name = "podman"
+    mpi_tasks = False
 
     def _binary(self, ctx: RuntimeContext) -> str:
         return ctx.binary or "podman"
@@ -403,6 +408,8 @@ def cached_sif_name(image: str) -> str:
 
 class ApptainerRuntime:
     """``apptainer exec|run --no-eval`` through ``apptainer.sh`` (env prefix APPTAINERENV_ or SINGULARITYENV_)."""
+
+    mpi_tasks = True
 
     def __init__(self, name: str = "apptainer", env_prefix: str = "APPTAINERENV_") -> None:
         self.name = name
@@ -540,6 +547,14 @@ RUNTIMES: Mapping[str, Callable[[], Runtime]] = {
     "apptainer": ApptainerRuntime,
     "singularity": lambda: ApptainerRuntime("singularity", "SINGULARITYENV_"),
 }
+
+
+def configured_binary(config: Any, name: str) -> tuple[str, ...]:
+    """The config's argv for a runtime's binary (SingularityPath for apptainer and singularity, PodmanPath); ()
+    for a runtime without one."""
+    binaries: dict[str, tuple[str, ...]] = {"apptainer": config.apptainer, "singularity": config.apptainer,
+                                            "podman": config.podman}
+    return binaries.get(name, ())
 
 
 def runtime_for(name: str) -> Runtime:

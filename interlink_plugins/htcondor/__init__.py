@@ -1,0 +1,3 @@
+"""The HTCondor backend; importing the package registers its column of the pod field table."""
+
+from interlink_plugins.htcondor import fields as _fields  # noqa: F401

@@ -49,6 +49,7 @@ class HTCondorBackend(BatchBackend[submit.JobLayout]):
     """A pod as one HTCondor job; its draft is where its job dir is, here and as the job sees it."""
 
     name = "htcondor"
+    display_name = "htcondor"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
         super().__init__(config, runner, policy)

@@ -20,10 +20,14 @@ from interlink_plugins.core.names import job_dir_name
 from interlink_plugins.core.pod import GPU_RESOURCES, Pod
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.resources import pod_totals
+from interlink_plugins.htcondor.policy import (
+    ACCOUNTING_GROUP_ANNOTATION,
+    SUBMIT_COMMANDS_ANNOTATION,
+    accounting_group,
+    submit_commands,
+)
 from interlink_plugins.htcondor.states import DEADLINE_SUBCODE, HOLD_SPOOLING_INPUT
 
-SUBMIT_COMMANDS_ANNOTATION = "htcondor-job.vk.io/submit-commands"
-ACCOUNTING_GROUP_ANNOTATION = "htcondor-job.vk.io/accounting-group"
 WRAPPER = "job.sh"
 RUNNER_LOG = "runner.out"
 SPOOL_INPUTS = ("pod-runner.sh", "ns-exec.sh", "apptainer.sh", "podman-secrets.sh")
@@ -142,9 +146,10 @@ def pod_commands(pod: Pod, policy: AdminPolicy) -> dict[str, str]:
     commands: dict[str, str] = {}
     text = pod.annotations.get(SUBMIT_COMMANDS_ANNOTATION, "")
     if text.strip():
-        for key, value in policy.submit_commands(text, field=f"metadata.annotations[{SUBMIT_COMMANDS_ANNOTATION}]"):
+        for key, value in submit_commands(policy, text, field=f"metadata.annotations[{SUBMIT_COMMANDS_ANNOTATION}]"):
             commands[key] = value
-    group = policy.accounting_group(
+    group = accounting_group(
+        policy,
         pod.namespace,
         pod.annotations.get(ACCOUNTING_GROUP_ANNOTATION, "").strip(),
         field=f"metadata.annotations[{ACCOUNTING_GROUP_ANNOTATION}]",

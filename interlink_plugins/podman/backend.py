@@ -155,6 +155,7 @@ class Inspected:
 
 class PodmanBackend(BackendDefaults):
     name = "podman"
+    display_name = "podman"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
         self.config = config

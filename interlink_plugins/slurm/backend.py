@@ -20,14 +20,7 @@ from interlink_plugins.core.backend import AdoptedJob, JobInfo, Resources
 from interlink_plugins.core.batch import BatchBackend, JobOwner, primary_gid
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
 from interlink_plugins.core.pod import GPU_RESOURCES, Pod
-from interlink_plugins.core.policy import (
-    SBATCH_OPTIONS,
-    AdminPolicy,
-    ParsedOption,
-    PolicyViolation,
-    parse_options,
-    render_sbatch_option,
-)
+from interlink_plugins.core.policy import AdminPolicy, ParsedOption, PolicyViolation, parse_options
 from interlink_plugins.core.resources import pod_totals
 from interlink_plugins.core.runner import CommandRunner
 from interlink_plugins.core.runnerfiles import LOCAL, RunnerStateSource
@@ -35,12 +28,19 @@ from interlink_plugins.core.runplan import RunPlan
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.slurm import commands, migrate, parse
 from interlink_plugins.slurm.memory import memory_kill_detail, output_tail
+from interlink_plugins.slurm.policy import (
+    FLAGS,
+    FLAVOR,
+    NAMESPACE_CHOICES,
+    SBATCH_OPTIONS,
+    render_sbatch_option,
+    sbatch_flags,
+)
 from interlink_plugins.slurm.states import OOM_KILLED, may_be_memory_kill
 
 log = logging.getLogger(__name__)
 
-FLAGS_ANNOTATIONS = ann.FLAGS
-_NS_CHOICES = {"account": "accounts", "qos": "qos", "partition": "partitions"}
+FLAGS_ANNOTATIONS = FLAGS
 _GRES_GPU = re.compile(r"^gpu(?::[^:,]+)?:(\d+)$")
 
 
@@ -48,6 +48,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
     """A pod as one sbatch job; its draft is the job's sbatch options."""
 
     name = "slurm"
+    display_name = "SLURM"
 
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
         super().__init__(config, runner, policy)
@@ -102,7 +103,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
                 layer.append(option)
             _apply(merged, layer)
         for key, text in ann.present(pod.annotations, FLAGS_ANNOTATIONS):
-            _apply(merged, self.policy.sbatch_flags(text, pod.namespace, field=f"metadata.annotations[{key}]"))
+            _apply(merged, sbatch_flags(self.policy, text, pod.namespace, field=f"metadata.annotations[{key}]"))
         if totals.cpu_millis:
             merged["cpus-per-task"] = ParsedOption("cpus-per-task", str(math.ceil(totals.cpu_millis / 1000)))
         if totals.memory_bytes:
@@ -128,7 +129,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
 
     def _flavor(self, pod: Pod, gpus: int) -> Flavor | None:
         """The pod's flavor annotation, else a GPU flavor when the pod asks for GPUs, else DefaultFlavor."""
-        found = ann.first(pod.annotations, ann.FLAVOR)
+        found = ann.first(pod.annotations, FLAVOR)
         if found is not None:
             key, name = found
             flavor = self.config.flavors.get(name.strip())
@@ -149,18 +150,18 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
         ns = self.policy.namespace_policy(namespace)
         if ns is None:
             return
-        for name, attr in _NS_CHOICES.items():
-            choices: tuple[str, ...] = getattr(ns, attr)
+        for name, attr in NAMESPACE_CHOICES.items():
+            choices = ns.choice(attr)
             if choices:
                 merged[name] = ParsedOption(name, choices[0])
 
     def _check_namespace_choice(self, option: ParsedOption, namespace: str, field: str) -> None:
         """A flavor's account/QoS/partition must be one the namespace may use, where its policy lists any."""
-        attr = _NS_CHOICES.get(option.name)
+        attr = NAMESPACE_CHOICES.get(option.name)
         ns = self.policy.namespace_policy(namespace)
         if attr is None or ns is None:
             return
-        allowed: tuple[str, ...] = getattr(ns, attr)
+        allowed = ns.choice(attr)
         if not allowed:
             return
         for item in (option.value or "").split(","):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from interlink_plugins.config import FIELDS, POLICY_KEYS, parse_config
+from interlink_plugins.backends import FIELDS, POLICY_KEYS, parse_config
 from interlink_plugins.exitcodes import MEANINGS
 from interlink_plugins.manifest import pod_body_from_manifest
 from interlink_plugins.metrics import Metrics

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import interlink_plugins.backends  # noqa: F401  (every backend's field verdicts: the fake's config says Backend slurm)
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, BackendDefaults, JobInfo, PreparedJob, Resources
@@ -67,6 +68,7 @@ class FakeBackend(BackendDefaults):
 
     data_root: Path
     name: str = "fake"
+    display_name: str = "fake"
     down: bool = False
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     submit_errors: list[Exception] = field(default_factory=list)

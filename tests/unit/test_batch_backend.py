@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.batch import BatchBackend, JobOwner
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError
 from interlink_plugins.core.names import job_dir_name
 from interlink_plugins.core.pod import Pod, parse_create_body
-from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.runner import LocalRunner
 from interlink_plugins.core.runplan import RunPlan
 from interlink_plugins.core.state import PodRecord

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from interlink_plugins import __version__
+from interlink_plugins.backends import config_reference_markdown, default_config_path, load_config, parse_config
 from interlink_plugins.cli import main
-from interlink_plugins.config import config_reference_markdown, default_config_path, load_config, parse_config
 from interlink_plugins.core.errors import ConfigError
 from interlink_plugins.exitcodes import ExitCode
 

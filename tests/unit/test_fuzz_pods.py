@@ -16,11 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import parse_create_body
 from interlink_plugins.core.podfields import Facts, check_pod
-from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.runner import LocalRunner
 from interlink_plugins.slurm.backend import SlurmBackend
 

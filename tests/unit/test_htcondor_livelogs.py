@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import JobInfo
-from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.runner import LocalRunner
 from interlink_plugins.core.state import PodRecord
 from interlink_plugins.htcondor import livelogs

@@ -13,13 +13,14 @@ from typing import Any
 import htcondor2
 import pytest
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.pod import parse_create_body
-from interlink_plugins.core.policy import AdminPolicy, NamespacePolicy, PolicyViolation, policy_from_config
+from interlink_plugins.core.policy import AdminPolicy, NamespacePolicy, PolicyViolation
 from interlink_plugins.core.runner import LocalRunner
 from interlink_plugins.htcondor import security, submit
 from interlink_plugins.htcondor.backend import HTCondorBackend
+from interlink_plugins.htcondor.policy import accounting_group, submit_commands
 from tests.podfactory import config_map, container, pod_body
 
 ANN = submit.SUBMIT_COMMANDS_ANNOTATION
@@ -86,25 +87,25 @@ def test_values_that_submit_macros_would_expand_are_refused(tmp_path: Path) -> N
 
 
 def test_submit_command_policy_and_accounting_groups() -> None:
-    policy = AdminPolicy(namespaces={"t": NamespacePolicy(accounting_groups=("group_a", "group_b"))})
-    assert policy.submit_commands("Requirements = true\n# comment\n\nrank=Memory", field="f") == [
+    policy = AdminPolicy(namespaces={"t": NamespacePolicy(choices={"accounting_groups": ("group_a", "group_b")})})
+    assert submit_commands(policy, "Requirements = true\n# comment\n\nrank=Memory", field="f") == [
         ("requirements", "true"), ("rank", "Memory")]
     for text in ("executable = /bin/sh", "MY.Owner = 1", "+Custom = 1", "universe = docker", "Queue = 1"):
         with pytest.raises(PolicyViolation) as info:
-            policy.submit_commands(text, field="f")
+            submit_commands(policy, text, field="f")
         assert info.value.status == 403
     with pytest.raises(PolicyViolation) as info:
-        policy.submit_commands("no equals sign", field="f")
+        submit_commands(policy, "no equals sign", field="f")
     assert info.value.status == 422
-    assert policy.accounting_group("t", "", field="f") == "group_a"
-    assert policy.accounting_group("t", "group_b", field="f") == "group_b"
-    assert policy.accounting_group("other", "", field="f") == ""
+    assert accounting_group(policy, "t", "", field="f") == "group_a"
+    assert accounting_group(policy, "t", "group_b", field="f") == "group_b"
+    assert accounting_group(policy, "other", "", field="f") == ""
     with pytest.raises(PolicyViolation):
-        policy.accounting_group("t", "group_c", field="f")
+        accounting_group(policy, "t", "group_c", field="f")
     extra = policy_from_config({"ExtraSubmitCommands": ["+ProjectName"],
                                 "NamespacePolicy": {"t": {"AccountingGroups": ["g"]}}})
-    assert extra.submit_commands("MY.ProjectName = \"x\"", field="f") == [("+projectname", '"x"')]
-    assert extra.namespace_policy("t").accounting_groups == ("g",)  # type: ignore[union-attr]
+    assert submit_commands(extra, "MY.ProjectName = \"x\"", field="f") == [("+projectname", '"x"')]
+    assert extra.namespace_policy("t").choice("accounting_groups") == ("g",)  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="reserved"):
         policy_from_config({"ExtraSubmitCommands": ["executable"]})
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.jobdir import build_run_plan, host_namespaces_available
 from interlink_plugins.core.pod import parse_create_body
-from interlink_plugins.core.policy import policy_from_config
 from tests.podfactory import container, pod_body
 
 

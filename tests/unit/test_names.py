@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from interlink_plugins.api.answers import BadRequest, read_json_body
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.names import (
     check_dns_label,

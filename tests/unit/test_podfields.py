@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from interlink_plugins.backends import FIELD_COLUMNS
 from interlink_plugins.cli import main
 from interlink_plugins.core.backend import JobInfo
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.lifecycle import Lifecycle
 from interlink_plugins.core.pod import parse_create_body
 from interlink_plugins.core.podfields import (
-    BACKENDS,
     CONDITIONS,
     FIELDS,
     MAX_FINDINGS,
@@ -41,6 +41,7 @@ from tests.kubelet.cases import CASES
 from tests.kubelet.resolve import pods_from_manifests
 from tests.podfactory import container, pod_body
 
+BACKENDS = tuple(column.name for column in FIELD_COLUMNS)
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "kubelet-parity.md"
 
@@ -94,10 +95,11 @@ def test_the_table_names_every_field_of_the_api_reference() -> None:
     assert set(FIELDS["Volume"]) == VOLUME_SOURCES | {"name"}
     for kind, table in FIELDS.items():
         for name, rule in table.items():
-            assert len(rule.code) == len(BACKENDS), (kind, name)
+            codes = "".join(column.code(kind, name, rule) for column in FIELD_COLUMNS)
+            assert len(codes) == len(BACKENDS) and set(codes) <= set("HRW"), (kind, name)
             assert not rule.sub or rule.sub in FIELDS, (kind, name, rule.sub)
             assert not rule.when or rule.when in CONDITIONS, (kind, name)
-            assert rule.code == "HHH" or rule.note, f"{kind}.{name}: a refusal says why"
+            assert codes == "HHH" or rule.note, f"{kind}.{name}: a refusal says why"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -370,13 +372,13 @@ def test_the_notes_are_in_the_waiting_and_terminated_messages_of_the_containers_
 
 def test_the_docs_hold_the_generated_reference() -> None:
     text = DOC.read_text()
-    assert splice_docs(text) == text, "run: interlink-plugin field-reference --update docs/kubelet-parity.md"
-    assert field_reference_markdown() in text
+    assert splice_docs(text, FIELD_COLUMNS) == text, "run: interlink-plugin field-reference --update docs/kubelet-parity.md"
+    assert field_reference_markdown(FIELD_COLUMNS) in text
 
 
 def test_field_reference_command_prints_and_updates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["field-reference"]) == 0
-    assert capsys.readouterr().out == field_reference_markdown()
+    assert capsys.readouterr().out == field_reference_markdown(FIELD_COLUMNS)
     doc = tmp_path / "doc.md"
     doc.write_text("# title\n\nintro\n")
     assert main(["field-reference", "--update", str(doc)]) == 0

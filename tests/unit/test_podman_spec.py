@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import parse_create_body

@@ -16,13 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from interlink_plugins.backends import policy_from_config
 from interlink_plugins.core.errors import ConfigError, PodSpecError
 from interlink_plugins.core.policy import (
-    DEFAULT_SBATCH_ALLOW,
     DEFAULT_SINGULARITY_ALLOW,
-    NEVER_ALLOWED_SBATCH,
     NEVER_ALLOWED_SINGULARITY,
-    SBATCH_OPTIONS,
     SINGULARITY_OPTIONS,
     AdminPolicy,
     NamespacePolicy,
@@ -31,17 +29,24 @@ from interlink_plugins.core.policy import (
     PolicyViolation,
     check_options,
     parse_options,
-    policy_from_config,
+)
+from interlink_plugins.slurm.policy import (
+    DEFAULT_SBATCH_ALLOW,
+    NEVER_ALLOWED_SBATCH,
+    SBATCH_OPTIONS,
+    SlurmPolicy,
     render_sbatch_option,
+    sbatch_flags,
+    slurm_policy,
 )
 
 F = "slurm-job.vk.io/flags"
-NS = NamespacePolicy(accounts=("physics",), qos=("normal", "long"), partitions=("geant4", "cpu"))
+NS = NamespacePolicy(choices={"accounts": ("physics",), "qos": ("normal", "long"), "partitions": ("geant4", "cpu")})
 POLICY = AdminPolicy(namespaces={"team-a": NS}, allowed_host_paths=("/data", "/cvmfs"))
 
 
 def flags(text: str, namespace: str = "team-a", policy: AdminPolicy = POLICY) -> list[ParsedOption]:
-    return policy.sbatch_flags(text, namespace, field=F)
+    return sbatch_flags(policy, text, namespace, field=F)
 
 
 def pairs(parsed: list[ParsedOption]) -> list[tuple[str, str | None]]:
@@ -353,7 +358,7 @@ def test_account_in_every_spelling(template: str) -> None:
 
 @pytest.mark.parametrize("template", ["-q {}", "-q{}", "--qos={}", "--qos {}", "--qo {}", "-vq{}"])
 def test_qos_in_every_spelling(template: str) -> None:
-    policy = AdminPolicy(sbatch_allow=DEFAULT_SBATCH_ALLOW | {"verbose"}, namespaces={"team-a": NS})
+    policy = AdminPolicy(sections={"slurm": SlurmPolicy(DEFAULT_SBATCH_ALLOW | {"verbose"})}, namespaces={"team-a": NS})
     assert ("qos", "long") in pairs(flags(template.format("long"), policy=policy))
     with pytest.raises(PolicyViolation, match="qos 'high' is not allowed"):
         flags(template.format("high"), policy=policy)
@@ -372,7 +377,7 @@ def test_partition_lists_are_checked_item_by_item(template: str) -> None:
 def test_namespace_without_entry_uses_the_default_or_nothing() -> None:
     with pytest.raises(PolicyViolation, match="namespace 'other'"):
         flags("-p geant4", namespace="other")
-    policy = AdminPolicy(namespaces={"team-a": NS}, default_namespace=NamespacePolicy(partitions=("cpu",)))
+    policy = AdminPolicy(namespaces={"team-a": NS}, default_namespace=NamespacePolicy(choices={"partitions": ("cpu",)}))
     assert pairs(flags("-p cpu", namespace="other", policy=policy)) == [("partition", "cpu")]
     with pytest.raises(PolicyViolation):
         flags("-p geant4", namespace="other", policy=policy)
@@ -551,7 +556,7 @@ def test_config_defaults() -> None:
     p = policy_from_config({})
     assert p == AdminPolicy()
     assert not p.allow_raw_shell
-    assert p.sbatch_allow == DEFAULT_SBATCH_ALLOW
+    assert slurm_policy(p).sbatch_allow == DEFAULT_SBATCH_ALLOW
     assert p.singularity_allow == DEFAULT_SINGULARITY_ALLOW
     assert p.allowed_host_paths == ()
     assert p.default_namespace is None
@@ -572,23 +577,25 @@ def test_config_full() -> None:
         }
     )
     assert p.allow_raw_shell
-    assert p.sbatch_allow == {"partition", "time", "nodes", "ntasks-per-node", "mail-type"}
+    assert slurm_policy(p).sbatch_allow == {"partition", "time", "nodes", "ntasks-per-node", "mail-type"}
     assert p.singularity_allow == {"nv", "bind"}
     assert p.allowed_host_paths == ("/data", "/cvmfs")
-    assert p.namespaces["team-a"] == NamespacePolicy(("physics",), ("normal",), ("cpu",), ("1001",))
-    assert p.default_namespace == NamespacePolicy(partitions=("cpu",))
-    assert pairs(p.sbatch_flags("-p cpu -N2 --mail-type=END", "team-a", field=F)) == [
+    assert p.namespaces["team-a"] == NamespacePolicy(
+        users=("1001",), choices={"accounts": ("physics",), "qos": ("normal",), "partitions": ("cpu",)}
+    )
+    assert p.default_namespace == NamespacePolicy(choices={"partitions": ("cpu",)})
+    assert pairs(sbatch_flags(p, "-p cpu -N2 --mail-type=END", "team-a", field=F)) == [
         ("partition", "cpu"),
         ("nodes", "2"),
         ("mail-type", "END"),
     ]
     with pytest.raises(PolicyViolation, match="not allowed"):
-        p.sbatch_flags("--mem=1G", "team-a", field=F)  # replaced the default list
+        sbatch_flags(p, "--mem=1G", "team-a", field=F)  # replaced the default list
 
 
 def test_config_extra_adds_to_the_default() -> None:
     p = policy_from_config({"ExtraSbatchOptions": ["deadline", "--priority"]})
-    assert p.sbatch_allow == DEFAULT_SBATCH_ALLOW | {"deadline", "priority"}
+    assert slurm_policy(p).sbatch_allow == DEFAULT_SBATCH_ALLOW | {"deadline", "priority"}
 
 
 @pytest.mark.parametrize(
@@ -630,7 +637,7 @@ def test_config_bad_values_name_key_and_value(raw: dict[str, object], key: str, 
 def test_config_unknown_namespace_subkey_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         p = policy_from_config({"NamespacePolicy": {"team-a": {"Acounts": ["x"], "QOS": ["normal"]}}})
-    assert p.namespaces["team-a"] == NamespacePolicy(qos=("normal",))
+    assert p.namespaces["team-a"] == NamespacePolicy(choices={"qos": ("normal",)})
     assert "NamespacePolicy.team-a.Acounts" in caplog.text
 
 
@@ -696,7 +703,7 @@ def quoted(draw: st.DrawFn, word: str) -> str:
 
 
 SAFE_FILLER = sorted(DEFAULT_SBATCH_ALLOW - {"account", "qos", "partition", "nice"})
-PERMISSIVE = AdminPolicy(sbatch_allow=frozenset({s.long for s in SBATCH_OPTIONS.values()}))
+PERMISSIVE = AdminPolicy(sections={"slurm": SlurmPolicy(frozenset({s.long for s in SBATCH_OPTIONS.values()}))})
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -785,7 +792,7 @@ def test_parser_agrees_with_getopt_and_reserved_never_pass(words: list[str]) -> 
     expected = [(SBATCH_OPTIONS[o[2:]].long if o.startswith("--") else shorts[o[1:]], v) for o, v in oracle]
     assert [(p.name, p.value or "") for p in parsed] == expected
     try:
-        check_options(parsed, PERMISSIVE.sbatch_allow, field=F)
+        check_options(parsed, slurm_policy(PERMISSIVE).sbatch_allow, field=F, never=NEVER_ALLOWED_SBATCH)
     except PolicyViolation:
         assert {p.name for p in parsed} & NEVER_ALLOWED_SBATCH
     else:

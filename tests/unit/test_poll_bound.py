@@ -31,6 +31,7 @@ class HangingFilesBackend(BackendDefaults):
     """STAND-IN backend: every job runs; pod "stuck"'s runner files never come back until released."""
 
     name = "standin"
+    display_name = "standin"
 
     def __init__(self) -> None:
         self.release = threading.Event()

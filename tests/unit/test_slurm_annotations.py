@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.annotations import mpi_launch_words, split_mesh
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.jobdir import build_run_plan, write_job_files
 from interlink_plugins.core.pod import parse_create_body
-from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.runplan import RunPlan
 from tests.podfactory import container, pod_body
 

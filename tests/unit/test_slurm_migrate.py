@@ -11,10 +11,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import JobInfo
-from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.retention import expired, finished_at
 from interlink_plugins.core.runner import CommandResult
 from interlink_plugins.core.state import PodRecord

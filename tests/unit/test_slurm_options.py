@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from interlink_plugins.config import ConfigError, Flavor, parse_config
+from interlink_plugins.backends import parse_config, policy_from_config
+from interlink_plugins.config import ConfigError, Flavor
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.pod import parse_create_body
-from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.runner import CommandResult
 from interlink_plugins.slurm.backend import SlurmBackend, gpu_flavor
 from tests.podfactory import container, pod_body

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from interlink_plugins.config import parse_config
-from interlink_plugins.core.policy import policy_from_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.runner import CommandResult
 from interlink_plugins.slurm import commands, parse
 from interlink_plugins.slurm.backend import SlurmBackend

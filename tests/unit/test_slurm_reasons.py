@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from interlink_plugins.config import parse_config
-from interlink_plugins.core.policy import policy_from_config
+from interlink_plugins.backends import parse_config, policy_from_config
 from interlink_plugins.core.runner import CommandResult
 from interlink_plugins.slurm.backend import SlurmBackend, deadline_options
 from interlink_plugins.slurm.memory import OUTPUT_TAIL_BYTES, memory_kill_detail, output_tail

@@ -16,7 +16,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from interlink_plugins.config import parse_config
+from interlink_plugins.backends import parse_config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.errors import ConfigError
 from interlink_plugins.core.jobfiles import (

@@ -17,11 +17,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from interlink_plugins import tracing
 from interlink_plugins.api.app import create_app
-from interlink_plugins.backends import make_backend
+from interlink_plugins.backends import make_backend, parse_config, policy_from_config
 from interlink_plugins.cli import main
-from interlink_plugins.config import Config, parse_config
+from interlink_plugins.config import Config
 from interlink_plugins.core.errors import ConfigError
-from interlink_plugins.core.policy import policy_from_config
 from interlink_plugins.core.runner import CommandFailed, LocalRunner
 from interlink_plugins.core.service import PluginService
 from interlink_plugins.core.state import StateStore

@@ -8,9 +8,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from interlink_plugins.config import Config
 from interlink_plugins.core.backend import Backend
 from interlink_plugins.core.service.deletions import Deletions
 from interlink_plugins.core.service.logs import LogRequest, Logs
@@ -21,6 +20,9 @@ from interlink_plugins.core.service.statuses import StatusCache
 from interlink_plugins.core.service.submissions import Submissions
 from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.metrics import Metrics
+
+if TYPE_CHECKING:  # core reads the config, it does not import it
+    from interlink_plugins.config import Config
 
 FIRST_RESOURCES_SECONDS = 5.0
 FIRST_POLL_SECONDS = 5.0

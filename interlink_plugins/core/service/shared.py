@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from interlink_plugins.config import Config
 from interlink_plugins.core.backend import Backend, JobInfo
 from interlink_plugins.core.errors import BackendUnavailable
 from interlink_plugins.core.state import StateStore
 from interlink_plugins.core.status import epoch_rfc3339
 from interlink_plugins.metrics import Metrics
+
+if TYPE_CHECKING:  # core reads the config, it does not import it
+    from interlink_plugins.config import Config
 
 log = logging.getLogger(__name__)
 

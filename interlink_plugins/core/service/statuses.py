@@ -113,11 +113,10 @@ class StatusCache:
         return {**status, "containers": entries[:count], "initContainers": entries[count:]}
 
     def _context(self, record: PodRecord, job: JobInfo | None) -> StatusContext:
-        name = self.shared.backend.name
         return StatusContext(
             record=record,
             job=job,
-            backend=name.upper() if name == "slurm" else name,
+            backend=self.shared.backend.display_name,
             backend_down_since=self.shared.down_since_text,
             deleting=record.phase == "deleting",
         )

@@ -1,0 +1,14 @@
+"""The HTCondor column of the pod field table (core/podfields.py): where HTCondor differs from the table."""
+
+from __future__ import annotations
+
+from interlink_plugins.core.podfields import FieldColumn, register
+
+COLUMN = register(FieldColumn(
+    name="htcondor",
+    title="HTCondor",
+    verdicts={"ResourceList.*": "R"},
+    conditions=frozenset({"probes", "runtime-group", "runtime-user", "pull-policy"}),
+    why={"runtime-user": ("on HTCondor only ContainerRuntime podman runs a container as another user",
+                          "without runtime podman")},
+))

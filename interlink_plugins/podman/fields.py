@@ -1,0 +1,21 @@
+"""The Podman column of the pod field table (core/podfields.py): where Podman differs from the table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from interlink_plugins.core.podfields import FieldColumn, register
+
+
+def _pod_network(config: Any) -> str:
+    return str(config.podman_pod_network)
+
+
+COLUMN = register(FieldColumn(
+    name="podman",
+    title="Podman",
+    verdicts={"ContainerPort.hostIP": "H", "ContainerPort.hostPort": "H", "ResourceList.ephemeral-storage": "W"},
+    conditions=frozenset({"host-network"}),
+    why={"host-network": ("a Podman pod's network is the admin's PodmanPodNetwork", "unless PodmanPodNetwork is host")},
+    pod_network=_pod_network,
+))

@@ -1,0 +1,90 @@
+"""Core knows no backend: no backend name, scheduler command, option table or annotation key of a backend
+in the code of interlink_plugins/core (identifiers and string literals; comments and docstrings may say
+which backends use a piece of core). What a backend adds is registered by its package: its policy section
+(slurm/policy.py, htcondor/policy.py), its column of the pod field table (*/fields.py), its display name."""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from collections.abc import Iterator
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parents[2] / "interlink_plugins" / "core"
+
+# backend names, their commands and option tables, and the annotation keys of backends (<backend>-job.vk.io)
+BACKEND_WORDS = re.compile(r"slurm|sbatch|srun|squeue|sacct|scancel|sinfo|scontrol|condor|schedd|classad|-job\.vk\.io",
+                           re.IGNORECASE)
+PODMAN = re.compile(r"podman", re.IGNORECASE)
+
+# podman is also a container runtime (ContainerRuntime podman, inside SLURM and HTCondor jobs): the modules
+# of that runtime may name it
+RUNTIME_MODULES = {
+    "runtimes.py": "the container runtimes, ContainerRuntime podman among them",
+    "podmanenv.py": "the env file and secrets of ContainerRuntime podman",
+    "imageref.py": "the image references ContainerRuntime podman accepts",
+}
+# prose, not code: the field table's notes compare what each backend does with a field, in the words of
+# docs/kubelet-parity.md (the verdicts themselves are the backends' columns)
+PROSE_MODULES = {
+    "podfields.py": "the notes of the pod field table, printed in docs/kubelet-parity.md and status messages",
+}
+WORD_TOKENS = {tokenize.NAME, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+
+
+def _docstring_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    return lines
+
+
+def _code_words(path: Path) -> Iterator[tokenize.TokenInfo]:
+    """Identifiers and string literals outside docstrings (comments are never yielded)."""
+    source = path.read_text()
+    skip = _docstring_lines(ast.parse(source))
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type in WORD_TOKENS and token.start[0] not in skip:
+            yield token
+
+
+def _hits(path: Path) -> list[str]:
+    found = []
+    for token in _code_words(path):
+        text = token.string
+        if path.name in PROSE_MODULES and token.type != tokenize.NAME and " " in text.strip("\"'"):
+            continue  # a sentence of the docs, not a key, a command or a name
+        if BACKEND_WORDS.search(text) or (path.name not in RUNTIME_MODULES and PODMAN.search(text)):
+            found.append(f"{path.relative_to(CORE.parent.parent)}:{token.start[0]}: {text[:80]}")
+    return found
+
+
+def test_core_names_no_backend() -> None:
+    files = sorted(CORE.rglob("*.py"))
+    assert len(files) > 20
+    hits = [hit for path in files for hit in _hits(path)]
+    assert hits == [], "backend knowledge in core (register it from the backend's package):\n" + "\n".join(hits)
+
+
+def test_the_exempt_modules_exist() -> None:
+    for name in (*RUNTIME_MODULES, *PROSE_MODULES):
+        assert (CORE / name).is_file(), name
+
+
+def test_the_scan_sees_code_and_skips_comments(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text('"""SLURM in a docstring."""\n# sbatch in a comment\nKEY = "slurm-job.vk.io/flags"\n'
+                      'squeue_argv = ()\n')
+    assert [hit.split(": ", 1)[1] for hit in _hits_in(sample)] == ['"slurm-job.vk.io/flags"', "squeue_argv"]
+
+
+def _hits_in(path: Path) -> list[str]:
+    """_hits for a file outside core (the test of the scan itself)."""
+    return [f"{path.name}:{token.start[0]}: {token.string}" for token in _code_words(path)
+            if BACKEND_WORDS.search(token.string) or PODMAN.search(token.string)]
