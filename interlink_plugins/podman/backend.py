@@ -14,7 +14,8 @@ Layout of a pod's job directory ``<DataRootFolder>/<namespace>-<uid>/``: ``pod.j
 the plugin runs from), ``volumes/`` and ``emptydir/`` (core/volumes.py), and per container run
 ``c/<container>/<run>/`` with ``log`` (k8s-file, written by conmon), ``oom`` (written by conmon
 when the kernel OOM-killed in the container's memory cgroup: conmon runs in this directory) and
-``error`` (the plugin's record of a run podman could not start).
+``error`` (the plugin's record of a run podman could not start); podman/jobfiles.py writes and
+reads them. podman/parse.py reads podman's answers.
 """
 
 from __future__ import annotations
@@ -24,13 +25,10 @@ import contextlib
 import json
 import logging
 import os
-import re
-import shutil
 import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -47,8 +45,31 @@ from interlink_plugins.core.state import PodRecord
 from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
 from interlink_plugins.core.volumes import materialise_volumes
 from interlink_plugins.podman.bindcheck import check_binds
-from interlink_plugins.podman.hooks import read_killed
+from interlink_plugins.podman.jobfiles import (
+    STOP_MARKER,
+    create_error_text,
+    empty_tree,
+    load_spec,
+    read_run_files,
+    read_spec,
+    remove_runs_before,
+    run_numbers,
+    start_error_text,
+    stored_create_error,
+    write_job_files,
+    write_text,
+)
 from interlink_plugins.podman.lifecycle import PodLifecycle
+from interlink_plugins.podman.parse import (
+    Inspected,
+    devices_label,
+    inspected,
+    int_or_none,
+    json_list,
+    parse_time,
+    run_times,
+    running_runs,
+)
 from interlink_plugins.podman.plan import Action, CreateError, Observed, PodView, Run, plan_pod
 from interlink_plugins.podman.spec import (
     BACKEND_NAME,
@@ -86,32 +107,9 @@ from interlink_plugins.podman.states import (
 log = logging.getLogger(__name__)
 
 L_JOB_DIR = LABEL_PREFIX + "job-dir"
-STOP_MARKER = "stop-requested"
 ACTION_CONCURRENCY = 4
 STOP_CONCURRENCY = 16
 PULL_TIMEOUT = 1800.0  # seconds one image pull may take (large images, slow registries)
-_ZERO_TIME = "0001-01-01"
-_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
-
-
-def parse_time(text: str) -> float | None:
-    """RFC 3339 with up to nanoseconds (podman inspect) -> epoch seconds; None for podman's zero time."""
-    match = _TIME.match(text.strip())
-    if not match or text.startswith(_ZERO_TIME):
-        return None
-    base, fraction, zone = match.groups()
-    moment = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
-    return moment.timestamp() + (float("0." + fraction) if fraction else 0.0)
-
-
-def _utc_text(text: str) -> str:
-    """podman's times as the wire wants them: RFC 3339 UTC with Z (nanoseconds kept)."""
-    if not text or text.startswith(_ZERO_TIME):
-        return ""
-    if text.endswith("Z"):
-        return text
-    seconds = parse_time(text)
-    return epoch_rfc3339(seconds) if seconds is not None else ""
 
 
 def local_host_facts() -> HostFacts:
@@ -142,15 +140,6 @@ class PodInfo:
     devices: dict[str, list[str]] = field(default_factory=dict)
     started_ts: float | None = None
     infra_running: bool = False
-
-
-@dataclass(frozen=True)
-class Inspected:
-    state: str
-    started: str
-    finished: str
-    exit_code: int | None
-    oom_killed: bool
 
 
 class PodmanBackend(BackendDefaults):
@@ -223,49 +212,19 @@ class PodmanBackend(BackendDefaults):
 
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
         job_dir = self.job_dir(pod.namespace, pod.uid)
-
-        def spec_for(written: bool) -> PodSpec:
-            volumes = materialise_volumes(pod, job_dir, allowed_host_paths=self.policy.allowed_host_paths,
-                                          write=written, limits=volume_limits(self.config))
-            return build_pod_spec(
-                pod,
-                volumes.mounts,
-                grace_cap=self.config.grace_period_cap,
-                pull_override=self.config.pull_policy or None,
-                host=self.host_facts(),
-                gpu_map=self.config.gpu_cdi_map,
-                job_dir=str(job_dir),
-                instance=self.config.instance_id,
-            )
-
-        spec = spec_for(False)  # validate everything before anything is written
+        spec = self._pod_spec(pod, job_dir, write=False)  # validate everything before anything is written
         if write:
             job_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(job_dir, 0o700)
-            spec = spec_for(True)
+            spec = self._pod_spec(pod, job_dir, write=True)
         create = pod_create_argv(pod, spec, instance=self.config.instance_id, network=self.config.podman_pod_network)
         create.append(f"--label={L_JOB_DIR}={job_dir}")
         meta = pod_summary(pod)
         meta["podman"] = spec.to_json()
         files = {"pod.json": json.dumps(meta, indent=1) + "\n"}
-        preview = [
-            " ".join(json.dumps(w) for w in [*self.config.podman, *run_argv(
-                spec, c, pod_id="<pod id>", instance=self.config.instance_id, run=0, backoff=0,
-                log_path=str(job_dir / "c" / c.name / "0" / "log"), devices=[f"<{n} x {k}>" for k, n in c.gpus.items()],
-            )])
-            for c in spec.containers
-        ]  # fmt: skip
-        files["podman-run (first run of each container)"] = "\n".join(preview) + "\n"
+        files["podman-run (first run of each container)"] = self._run_preview(spec, job_dir)
         if write:
-            target = job_dir / "pod.json"
-            tmp = job_dir / ".pod.json.tmp"
-            tmp.write_text(files["pod.json"])
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
-            (job_dir / "c").mkdir(exist_ok=True)
-            _write_private_files(spec.private_files)
-            with contextlib.suppress(FileNotFoundError):
-                (job_dir / STOP_MARKER).unlink()
+            write_job_files(job_dir, files["pod.json"], spec.private_files)
             self._prepared[pod.uid] = spec
         secrets = [list(pair) for c in spec.containers for pair in c.secrets]
         return PreparedJob(
@@ -274,6 +233,32 @@ class PodmanBackend(BackendDefaults):
                     "secrets": secrets},
             files=files,
         )
+
+    def _pod_spec(self, pod: Pod, job_dir: Path, *, write: bool) -> PodSpec:
+        """The pod's volumes (materialised when ``write``) and the podman spec built on them."""
+        volumes = materialise_volumes(pod, job_dir, allowed_host_paths=self.policy.allowed_host_paths,
+                                      write=write, limits=volume_limits(self.config))
+        return build_pod_spec(
+            pod,
+            volumes.mounts,
+            grace_cap=self.config.grace_period_cap,
+            pull_override=self.config.pull_policy or None,
+            host=self.host_facts(),
+            gpu_map=self.config.gpu_cdi_map,
+            job_dir=str(job_dir),
+            instance=self.config.instance_id,
+        )
+
+    def _run_preview(self, spec: PodSpec, job_dir: Path) -> str:
+        """The ``podman run`` of each container's first run, one line each (shown, never run)."""
+        preview = [
+            " ".join(json.dumps(w) for w in [*self.config.podman, *run_argv(
+                spec, c, pod_id="<pod id>", instance=self.config.instance_id, run=0, backoff=0,
+                log_path=str(job_dir / "c" / c.name / "0" / "log"), devices=[f"<{n} x {k}>" for k, n in c.gpus.items()],
+            )])
+            for c in spec.containers
+        ]  # fmt: skip
+        return "\n".join(preview) + "\n"
 
     async def _create_secrets(self, secrets: Sequence[tuple[str, str]]) -> None:
         """podman secrets (type env) for the env values its --env-file cannot carry: from the private
@@ -285,18 +270,12 @@ class PodmanBackend(BackendDefaults):
                 raise SubmitRejected(f"podman secret create {name}: {result.error_text}")
 
     async def _remove_secrets(self, job_dir: Path) -> None:
-        spec = await asyncio.to_thread(self._read_spec, job_dir)
+        spec = await asyncio.to_thread(read_spec, job_dir)
         names = [name for c in (spec.containers if spec else ()) for name, _path in c.secrets]
         if names:
             result = await self._podman(["secret", "rm", "--", *names], "cleanup")
             if not result.ok:
                 log.info("podman secret rm %s: %s", " ".join(names), result.error_text)
-
-    @staticmethod
-    def _read_spec(job_dir: Path) -> PodSpec | None:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            return PodSpec.from_json(json.loads((job_dir / "pod.json").read_text())["podman"])
-        return None
 
     async def _gpus_in_use(self) -> set[str]:
         """CDI devices held by pods of every plugin instance on this host (a pod ran out: released)."""
@@ -306,12 +285,12 @@ class PodmanBackend(BackendDefaults):
         if not result.ok:
             raise BackendUnavailable("podman", "podman pod ps (GPUs in use)", result.error_text)
         used: set[str] = set()
-        for entry in _json_list(result.stdout):
+        for entry in json_list(result.stdout):
             labels = entry.get("Labels") or {}
             view = self._views.get(str(entry.get("Id", "")))
             if (view is not None and not view.active) or str(entry.get("Status", "")).lower() in ("exited", "dead"):
                 continue
-            for devices in _devices_label(labels.get(L_GPUS, "")).values():
+            for devices in devices_label(labels.get(L_GPUS, "")).values():
                 used.update(devices)
         return used
 
@@ -376,7 +355,7 @@ class PodmanBackend(BackendDefaults):
         )  # fmt: skip
         if not result.ok:
             raise BackendUnavailable("podman", "podman pod ps (find)", result.error_text)
-        for entry in _json_list(result.stdout):
+        for entry in json_list(result.stdout):
             return str(entry.get("Id", "")) or None
         return None
 
@@ -388,7 +367,7 @@ class PodmanBackend(BackendDefaults):
         if not result.ok:
             raise BackendUnavailable("podman", "podman pod ps (adopt)", result.error_text)
         adopted = []
-        for entry in _json_list(result.stdout):
+        for entry in json_list(result.stdout):
             labels = entry.get("Labels") or {}
             uid, namespace = labels.get(L_UID, ""), labels.get(L_NAMESPACE, "")
             if not uid:
@@ -412,7 +391,7 @@ class PodmanBackend(BackendDefaults):
         )  # fmt: skip
         if not result.ok:
             raise BackendUnavailable("podman", "podman ps (status)", result.error_text)
-        entries = _json_list(result.stdout)
+        entries = json_list(result.stdout)
         infra: dict[str, dict[str, Any]] = {}
         members: dict[str, list[dict[str, Any]]] = {}
         for entry in entries:
@@ -442,8 +421,8 @@ class PodmanBackend(BackendDefaults):
             self._views[pod_id] = view
             self._dispatch(pod_id, spec, view.actions)
             jobs[pod_id] = self._job_info(pod_id, info, view)
-            self._lifecycle.observe(pod_id, spec, info.job_dir, _int_or_none(infra[pod_id].get("Pid")),
-                                    _running_runs(members.get(pod_id, [])), pod_id in self._stop_requested)
+            self._lifecycle.observe(pod_id, spec, info.job_dir, int_or_none(infra[pod_id].get("Pid")),
+                                    running_runs(members.get(pod_id, [])), pod_id in self._stop_requested)
         self._lifecycle.retain({str(e.get("Id")) for e in entries if phase_of(str(e.get("State", ""))) == "running"})
         for orphan in list(self._orphans):
             self._spawn(self._remove_orphan(orphan))
@@ -460,7 +439,7 @@ class PodmanBackend(BackendDefaults):
             info = PodInfo(pod_id, uid, namespace, str(labels.get(L_NAME, "")),
                            self._labelled_job_dir(labels, namespace, uid))
             self._pods[pod_id] = info
-        info.devices = _devices_label(str(labels.get(L_GPUS, "")))
+        info.devices = devices_label(str(labels.get(L_GPUS, "")))
         info.started_ts = when if when is not None else info.started_ts
         info.infra_running = phase_of(str(infra.get("State", ""))) == "running"
 
@@ -471,16 +450,8 @@ class PodmanBackend(BackendDefaults):
         for start in range(0, len(changed), 100):
             batch = changed[start : start + 100]
             result = await self._podman(["inspect", "--type", "container", "--format", "json", *batch], "inspect")
-            for item in _json_list(result.stdout):  # missing ids (removed meanwhile) only fail themselves
-                state = item.get("State") or {}
-                code = state.get("ExitCode")
-                self._inspected[str(item.get("Id"))] = Inspected(
-                    state=str(state.get("Status", "")),
-                    started=_utc_text(str(state.get("StartedAt") or "")),
-                    finished=_utc_text(str(state.get("FinishedAt") or "")),
-                    exit_code=code if isinstance(code, int) else None,
-                    oom_killed=bool(state.get("OOMKilled")),
-                )
+            for item in json_list(result.stdout):  # missing ids (removed meanwhile) only fail themselves
+                self._inspected[str(item.get("Id"))] = inspected(item)
 
     def _load_files(self, pod_ids: Sequence[str], members: Mapping[str, list[dict[str, Any]]]) -> None:
         """Blocking (worker thread): pod.json of pods not loaded yet; oom/error files of runs that ended
@@ -498,18 +469,12 @@ class PodmanBackend(BackendDefaults):
                 if phase == "running" or (cid in self._run_files and phase == "ended"):
                     continue
                 name, run = str(labels.get(L_CONTAINER, "")), str(labels.get(L_RUN, ""))
-                run_dir = info.job_dir / "c" / name / run
-                killed = read_killed(info.job_dir, name, run) if phase == "ended" else None
-                error = ""
-                with contextlib.suppress(OSError, ValueError):
-                    data = json.loads((run_dir / "error").read_text())
-                    error = "" if data.get("create") else str(data.get("message", ""))
-                self._run_files[cid] = ((run_dir / "oom").exists(), error, killed)
+                self._run_files[cid] = read_run_files(info.job_dir, name, run, ended=phase == "ended")
 
     def _load_spec(self, pod_id: str, job_dir: Path) -> PodSpec | None:
+        """The spec in ``pod.json``, with the stop marker and the create errors its directory recorded."""
         try:
-            meta = json.loads((job_dir / "pod.json").read_text())
-            spec = PodSpec.from_json(meta["podman"])
+            spec = load_spec(job_dir)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("podman pod %s: cannot read %s/pod.json (%s); not managed", pod_id, job_dir, exc)
             return None
@@ -517,58 +482,20 @@ class PodmanBackend(BackendDefaults):
             self._stop_requested.add(pod_id)
         errors = self._create_errors.setdefault(pod_id, {})
         for container in spec.containers:
-            runs = _run_numbers(job_dir / "c" / container.name)
-            if not runs or container.name in errors:
+            if container.name in errors:
                 continue
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                data = json.loads((job_dir / "c" / container.name / str(runs[-1]) / "error").read_text())
-                if data.get("create"):
-                    errors[container.name] = CreateError(runs[-1], str(data["reason"]), str(data["message"]),
-                                                         float(data["at"]), int(data.get("attempts", 1)))
+            stored = stored_create_error(job_dir, container.name)
+            if stored is not None:
+                errors[container.name] = stored
         return spec
 
     def _observe(self, pod_id: str, info: PodInfo, entries: list[dict[str, Any]]) -> Observed:
+        """What the plan decides from: the pod's runs as podman lists them, and what the plugin knows."""
         runs: dict[str, list[Run]] = {}
         for entry in entries:
-            labels = entry.get("Labels") or {}
-            name = str(labels.get(L_CONTAINER, ""))
-            try:
-                run_number = int(labels.get(L_RUN, ""))
-                backoff = float(labels.get(L_BACKOFF, "0") or 0)
-            except ValueError:
-                continue
-            cid = str(entry.get("Id", ""))
-            state = str(entry.get("State", ""))
-            phase = phase_of(state)
-            if phase == "gone":
-                continue
-            seen = self._inspected.get(cid)
-            inspected = seen if seen is not None and seen.state == state else None
-            started = inspected.started if inspected else ""
-            finished = inspected.finished if inspected and phase == "ended" else ""
-            if not started and isinstance(entry.get("StartedAt"), int) and entry["StartedAt"] > 0:
-                started = epoch_rfc3339(entry["StartedAt"])
-            if phase == "ended" and not finished and isinstance(entry.get("ExitedAt"), int) and entry["ExitedAt"] > 0:
-                finished = epoch_rfc3339(entry["ExitedAt"])
-            code = entry.get("ExitCode")
-            oom_file, error, killed = self._run_files.get(cid, (False, "", None))
-            error = self._start_errors.get((pod_id, name, run_number), error) if phase == "created" else ""
-            if error and not finished:
-                finished = started = epoch_rfc3339(entry.get("Created") or time.time())
-            runs.setdefault(name, []).append(Run(
-                run=run_number,
-                container_id=cid,
-                phase=phase,
-                started=started,
-                finished=finished,
-                started_ts=parse_time(started) if started else None,
-                finished_ts=parse_time(finished) if finished else None,
-                exit_code=code if isinstance(code, int) else None,
-                oom=(inspected.oom_killed if inspected else False) or oom_file,
-                start_error=error,
-                backoff=backoff,
-                killed=killed if phase == "ended" else None,
-            ))  # fmt: skip
+            observed = self._observed_run(pod_id, entry)
+            if observed is not None:
+                runs.setdefault(observed[0], []).append(observed[1])
         return Observed(
             runs=runs,
             create_errors=dict(self._create_errors.get(pod_id, {})),
@@ -578,6 +505,43 @@ class PodmanBackend(BackendDefaults):
             in_flight=frozenset(self._in_flight.get(pod_id, ())),
             pulling=dict(self._pulling.get(pod_id, {})),
             hooks_pending=self._lifecycle.hooks_pending(pod_id),
+        )
+
+    def _observed_run(self, pod_id: str, entry: Mapping[str, Any]) -> tuple[str, Run] | None:
+        """(container name, run) of one ``podman ps`` entry; None for a foreign or removed container."""
+        labels = entry.get("Labels") or {}
+        name = str(labels.get(L_CONTAINER, ""))
+        try:
+            run_number = int(labels.get(L_RUN, ""))
+            backoff = float(labels.get(L_BACKOFF, "0") or 0)
+        except ValueError:
+            return None
+        cid = str(entry.get("Id", ""))
+        state = str(entry.get("State", ""))
+        phase = phase_of(state)
+        if phase == "gone":
+            return None
+        seen = self._inspected.get(cid)
+        current = seen if seen is not None and seen.state == state else None
+        started, finished = run_times(entry, phase, current)
+        code = entry.get("ExitCode")
+        oom_file, error, killed = self._run_files.get(cid, (False, "", None))
+        error = self._start_errors.get((pod_id, name, run_number), error) if phase == "created" else ""
+        if error and not finished:
+            finished = started = epoch_rfc3339(entry.get("Created") or time.time())
+        return name, Run(
+            run=run_number,
+            container_id=cid,
+            phase=phase,
+            started=started,
+            finished=finished,
+            started_ts=parse_time(started) if started else None,
+            finished_ts=parse_time(finished) if finished else None,
+            exit_code=code if isinstance(code, int) else None,
+            oom=(current.oom_killed if current else False) or oom_file,
+            start_error=error,
+            backoff=backoff,
+            killed=killed if phase == "ended" else None,
         )
 
     def _plan(self, spec: PodSpec, observed: Observed) -> PodView:
@@ -630,47 +594,70 @@ class PodmanBackend(BackendDefaults):
         info = self._pods.get(pod_id)
         if info is None:
             return
-        timeout = spec.grace_seconds + self.config.command_timeout
         if action.kind in ("start", "start-existing"):
-            if pod_id in self._stop_requested:
-                return
-            container = spec.container(action.container)
-            if container is None:
-                return
-            run_dir = info.job_dir / "c" / container.name / str(action.run)
-            await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
-            if action.kind == "start" and not await self._pull(pod_id, container, action.run, run_dir):
-                return
-            # last, right before podman binds them: an earlier container may have swapped a source
-            pins = await check_binds(self._create_errors.setdefault(pod_id, {}), pod_id, container, action.run,
-                                     run_dir, pin_dir=self.config.state_dir / f"binds-{self.config.instance_id}",
-                                     pin_key=spec.uid)
-            if pins is None:
-                return
-            if action.kind == "start":
-                devices = container_devices(spec, info.devices).get(container.name, [])
-                args = run_argv(spec, container, pod_id=pod_id, instance=self.config.instance_id, run=action.run,
-                                backoff=action.backoff, log_path=str(run_dir / "log"), devices=devices)
-                # pulled (or found) above: podman run must not go to the registry a second time
-                args = [w if not w.startswith("--pull=") else "--pull=never" for w in args]
-            else:
-                args = ["start", *action.container_ids]
-            self._lifecycle.starting(pod_id, container)
-            try:
-                result = await self._podman(pins.argv(args), f"start {container.name}", cwd=str(run_dir))
-                workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
-                if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
-                    ctr = container_name(self.config.instance_id, spec.uid, container.name, action.run)
-                    if await self._create_workdir(ctr, workdir, run_dir):
-                        result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
-            finally:
-                await pins.release()  # podman started it (or gave up): the container holds its own mounts
-            self._lifecycle.post_start(pod_id, spec, container, action.run,
-                                       container_name(self.config.instance_id, spec.uid, container.name, action.run),
-                                       info.job_dir, started=result.ok)
-            await self._after_start(pod_id, container.name, action.run, run_dir, result,
-                                    never_pull=any(w == "--pull=never" for w in container.options))
-        elif action.kind == "stop":
+            await self._start(pod_id, spec, info, action)
+        else:
+            await self._stop_or_prune(pod_id, spec, info, action)
+
+    async def _start(self, pod_id: str, spec: PodSpec, info: PodInfo, action: Action) -> None:
+        """Start a run: pull its image (a new run), check its bind sources, podman run (or start), then
+        its postStart hook and the record of what went wrong."""
+        if pod_id in self._stop_requested:
+            return
+        container = spec.container(action.container)
+        if container is None:
+            return
+        run_dir = info.job_dir / "c" / container.name / str(action.run)
+        await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+        if action.kind == "start" and not await self._pull(pod_id, container, action.run, run_dir):
+            return
+        # last, right before podman binds them: an earlier container may have swapped a source
+        pins = await check_binds(self._create_errors.setdefault(pod_id, {}), pod_id, container, action.run,
+                                 run_dir, pin_dir=self.config.state_dir / f"binds-{self.config.instance_id}",
+                                 pin_key=spec.uid)
+        if pins is None:
+            return
+        args = self._start_args(pod_id, spec, info, container, action, run_dir)
+        self._lifecycle.starting(pod_id, container)
+        try:
+            result = await self._run_start(spec, container, action.run, run_dir, pins.argv(args))
+        finally:
+            await pins.release()  # podman started it (or gave up): the container holds its own mounts
+        self._lifecycle.post_start(pod_id, spec, container, action.run,
+                                   container_name(self.config.instance_id, spec.uid, container.name, action.run),
+                                   info.job_dir, started=result.ok)
+        await self._after_start(pod_id, container.name, action.run, run_dir, result,
+                                never_pull=any(w == "--pull=never" for w in container.options))
+
+    def _start_args(
+        self, pod_id: str, spec: PodSpec, info: PodInfo, container: ContainerSpec, action: Action, run_dir: Path
+    ) -> list[str]:
+        """podman's arguments for the start: ``run`` for a new run, ``start`` for a created one."""
+        if action.kind != "start":
+            return ["start", *action.container_ids]
+        devices = container_devices(spec, info.devices).get(container.name, [])
+        args = run_argv(spec, container, pod_id=pod_id, instance=self.config.instance_id, run=action.run,
+                        backoff=action.backoff, log_path=str(run_dir / "log"), devices=devices)
+        # pulled (or found) above: podman run must not go to the registry a second time
+        return [w if not w.startswith("--pull=") else "--pull=never" for w in args]
+
+    async def _run_start(
+        self, spec: PodSpec, container: ContainerSpec, run: int, run_dir: Path, argv: list[str]
+    ) -> CommandResult:
+        """Run the start in the run directory; a missing workingDir is created and the start retried."""
+        result = await self._podman(argv, f"start {container.name}", cwd=str(run_dir))
+        workdir = next((w.partition("=")[2] for w in container.options if w.startswith("--workdir=")), "")
+        if not result.ok and workdir and WORKDIR_MISSING.search(result.error_text):
+            ctr = container_name(self.config.instance_id, spec.uid, container.name, run)
+            if await self._create_workdir(ctr, workdir, run_dir):
+                result = await self._podman(["start", ctr], f"start {container.name}", cwd=str(run_dir))
+        return result
+
+    async def _stop_or_prune(self, pod_id: str, spec: PodSpec, info: PodInfo, action: Action) -> None:
+        """The other actions: stop a sidecar, stop the pod (deadline, preStop first) or finish it, prune
+        the runs before the current one."""
+        timeout = spec.grace_seconds + self.config.command_timeout
+        if action.kind == "stop":
             left = await self._lifecycle.pre_stop_pod(pod_id, spec.grace_seconds, [action.container])
             await self._podman(["stop", "-t", str(int(left + 0.999)), *action.container_ids], "stop sidecar",
                                timeout=timeout)
@@ -681,7 +668,7 @@ class PodmanBackend(BackendDefaults):
             await self._podman(["pod", "stop", "-t", "0", "--ignore", pod_id], "finish")
         elif action.kind == "prune":
             await self._podman(["rm", "-f", "--ignore", *action.container_ids], "prune")
-            await asyncio.to_thread(_remove_runs_before, info.job_dir / "c" / action.container, action.run)
+            await asyncio.to_thread(remove_runs_before, info.job_dir / "c" / action.container, action.run)
 
     async def _pull(self, pod_id: str, container: ContainerSpec, run: int, run_dir: Path) -> bool:
         """The image step of a start, as the kubelet's: pull per the container's policy before creating it.
@@ -710,17 +697,23 @@ class PodmanBackend(BackendDefaults):
             self._create_errors.get(pod_id, {}).pop(container.name, None)
             return True
         text = " ".join((result.error_text or f"podman pull exited {result.returncode}").split())
-        errors = self._create_errors.setdefault(pod_id, {})
-        previous = errors.get(container.name)
-        attempts = previous.attempts + 1 if previous is not None and previous.run == run else 1
-        message = f"pulling image {image}: {text}"
-        errors[container.name] = CreateError(run, "ErrImagePull", message, time.time(), attempts)
-        record = {"create": True, "reason": "ErrImagePull", "message": message, "at": time.time(),
-                  "attempts": attempts}
-        await asyncio.to_thread(_write_text, run_dir / "error", json.dumps(record))
+        error = await self._record_create_error(pod_id, container.name, run, run_dir, "ErrImagePull",
+                                                f"pulling image {image}: {text}")
         log.warning("podman pod %s: container %s: pulling image %s failed after %.1fs (attempt %d): %s",
-                    pod_id, container.name, image, took, attempts, text)
+                    pod_id, container.name, image, took, error.attempts, text)
         return False
+
+    async def _record_create_error(
+        self, pod_id: str, name: str, run: int, run_dir: Path, reason: str, message: str
+    ) -> CreateError:
+        """Run ``run`` could not be created: the container waits with ``reason``. Kept in the run directory
+        too, so a restarted plugin reports it at once (podman has no trace); attempts count per run."""
+        errors = self._create_errors.setdefault(pod_id, {})
+        previous = errors.get(name)
+        attempts = previous.attempts + 1 if previous is not None and previous.run == run else 1
+        error = errors[name] = CreateError(run, reason, message, time.time(), attempts)
+        await asyncio.to_thread(write_text, run_dir / "error", create_error_text(error))
+        return error
 
     async def _create_workdir(self, ctr: str, workdir: str, run_dir: Path) -> bool:
         """Create a missing workingDir in a created container (0755, root), as the CRI runtimes do:
@@ -729,7 +722,7 @@ class PodmanBackend(BackendDefaults):
         for depth in range(len(parts) - 1, 0, -1):
             target = str(PurePosixPath(*parts[: depth + 1]))
             source = run_dir / "workdir" / str(depth)
-            await asyncio.to_thread(_empty_tree, source, parts[depth + 1 :])
+            await asyncio.to_thread(empty_tree, source, parts[depth + 1 :])
             result = await self._podman(["cp", str(source), f"{ctr}:{target}"], "create workingDir")
             if result.ok:
                 return True
@@ -750,17 +743,11 @@ class PodmanBackend(BackendDefaults):
             # the container exists but could not start: the kubelet's StartError (exit 128)
             errors.pop(name, None)
             self._start_errors[(pod_id, name, run)] = text
-            payload = json.dumps({"message": text, "at": time.time()})
-            await asyncio.to_thread(_write_text, run_dir / "error", payload)
+            await asyncio.to_thread(write_text, run_dir / "error", start_error_text(text))
             log.warning("podman pod %s: container %s run %s could not start: %s", pod_id, name, run, text)
             return
-        previous = errors.get(name)
-        attempts = previous.attempts + 1 if previous is not None and previous.run == run else 1
         reason = create_failure_reason(text, never_pull)
-        errors[name] = CreateError(run, reason, text, time.time(), attempts)
-        # kept in the run directory too, so a restarted plugin reports it at once (podman has no trace)
-        record = {"create": True, "reason": reason, "message": text, "at": time.time(), "attempts": attempts}
-        await asyncio.to_thread(_write_text, run_dir / "error", json.dumps(record))
+        await self._record_create_error(pod_id, name, run, run_dir, reason, text)
         log.warning("podman pod %s: container %s run %s: %s: %s", pod_id, name, run, reason, text)
 
     # --- delete ------------------------------------------------------------------------
@@ -793,7 +780,7 @@ class PodmanBackend(BackendDefaults):
             return
         if job_id not in self._stop_requested:
             self._stop_requested.add(job_id)
-            await asyncio.to_thread(_write_text, info.job_dir / STOP_MARKER, f"{time.time()}\n")
+            await asyncio.to_thread(write_text, info.job_dir / STOP_MARKER, f"{time.time()}\n")
         if graceful:
             spec = self._specs.get(job_id)
             grace = spec.grace_seconds if spec else int(self.config.grace_period_cap)
@@ -896,7 +883,7 @@ class PodmanBackend(BackendDefaults):
         view = self._views.get(record.job_id)
         if view is not None and container in view.current_run:
             return view.current_run[container]
-        runs = _run_numbers(Path(record.job_dir) / "c" / container)
+        runs = run_numbers(Path(record.job_dir) / "c" / container)
         return runs[-1] if runs else None
 
     def log_file(self, record: PodRecord, container: str, *, previous: bool) -> safefs.Location:
@@ -906,7 +893,7 @@ class PodmanBackend(BackendDefaults):
             return base / "none" / "log"
         if not previous:
             return base / str(current) / "log"
-        earlier = [n for n in _run_numbers(base.path) if n < current and safefs.is_file(base / str(n) / "log")]
+        earlier = [n for n in run_numbers(base.path) if n < current and safefs.is_file(base / str(n) / "log")]
         return base / str(earlier[-1] if earlier else current - 1) / "log"
 
     def container_started(self, record: PodRecord, container: str) -> bool:
@@ -918,90 +905,3 @@ class PodmanBackend(BackendDefaults):
     def runner_finished(self, record: PodRecord) -> bool:
         view = self._views.get(record.job_id)
         return view is not None and not view.active
-
-
-# ------------------------------------------------------------------------------------------------
-
-
-def _json_list(raw: bytes) -> list[dict[str, Any]]:
-    text = raw.decode(errors="replace").strip()
-    if not text:
-        return []
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return []
-    if isinstance(data, dict):
-        data = [data]
-    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _running_runs(entries: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, str, int | None, float]]:
-    """container name -> (run, podman id, pid, start time) of its running run, from one ``podman ps``."""
-    running: dict[str, tuple[int, str, int | None, float]] = {}
-    for entry in entries:
-        labels = entry.get("Labels") or {}
-        if phase_of(str(entry.get("State", ""))) != "running":
-            continue
-        with contextlib.suppress(ValueError):
-            started = entry.get("StartedAt")
-            running[str(labels.get(L_CONTAINER, ""))] = (
-                int(labels.get(L_RUN, "")), str(entry.get("Id", "")), _int_or_none(entry.get("Pid")),
-                float(started) if isinstance(started, int | float) and started > 0 else time.time(),
-            )
-    return running
-
-
-def _devices_label(text: str) -> dict[str, list[str]]:
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): [str(d) for d in v] for k, v in data.items() if isinstance(v, list)}
-
-
-def _run_numbers(directory: Path) -> list[int]:
-    try:
-        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-    except OSError:
-        return []
-
-
-def _remove_runs_before(directory: Path, keep_from: int) -> None:
-    for number in _run_numbers(directory):
-        if number < keep_from:
-            shutil.rmtree(directory / str(number), ignore_errors=True)
-
-
-def _empty_tree(root: Path, parts: Sequence[str]) -> None:
-    shutil.rmtree(root, ignore_errors=True)
-    root.joinpath(*parts).mkdir(parents=True, mode=0o755)
-    for directory in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
-        directory.chmod(0o755)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_private_files(files: Sequence[tuple[str, bytes]]) -> None:
-    """The env files and secret values: 0600, atomic, inside the job dir."""
-    for path_text, content in files:
-        path = Path(path_text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        os.replace(tmp, path)

@@ -52,7 +52,6 @@ class ProbeState:
 
     ready: bool | None
     started: bool | None
-    failed: str = ""  # the liveness/startup failure that killed it
 
 
 @dataclass
@@ -76,7 +75,6 @@ class ProbeSupervisor:
         self._on_failure = on_failure
         self._workers: dict[str, _Worker] = {}  # container id -> its probe workers
         self._born = time.time()
-        self.checks = 0  # probes run (the benchmark's count)
 
     def ensure(self, target: Target, probes: tuple[ProbeRun, ...]) -> None:
         """Workers for ``target``'s probes, started once (later calls only refresh the target)."""
@@ -150,7 +148,6 @@ class ProbeSupervisor:
             await asyncio.sleep(max(0.0, due - time.time()))
             due = time.time() + probe.period_seconds
             outcome = await self._run_probe(worker.target, probe)
-            self.checks += 1
             if outcome.ok:
                 successes, failures = successes + 1, 0
                 if successes < probe.success_threshold:
@@ -173,7 +170,6 @@ class ProbeSupervisor:
                 worker.state.ready = False
                 continue
             message = f"{probe.kind} probe failed {failures} times ({outcome.detail})"
-            worker.state.failed = message
             worker.state.ready = False
             worker.cancel()  # the worker stays (not ready) until its container is seen ended
             self._on_failure(worker.target, probe, message)

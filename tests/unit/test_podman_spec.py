@@ -14,7 +14,8 @@ from interlink_plugins.core.mounts import Mount
 from interlink_plugins.core.pod import parse_create_body
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandResult
-from interlink_plugins.podman.backend import PodmanBackend, parse_time
+from interlink_plugins.podman.backend import PodmanBackend
+from interlink_plugins.podman.parse import parse_time
 from interlink_plugins.podman.spec import (
     HostFacts,
     PodSpec,

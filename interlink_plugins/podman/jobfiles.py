@@ -1,0 +1,129 @@
+"""The files of a Podman pod's job directory: written at prepare and per container run, read back
+after a restart (the plugin keeps no other state).
+
+``pod.json`` (the spec the plugin runs from), the private env files, ``stop-requested`` (a delete
+was asked for), and per run ``c/<container>/<run>/`` with ``oom`` (written by conmon) and ``error``
+(a run podman could not create or start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from interlink_plugins.podman.hooks import read_killed
+from interlink_plugins.podman.plan import CreateError
+from interlink_plugins.podman.spec import PodSpec
+
+STOP_MARKER = "stop-requested"
+
+RunFiles = tuple[bool, str, tuple[str, str] | None]  # (oom file, start error, why the plugin killed it)
+
+
+def load_spec(job_dir: Path) -> PodSpec:
+    """The spec in ``pod.json``; OSError, ValueError, KeyError or TypeError when it cannot be read."""
+    return PodSpec.from_json(json.loads((job_dir / "pod.json").read_text())["podman"])
+
+
+def read_spec(job_dir: Path) -> PodSpec | None:
+    """The spec in ``pod.json``, None when it cannot be read."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return load_spec(job_dir)
+    return None
+
+
+def write_job_files(job_dir: Path, pod_json: str, private_files: Sequence[tuple[str, bytes]]) -> None:
+    """What prepare writes into the job dir: ``pod.json`` (0600, atomic), ``c/``, the private files;
+    a stop marker of an earlier submission is removed."""
+    target = job_dir / "pod.json"
+    tmp = job_dir / ".pod.json.tmp"
+    tmp.write_text(pod_json)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    (job_dir / "c").mkdir(exist_ok=True)
+    write_private_files(private_files)
+    with contextlib.suppress(FileNotFoundError):
+        (job_dir / STOP_MARKER).unlink()
+
+
+def write_private_files(files: Sequence[tuple[str, bytes]]) -> None:
+    """The env files and secret values: 0600, atomic, inside the job dir."""
+    for path_text, content in files:
+        path = Path(path_text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    """A small file, atomically (its directory created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def create_error_text(error: CreateError) -> str:
+    """A create error as the run directory keeps it, so a restarted plugin reports it at once."""
+    return json.dumps({"create": True, "reason": error.reason, "message": error.message, "at": time.time(),
+                       "attempts": error.attempts})
+
+
+def start_error_text(message: str) -> str:
+    """A start error (the container exists but could not start) as the run directory keeps it."""
+    return json.dumps({"message": message, "at": time.time()})
+
+
+def stored_create_error(job_dir: Path, container: str) -> CreateError | None:
+    """The create error recorded in a container's last run directory, if any."""
+    runs = run_numbers(job_dir / "c" / container)
+    if not runs:
+        return None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        data = json.loads((job_dir / "c" / container / str(runs[-1]) / "error").read_text())
+        if data.get("create"):
+            return CreateError(runs[-1], str(data["reason"]), str(data["message"]), float(data["at"]),
+                               int(data.get("attempts", 1)))
+    return None
+
+
+def read_run_files(job_dir: Path, container: str, run: str, *, ended: bool) -> RunFiles:
+    """What a run's directory says: conmon's OOM file, a start error, why the plugin killed it (ended)."""
+    run_dir = job_dir / "c" / container / run
+    killed = read_killed(job_dir, container, run) if ended else None
+    error = ""
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((run_dir / "error").read_text())
+        error = "" if data.get("create") else str(data.get("message", ""))
+    return (run_dir / "oom").exists(), error, killed
+
+
+def run_numbers(directory: Path) -> list[int]:
+    """The run numbers under a container's directory, in order."""
+    try:
+        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    except OSError:
+        return []
+
+
+def remove_runs_before(directory: Path, keep_from: int) -> None:
+    """Remove the directories of a container's runs before ``keep_from``."""
+    for number in run_numbers(directory):
+        if number < keep_from:
+            shutil.rmtree(directory / str(number), ignore_errors=True)
+
+
+def empty_tree(root: Path, parts: Sequence[str]) -> None:
+    """A fresh ``root/parts...`` of empty directories, 0755 (a missing workingDir to copy in)."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.joinpath(*parts).mkdir(parents=True, mode=0o755)
+    for directory in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
+        directory.chmod(0o755)
