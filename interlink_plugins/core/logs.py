@@ -26,7 +26,7 @@ import asyncio
 import os
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import FileIO
@@ -567,7 +567,7 @@ async def follow_log(
     source: LogSource,
     opts: LogOptions,
     *,
-    finished: Callable[[], bool],
+    finished: Callable[[], bool | Awaitable[bool]],
     poll_seconds: float = 0.2,
     linger_seconds: float = 1.0,
     first: FileIO | None = None,
@@ -580,6 +580,7 @@ async def follow_log(
     ``linger_seconds`` have passed. ``limit_bytes`` bounds the total streamed. Every open, stat and
     read runs in a worker thread: the event loop never touches the file. A log replaced by what is
     not a regular file (a FIFO, a symlink) ends the stream. ``first``: the log already opened.
+    ``finished`` may be a coroutine function (a copy of a remote log is finished once it has caught up).
     """
     budget = opts.limit_bytes
     if budget is not None and budget <= 0:
@@ -594,6 +595,8 @@ async def follow_log(
     try:
         while True:
             done = finished()
+            if not isinstance(done, bool):
+                done = await done
             if done and deadline is None:
                 deadline = loop.time() + linger_seconds
             got = 0
