@@ -16,6 +16,9 @@
 * Logs: a read downloads the log into a local copy (only the part it does not have yet, when the
   copy is a prefix of the remote file); a follow streams ``tail -F`` over one channel into a
   private local file that the usual follower reads; a lost connection is resumed at the offset.
+  That copy lags the remote log (tail polls a file on a network filesystem once a second, a lost
+  connection takes a while to reopen): once the container ended, the follow waits until the copy
+  holds the remote log's last byte (``LogFeed.caught_up``), so that it ends with the last line.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import shutil
 import stat
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from io import FileIO
 from pathlib import Path
@@ -50,6 +53,7 @@ DUMP_BYTES = 16 << 20  # the dump's output is cut here (a job that swaps a file 
 DUMP_BATCH = 200  # pods per dump command (keeps the command line small)
 HEAD_BYTES = 4096  # compared to decide that a local log copy is a prefix of the remote log
 FOLLOW_RETRY_SECONDS = 1.0
+FOLLOW_CATCH_UP_SECONDS = 30.0  # how long a follow waits for its copy to catch up once the container ended
 _DUMPED = (*STATE_FILES, "pod.exit")
 # find prints the regular state files of each job dir (NUL-separated), tar archives them without following
 # symlinks (it opens O_NOFOLLOW|O_NONBLOCK and reads the size it stat'ed), head caps the whole
@@ -279,12 +283,53 @@ def fetch_into(sftp: paramiko.SFTPClient, remote: str, local: safefs.Location) -
     return True
 
 
+def _size_or_zero(sftp: paramiko.SFTPClient, remote: str) -> int:
+    """The size of ``remote`` (0 when it does not exist)."""
+    try:
+        return sftp.lstat(remote).st_size or 0
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return 0
+        raise
+
+
 @dataclass
 class LogFeed:
-    """A private local file a remote ``tail -F`` keeps appending to; ``close`` stops it."""
+    """A private local file a remote ``tail -F`` of ``remote`` keeps appending to (``copied`` bytes so far);
+    ``close`` stops it. ``remote_size`` reads the remote log's size (CommandFailed: the host is unreachable)."""
 
     path: Path
-    task: asyncio.Task[None]
+    remote: str
+    remote_size: Callable[[], Awaitable[int]]
+    copied: int = 0
+    task: asyncio.Task[None] = field(init=False)
+    _end: int | None = field(default=None, init=False)
+    _give_up_at: float | None = field(default=None, init=False)
+
+    async def caught_up(self) -> bool:
+        """Asked once the remote log is final (its container ended): True once ``path`` holds all of it.
+
+        The remote size is read once (asked again at the next call while the host cannot be reached);
+        after FOLLOW_CATCH_UP_SECONDS the answer is True anyway (logged): a copy that cannot catch up
+        does not hold the follow open for ever.
+        """
+        now = asyncio.get_running_loop().time()
+        if self._give_up_at is None:
+            self._give_up_at = now + FOLLOW_CATCH_UP_SECONDS
+        if self._end is None:
+            try:
+                self._end = await self.remote_size()
+            except CommandFailed as exc:
+                log.info("follow of %s: its size: %s", self.remote, exc.detail)
+            except OSError as exc:
+                log.info("follow of %s: its size: %s", self.remote, exc)
+        if self._end is not None and self.copied >= self._end:
+            return True
+        if now >= self._give_up_at:
+            log.warning("follow of %s: %d of its %s bytes copied %gs after its container ended: the follow ends",
+                        self.remote, self.copied, "?" if self._end is None else self._end, FOLLOW_CATCH_UP_SECONDS)
+            return True
+        return False
 
     async def close(self) -> None:
         self.task.cancel()
@@ -415,18 +460,23 @@ class RemoteJobFiles:
         local = self.local_root / "feeds" / f"{uuid.uuid4().hex}.log"
         local.touch(mode=0o600)
         first = await self.ssh.stream(_tail_argv(remote, 0), open_timeout=self.timeout, keep_stdin=True)
-        task = asyncio.create_task(self._pump(first, remote, local), name=f"follow {remote}")
-        return LogFeed(local, task)
 
-    async def _pump(self, chunks: AsyncIterator[bytes], remote: str, local: Path) -> None:
-        offset = 0
+        async def remote_size() -> int:
+            return await self.ssh.sftp(lambda sftp: _size_or_zero(sftp, remote), timeout=self.timeout,
+                                       what=f"lstat {remote}")
+
+        feed = LogFeed(local, remote, remote_size)
+        feed.task = asyncio.create_task(self._pump(first, remote, feed), name=f"follow {remote}")
+        return feed
+
+    async def _pump(self, chunks: AsyncIterator[bytes], remote: str, feed: LogFeed) -> None:
         while True:
             try:
-                with local.open("ab") as out:
+                with feed.path.open("ab") as out:
                     async for chunk in chunks:
                         out.write(chunk)
                         out.flush()
-                        offset += len(chunk)
+                        feed.copied += len(chunk)
             except CommandFailed as exc:
                 log.info("follow of %s interrupted: %s", remote, exc.detail)
             finally:
@@ -436,7 +486,7 @@ class RemoteJobFiles:
             while True:
                 await asyncio.sleep(FOLLOW_RETRY_SECONDS)
                 try:
-                    chunks = await self.ssh.stream(_tail_argv(remote, offset), open_timeout=self.timeout,
+                    chunks = await self.ssh.stream(_tail_argv(remote, feed.copied), open_timeout=self.timeout,
                                                    keep_stdin=True)
                     break
                 except CommandFailed as exc:

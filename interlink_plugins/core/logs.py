@@ -26,7 +26,7 @@ import asyncio
 import os
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -643,11 +643,17 @@ class _Follow:
             self.reader.f.close()
 
 
+async def _answer(finished: Callable[[], bool | Awaitable[bool]]) -> bool:
+    """``finished``'s answer, awaited when it is a coroutine function's."""
+    done = finished()
+    return done if isinstance(done, bool) else await done
+
+
 async def follow_log(
     source: LogSource,
     opts: LogOptions,
     *,
-    finished: Callable[[], bool],
+    finished: Callable[[], bool | Awaitable[bool]],
     poll_seconds: float = 0.2,
     linger_seconds: float = 1.0,
     first: FileIO | None = None,
@@ -660,6 +666,7 @@ async def follow_log(
     ``linger_seconds`` have passed. ``limit_bytes`` bounds the total streamed. Every open, stat and
     read runs in a worker thread: the event loop never touches the file. A log replaced by what is
     not a regular file (a FIFO, a symlink) ends the stream. ``first``: the log already opened.
+    ``finished`` may be a coroutine function (a copy of a remote log is finished once it has caught up).
     """
     budget = _Budget(opts.limit_bytes)
     if budget.spent:
@@ -672,7 +679,7 @@ async def follow_log(
     deadline: float | None = None
     try:
         while True:
-            if finished() and deadline is None:
+            if await _answer(finished) and deadline is None:
                 deadline = loop.time() + linger_seconds
             if not await follow.begin_round():
                 return

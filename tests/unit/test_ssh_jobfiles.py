@@ -294,3 +294,96 @@ def test_fetch_refuses_a_log_that_is_not_a_regular_file(tmp_path: Path) -> None:
         with pytest.raises(safefs.Refused):
             fetch_into(Sftp(), str(tmp_path / remote), copy)  # type: ignore[arg-type]
     assert not (tmp_path / "copies" / "log").exists()
+
+
+# --------------------------------------------------------------------------- a Follow of a remote log
+
+
+class _GatedLocalSsh:
+    """STAND-IN for the login node's SshRunner (the e2e suite has the real one): ``stream`` runs the command
+    here (the real follow script, a real ``tail -F``) and passes its output on only while ``gate`` is open, as
+    a remote tail that polls the file once a second, or a channel being reconnected, lags the remote log;
+    ``sftp`` works on this host's files."""
+
+    label = "stand-in"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def stream(self, argv: list[str], *, open_timeout: float, keep_stdin: bool = False) -> Any:
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        async def chunks() -> Any:
+            assert proc.stdout is not None and proc.stdin is not None
+            try:
+                while data := await proc.stdout.read(1 << 16):
+                    await self.gate.wait()
+                    yield data
+            finally:
+                proc.stdin.close()  # the channel is gone: the script kills tail
+                await proc.wait()
+
+        return chunks()
+
+    async def sftp(self, work: Any, *, timeout: float, what: str) -> Any:
+        class Sftp(_LocalSftp):
+            def lstat(self, path: str) -> os.stat_result:
+                return os.lstat(path)
+
+        return await asyncio.to_thread(work, Sftp())
+
+
+def test_a_follow_of_a_remote_log_ends_only_once_its_copy_has_the_last_line(tmp_path: Path) -> None:
+    """The container ends while the local copy of its log lags the remote one (the remote tail has not
+    polled yet, the connection is being reopened): the Follow delivers every line up to the end, as a
+    kubelet's does, and ends then."""
+    from interlink_plugins.core.jobfiles import LogFeed
+    from interlink_plugins.core.service import LogRequest
+    from interlink_plugins.core.state import PodRecord
+    from interlink_plugins.core.status import ContainerFiles
+    from tests.podfactory import container, pod_body
+    from tests.unit.fakes import FakeBackend, make_service
+
+    ssh = _GatedLocalSsh()
+
+    class RemoteFeeds(FakeBackend):  # its logs are followed through RemoteJobFiles, over the stand-in
+        remote_logs = True
+        remote: RemoteJobFiles
+
+        async def open_log_feed(self, record: PodRecord, container: str) -> LogFeed:
+            return await self.remote.open_feed(record.job_dir, container)
+
+    backend = RemoteFeeds(tmp_path / "jobs")
+    backend.remote = RemoteJobFiles(ssh, str(backend.data_root), tmp_path / "local", timeout=5)  # type: ignore[arg-type]
+    service, _, _ = make_service(tmp_path, backend)
+    body = pod_body("p", [container("c", ["true"])])
+    uid = body["pod"]["metadata"]["uid"]
+
+    async def scenario() -> bytes:
+        await service.create(body)
+        record = service.store.get(uid)
+        assert record is not None
+        log = Path(record.job_dir) / "c" / "c" / "log"
+        log.parent.mkdir(parents=True)
+        log.write_bytes(b"2027-01-15T08:00:01.000000000Z stdout F first\n")
+        backend.run(uid)
+        await service.poll_once()
+        stream = await service.open_follow(LogRequest(pod_uid=uid, container="c", follow=True))
+        assert await anext(stream) == b"first\n"
+        ssh.gate.clear()  # from here the copy lags the remote log
+        with log.open("ab") as remote:
+            remote.write(b"2027-01-15T08:00:02.000000000Z stdout F last\n")
+        backend.files[uid] = {"c": ContainerFiles(started="2027-01-15T08:00:00Z", finished="2027-01-15T08:00:02Z",
+                                                  exit_code=0)}
+        await service.poll_once()
+
+        async def rest() -> bytes:
+            return b"".join([chunk async for chunk in stream])
+
+        after = asyncio.create_task(rest())
+        await asyncio.sleep(1.5)  # several of the Follow's reads, and its linger, with the container terminated
+        ssh.gate.set()  # the copy catches up
+        return await asyncio.wait_for(after, 20)
+
+    assert asyncio.run(scenario()) == b"last\n"

@@ -128,8 +128,9 @@ class Logs:
         if handle is not None:
             handle.close()
         feed = await self.shared.backend.open_log_feed(record, request.container)
-        # a private local file the backend keeps appending to (closed with the stream)
-        return self._follow(record, request, feed.path, None, close=feed.close)
+        # a private local file the backend keeps appending to (closed with the stream); it lags the remote
+        # log: once the container ended, the stream ends when that file has caught up with it
+        return self._follow(record, request, feed.path, None, close=feed.close, caught_up=feed.caught_up)
 
     def _follow(
         self,
@@ -139,6 +140,7 @@ class Logs:
         handle: FileIO | None,
         *,
         close: Callable[[], Awaitable[None]] | None = None,
+        caught_up: Callable[[], Awaitable[bool]] | None = None,
     ) -> AsyncIterator[bytes]:
         uid, container = record.uid, request.container
 
@@ -148,7 +150,13 @@ class Logs:
                 return True
             return "terminated" in self._container_state(current, container)
 
-        stream: AsyncIterator[bytes] = follow_log(source, self._log_options(request), finished=finished, first=handle)
+        async def finished_and_copied() -> bool:
+            return finished() and caught_up is not None and await caught_up()
+
+        stream: AsyncIterator[bytes] = follow_log(
+            source, self._log_options(request), finished=finished if caught_up is None else finished_and_copied,
+            first=handle,
+        )  # fmt: skip
         # backend hook (a no-op by default): keep that live copy fresh while the stream lasts
         stream = self.shared.backend.keep_log_fresh(record, container, stream)
         if close is not None:
