@@ -28,8 +28,8 @@ from typing import Any
 
 from bench.bench_slurm import cpu_seconds, rss_mib
 from bench.results import publish
-from interlink_plugins.core.runplan import ContainerRun, RunPlan
-from interlink_plugins.core.runscript import render_runner
+from interlink_plugins.core.podrunner.plan import ContainerRun, RunPlan
+from interlink_plugins.core.podrunner.render import render_runner
 from tests.harness import PluginProcess, exit_codes
 from tests.podfactory import container, log_request, pod_body
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interlink_plugins.core.ssh import SshRunner, SshTarget, open_transport
+from interlink_plugins.core.commands.ssh import SshRunner, SshTarget, open_transport
 from tests.harness import PluginProcess
 from tests.podfactory import config_map, container, pod_body, secret
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from interlink_plugins import config as common_config
 from interlink_plugins.config import Config, ConfigSection, FieldSpec
-from interlink_plugins.core import policy as core_policy
 from interlink_plugins.core.backend import Backend
-from interlink_plugins.core.podfields import FieldColumn
-from interlink_plugins.core.policy import AdminPolicy, PolicySection
-from interlink_plugins.core.runner import CommandRunner
+from interlink_plugins.core.commands.local import CommandRunner
+from interlink_plugins.core.model.podfields import FieldColumn
+from interlink_plugins.core.policy import engine as core_policy
+from interlink_plugins.core.policy.engine import AdminPolicy, PolicySection
 from interlink_plugins.exitcodes import ExitCode, UserError
 from interlink_plugins.htcondor import fields as htcondor_fields
 from interlink_plugins.htcondor import settings as htcondor_settings
@@ -61,7 +61,7 @@ def _slurm(config: Config, runner: CommandRunner, policy: AdminPolicy) -> Backen
 
     if config.ssh_host and config.data_transfer == "sftp":
         # the data root exists only on the login node: job files over SFTP
-        from interlink_plugins.core.ssh import ssh_runner
+        from interlink_plugins.core.commands.ssh import ssh_runner
         from interlink_plugins.slurm.remote import RemoteSlurmBackend
 
         return RemoteSlurmBackend(config, runner, policy, ssh_runner(config))

@@ -23,10 +23,10 @@ from interlink_plugins.backends import (
     policy_from_config,
 )
 from interlink_plugins.config import Config
+from interlink_plugins.core.commands.local import CommandRunner, LocalRunner
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
-from interlink_plugins.core.policy import AdminPolicy, PolicyViolation
-from interlink_plugins.core.runner import CommandRunner, LocalRunner
-from interlink_plugins.core.state import SCHEMA_VERSION, StateSchemaError, StateStore, state_summary
+from interlink_plugins.core.policy.engine import AdminPolicy, PolicyViolation
+from interlink_plugins.core.records.state import SCHEMA_VERSION, StateSchemaError, StateStore, state_summary
 from interlink_plugins.exitcodes import ExitCode, UserError, help_table
 from interlink_plugins.filemodes import TRAVERSE_ONLY, make_dirs, restrict_umask, secure_state, writable_by_others
 from interlink_plugins.logsetup import setup_logging
@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from interlink_plugins.api.metrics_listener import ListenError, bind_metrics_socket
     from interlink_plugins.core.service import PluginService
 
-    restrict_umask()  # what the plugin creates is its own; the commands it runs get 022 back (core/runner.py)
+    restrict_umask()  # what the plugin creates is its own; the commands it runs get 022 back (core/commands/local.py)
     config, policy = _load(args.config)
     try:  # before anything else is made: a socket others can swap, or a network bind, stops start-up here
         listeners = listener.open_listeners(config)
@@ -131,7 +131,7 @@ def _open_state(config: Config) -> StateStore:
 def _command_runner(config: Config) -> CommandRunner:
     """Where scheduler commands run: here, or on SshHost over the SSH pool."""
     if config.ssh_host:
-        from interlink_plugins.core.ssh import ssh_runner
+        from interlink_plugins.core.commands.ssh import ssh_runner
 
         return ssh_runner(config)
     return LocalRunner()
@@ -144,8 +144,8 @@ def _remote_data_root(config: Config) -> bool:
 
 def cmd_render(args: argparse.Namespace) -> int:
     config, policy = _load(args.config)
-    from interlink_plugins.core.pod import parse_create_body
-    from interlink_plugins.core.podfields import Facts, check_pod
+    from interlink_plugins.core.model.pod import parse_create_body
+    from interlink_plugins.core.model.podfields import Facts, check_pod
 
     given = _render_input(Path(args.pod))
     # the job is rendered from a pod and config whose env values and secrets are placeholders
@@ -171,7 +171,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     for line in redact.env_summary(pod):
         print(line)
     from interlink_plugins.api.listener import describe_exposure
-    from interlink_plugins.core.jobdir import describe_volume_limits
+    from interlink_plugins.core.podrunner.jobdir import describe_volume_limits
 
     for _ok, line in describe_exposure(config):
         print(f"# {line}")
@@ -219,7 +219,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         report(False, str(exc))
     report(*_state_check(config.state_db))
     from interlink_plugins.api.listener import describe_exposure
-    from interlink_plugins.core.jobdir import describe_volume_limits
+    from interlink_plugins.core.podrunner.jobdir import describe_volume_limits
 
     for ok, line in describe_exposure(config):
         report(ok, line)
@@ -231,7 +231,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     }[config.container_runtime]
     found = shutil.which(runtime_binary)
     if config.container_runtime == "none":
-        from interlink_plugins.core.jobdir import host_namespaces_available
+        from interlink_plugins.core.podrunner.jobdir import host_namespaces_available
 
         available, why = host_namespaces_available()
         report(available, "private mount namespaces for volumeMounts (bubblewrap)" + ("" if available else f": {why}"))
@@ -302,7 +302,7 @@ def cmd_pods(args: argparse.Namespace) -> int:
 
 def cmd_field_reference(args: argparse.Namespace) -> int:
     from interlink_plugins.backends import FIELD_COLUMNS
-    from interlink_plugins.core.podfields import field_reference_markdown, splice_docs
+    from interlink_plugins.core.model.podfields import field_reference_markdown, splice_docs
 
     if not args.update:
         sys.stdout.write(field_reference_markdown(FIELD_COLUMNS))

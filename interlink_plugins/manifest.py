@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from interlink_plugins.config import yaml_problem
-from interlink_plugins.core.expand import expand_k8s
+from interlink_plugins.core.model.expand import expand_k8s
 
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"

@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from interlink_plugins.tracing import TracedRunner
 
 if TYPE_CHECKING:  # the runner's types only: core imports the metrics, not the other way round
-    from interlink_plugins.core.runner import CommandResult, CommandRunner
+    from interlink_plugins.core.commands.local import CommandResult, CommandRunner
 
 # no <name>_created series beside every counter and histogram (OpenMetrics only; twice the series for nothing)
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from interlink_plugins.core.state import PodRecord, read_records
+from interlink_plugins.core.records.state import PodRecord, read_records
 
 
 @dataclass(frozen=True)

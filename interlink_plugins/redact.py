@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from interlink_plugins.config import Config
-from interlink_plugins.core.pod import Container, EnvVar, Pod
+from interlink_plugins.core.model.pod import Container, EnvVar, Pod
 
 MASK = "***"
 MIN_MASKED = 4  # shorter values are not searched for in the output (they would hit unrelated text)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the config's and the runner's types only: core imports trac
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from interlink_plugins.config import Config
-    from interlink_plugins.core.runner import CommandResult, CommandRunner
+    from interlink_plugins.core.commands.local import CommandResult, CommandRunner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

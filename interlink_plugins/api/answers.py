@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError, PodSpecError
-from interlink_plugins.core.names import printable_path, surrogate_field
-from interlink_plugins.core.policy import PolicyViolation
+from interlink_plugins.core.model.names import printable_path, surrogate_field
+from interlink_plugins.core.policy.engine import PolicyViolation
 from interlink_plugins.core.service import PluginService
 
 MAX_BODY_BYTES = 16 * 2**20

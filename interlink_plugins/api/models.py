@@ -1,6 +1,6 @@
 """Wire models, exact keys as interLink's Go types serialise them (see the wire contract).
 
-Pod bodies stay plain JSON (parsed by core.pod with Kubernetes field paths in every error);
+Pod bodies stay plain JSON (parsed by core.model.pod with Kubernetes field paths in every error);
 these models describe the envelopes and answers, and document them in the OpenAPI schema.
 """
 

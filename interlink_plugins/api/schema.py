@@ -1,6 +1,6 @@
 """OpenAPI descriptions of the request bodies the routes read themselves (the wire contract, §2).
 
-The routes parse raw JSON (core.pod names Kubernetes field paths in every error), so these schemas only
+The routes parse raw JSON (core.model.pod names Kubernetes field paths in every error), so these schemas only
 document: they describe what the parser checks, plus what Kubernetes itself guarantees of a pod (a name is
 a DNS subdomain, a container has an image), and every optional field may be null, as Go serialises empty
 lists. tests/e2e/test_schemathesis.py fuzzes every backend with them.
@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from interlink_plugins.api.models import ErrorResponse, LogRequestBody
-from interlink_plugins.core.names import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, UID_PATTERN
-from interlink_plugins.core.pod import PULL_POLICIES, RESTART_POLICIES
-from interlink_plugins.core.quantity import QUANTITY_RE
+from interlink_plugins.core.model.names import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, UID_PATTERN
+from interlink_plugins.core.model.pod import PULL_POLICIES, RESTART_POLICIES
+from interlink_plugins.core.model.quantity import QUANTITY_RE
 
 Schema = dict[str, Any]
 

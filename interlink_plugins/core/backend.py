@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from interlink_plugins.core.pod import Pod
+from interlink_plugins.core.model.pod import Pod
+from interlink_plugins.core.records.state import Layout, PodRecord
 from interlink_plugins.core.safefs import Location
-from interlink_plugins.core.state import Layout, PodRecord
 
 if TYPE_CHECKING:
     from interlink_plugins.config import Config
-    from interlink_plugins.core.jobfiles import LogFeed
-    from interlink_plugins.core.policy import AdminPolicy
-    from interlink_plugins.core.status import ContainerFiles
+    from interlink_plugins.core.commands.remotefiles import LogFeed
+    from interlink_plugins.core.policy.engine import AdminPolicy
+    from interlink_plugins.core.records.status import ContainerFiles
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Scheduler(Protocol):
 
 class ContainerStateSource(Protocol):
     """Per-container state of a pod. Batch backends answer from each record's RunnerStateSource
-    (core.runnerfiles.BySource); others (podman) from what their query() saw. Blocking: called from a
+    (core.podrunner.statefiles.BySource); others (podman) from what their query() saw. Blocking: called from a
     worker thread; every job-dir file access goes through core.safefs (the job controls its job dir)."""
 
     def container_snapshot(self, record: PodRecord) -> dict[str, ContainerFiles]:

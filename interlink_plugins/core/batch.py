@@ -3,7 +3,7 @@
 A batch backend turns a pod into a job dir below DataRootFolder, whose pod runner the scheduler starts.
 The base owns:
 
-* the job dir: its name (``job_dir``), its planning and writing (``prepare``, through core/jobdir.py),
+* the job dir: its name (``job_dir``), its planning and writing (``prepare``, through core/podrunner/jobdir.py),
   the hand-over to the job's user (``JobOwner``) and its removal (``cleanup``);
 * the per-container view (``BySource``): each record's RunnerStateSource, chosen once per record in
   ``state_source`` from what the plugin recorded;
@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import BackendDefaults, PreparedJob
+from interlink_plugins.core.commands.local import CommandFailed, CommandResult, CommandRunner
 from interlink_plugins.core.errors import BackendUnavailable
-from interlink_plugins.core.jobdir import build_run_plan, remove_job_dir, write_job_files
-from interlink_plugins.core.names import job_dir_name
-from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
-from interlink_plugins.core.runnerfiles import BySource
-from interlink_plugins.core.runplan import RunPlan
+from interlink_plugins.core.model.names import job_dir_name
+from interlink_plugins.core.podrunner.jobdir import build_run_plan, remove_job_dir, write_job_files
+from interlink_plugins.core.podrunner.plan import RunPlan
+from interlink_plugins.core.podrunner.statefiles import BySource
 
 if TYPE_CHECKING:
     from interlink_plugins.config import Config
-    from interlink_plugins.core.pod import Pod
-    from interlink_plugins.core.policy import AdminPolicy
-    from interlink_plugins.core.state import PodRecord
+    from interlink_plugins.core.model.pod import Pod
+    from interlink_plugins.core.policy.engine import AdminPolicy
+    from interlink_plugins.core.records.state import PodRecord
 
 DraftT = TypeVar("DraftT")
 
@@ -84,7 +84,7 @@ class BatchBackend(BySource, BackendDefaults, ABC, Generic[DraftT]):
     # --- the job dir -------------------------------------------------------------------
 
     def job_dir(self, namespace: str, uid: str) -> Path:
-        """The pod's job dir on the plugin's host (core/names.py: never from a name the pod chose alone)."""
+        """The pod's job dir on the plugin's host (core/model/names.py: never from a name the pod chose alone)."""
         return self.config.data_root / job_dir_name(namespace, uid)
 
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:

@@ -23,13 +23,13 @@ from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, Resources
 from interlink_plugins.core.batch import BatchBackend, JobOwner, primary_gid
+from interlink_plugins.core.commands.local import CommandRunner
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, LogRequestError
-from interlink_plugins.core.pod import Pod
-from interlink_plugins.core.policy import AdminPolicy
-from interlink_plugins.core.runner import CommandRunner
-from interlink_plugins.core.runnerfiles import LOCAL, RunnerStateSource
-from interlink_plugins.core.runplan import RunPlan
-from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.model.pod import Pod
+from interlink_plugins.core.podrunner.plan import RunPlan
+from interlink_plugins.core.podrunner.statefiles import LOCAL, RunnerStateSource
+from interlink_plugins.core.policy.engine import AdminPolicy
+from interlink_plugins.core.records.state import PodRecord
 from interlink_plugins.htcondor import livelogs, states, submit
 from interlink_plugins.htcondor.client import CondorClient
 from interlink_plugins.htcondor.runnerstate import ChirpedState, CondorFiles, live_copy, sync_live_copies

@@ -1,8 +1,8 @@
-"""The HTCondor column of the pod field table (core/podfields.py): where HTCondor differs from the table."""
+"""The HTCondor column of the pod field table (core/model/podfields.py): where HTCondor differs from the table."""
 
 from __future__ import annotations
 
-from interlink_plugins.core.podfields import FieldColumn, register
+from interlink_plugins.core.model.podfields import FieldColumn, register
 
 COLUMN = register(FieldColumn(
     name="htcondor",

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from interlink_plugins.core import annotations as ann
 from interlink_plugins.core.errors import ConfigError
-from interlink_plugins.core.policy import AdminPolicy, PolicySection, PolicyViolation, show, str_list
+from interlink_plugins.core.policy import annotations as ann
+from interlink_plugins.core.policy.engine import AdminPolicy, PolicySection, PolicyViolation, show, str_list
 
 SUBMIT_COMMANDS_ANNOTATION = "htcondor-job.vk.io/submit-commands"
 ACCOUNTING_GROUP_ANNOTATION = "htcondor-job.vk.io/accounting-group"

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import JobInfo
-from interlink_plugins.core.runnerfiles import LOCAL
-from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import ContainerFiles
+from interlink_plugins.core.podrunner.statefiles import LOCAL
+from interlink_plugins.core.records.state import PodRecord
+from interlink_plugins.core.records.status import ContainerFiles
 from interlink_plugins.htcondor import livelogs
 
 FORGOTTEN_AFTER = 60.0  # seconds a job has left the queue before the runner's pod.exit settles it

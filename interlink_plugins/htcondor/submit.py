@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from interlink_plugins.config import Config
-from interlink_plugins.core import templating
 from interlink_plugins.core.errors import PodSpecError
-from interlink_plugins.core.names import job_dir_name
-from interlink_plugins.core.pod import GPU_RESOURCES, Pod
-from interlink_plugins.core.policy import AdminPolicy
-from interlink_plugins.core.resources import pod_totals
+from interlink_plugins.core.model.names import job_dir_name
+from interlink_plugins.core.model.pod import GPU_RESOURCES, Pod
+from interlink_plugins.core.model.resources import pod_totals
+from interlink_plugins.core.podrunner import templating
+from interlink_plugins.core.policy.engine import AdminPolicy
 from interlink_plugins.htcondor.policy import (
     ACCOUNTING_GROUP_ANNOTATION,
     SUBMIT_COMMANDS_ANNOTATION,

@@ -11,7 +11,7 @@ job dir; per container its name, kind, index, run number and back-off), so a plu
 state directory recovers every pod from ``podman pod ps`` and its job directory (``pod.json``).
 
 Layout of a pod's job directory ``<DataRootFolder>/<namespace>-<uid>/``: ``pod.json`` (the spec
-the plugin runs from), ``volumes/`` and ``emptydir/`` (core/volumes.py), and per container run
+the plugin runs from), ``volumes/`` and ``emptydir/`` (core/volumes/materialise.py), and per container run
 ``c/<container>/<run>/`` with ``log`` (k8s-file, written by conmon), ``oom`` (written by conmon
 when the kernel OOM-killed in the container's memory cgroup: conmon runs in this directory) and
 ``error`` (the plugin's record of a run podman could not start); podman/jobfiles.py writes and
@@ -35,15 +35,15 @@ from typing import Any
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, BackendDefaults, JobInfo, PreparedJob, Resources
+from interlink_plugins.core.commands.local import CommandFailed, CommandResult, CommandRunner
 from interlink_plugins.core.errors import BackendUnavailable, SubmitRejected
-from interlink_plugins.core.jobdir import volume_limits
-from interlink_plugins.core.names import job_dir_name
-from interlink_plugins.core.pod import Pod, pod_summary
-from interlink_plugins.core.policy import AdminPolicy
-from interlink_plugins.core.runner import CommandFailed, CommandResult, CommandRunner
-from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
-from interlink_plugins.core.volumes import materialise_volumes
+from interlink_plugins.core.model.names import job_dir_name
+from interlink_plugins.core.model.pod import Pod, pod_summary
+from interlink_plugins.core.podrunner.jobdir import volume_limits
+from interlink_plugins.core.policy.engine import AdminPolicy
+from interlink_plugins.core.records.state import PodRecord
+from interlink_plugins.core.records.status import ContainerFiles, epoch_rfc3339
+from interlink_plugins.core.volumes.materialise import materialise_volumes
 from interlink_plugins.podman.bindcheck import check_binds
 from interlink_plugins.podman.jobfiles import (
     STOP_MARKER,

@@ -1,6 +1,6 @@
 """The Podman backend's start step for bind sources, right before every ``podman run`` / ``podman start``.
 
-Each source is opened from its root without following a symlink (core/bindcheck.py); a refused source
+Each source is opened from its root without following a symlink (core/volumes/bindcheck.py); a refused source
 keeps the container waiting, as the kubelet does, with ``CreateContainerConfigError`` and a message
 naming the volume (retried with the back-off). A rootful plugin then pins what it opened, as the
 kubelet does for subPaths since CVE-2017-1002101: the ``O_PATH`` fd (``/proc/self/fd/N``) is
@@ -25,8 +25,8 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from interlink_plugins.core import bindcheck
-from interlink_plugins.core.runtimes import _csv_field
+from interlink_plugins.core.runtimes.containers import _csv_field
+from interlink_plugins.core.volumes import bindcheck
 from interlink_plugins.podman.plan import CreateError
 from interlink_plugins.podman.spec import ContainerSpec
 

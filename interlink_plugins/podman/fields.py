@@ -1,10 +1,10 @@
-"""The Podman column of the pod field table (core/podfields.py): where Podman differs from the table."""
+"""The Podman column of the pod field table (core/model/podfields.py): where Podman differs from the table."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from interlink_plugins.core.podfields import FieldColumn, register
+from interlink_plugins.core.model.podfields import FieldColumn, register
 
 
 def _pod_network(config: Any) -> str:

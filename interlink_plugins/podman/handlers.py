@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from interlink_plugins.core.runner import CommandFailed, CommandRunner
+from interlink_plugins.core.commands.local import CommandFailed, CommandRunner
 
 EXEC_MARKER = "INTERLINK_EXEC_ID"
 DETAIL_MAX = 200  # characters of a failed handler's output kept for the status message

@@ -27,7 +27,7 @@ KILLED_FILE = "killed"
 EXTRA_AFTER_HOOK = 2.0  # the kubelet's minimum grace for the container after a preStop hook used it all
 _KILLED_MAX = 4096
 
-Handler = tuple[str, ...]  # (action, *words) of core.probes.parse_handler
+Handler = tuple[str, ...]  # (action, *words) of core.runtimes.probes.parse_handler
 RunHook = Callable[[Handler, float], Awaitable[Outcome]]
 
 

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from interlink_plugins.core.runner import CommandResult, CommandRunner
-from interlink_plugins.core.runplan import ProbeRun
-from interlink_plugins.core.status import ContainerFiles
+from interlink_plugins.core.commands.local import CommandResult, CommandRunner
+from interlink_plugins.core.podrunner.plan import ProbeRun
+from interlink_plugins.core.records.status import ContainerFiles
 from interlink_plugins.podman import hooks
 from interlink_plugins.podman.handlers import Outcome, run_handler
 from interlink_plugins.podman.probes import ProbeSupervisor, Target

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from interlink_plugins.core.status import epoch_rfc3339
+from interlink_plugins.core.records.status import epoch_rfc3339
 from interlink_plugins.podman.spec import L_CONTAINER, L_RUN
 from interlink_plugins.podman.states import phase_of
 

@@ -2,7 +2,7 @@
 
 Input: the pod's spec and what podman shows (every run of every container, from ONE ``podman ps``
 per poll, refined by ``podman inspect`` for runs that changed state). Output: each container's
-snapshot (what core/status.py turns into the wire JSON), the actions to take now (start a run,
+snapshot (what core/records/status.py turns into the wire JSON), the actions to take now (start a run,
 stop sidecars, ...) and whether the pod is still active. Everything is derived from podman's view
 and labels, so a plugin that lost its state decides exactly as the one that crashed.
 
@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from interlink_plugins.core.status import ContainerFiles, epoch_rfc3339
+from interlink_plugins.core.records.status import ContainerFiles, epoch_rfc3339
 from interlink_plugins.podman.spec import ContainerSpec, PodSpec
 from interlink_plugins.podman.states import START_ERROR_EXIT, Phase
 

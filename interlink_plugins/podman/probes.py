@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from interlink_plugins.core.runplan import ProbeRun
+from interlink_plugins.core.podrunner.plan import ProbeRun
 from interlink_plugins.podman.handlers import Outcome
 
 log = logging.getLogger(__name__)

@@ -17,24 +17,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from interlink_plugins.core.bindcheck import BindSource, bind_sources
 from interlink_plugins.core.errors import ConfigError, PodSpecError
-from interlink_plugins.core.expand import env_map
-from interlink_plugins.core.imageref import check_podman_image
-from interlink_plugins.core.jobdir import _restart_policy
-from interlink_plugins.core.mounts import Mount
-from interlink_plugins.core.pod import GPU_RESOURCES, Container, Pod
-from interlink_plugins.core.podmanenv import podman_env
-from interlink_plugins.core.probes import declared_probes, parse_handler
-from interlink_plugins.core.quantity import cpu_millicores, memory_bytes
-from interlink_plugins.core.runplan import ProbeRun
-from interlink_plugins.core.runtimes import (
+from interlink_plugins.core.model.expand import env_map
+from interlink_plugins.core.model.imageref import check_podman_image
+from interlink_plugins.core.model.pod import GPU_RESOURCES, Container, Pod
+from interlink_plugins.core.model.quantity import cpu_millicores, memory_bytes
+from interlink_plugins.core.podrunner.jobdir import _restart_policy
+from interlink_plugins.core.podrunner.plan import ProbeRun
+from interlink_plugins.core.runtimes.containers import (
     PODMAN_ENV_FILE_NAME,
     _csv_field,
     _sorted_mounts,
     podman_pull_policy,
     process_argv,
 )
+from interlink_plugins.core.runtimes.podmanenv import podman_env
+from interlink_plugins.core.runtimes.probes import declared_probes, parse_handler
+from interlink_plugins.core.volumes.bindcheck import BindSource, bind_sources
+from interlink_plugins.core.volumes.mounts import Mount
 
 SPEC_VERSION = 1
 LABEL_PREFIX = "interlink.eu/"
@@ -85,9 +85,9 @@ class ContainerSpec:
     gpus: Mapping[str, int] = field(default_factory=dict)  # GPU resource -> count (CDI devices)
     # (podman secret name, private file with the value): env values the --env-file cannot carry
     secrets: tuple[tuple[str, str], ...] = ()
-    # bind sources re-checked right before each start of this container (core/bindcheck.py)
+    # bind sources re-checked right before each start of this container (core/volumes/bindcheck.py)
     binds: tuple[BindSource, ...] = ()
-    # probes (argv: core.probes.parse_handler's (action, *words)) and lifecycle hooks, run by the plugin
+    # probes (argv: core.runtimes.probes.parse_handler's (action, *words)) and lifecycle hooks, run by the plugin
     probes: tuple[ProbeRun, ...] = ()
     post_start: tuple[str, ...] = ()
     pre_stop: tuple[str, ...] = ()

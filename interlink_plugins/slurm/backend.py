@@ -14,18 +14,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from interlink_plugins.config import Config, Flavor
-from interlink_plugins.core import annotations as ann
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, Resources
 from interlink_plugins.core.batch import BatchBackend, JobOwner, primary_gid
+from interlink_plugins.core.commands.local import CommandRunner
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
-from interlink_plugins.core.pod import GPU_RESOURCES, Pod
-from interlink_plugins.core.policy import AdminPolicy, ParsedOption, PolicyViolation, parse_options
-from interlink_plugins.core.resources import pod_totals
-from interlink_plugins.core.runner import CommandRunner
-from interlink_plugins.core.runnerfiles import LOCAL, RunnerStateSource
-from interlink_plugins.core.runplan import RunPlan
-from interlink_plugins.core.state import PodRecord
+from interlink_plugins.core.model.pod import GPU_RESOURCES, Pod
+from interlink_plugins.core.model.resources import pod_totals
+from interlink_plugins.core.podrunner.plan import RunPlan
+from interlink_plugins.core.podrunner.statefiles import LOCAL, RunnerStateSource
+from interlink_plugins.core.policy import annotations as ann
+from interlink_plugins.core.policy.engine import AdminPolicy, ParsedOption, PolicyViolation, parse_options
+from interlink_plugins.core.records.state import PodRecord
 from interlink_plugins.slurm import commands, migrate, parse
 from interlink_plugins.slurm.memory import memory_kill_detail, output_tail
 from interlink_plugins.slurm.policy import (

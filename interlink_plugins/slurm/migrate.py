@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from interlink_plugins.core import safefs
-from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import ContainerFiles
+from interlink_plugins.core.records.state import PodRecord
+from interlink_plugins.core.records.status import ContainerFiles
 
 MARKERS = ("JobID.jid", "PodUID.uid", "PodNamespace.ns")
 LOG_DIR = "go-logs"  # under StateDir

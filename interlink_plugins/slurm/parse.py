@@ -1,7 +1,7 @@
 """SLURM's command output read as data, pure: text in, rows and JobInfo out (no I/O, no clock).
 
 The formats are the ones slurm/commands.py asks for. A line that does not have the format's field
-count (truncated, or a field that held a newline) is skipped, never guessed. tests/unit/test_slurm_parse.py
+count (truncated, or a field that held a newline) is skipped, never guessed. tests/unit/slurm/test_parse.py
 reads the output of a real cluster, recorded by tests/fixtures/slurm/recapture.py.
 """
 

@@ -2,7 +2,7 @@
 config keys (AllowedSbatchOptions, ExtraSbatchOptions) and the namespace choices (Accounts, QOS,
 Partitions).
 
-sbatch and srun are getopt tools: see core.policy for how every spelling of an option is parsed.
+sbatch and srun are getopt tools: see core.policy.engine for how every spelling of an option is parsed.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from interlink_plugins.core import annotations as ann
-from interlink_plugins.core.policy import (
+from interlink_plugins.core.policy import annotations as ann
+from interlink_plugins.core.policy.engine import (
     AdminPolicy,
     OptionLanguage,
     OptionSpec,

@@ -7,7 +7,7 @@ the job directory goes through ``RemoteJobFiles`` instead of the local filesyste
 * submit uploads the stage over SFTP, then runs sbatch: an unreachable node defers the pod
   (BackendUnavailable) and the stage waits on local disk for the next try;
 * each poll mirrors every tracked pod's runner state with one remote command (``prefetch_files``), a
-  NUL-safe archive of regular files only (core/jobfiles.py); the mirror is the records' state source;
+  NUL-safe archive of regular files only (core/commands/remotefiles.py); the mirror is the records' state source;
 * logs are fetched into local copies (``fetch_log``), a Follow streams ``tail -F`` (``open_log_feed``);
 * cleanup removes the remote job dir with one ``rm -rf``.
 
@@ -26,16 +26,16 @@ from pathlib import Path
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import PreparedJob
+from interlink_plugins.core.commands.local import CommandFailed, CommandRunner
+from interlink_plugins.core.commands.remotefiles import LogFeed, RemoteJobFiles
+from interlink_plugins.core.commands.ssh import SshRunner
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError
-from interlink_plugins.core.jobdir import JOB_SCRIPT_CONTAINER, build_run_plan, volume_limits, write_job_files
-from interlink_plugins.core.jobfiles import LogFeed, RemoteJobFiles
-from interlink_plugins.core.pod import Pod
-from interlink_plugins.core.policy import AdminPolicy
-from interlink_plugins.core.runner import CommandFailed, CommandRunner
-from interlink_plugins.core.runnerfiles import RunnerFiles, RunnerStateSource
-from interlink_plugins.core.ssh import SshRunner
-from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.volumes import materialise_volumes
+from interlink_plugins.core.model.pod import Pod
+from interlink_plugins.core.podrunner.jobdir import JOB_SCRIPT_CONTAINER, build_run_plan, volume_limits, write_job_files
+from interlink_plugins.core.podrunner.statefiles import RunnerFiles, RunnerStateSource
+from interlink_plugins.core.policy.engine import AdminPolicy
+from interlink_plugins.core.records.state import PodRecord
+from interlink_plugins.core.volumes.materialise import materialise_volumes
 from interlink_plugins.slurm.backend import SlurmBackend
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from interlink_plugins.core.state import SCHEMA_VERSION
+from interlink_plugins.core.records.state import SCHEMA_VERSION
 from tests.guidedoc import GUIDE, PATH, ROOT, blocks_of, run_block, section_blocks, sections, substitute
 from tests.harness import free_port
 from tests.podfactory import container, log_request, pod_body, status_pod
@@ -237,8 +237,8 @@ def upgrade_site(slurm_cluster: dict[str, str]) -> Iterator[dict[str, Any]]:
     old_tree.mkdir()
     # the source of that release, kept in the tree (`git archive` of it) so a shallow clone tests the upgrade too
     subprocess.run(["tar", "-xzf", str(OLD_RELEASE_SOURCE), "-C", str(old_tree)], timeout=60, check=True)
-    assert "SCHEMA_VERSION = 1\n" in (old_tree / "interlink_plugins/core/state.py").read_text()
-    assert f"SCHEMA_VERSION = {SCHEMA_VERSION}\n" in (ROOT / "interlink_plugins/core/state.py").read_text()
+    assert "SCHEMA_VERSION = 1\n" in (old_tree / "interlink_plugins/core/records/state.py").read_text()
+    assert f"SCHEMA_VERSION = {SCHEMA_VERSION}\n" in (ROOT / "interlink_plugins/core/records/state.py").read_text()
     old = _wheel(old_tree, base / "releases" / "old")
     _wheel(ROOT, base / "releases" / "new")
     port = free_port()

@@ -422,7 +422,7 @@ def test_certificate_and_jump_host(loginnode: None, tmp_path: Path) -> None:
     node's own sshd, forwarding to itself)."""
     import asyncio
 
-    from interlink_plugins.core.ssh import SshRunner, SshTarget
+    from interlink_plugins.core.commands.ssh import SshRunner, SshTarget
 
     bastion = SshTarget(host="127.0.0.1", port=SSH_PORT, user="hpcuser", key_file=str(KEYS / "id_ed25519"),
                         known_hosts=str(KEYS / "known_hosts"))

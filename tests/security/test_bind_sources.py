@@ -258,8 +258,8 @@ def test_podman_pinned_source_wins_the_race_against_a_concurrent_swap(tmp_path: 
     The pin is gone (unmounted, removed) after the start."""
     import asyncio
 
-    from interlink_plugins.core.bindcheck import BindSource
-    from interlink_plugins.core.runtimes import _csv_field
+    from interlink_plugins.core.runtimes.containers import _csv_field
+    from interlink_plugins.core.volumes.bindcheck import BindSource
     from interlink_plugins.podman.bindcheck import check_binds
     from interlink_plugins.podman.spec import ContainerSpec
     from tests.podfactory import BUSYBOX

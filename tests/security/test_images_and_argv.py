@@ -149,8 +149,8 @@ def test_slurm_runtime_podman_argv_ends_options_before_the_image(
 ) -> None:
     """Attack (defence in depth): the runtime podman's argv for a hostile image, with the image check
     switched off as if a form slipped through, run on real podman. Defence: `--` before the image."""
-    from interlink_plugins.core import runtimes
-    from interlink_plugins.core.pod import Container, ContainerResources
+    from interlink_plugins.core.model.pod import Container, ContainerResources
+    from interlink_plugins.core.runtimes import containers as runtimes
 
     monkeypatch.setattr(runtimes, "check_podman_image", lambda text, field: None, raising=False)
     job = tmp_path / "job"
@@ -224,7 +224,7 @@ def test_apptainer_helper_ends_options_before_the_image(login_node: None) -> Non
     """Attack (defence in depth): the job's apptainer.sh given `--bind=/etc:/x` as the image, as if a
     form slipped past the checks, with the SIF as the first program word, run as hpcuser on the real
     apptainer. Defence: `--` before the image: apptainer looks for an image named `--bind=/etc:/x`."""
-    from interlink_plugins.core.runtimes import APPTAINER_HELPER_NAME, helper_files
+    from interlink_plugins.core.runtimes.containers import APPTAINER_HELPER_NAME, helper_files
     from tests.e2e.test_loginnode import SHARED, SIF, in_node
 
     helper = SHARED / f"sec-{uuid.uuid4().hex[:8]}-{APPTAINER_HELPER_NAME}"

@@ -262,7 +262,7 @@ def test_real_apptainer_converts_with_the_auth_file_and_the_file_is_gone(login_n
     """The conversion step on the real apptainer 1.4.5 (as hpcuser): `build --authfile FILE -- SIF
     IMAGE` is accepted and the auth file is removed as soon as the step ends; the password is in no
     log. (The source is a local docker-archive: no registry is reachable here.)"""
-    from interlink_plugins.core.runtimes import APPTAINER_HELPER_NAME, helper_files, registry_auth_json
+    from interlink_plugins.core.runtimes.containers import APPTAINER_HELPER_NAME, helper_files, registry_auth_json
 
     work = login_kit.SHARED / f"sec-conv-{uuid.uuid4().hex[:8]}"
     work.mkdir()

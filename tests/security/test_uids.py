@@ -235,7 +235,7 @@ def test_the_image_cache_is_private_per_uid(tmp_path: Path, users: tuple[int, in
     the dir of) the SIF that a job of uid B converts, and B runs A's image. Defence: apptainer.sh converts
     into uid-<uid>, a dir that must be the job's own and private, in a cache root owned by root (or the
     job's uid) and sticky where others may write it; otherwise it refuses to run."""
-    from interlink_plugins.core.runtimes import APPTAINER_HELPER_NAME, cached_sif_name, helper_files
+    from interlink_plugins.core.runtimes.containers import APPTAINER_HELPER_NAME, cached_sif_name, helper_files
 
     base = Path(tempfile.mkdtemp(prefix="il-sec-cache-", dir="/tmp"))
     try:

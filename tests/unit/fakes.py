@@ -1,6 +1,6 @@
 """STAND-INS for the service tier: a scheduler in memory (FakeBackend) and a clock the test moves (FakeClock).
 
-They let tests/unit/test_service_rules.py run PluginService's lifecycle rules (submit retry, throttling,
+They let tests/unit/core/service/test_plugin_rules.py run PluginService's lifecycle rules (submit retry, throttling,
 SubmitDeadline, find before resubmit, JobVanished, grace caps, outage taints, recovery, the first poll before
 serving) in milliseconds; ``restart`` stands for a plugin restart on the same state file.
 The same rules run against the real daemons in tests/e2e (test_faults.py, test_slurm_e2e.py, ...); these
@@ -21,11 +21,11 @@ from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, BackendDefaults, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable
-from interlink_plugins.core.pod import Pod
-from interlink_plugins.core.policy import AdminPolicy
+from interlink_plugins.core.model.pod import Pod
+from interlink_plugins.core.policy.engine import AdminPolicy
+from interlink_plugins.core.records.state import PodRecord, StateStore
+from interlink_plugins.core.records.status import ContainerFiles
 from interlink_plugins.core.service import PluginService
-from interlink_plugins.core.state import PodRecord, StateStore
-from interlink_plugins.core.status import ContainerFiles
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 

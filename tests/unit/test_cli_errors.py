@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from interlink_plugins.core.state import SCHEMA_VERSION
+from interlink_plugins.core.records.state import SCHEMA_VERSION
 from interlink_plugins.exitcodes import MEANINGS, ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,14 +22,14 @@ PODMAN = re.compile(r"podman", re.IGNORECASE)
 # podman is also a container runtime (ContainerRuntime podman, inside SLURM and HTCondor jobs): the modules
 # of that runtime may name it
 RUNTIME_MODULES = {
-    "runtimes.py": "the container runtimes, ContainerRuntime podman among them",
-    "podmanenv.py": "the env file and secrets of ContainerRuntime podman",
-    "imageref.py": "the image references ContainerRuntime podman accepts",
+    "runtimes/containers.py": "the container runtimes, ContainerRuntime podman among them",
+    "runtimes/podmanenv.py": "the env file and secrets of ContainerRuntime podman",
+    "model/imageref.py": "the image references ContainerRuntime podman accepts",
 }
 # prose, not code: the field table's notes compare what each backend does with a field, in the words of
 # docs/kubelet-parity.md (the verdicts themselves are the backends' columns)
 PROSE_MODULES = {
-    "podfields.py": "the notes of the pod field table, printed in docs/kubelet-parity.md and status messages",
+    "model/podfields.py": "the notes of the pod field table, printed in docs/kubelet-parity.md and status messages",
 }
 WORD_TOKENS = {tokenize.NAME, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
 
@@ -56,11 +56,12 @@ def _code_words(path: Path) -> Iterator[tokenize.TokenInfo]:
 
 def _hits(path: Path) -> list[str]:
     found = []
+    name = path.relative_to(CORE).as_posix()
     for token in _code_words(path):
         text = token.string
-        if path.name in PROSE_MODULES and token.type != tokenize.NAME and " " in text.strip("\"'"):
+        if name in PROSE_MODULES and token.type != tokenize.NAME and " " in text.strip("\"'"):
             continue  # a sentence of the docs, not a key, a command or a name
-        if BACKEND_WORDS.search(text) or (path.name not in RUNTIME_MODULES and PODMAN.search(text)):
+        if BACKEND_WORDS.search(text) or (name not in RUNTIME_MODULES and PODMAN.search(text)):
             found.append(f"{path.relative_to(CORE.parent.parent)}:{token.start[0]}: {text[:80]}")
     return found
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from interlink_plugins.core.pod import parse_create_body
+from interlink_plugins.core.model.pod import parse_create_body
 from interlink_plugins.manifest import (
     PLACEHOLDER_TOKEN,
     SERVICE_ACCOUNT_MOUNT,

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from interlink_plugins.core.lifecycle import Lifecycle
-from interlink_plugins.core.state import PodRecord, StateStore
+from interlink_plugins.core.records.lifecycle import Lifecycle
+from interlink_plugins.core.records.state import PodRecord, StateStore
 from interlink_plugins.podlist import age_text, pod_rows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,10 +20,10 @@ from interlink_plugins.api.app import create_app
 from interlink_plugins.backends import make_backend, parse_config, policy_from_config
 from interlink_plugins.cli import main
 from interlink_plugins.config import Config
+from interlink_plugins.core.commands.local import CommandFailed, LocalRunner
 from interlink_plugins.core.errors import ConfigError
-from interlink_plugins.core.runner import CommandFailed, LocalRunner
+from interlink_plugins.core.records.state import StateStore
 from interlink_plugins.core.service import PluginService
-from interlink_plugins.core.state import StateStore
 from interlink_plugins.exitcodes import ExitCode
 from interlink_plugins.metrics import MeteredRunner, Metrics
 from tests.podfactory import container, pod_body, status_pod

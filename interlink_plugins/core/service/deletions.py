@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from interlink_plugins.core.errors import BackendUnavailable
-from interlink_plugins.core.pod import pod_identity
-from interlink_plugins.core.retention import SWEEP_INTERVAL_SECONDS, expired
+from interlink_plugins.core.model.pod import pod_identity
+from interlink_plugins.core.records.state import PodRecord
+from interlink_plugins.core.service.retention import SWEEP_INTERVAL_SECONDS, expired
 from interlink_plugins.core.service.shared import Shared
-from interlink_plugins.core.state import PodRecord
 
 log = logging.getLogger(__name__)
 

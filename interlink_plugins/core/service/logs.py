@@ -13,9 +13,9 @@ from typing import Any
 
 from interlink_plugins.core import safefs
 from interlink_plugins.core.errors import LogRequestError
-from interlink_plugins.core.logs import LogOptions, LogSource, follow_log, iter_log
+from interlink_plugins.core.logs.reader import LogOptions, LogSource, follow_log, iter_log
+from interlink_plugins.core.records.state import PodRecord
 from interlink_plugins.core.service.shared import Shared
-from interlink_plugins.core.state import PodRecord
 
 log = logging.getLogger(__name__)
 

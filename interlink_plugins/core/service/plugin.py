@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from interlink_plugins.core.backend import Backend
+from interlink_plugins.core.records.state import PodRecord, StateStore
 from interlink_plugins.core.service.deletions import Deletions
 from interlink_plugins.core.service.logs import LogRequest, Logs
 from interlink_plugins.core.service.node import NodeStatus
@@ -18,7 +19,6 @@ from interlink_plugins.core.service.poller import Poller
 from interlink_plugins.core.service.shared import Shared
 from interlink_plugins.core.service.statuses import StatusCache
 from interlink_plugins.core.service.submissions import Submissions
-from interlink_plugins.core.state import PodRecord, StateStore
 from interlink_plugins.metrics import Metrics
 
 if TYPE_CHECKING:  # core reads the config, it does not import it

@@ -16,12 +16,12 @@ from interlink_plugins import tracing
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob
 from interlink_plugins.core.errors import BackendUnavailable
+from interlink_plugins.core.records.state import PodRecord
 from interlink_plugins.core.service.deletions import Deletions
 from interlink_plugins.core.service.node import NodeStatus
 from interlink_plugins.core.service.shared import Shared
 from interlink_plugins.core.service.statuses import StatusCache
 from interlink_plugins.core.service.submissions import Submissions
-from interlink_plugins.core.state import PodRecord
 from interlink_plugins.metrics import directory_bytes
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from interlink_plugins.core.backend import Backend, JobInfo
 from interlink_plugins.core.errors import BackendUnavailable
-from interlink_plugins.core.state import StateStore
-from interlink_plugins.core.status import epoch_rfc3339
+from interlink_plugins.core.records.state import StateStore
+from interlink_plugins.core.records.status import epoch_rfc3339
 from interlink_plugins.metrics import Metrics
 
 if TYPE_CHECKING:  # core reads the config, it does not import it

@@ -12,17 +12,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from interlink_plugins.core.backend import JobInfo
-from interlink_plugins.core.pod import pod_identity, spec_container_names
-from interlink_plugins.core.service.shared import Shared
-from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import (
+from interlink_plugins.core.model.pod import pod_identity, spec_container_names
+from interlink_plugins.core.records.state import PodRecord
+from interlink_plugins.core.records.status import (
     ContainerFiles,
     StatusContext,
     build_pod_status,
     is_final,
     with_field_notes,
 )
-from interlink_plugins.core.sweep import StuckItems, bounded_map
+from interlink_plugins.core.service.shared import Shared
+from interlink_plugins.core.service.sweep import StuckItems, bounded_map
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from typing import Any
 
 from interlink_plugins.core import safefs
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
-from interlink_plugins.core.names import job_dir_name
-from interlink_plugins.core.pod import parse_create_body, pod_summary
-from interlink_plugins.core.podfields import Facts, check_pod
+from interlink_plugins.core.model.names import job_dir_name
+from interlink_plugins.core.model.pod import parse_create_body, pod_summary
+from interlink_plugins.core.model.podfields import Facts, check_pod
+from interlink_plugins.core.records.state import PodRecord
+from interlink_plugins.core.records.status import submit_failed_status
 from interlink_plugins.core.service.shared import Shared
-from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.status import submit_failed_status
 
 log = logging.getLogger(__name__)
 

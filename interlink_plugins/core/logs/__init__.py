@@ -1,0 +1,1 @@
+"""Container logs read and followed with kubectl semantics."""

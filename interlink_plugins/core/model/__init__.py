@@ -1,0 +1,1 @@
+"""The pod as the plugin understands it: parsed, named, measured and checked."""

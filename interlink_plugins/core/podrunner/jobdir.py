@@ -1,0 +1,351 @@
+"""A pod turned into a job directory and a RunPlan: shared by every batch backend (SLURM, HTCondor).
+
+Besides the containers, the RunPlan carries what the pod's annotations ask for inside the job:
+runtime options (singularity options and mounts, policy-checked), the MPI launcher
+(mpi-flags), probes and lifecycle hooks, and the admin-enabled raw shell (interLink's wstunnel
+commands, pre-exec, the full-mesh script as a wrapper around the containers). interLink's
+``jobScript`` replaces the containers with one pseudo-container ``jobscript`` whose state every
+spec container shows (c/<name> links to c/jobscript).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from interlink_plugins.core import safefs
+from interlink_plugins.core.commands.local import CommandFailed, run_blocking
+from interlink_plugins.core.errors import PodSpecError
+from interlink_plugins.core.model.pod import GPU_RESOURCES, Container, Pod, pod_summary
+from interlink_plugins.core.podrunner.plan import ContainerRun, ProbeRun, RestartPolicy, RunPlan
+from interlink_plugins.core.podrunner.render import render_runner
+from interlink_plugins.core.policy import annotations as ann
+from interlink_plugins.core.policy.engine import AdminPolicy
+from interlink_plugins.core.records.state import PodRecord
+from interlink_plugins.core.runtimes.containers import (
+    NS_EXEC_NAME,
+    Runtime,
+    RuntimeContext,
+    apptainer_settings,
+    configured_binary,
+    helper_files,
+    runtime_for,
+)
+from interlink_plugins.core.runtimes.probes import MPI_HELPER, handler_argv, probe_helper_files, probe_runs
+from interlink_plugins.core.volumes.bindcheck import bind_sources
+from interlink_plugins.core.volumes.materialise import VolumeLimits, materialise_volumes
+
+if TYPE_CHECKING:  # core reads the config, it does not import it
+    from interlink_plugins.config import Config
+
+log = logging.getLogger(__name__)
+
+JOB_SCRIPT_CONTAINER = "jobscript"
+JOB_SCRIPT_FILE = "jobScript.sh"
+MESH_FILE = "mesh.sh"
+
+
+def _restart_policy(pod: Pod, container: Container) -> RestartPolicy:
+    if container.is_sidecar:
+        return "Always"
+    if container.kind == "init":
+        # the kubelet retries failed init containers unless the pod never restarts
+        return "Never" if pod.restart_policy == "Never" else "OnFailure"
+    policy = pod.restart_policy
+    return "Always" if policy == "Always" else "OnFailure" if policy == "OnFailure" else "Never"
+
+
+def _runtime_binary(config: Config, runtime_name: str) -> str | None:
+    """The runtime executable inside the job (a single path: the job runs it, not the plugin)."""
+    configured = configured_binary(config, runtime_name)
+    if not configured or configured == (runtime_name,):
+        return None
+    return configured[0]
+
+
+def _runtime_options(pod: Pod, policy: AdminPolicy, runtime_name: str) -> tuple[str, ...]:
+    """Policy-checked options of the runtime's annotations (mounts first, as the Go plugin)."""
+    words: list[str] = []
+    if runtime_name in ("apptainer", "singularity"):
+        keys = (*policy.annotation_keys(ann.SINGULARITY_MOUNTS), *policy.annotation_keys(ann.SINGULARITY_OPTIONS))
+        for key, text in ann.present(pod.annotations, keys):
+            for option in policy.singularity_options(text, field=f"metadata.annotations[{key}]"):
+                words.append(f"--{option.name}" if option.value is None else f"--{option.name}={option.value}")
+    return tuple(words)
+
+
+def _hook_argv(
+    pod: Pod, container: Container, runtime: Runtime, ctx: RuntimeContext, hook: object, field: str
+) -> tuple[str, ...]:
+    if not isinstance(hook, dict) or not hook:
+        return ()
+    return handler_argv(
+        hook, field=field, pod=pod, container=container, runtime=runtime, ctx=ctx, job_dir=ctx.job_dir, hook=True
+    )
+
+
+def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, job_dir: Path) -> tuple[str, ...]:
+    """`bash mpi.sh launch LAUNCHER... FLAGS... --il-task RUNTIME` for pods with mpi-flags, else ()."""
+    # only a backend whose section declares mpi-flags keys launches MPI (inside its allocation); the
+    # annotation present at all (even empty) means MPI, "false" turns it off
+    keys = policy.annotation_keys(ann.MPI_FLAGS, config.backend)
+    found = next(((k, pod.annotations[k]) for k in keys if k in pod.annotations), None)
+    if found is None or ann.mpi_disabled(found[1]):
+        return ()
+    key, text = found
+    field = f"metadata.annotations[{key}]"
+    if not runtime_for(runtime_name).mpi_tasks:
+        raise PodSpecError(
+            field, f"MPI launch is not supported with ContainerRuntime {runtime_name} (one container per pod)"
+        )
+    words = ann.mpi_launch_words(policy, text, config.mpi_launcher, field=field)
+    return ("bash", str(job_dir / MPI_HELPER), "launch", *words, "--il-task", runtime_name)
+
+
+def _prologue(pod: Pod, policy: AdminPolicy, job_dir: Path) -> tuple[list[str], tuple[str, ...], str]:
+    """Admin-enabled raw shell in the Go plugin's order (wstunnel, pre-exec), the mesh wrapper and its script."""
+    prologue: list[str] = []
+    wrapper: tuple[str, ...] = ()
+    wrapper_script = ""
+    wstunnel = pod.annotations.get(ann.WSTUNNEL, "")
+    if wstunnel.strip():
+        policy.check_raw_shell(f"metadata.annotations[{ann.WSTUNNEL}]")
+        prologue.append(wstunnel)
+    for key, text in ann.present(pod.annotations, policy.annotation_keys(ann.PRE_EXEC)):
+        policy.check_raw_shell(f"metadata.annotations[{key}]")
+        rest, mesh = ann.split_mesh(text)
+        if mesh is not None and not wrapper:
+            wrapper = (str(job_dir / MESH_FILE),)
+            wrapper_script = mesh
+            text = rest
+        if text.strip():
+            prologue.append(text)
+    return prologue, wrapper, wrapper_script
+
+
+def _job_script_run(pod: Pod, job_dir: Path) -> ContainerRun:
+    script = pod.job_script or ""
+    path = str(job_dir / JOB_SCRIPT_FILE)
+    argv = (path,) if script.startswith("#!") else ("bash", path)
+    return ContainerRun(name=JOB_SCRIPT_CONTAINER, kind="main", argv=argv, restart_policy="Never")
+
+
+@lru_cache(maxsize=1)
+def host_namespaces_available() -> tuple[bool, str]:
+    """Can ns-exec.sh build a private mount namespace here? (bubblewrap present and permitted)"""
+    with tempfile.TemporaryDirectory(prefix="il-probe-") as tmp:
+        script = Path(tmp) / NS_EXEC_NAME
+        script.write_text(helper_files()[NS_EXEC_NAME])
+        try:
+            result = run_blocking(["bash", str(script), "--probe"], timeout=20)
+        except CommandFailed as exc:
+            return False, exc.detail
+    return result.ok, result.error_text
+
+
+def _refuse_mounts_without_namespaces(pod: Pod) -> None:
+    available, why = host_namespaces_available()
+    if available:
+        return
+    for container in pod.all_containers:
+        if container.volume_mounts or container.working_dir:
+            position = pod.all_containers.index(container)
+            if container.kind == "main":
+                position -= len(pod.init_containers)
+            field = f"{container.field_path}[{position}].volumeMounts[0].mountPath"
+            target = container.volume_mounts[0].mount_path if container.volume_mounts else container.working_dir
+            raise PodSpecError(
+                field, f"cannot give {target!r} container semantics with runtime 'none' on this host: {why}"
+            )
+
+
+def volume_limits(config: Config) -> VolumeLimits:
+    """MaxVolumeFiles and MaxVolumeBytes: what one pod's file volumes may write."""
+    return VolumeLimits(max_files=config.max_volume_files, max_bytes=config.max_volume_bytes)
+
+
+def describe_volume_limits(config: Config) -> str:
+    """The caps as `check` and `render` report them."""
+    return (f"volume files per pod: at most {config.max_volume_files} files and directories, "
+            f"{config.max_volume_bytes} bytes (MaxVolumeFiles, MaxVolumeBytes)")
+
+
+def make_job_dir(job_dir: Path) -> None:
+    """The pod's job dir, private (0700), made by this plugin: an existing one that is a symlink or belongs
+    to another uid (a job of an earlier pod with this UID) is refused, never written into."""
+    job_dir.parent.mkdir(parents=True, exist_ok=True)  # the data root: the admin's path
+    location = safefs.job_location(job_dir)
+    try:
+        safefs.make_dirs(location)
+        info = safefs.lstat(location)
+    except safefs.Refused as exc:
+        raise PodSpecError("metadata.uid", f"job dir {job_dir} is {exc.kind}: refused", status=409) from None
+    if info is None or info.st_uid != os.geteuid():
+        owner = "missing" if info is None else f"owned by uid {info.st_uid}"
+        raise PodSpecError("metadata.uid", f"job dir {job_dir} exists, {owner}: not reused", status=409)
+    safefs.chmod(location, 0o700)
+
+
+def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool) -> RunPlan:
+    """Volumes materialised (when write) and every container turned into argv for the runtime."""
+    if write:
+        make_job_dir(job_dir)
+    volume_plan = materialise_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths, write=write,
+                                      limits=volume_limits(config))
+    runtime_name = config.container_runtime
+    if runtime_name == "none":
+        _refuse_mounts_without_namespaces(pod)
+    runtime = runtime_for(runtime_name)
+    image_root = ann.image_root(pod.annotations, policy.annotation_keys(ann.IMAGE_ROOT))
+    options = _runtime_options(pod, policy, runtime_name)
+    mpi = _mpi_launch(pod, config, policy, runtime_name, job_dir)
+    runs: list[ContainerRun] = []
+    private_files: list[tuple[str, bytes]] = []
+    prepare_steps: list[tuple[str, ...]] = []
+    credential_paths: list[str] = []
+    if pod.job_script is not None:
+        # interLink's job script replaces the containers (the Go plugin's pseudo-container jobScript)
+        policy.check_raw_shell("jobScript")
+        runs.append(_job_script_run(pod, job_dir))
+    for index, container in enumerate(() if pod.job_script is not None else pod.all_containers):
+        position = index if container.kind == "init" else index - len(pod.init_containers)
+        gpus = sum(container.resources.extended.get(kind, 0) for kind in GPU_RESOURCES)
+        ctx = RuntimeContext(
+            container=container,
+            mounts=tuple(volume_plan.mounts.get(container.name, ())),
+            env=container.env,
+            job_dir=str(job_dir),
+            pod_uid=pod.uid,
+            pod_namespace=pod.namespace,
+            pod_name=pod.name,
+            instance=config.instance_id,
+            image_prefix=image_root or config.image_prefix,
+            pull_policy_override=config.pull_policy or None,
+            gpus=gpus,
+            extra_options=options,
+            binary=_runtime_binary(config, runtime_name),
+            container_index=position,
+            apptainer=apptainer_settings(config),
+        )
+        argv = runtime.argv(ctx)
+        private_files.extend(argv.files + argv.credential_files)
+        if write:
+            _write_private_files(argv.files + argv.credential_files, job_dir)
+        prepare_steps.extend(argv.prepare_argvs)
+        credential_paths.extend(path for path, _content in argv.credential_files)
+        lifecycle = container.lifecycle
+        path = f"{container.field_path}[{position}]"
+        probes: tuple[ProbeRun, ...] = ()
+        if config.enable_probes and (container.kind == "main" or container.is_sidecar):
+            probes = probe_runs(pod, container, runtime=runtime, ctx=ctx, job_dir=str(job_dir), field=path)
+        command = argv.argv
+        if mpi and container.kind == "main":
+            command = (*mpi, *command)
+        runs.append(
+            ContainerRun(
+                name=container.name,
+                kind=container.kind,
+                argv=command,
+                restart_policy=_restart_policy(pod, container),
+                sidecar=container.is_sidecar,
+                cleanup_argv=argv.cleanup_argv,
+                post_start_argv=_hook_argv(
+                    pod, container, runtime, ctx, lifecycle.get("postStart"), f"{path}.lifecycle.postStart"
+                ),
+                pre_stop_argv=_hook_argv(
+                    pod, container, runtime, ctx, lifecycle.get("preStop"), f"{path}.lifecycle.preStop"
+                ),
+                probes=probes,
+                image_argv=argv.image_argv,
+                image=container.image,
+                image_failure=argv.image_failure,
+                binds=bind_sources(ctx.mounts),
+            )
+        )
+    prologue, wrapper, wrapper_script = _prologue(pod, policy, job_dir)
+    if config.command_prefix:
+        prologue.insert(0, config.command_prefix)  # the admin's CommandPrefix: before interLink's and the pod's
+    runner_env = dict(config.job_environment)
+    pod_ip = pod.annotations.get(ann.POD_IP, "")
+    if pod_ip:
+        runner_env["POD_IP"] = pod_ip
+    return RunPlan(
+        job_dir=str(job_dir),
+        containers=tuple(runs),
+        grace_seconds=int(min(pod.termination_grace_seconds, config.grace_period_cap)),
+        backoff_initial_seconds=config.restart_backoff_initial,
+        backoff_max_seconds=config.restart_backoff_max,
+        log_max_bytes=config.max_container_log_bytes,
+        runner_path=config.job_path,
+        prologue=tuple(prologue),
+        runner_env=tuple(sorted(runner_env.items())),
+        wrapper=wrapper,
+        wrapper_script=wrapper_script,
+        private_files=tuple(private_files),
+        prepare=tuple(prepare_steps),
+        credential_files=tuple(credential_paths),
+    )
+
+
+def _write_private_files(files: tuple[tuple[str, bytes], ...], job_dir: Path) -> None:
+    """Runtime files such as the container env file: 0600, atomic, inside the private job dir."""
+    for path_text, content in files:
+        safefs.write_bytes(safefs.below(job_dir.parent, Path(path_text)), content, 0o600)
+
+
+def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:
+    """pod-runner.sh, the helpers, pod.json (and mesh.sh, jobScript.sh); returns their text (for `render`)."""
+    del config
+    files = {
+        "pod-runner.sh": render_runner(plan),
+        **helper_files(),
+        **probe_helper_files(),
+        "pod.json": json.dumps(pod_summary(pod), indent=1) + "\n",
+    }
+    if plan.wrapper and plan.wrapper_script:
+        files[MESH_FILE] = plan.wrapper_script
+    if pod.job_script is not None:
+        files[JOB_SCRIPT_FILE] = pod.job_script
+    if write:
+        location = safefs.job_location(job_dir)
+        for name, text in files.items():
+            safefs.write_bytes(location / name, text.encode(), 0o700 if name.endswith((".sh", ".rc")) else 0o600)
+        if pod.job_script is not None:
+            _link_job_script_state(pod, job_dir)
+    return files
+
+
+def _link_job_script_state(pod: Pod, job_dir: Path) -> None:
+    """Every spec container shows the job script's state and log (c/<name> -> jobscript); the init
+    containers, which the job script replaces, are done (exit 0) so that the pod can run."""
+    state = safefs.job_location(job_dir) / "c"
+    safefs.make_dirs(state)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    for container in pod.all_containers:
+        target = state / container.name
+        if container.name == JOB_SCRIPT_CONTAINER or safefs.lstat(target) is not None:
+            continue
+        if container.kind == "init":
+            for name, text in (("started", now), ("finished", now),
+                               ("reason", "Completed replaced by interLink's jobScript"), ("exit", "0")):
+                safefs.write_bytes(target / name, (text + "\n").encode(), 0o600)
+        else:
+            safefs.symlink(target, JOB_SCRIPT_CONTAINER)
+
+
+async def remove_job_dir(record: PodRecord, data_root: Path) -> None:
+    """Remove a pod's job dir (a direct child of the data root only) as its owner, never following a
+    symlink the job left in it (core/safefs.remove_tree); what cannot be removed is logged."""
+    job_dir = Path(record.job_dir)
+    if job_dir.parent != data_root:
+        return
+    left = await safefs.run(safefs.remove_tree, safefs.job_location(job_dir))
+    if left:
+        log.warning("job dir %s of pod %s/%s not entirely removed: %s", job_dir, record.namespace, record.name,
+                    "; ".join(left[:5]))

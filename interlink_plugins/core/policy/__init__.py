@@ -1,0 +1,1 @@
+"""The admin's policy: option annotations, allow-lists and per-namespace rules."""

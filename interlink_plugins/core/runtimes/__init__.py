@@ -1,0 +1,1 @@
+"""Container runtimes (apptainer, singularity, podman, enroot, none): a container as argv, probes and hooks."""
