@@ -32,7 +32,7 @@ eval "$(bash slurm/slurm-up.sh "$IL_SLURM_STATE")"
 trap 'bash slurm/slurm-down.sh "$IL_SLURM_STATE"' EXIT
 
 echo "== ruff"
-.venv/bin/ruff check interlink_plugins tests bench
+.venv/bin/ruff check interlink_plugins tests bench deploy
 echo "== mypy (strict)"
 .venv/bin/mypy
 echo "== pytest"

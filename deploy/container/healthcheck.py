@@ -12,7 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
-from interlink_plugins.config import default_config_path, load_config
+from interlink_plugins.backends import default_config_path, load_config
 from interlink_plugins.core.errors import ConfigError
 
 TIMEOUT_SECONDS = 4.0

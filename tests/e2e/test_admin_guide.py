@@ -237,7 +237,7 @@ def upgrade_site(slurm_cluster: dict[str, str]) -> Iterator[dict[str, Any]]:
     old_tree.mkdir()
     # the source of that release, kept in the tree (`git archive` of it) so a shallow clone tests the upgrade too
     subprocess.run(["tar", "-xzf", str(OLD_RELEASE_SOURCE), "-C", str(old_tree)], timeout=60, check=True)
-    assert "SCHEMA_VERSION = 1\n" in (old_tree / "interlink_plugins/core/records/state.py").read_text()
+    assert "SCHEMA_VERSION = 1\n" in (old_tree / "interlink_plugins/core/state.py").read_text()
     assert f"SCHEMA_VERSION = {SCHEMA_VERSION}\n" in (ROOT / "interlink_plugins/core/records/state.py").read_text()
     old = _wheel(old_tree, base / "releases" / "old")
     _wheel(ROOT, base / "releases" / "new")
