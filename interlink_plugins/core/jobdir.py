@@ -1,5 +1,12 @@
 """A pod turned into a job directory and a RunPlan: shared by every batch backend (SLURM, HTCondor).
 
+Plan, then write: :func:`plan_job` is pure (the RunPlan and every file of the job dir: path, bytes,
+mode, volumes included), made once per prepare; :func:`write_local` writes a plan into the job dir
+(through core/safefs, no symlink followed), :func:`write_stage` into a local stage that is uploaded
+as the job dir (SFTP). The static helpers are not in the plan's files: they live once per content
+hash in the data root (core/helpers.py), unless the plan carries them inline (a job that sees none of
+the data root, e.g. HTCondor's spool mode).
+
 Besides the containers, the RunPlan carries what the pod's annotations ask for inside the job:
 runtime options (singularity options and mounts, policy-checked), the MPI launcher
 (mpi-flags), probes and lifecycle hooks, and the admin-enabled raw shell (interLink's wstunnel
@@ -14,12 +21,14 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
 from interlink_plugins.config import Config
 from interlink_plugins.core import annotations as ann
+from interlink_plugins.core import helpers as helpers_mod
 from interlink_plugins.core import safefs
 from interlink_plugins.core.bindcheck import bind_sources
 from interlink_plugins.core.errors import PodSpecError
@@ -38,7 +47,7 @@ from interlink_plugins.core.runtimes import (
     runtime_for,
 )
 from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.volumes import VolumeLimits, materialise_volumes
+from interlink_plugins.core.volumes import VolumeLimits, VolumePlan, plan_volumes, write_volumes
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +100,7 @@ def _hook_argv(
     )
 
 
-def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, job_dir: Path) -> tuple[str, ...]:
+def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, helper_dir: str) -> tuple[str, ...]:
     """`bash mpi.sh launch LAUNCHER... FLAGS... --il-task RUNTIME` for pods with mpi-flags, else ()."""
     if config.backend != "slurm":
         return ()  # slurm-job.vk.io/mpi-flags: srun/mpiexec inside a SLURM allocation only
@@ -104,7 +113,7 @@ def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str
     if runtime_name == "podman":
         raise PodSpecError(field, "MPI launch is not supported with ContainerRuntime podman (one container per pod)")
     words = ann.mpi_launch_words(policy, text, config.mpi_launcher, field=field)
-    return ("bash", str(job_dir / MPI_HELPER), "launch", *words, "--il-task", runtime_name)
+    return ("bash", os.path.join(helper_dir, MPI_HELPER), "launch", *words, "--il-task", runtime_name)
 
 
 def _prologue(pod: Pod, policy: AdminPolicy, job_dir: Path) -> tuple[list[str], tuple[str, ...]]:
@@ -189,19 +198,66 @@ def make_job_dir(job_dir: Path) -> None:
     safefs.chmod(location, 0o700)
 
 
-def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool) -> RunPlan:
-    """Volumes materialised (when write) and every container turned into argv for the runtime."""
+@dataclass(frozen=True)
+class JobFile:
+    """One file of a job dir: its path relative to the job dir ('/'-separated), bytes and mode."""
+
+    path: str
+    data: bytes
+    mode: int
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything a prepare puts in a job dir, computed once and written by a writer."""
+
+    run: RunPlan
+    volumes: VolumePlan
+    files: tuple[JobFile, ...]  # runner, pod.json, mesh.sh, jobScript.sh (and inline helpers), env files
+    job_script_links: tuple[tuple[str, str], ...]  # (container name, kind): c/<name> -> jobscript
+    helpers: helpers_mod.HelperSet | None  # to be present in the data root; None when inline
+    helper_root: str  # the data root holding them (as the job sees it)
+
+    def texts(self) -> dict[str, str]:
+        """The job dir's top-level text files by name (what `render` shows)."""
+        shown = {f.path: f.data.decode() for f in self.files if "/" not in f.path}
+        if self.helpers is not None:
+            shown.update(self.helpers.texts())
+        return shown
+
+
+def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool = False,
+                   helper_dir: str | None = None) -> RunPlan:
+    """The RunPlan of plan_job (for callers that need only it; the helpers inline unless `helper_dir`
+    says otherwise); with ``write``, the files written into `job_dir` as well (write_local)."""
+    plan = plan_job(pod, job_dir, config, policy, helper_dir=helper_dir)
     if write:
-        make_job_dir(job_dir)
-    volume_plan = materialise_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths, write=write,
-                                      limits=volume_limits(config))
+        write_local(plan, job_dir)
+    return plan.run
+
+
+def plan_job(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, helper_dir: str | None = "") -> JobPlan:
+    """The pod's job dir as the job sees it at `job_dir`: volumes and every container turned into argv
+    for the runtime, the runner and the files. Pure: nothing is written.
+
+    ``helper_dir``: where the job finds the static helpers; "" = the data root's content-hashed copy
+    (config.data_root); None = inline, in the job dir itself (the runner self-contained)."""
+    PLAN_COUNTER.count += 1
+    helper_set = helpers_mod.helper_set()
+    if helper_dir is None:
+        helpers_at, runner_helpers = str(job_dir), ""
+    else:
+        helpers_at = helper_dir or helper_set.dir_below(config.data_root)
+        runner_helpers = helpers_at
+    volume_plan = plan_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths,
+                               limits=volume_limits(config))
     runtime_name = config.container_runtime
     if runtime_name == "none":
         _refuse_mounts_without_namespaces(pod)
     runtime = runtime_for(runtime_name)
     image_root = ann.image_root(pod.annotations)
     options = _runtime_options(pod, policy, runtime_name)
-    mpi = _mpi_launch(pod, config, policy, runtime_name, job_dir)
+    mpi = _mpi_launch(pod, config, policy, runtime_name, helpers_at)
     runs: list[ContainerRun] = []
     private_files: list[tuple[str, bytes]] = []
     prepare_steps: list[tuple[str, ...]] = []
@@ -229,18 +285,17 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             binary=_runtime_binary(config, runtime_name),
             container_index=position,
             apptainer=apptainer_settings(config),
+            helper_dir=helpers_at,
         )
         argv = runtime.argv(ctx)
         private_files.extend(argv.files + argv.credential_files)
-        if write:
-            _write_private_files(argv.files + argv.credential_files, job_dir)
         prepare_steps.extend(argv.prepare_argvs)
         credential_paths.extend(path for path, _content in argv.credential_files)
         lifecycle = container.lifecycle
         path = f"{container.field_path}[{position}]"
         probes: tuple[ProbeRun, ...] = ()
         if config.enable_probes and (container.kind == "main" or container.is_sidecar):
-            probes = probe_runs(pod, container, runtime=runtime, ctx=ctx, job_dir=str(job_dir), field=path)
+            probes = probe_runs(pod, container, runtime=runtime, ctx=ctx, job_dir=helpers_at, field=path)
         command = argv.argv
         if mpi and container.kind == "main":
             command = (*mpi, *command)
@@ -272,7 +327,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     pod_ip = pod.annotations.get(ann.POD_IP, "")
     if pod_ip:
         runner_env["POD_IP"] = pod_ip
-    return RunPlan(
+    run = RunPlan(
         job_dir=str(job_dir),
         containers=tuple(runs),
         grace_seconds=int(min(pod.termination_grace_seconds, config.grace_period_cap)),
@@ -286,55 +341,101 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         private_files=tuple(private_files),
         prepare=tuple(prepare_steps),
         credential_files=tuple(credential_paths),
+        helper_dir=runner_helpers,
+    )
+    return JobPlan(
+        run=run,
+        volumes=volume_plan,
+        files=(*_top_files(pod, run, inline_helpers=helper_dir is None),
+               *(JobFile(os.path.relpath(path, job_dir), content, 0o600) for path, content in private_files)),
+        job_script_links=tuple((c.name, c.kind) for c in pod.all_containers) if pod.job_script is not None else (),
+        helpers=None if helper_dir is None else helper_set,
+        helper_root=str(config.data_root),
     )
 
 
-def _write_private_files(files: tuple[tuple[str, bytes], ...], job_dir: Path) -> None:
-    """Runtime files such as the container env file: 0600, atomic, inside the private job dir."""
-    for path_text, content in files:
-        safefs.write_bytes(safefs.below(job_dir.parent, Path(path_text)), content, 0o600)
+class _Counter:
+    """How many job plans this process made (a test proves every backend plans once per prepare)."""
+
+    count = 0
 
 
-def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:
-    """pod-runner.sh, the helpers, pod.json (and mesh.sh, jobScript.sh); returns their text (for `render`)."""
-    del config
-    files = {
-        "pod-runner.sh": render_runner(plan),
-        **helper_files(),
-        **probe_helper_files(),
-        "pod.json": json.dumps(pod_summary(pod), indent=1) + "\n",
-    }
+PLAN_COUNTER = _Counter()
+
+
+def _top_files(pod: Pod, plan: RunPlan, *, inline_helpers: bool) -> list[JobFile]:
+    """pod-runner.sh, pod.json (and mesh.sh, jobScript.sh; the helpers when inline)."""
+    texts = {"pod-runner.sh": render_runner(plan)}
+    if inline_helpers:
+        texts.update({**helper_files(), **probe_helper_files()})
+    texts["pod.json"] = json.dumps(pod_summary(pod), indent=1) + "\n"
     if plan.wrapper:
         for _key, text in ann.present(pod.annotations, ann.PRE_EXEC):
             _rest, mesh = ann.split_mesh(text)
             if mesh is not None:
-                files[MESH_FILE] = mesh
+                texts[MESH_FILE] = mesh
                 break
     if pod.job_script is not None:
-        files[JOB_SCRIPT_FILE] = pod.job_script
+        texts[JOB_SCRIPT_FILE] = pod.job_script
+    return [JobFile(name, text.encode(), 0o700 if name.endswith((".sh", ".rc")) else 0o600)
+            for name, text in texts.items()]
+
+
+def write_local(plan: JobPlan, job_dir: Path) -> None:
+    """The local writer: the job dir made private (make_job_dir), the helpers present in the data root
+    (core/helpers.py), then the plan's files written through core/safefs (no symlink followed)."""
+    make_job_dir(job_dir)
+    if plan.helpers is not None:
+        helpers_mod.ensure_local(Path(plan.helper_root), plan.helpers)
+    _write_files(plan, job_dir)
+
+
+def write_stage(plan: JobPlan, stage: Path) -> None:
+    """The SFTP stage writer: the plan's files into `stage` (an empty private dir of the plugin's that
+    is uploaded as the job dir); the helpers are staged on the remote once per hash (RemoteJobFiles)."""
+    _write_files(plan, stage)
+
+
+def _write_files(plan: JobPlan, job_dir: Path) -> None:
+    write_volumes(plan.volumes, job_dir)
+    location = safefs.job_location(job_dir)
+    for item in plan.files:
+        safefs.write_bytes(location / item.path, item.data, item.mode)
+    if plan.job_script_links:
+        _link_job_script_state(plan.job_script_links, job_dir)
+
+
+def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:
+    """The job dir's top-level files of `plan` (written into `job_dir` when write): kept for callers that
+    built the RunPlan alone; returns their text (for `render`)."""
+    del config
+    files = {f.path: f.data for f in _top_files(pod, plan, inline_helpers=not plan.helper_dir)}
     if write:
         location = safefs.job_location(job_dir)
-        for name, text in files.items():
-            safefs.write_bytes(location / name, text.encode(), 0o700 if name.endswith((".sh", ".rc")) else 0o600)
+        for name, data in files.items():
+            safefs.write_bytes(location / name, data, 0o700 if name.endswith((".sh", ".rc")) else 0o600)
         if pod.job_script is not None:
-            _link_job_script_state(pod, job_dir)
-    return files
+            _link_job_script_state(tuple((c.name, c.kind) for c in pod.all_containers), job_dir)
+    texts = {name: data.decode() for name, data in files.items()}
+    if plan.helper_dir:
+        texts.update(helpers_mod.helper_set().texts())
+    return texts
 
 
-def _link_job_script_state(pod: Pod, job_dir: Path) -> None:
+def _link_job_script_state(containers: tuple[tuple[str, str], ...], job_dir: Path) -> None:
     """Every spec container shows the job script's state and log (c/<name> -> jobscript); the init
     containers, which the job script replaces, are done (exit 0) so that the pod can run."""
     state = safefs.job_location(job_dir) / "c"
     safefs.make_dirs(state)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
-    for container in pod.all_containers:
-        target = state / container.name
-        if container.name == JOB_SCRIPT_CONTAINER or safefs.lstat(target) is not None:
+    for name, kind in containers:
+        target = state / name
+        if name == JOB_SCRIPT_CONTAINER or safefs.lstat(target) is not None:
             continue
-        if container.kind == "init":
-            for name, text in (("started", now), ("finished", now),
-                               ("reason", "Completed replaced by interLink's jobScript"), ("exit", "0")):
-                safefs.write_bytes(target / name, (text + "\n").encode(), 0o600)
+        if kind == "init":
+            for file_name, text in (("started", now), ("finished", now),
+                                    ("reason", "Completed replaced by interLink's jobScript"), ("exit", "0")):
+                safefs.write_bytes(target / file_name, (text + "\n").encode(), 0o600)
         else:
             safefs.symlink(target, JOB_SCRIPT_CONTAINER)
 

@@ -23,7 +23,7 @@ from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, LogRequestError
-from interlink_plugins.core.jobdir import build_run_plan, remove_job_dir, write_job_files
+from interlink_plugins.core.jobdir import plan_job, remove_job_dir, write_local
 from interlink_plugins.core.pod import Pod
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandFailed, CommandRunner
@@ -74,11 +74,13 @@ class HTCondorBackend(BySource):
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
         where = submit.layout(self.config, pod.namespace, pod.uid)
         local = Path(where.local_dir)
-        plan = build_run_plan(pod, local, self.config, self.policy, write=write)
-        if where.spool:
-            # the files are written here; the runner is rendered for the path the job sees
-            plan = build_run_plan(pod, Path(where.run_dir), self.config, self.policy, write=False)
-        files = dict(write_job_files(pod, local, plan, self.config, write=write))
+        # planned once for the path the job sees; spool mode ships the helpers with the job (inline)
+        job_plan = plan_job(pod, Path(where.run_dir) if where.spool else local, self.config, self.policy,
+                            helper_dir=None if where.spool else "")
+        if write:
+            write_local(job_plan, local)
+        plan = job_plan.run
+        files = job_plan.texts()
         # spool mode sends what the core wrote: runner, helpers, volumes, per-container files (env files);
         # pod.json stays (recovery reads it here), emptyDirs are made by the wrapper
         if write:

@@ -19,7 +19,7 @@ from interlink_plugins.core import annotations as ann
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, PreparedJob, Resources
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
-from interlink_plugins.core.jobdir import build_run_plan, remove_job_dir, write_job_files
+from interlink_plugins.core.jobdir import JobPlan, plan_job, remove_job_dir, write_local
 from interlink_plugins.core.names import job_dir_name
 from interlink_plugins.core.pod import GPU_RESOURCES, Pod
 from interlink_plugins.core.policy import (
@@ -67,19 +67,28 @@ class SlurmBackend(BySource):
     # --- prepare -----------------------------------------------------------------------
 
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
+        prepared, plan, owner = self._plan(pod)
+        return self._write(prepared, plan, owner) if write else prepared
+
+    def _plan(self, pod: Pod) -> tuple[PreparedJob, JobPlan, int | None]:
+        """The job planned once (files, sbatch argv); nothing written."""
         job_dir = self.job_dir(pod.namespace, pod.uid)
         options = self._sbatch_options(pod)
-        plan = build_run_plan(pod, job_dir, self.config, self.policy, write=write)
-        files = write_job_files(pod, job_dir, plan, self.config, write=write)
-        owner = _job_owner(options)
-        if write and owner is not None:
-            _give_job_dir(job_dir, owner)
+        plan = plan_job(pod, job_dir, self.config, self.policy)
         argv = commands.sbatch(
             self.config.sbatch, comment=self.comment(pod.uid), job_dir=job_dir, requeue=self.config.requeue,
             options=[word for option in options for word in render_sbatch_option(option)],
             script=job_dir / "pod-runner.sh",
         )  # fmt: skip
-        return PreparedJob(job_dir=job_dir, submit={"argv": argv}, files=files)
+        prepared = PreparedJob(job_dir=job_dir, submit={"argv": argv}, files=plan.texts())
+        return prepared, plan, _job_owner(options)
+
+    def _write(self, prepared: PreparedJob, plan: JobPlan, owner: int | None) -> PreparedJob:
+        """The local writer: the job dir written, then handed to the job's user (the uid it runs as)."""
+        write_local(plan, prepared.job_dir)
+        if owner is not None:
+            _give_job_dir(prepared.job_dir, owner)
+        return prepared
 
     def _sbatch_options(self, pod: Pod) -> list[ParsedOption]:
         """Precedence: pod resources > annotation flags > flavor > namespace default > config default."""

@@ -20,22 +20,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 from interlink_plugins.config import Config
-from interlink_plugins.core import safefs
+from interlink_plugins.core import helpers, safefs
 from interlink_plugins.core.backend import PreparedJob
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError
-from interlink_plugins.core.jobdir import JOB_SCRIPT_CONTAINER, build_run_plan, volume_limits, write_job_files
+from interlink_plugins.core.jobdir import JOB_SCRIPT_CONTAINER, JobPlan, write_stage
 from interlink_plugins.core.jobfiles import LogFeed, RemoteJobFiles
-from interlink_plugins.core.pod import Pod
 from interlink_plugins.core.policy import AdminPolicy
 from interlink_plugins.core.runner import CommandFailed, CommandRunner
 from interlink_plugins.core.runnerfiles import ContainerStateSource, RunnerFiles
 from interlink_plugins.core.ssh import SshRunner
 from interlink_plugins.core.state import PodRecord
-from interlink_plugins.core.volumes import materialise_volumes
 from interlink_plugins.slurm.backend import SlurmBackend
 
 log = logging.getLogger(__name__)
@@ -56,28 +53,18 @@ class RemoteSlurmBackend(SlurmBackend):
 
     # --- writing -----------------------------------------------------------------------
 
-    def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
-        prepared = super().prepare(pod, write=False)  # validation, sbatch argv, rendered files
-        if not write:
-            return prepared
-        job_dir = prepared.job_dir
-        stage = self.files.new_stage(str(job_dir))
-        plan = build_run_plan(pod, job_dir, self.config, self.policy, write=False)  # cluster paths
-        materialise_volumes(pod, stage, allowed_host_paths=self.policy.allowed_host_paths, write=True,
-                            limits=volume_limits(self.config))
-        write_job_files(pod, stage, plan, self.config, write=True)
-        for path, content in plan.private_files:
-            target = stage / os.path.relpath(path, job_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
+    def _write(self, prepared: PreparedJob, plan: JobPlan, owner: int | None) -> PreparedJob:
+        """The SFTP stage writer: the planned job dir built in a local stage, uploaded at submit."""
+        del owner  # the job dir on the login node belongs to the SSH user
+        stage = self.files.new_stage(str(prepared.job_dir))
+        write_stage(plan, stage)
         return dataclasses.replace(prepared, submit={**prepared.submit, "stage": str(stage)})
 
     async def submit(self, record: PodRecord) -> str:
         stage = Path(str(record.submit.get("stage", "")))
         if record.submit.get("stage") and stage.is_dir():
             try:
+                await self.files.ensure_helpers(helpers.helper_set())
                 await self.files.upload(stage, record.job_dir)
             except CommandFailed as exc:
                 raise self._unavailable(f"sftp upload of {record.job_dir}", exc) from exc
