@@ -118,8 +118,10 @@ def ensure_local(data_root: Path, helpers: HelperSet) -> str:
 def _open_parent(root_fd: int, data_root: Path) -> int:
     """``<data_root>/helpers``, made 0755 when missing; a symlink, another owner or a dir others may
     write is refused."""
+    made = False
     with contextlib.suppress(FileExistsError):
         os.mkdir(HELPERS_DIR, _PARENT_MODE, dir_fd=root_fd)
+        made = True
     shown = str(data_root / HELPERS_DIR)
     try:
         fd = os.open(HELPERS_DIR, _DIR_FLAGS, dir_fd=root_fd)
@@ -128,6 +130,8 @@ def _open_parent(root_fd: int, data_root: Path) -> int:
             info = os.stat(HELPERS_DIR, dir_fd=root_fd, follow_symlinks=False)
             raise safefs.Refused(shown, safefs.kind_of(info.st_mode)) from None
         raise
+    if made:
+        os.fchmod(fd, _PARENT_MODE)  # umask-proof: job users traverse it
     info = os.fstat(fd)
     if info.st_uid != os.geteuid() or info.st_mode & 0o022:
         os.close(fd)
