@@ -164,7 +164,7 @@ class _LocalSftp:
         os.rename(old, new)
 
     def open(self, path: str, mode: str) -> Any:
-        return open(path, mode)  # noqa: SIM115
+        return open(path, mode)
 
 
 def test_remote_copy_is_staged_once_and_a_planted_one_replaced(tmp_path: Path) -> None:
