@@ -4,7 +4,7 @@ The static pod runner, ns-exec.sh, apptainer.sh, probe.sh, mpi.sh and podman-sec
 for every pod. They live in ``<data root>/helpers/<sha256>/`` (the hash of every name and content,
 so a new plugin version gets a new dir and running jobs keep theirs), written atomically (a private
 temp dir renamed into place), files 0555 and dirs 0555 owned by the plugin: a job user can read and run
-them, not change them. The job's runner refers to them by that path.
+them, not change them (nor list the dirs, as the data root). The job's runner refers to them by that path.
 
 An existing copy is used only when it is what the plugin would write: the ``helpers`` dir and the
 hash dir real directories (no symlink followed) owned by the plugin and writable by nobody else, each
@@ -32,8 +32,8 @@ from interlink_plugins.core import safefs
 
 HELPERS_DIR = "helpers"
 FILE_MODE = 0o555
-DIR_MODE = 0o555
-_PARENT_MODE = 0o755
+DIR_MODE = 0o511  # the data root's stance: other uids traverse, read the files by name, list nothing
+_PARENT_MODE = 0o711
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -116,7 +116,7 @@ def ensure_local(data_root: Path, helpers: HelperSet) -> str:
 
 
 def _open_parent(root_fd: int, data_root: Path) -> int:
-    """``<data_root>/helpers``, made 0755 when missing; a symlink, another owner or a dir others may
+    """``<data_root>/helpers``, made 0711 when missing; a symlink, another owner or a dir others may
     write is refused."""
     made = False
     with contextlib.suppress(FileExistsError):

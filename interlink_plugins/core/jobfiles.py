@@ -142,7 +142,7 @@ def stage_helpers(sftp: paramiko.SFTPClient, data_root: str, helpers: HelperSet)
     parent = posixpath.join(data_root, HELPERS_DIR)
     target = posixpath.join(parent, helpers.digest)
     with contextlib.suppress(OSError):
-        sftp.mkdir(parent, 0o755)
+        sftp.mkdir(parent, 0o711)
     tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}")
     sftp.mkdir(tmp, 0o700)
     try:

@@ -35,15 +35,15 @@ def _plant(target: Path, hs: helpers.HelperSet, evil: bytes = EVIL) -> None:
     target.mkdir(parents=True)
     for name, data in hs.files:
         (target / name).write_bytes(evil if name == "pod_runner.sh" else data)
-        os.chmod(target / name, 0o555)
-    os.chmod(target, 0o555)
+        os.chmod(target / name, helpers.FILE_MODE)
+    os.chmod(target, helpers.DIR_MODE)  # as the plugin's copy but for what the attack changes
 
 
 def test_copies_are_plugin_owned_read_only_and_atomic(tmp_path: Path) -> None:
     hs = _fresh()
     where = Path(helpers.ensure_local(tmp_path, hs))
-    assert stat.S_IMODE(os.stat(tmp_path / "helpers").st_mode) == 0o755
-    assert stat.S_IMODE(os.stat(where).st_mode) == 0o555
+    assert stat.S_IMODE(os.stat(tmp_path / "helpers").st_mode) == 0o711  # as the data root: traverse only
+    assert stat.S_IMODE(os.stat(where).st_mode) == 0o511
     for name, data in hs.files:
         info = os.lstat(where / name)
         assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o555 and info.st_uid == os.geteuid()
@@ -69,8 +69,8 @@ def test_a_copy_altered_after_the_check_is_replaced(tmp_path: Path) -> None:
     os.chmod(runner.parent, 0o755)
     os.chmod(runner, 0o755)
     runner.write_bytes(EVIL)
-    os.chmod(runner, 0o555)
-    os.chmod(runner.parent, 0o555)
+    os.chmod(runner, helpers.FILE_MODE)
+    os.chmod(runner.parent, helpers.DIR_MODE)  # only the content differs
     helpers.ensure_local(tmp_path, hs)
     assert runner.read_bytes() == dict(hs.files)["pod_runner.sh"]
 
@@ -180,5 +180,5 @@ def test_remote_copy_is_staged_once_and_a_planted_one_replaced(tmp_path: Path) -
     runner.write_bytes(EVIL)
     assert stage_helpers(sftp, str(tmp_path), hs) is True
     assert runner.read_bytes() == dict(hs.files)["pod_runner.sh"]
-    assert stat.S_IMODE(os.lstat(runner).st_mode) == 0o555 and stat.S_IMODE(os.lstat(runner.parent).st_mode) == 0o555
+    assert stat.S_IMODE(os.lstat(runner).st_mode) == 0o555 and stat.S_IMODE(os.lstat(runner.parent).st_mode) == 0o511
     assert sorted(os.listdir(tmp_path / "helpers")) == [hs.digest]
