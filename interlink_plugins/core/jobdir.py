@@ -218,6 +218,15 @@ class JobPlan:
     helpers: helpers_mod.HelperSet | None  # to be present in the data root; None when inline
     helper_root: str  # the data root holding them (as the job sees it)
 
+    def top_names(self) -> list[str]:
+        """The names the writer makes directly in the job dir (sorted)."""
+        names = {item.path.split("/")[0] for item in self.files}
+        names.update("volumes" if v.category == "files" else "emptydir" for v in self.volumes.volumes
+                     if v.category != "hostpath")
+        if self.job_script_links:
+            names.add("c")
+        return sorted(names)
+
     def texts(self) -> dict[str, str]:
         """The job dir's top-level text files by name (what `render` shows)."""
         shown = {f.path: f.data.decode() for f in self.files if "/" not in f.path}

@@ -39,7 +39,6 @@ STARTD_PROJECTION = [
     "Name", "SlotType", "Cpus", "Memory", "GPUs", "TotalSlotCpus", "TotalSlotMemory", "TotalSlotGPUs", "State",
     "Offline", "Draining",
 ]  # fmt: skip
-_FILE_VOLUMES = ("configMap", "secret", "projected", "downwardAPI")
 FORGOTTEN_AFTER = 60.0
 FORCE_REMOVE_SLACK = 20  # seconds after job_max_vacate_time before RemoveX forgets a job stuck in removal
 _LOCAL_ONLY = ("pod.json", "emptydir", submit.WRAPPER)
@@ -77,20 +76,16 @@ class HTCondorBackend(BySource):
         # planned once for the path the job sees; spool mode ships the helpers with the job (inline)
         job_plan = plan_job(pod, Path(where.run_dir) if where.spool else local, self.config, self.policy,
                             helper_dir=None if where.spool else "")
-        if write:
-            write_local(job_plan, local)
         plan = job_plan.run
         files = job_plan.texts()
-        # spool mode sends what the core wrote: runner, helpers, volumes, per-container files (env files);
+        # spool mode sends what the plan writes: runner, helpers, volumes, per-container files (env files);
         # pod.json stays (recovery reads it here), emptyDirs are made by the wrapper
-        if write:
-            inputs = [name for name in safefs.names(safefs.job_location(local)) if name not in _LOCAL_ONLY]
-        else:
-            inputs = [name for name in files if name not in _LOCAL_ONLY]
-            inputs += ["volumes"] if any(v.kind in _FILE_VOLUMES for v in pod.volumes) else []
+        inputs = [name for name in job_plan.top_names() if name not in _LOCAL_ONLY]
         description = submit.description(
             pod, self.config, self.policy, where, grace_seconds=plan.grace_seconds, spool_inputs=inputs
-        )
+        )  # a refused pod writes nothing
+        if write:
+            write_local(job_plan, local)
         if where.spool:
             description["+InterLinkSpool"] = "true"
             emptydirs = [v.name for v in pod.volumes if v.kind == "emptyDir"]
