@@ -188,14 +188,14 @@ def make_job_dir(job_dir: Path) -> None:
     job_dir.parent.mkdir(parents=True, exist_ok=True)  # the data root: the admin's path
     location = safefs.job_location(job_dir)
     try:
-        safefs.make_dirs(location)
-        info = safefs.lstat(location)
+        with safefs.open_dir(location, create=True) as directory:  # one walk: made, checked, chmod'ed
+            info = directory.stat()
+            if info.st_uid != os.geteuid():
+                raise PodSpecError("metadata.uid", f"job dir {job_dir} exists, owned by uid {info.st_uid}: "
+                                   "not reused", status=409)
+            directory.chmod(0o700)
     except safefs.Refused as exc:
         raise PodSpecError("metadata.uid", f"job dir {job_dir} is {exc.kind}: refused", status=409) from None
-    if info is None or info.st_uid != os.geteuid():
-        owner = "missing" if info is None else f"owned by uid {info.st_uid}"
-        raise PodSpecError("metadata.uid", f"job dir {job_dir} exists, {owner}: not reused", status=409)
-    safefs.chmod(location, 0o700)
 
 
 @dataclass(frozen=True)
@@ -407,9 +407,14 @@ def write_stage(plan: JobPlan, stage: Path) -> None:
 
 def _write_files(plan: JobPlan, job_dir: Path) -> None:
     write_volumes(plan.volumes, job_dir)
-    location = safefs.job_location(job_dir)
-    for item in plan.files:
-        safefs.write_bytes(location / item.path, item.data, item.mode)
+    with safefs.open_dir(safefs.job_location(job_dir)) as top:  # one walk for every file
+        for item in plan.files:
+            *parents, name = item.path.split("/")
+            if not parents:
+                top.write(name, item.data, item.mode)
+                continue
+            with top.walk(tuple(parents), create=True) as directory:  # missing dirs made 0700
+                directory.write(name, item.data, item.mode)
     if plan.job_script_links:
         _link_job_script_state(plan.job_script_links, job_dir)
 
