@@ -141,6 +141,7 @@ def stage_helpers(sftp: paramiko.SFTPClient, data_root: str, helpers: HelperSet)
     place) when missing or not as the plugin writes it. Returns whether it was written."""
     parent = posixpath.join(data_root, HELPERS_DIR)
     target = posixpath.join(parent, helpers.digest)
+    _sftp_makedirs(sftp, data_root)  # as upload_tree does for a job dir
     with contextlib.suppress(OSError):
         sftp.mkdir(parent, 0o711)
     tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}")

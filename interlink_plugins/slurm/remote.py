@@ -65,6 +65,12 @@ class RemoteSlurmBackend(SlurmBackend):
         if record.submit.get("stage") and stage.is_dir():
             try:
                 await self.files.ensure_helpers(helpers.helper_set())
+            except CommandFailed as exc:
+                raise self._unavailable("sftp staging of the runtime helpers", exc) from exc
+            except OSError as exc:
+                raise BackendUnavailable("slurm", f"sftp staging of the runtime helpers on {self.ssh.label}",
+                                         exc.strerror or str(exc)) from exc
+            try:
                 await self.files.upload(stage, record.job_dir)
             except CommandFailed as exc:
                 raise self._unavailable(f"sftp upload of {record.job_dir}", exc) from exc

@@ -143,6 +143,9 @@ class _LocalSftp:
     def lstat(self, path: str) -> os.stat_result:
         return os.lstat(path)
 
+    def stat(self, path: str) -> os.stat_result:
+        return os.stat(path)
+
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
 
@@ -172,6 +175,7 @@ def test_remote_copy_is_staged_once_and_a_planted_one_replaced(tmp_path: Path) -
     planted one (attack as above, on the login node) replaced."""
     hs = _fresh()
     sftp: Any = _LocalSftp()
+    tmp_path = tmp_path / "data" / "root"  # not there yet: made as upload_tree makes a job dir's parents
     assert stage_helpers(sftp, str(tmp_path), hs) is True
     assert stage_helpers(sftp, str(tmp_path), hs) is False
     runner = _runner(hs, tmp_path)
