@@ -18,6 +18,7 @@ from interlink_plugins.core.commands.ssh import SshRunner, SshTarget
 from interlink_plugins.core.model.pod import parse_create_body
 from interlink_plugins.core.podrunner import jobdir
 from interlink_plugins.core.podrunner.helpers import helper_set
+from interlink_plugins.htcondor import submit
 from interlink_plugins.htcondor.backend import HTCondorBackend
 from interlink_plugins.slurm.backend import SlurmBackend
 from interlink_plugins.slurm.remote import RemoteSlurmBackend
@@ -68,6 +69,10 @@ def test_every_backend_plans_a_job_once(tmp_path: Path, name: str, write: bool) 
     digest = helper_set().digest
     if name == "htcondor-spool":  # the job sees none of the data root: the helpers travel with it
         assert (where / "ns-exec.sh").is_file() and digest not in runner
+        # the spool wrapper is a planned file: written with the rest, shown by render, not spooled
+        assert stat.S_IMODE(os.lstat(where / submit.WRAPPER).st_mode) == 0o700
+        assert submit.WRAPPER in prepared.files and submit.WRAPPER not in prepared.submit["description"].get(
+            "transfer_input_files", "")
     else:  # no per-job copy: the runner sources the data root's copy
         assert not (where / "ns-exec.sh").exists() and not (where / "pod_runner.sh").exists()
         assert f"/helpers/{digest}/pod_runner.sh" in runner
