@@ -9,7 +9,7 @@ ROOT=$PWD
 need=()
 for cmd in slurmctld:slurmctld slurmd:slurmd squeue:slurm-client munge:munge podman:podman runc:runc \
            busybox:busybox-static bwrap:bubblewrap ssh-keygen:openssh-client debootstrap:debootstrap \
-           promtool:prometheus; do
+           promtool:prometheus shellcheck:shellcheck; do
   command -v "${cmd%%:*}" >/dev/null || need+=("${cmd#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -18,7 +18,8 @@ def _importable_names(directory: Path) -> set[str]:
     if not directory.is_dir():
         return set()
     modules = {path.stem for path in directory.glob("*.py") if path.stem != "__init__"}
-    packages = {path.name for path in directory.iterdir() if (path / "__init__.py").is_file()}
+    # any subdirectory counts: a package, or package data such as templates (tests of the shell scripts)
+    packages = {path.name for path in directory.iterdir() if path.is_dir() and path.name != "__pycache__"}
     return modules | packages
 
 

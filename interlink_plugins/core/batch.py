@@ -3,16 +3,18 @@
 A batch backend turns a pod into a job dir below DataRootFolder, whose pod runner the scheduler starts.
 The base owns:
 
-* the job dir: its name (``job_dir``), its planning and writing (``prepare``, through core/podrunner/jobdir.py),
-  the hand-over to the job's user (``JobOwner``) and its removal (``cleanup``);
+* the job dir: its name (``job_dir``), its plan, made once per prepare (``plan``, through
+  core/podrunner/jobdir.py), its writing (``write``: the local writer), the hand-over to the job's
+  user (``JobOwner``) and its removal (``cleanup``);
 * the per-container view (``BySource``): each record's RunnerStateSource, chosen once per record in
   ``state_source`` from what the plugin recorded;
 * the command wrapper (``run_command``): a command that cannot run, or says the scheduler is
   unreachable, is BackendUnavailable.
 
 A backend supplies ``draft`` (validate the pod, before any file is written), ``submission`` (what to
-submit, once the files are written), the Scheduler calls (submit, find_job, query, query_finished,
-cancel, adopt, resources) and, where it has one, ``run_dir``, ``job_owner``, ``forget``, ``unreachable``.
+submit, from the plan, before any file is written), the Scheduler calls (submit, find_job, query,
+query_finished, cancel, adopt, resources) and, where it has one, ``run_dir``, ``helper_dir``, ``write``
+(e.g. an SFTP stage), ``job_owner``, ``forget``, ``unreachable``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from interlink_plugins.core.backend import BackendDefaults, PreparedJob
 from interlink_plugins.core.commands.local import CommandFailed, CommandResult, CommandRunner
 from interlink_plugins.core.errors import BackendUnavailable
 from interlink_plugins.core.model.names import job_dir_name
-from interlink_plugins.core.podrunner.jobdir import build_run_plan, remove_job_dir, write_job_files
-from interlink_plugins.core.podrunner.plan import RunPlan
+from interlink_plugins.core.podrunner.jobdir import JobPlan, plan_job, remove_job_dir, write_local
 from interlink_plugins.core.podrunner.statefiles import BySource
 
 if TYPE_CHECKING:
@@ -88,26 +89,30 @@ class BatchBackend(BySource, BackendDefaults, ABC, Generic[DraftT]):
         return self.config.data_root / job_dir_name(namespace, uid)
 
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
-        """Validate (``draft``), plan and write the job dir, hand it over, describe the submission."""
+        """Validate (``draft``), plan the job dir once (``plan``), describe the submission from the plan
+        (a refused pod writes nothing), write the plan (``write``), hand the job dir over."""
         job_dir = self.job_dir(pod.namespace, pod.uid)
         draft = self.draft(pod, job_dir)
-        plan, files = self.write_job_dir(pod, job_dir, self.run_dir(draft, job_dir), write=write)
-        submit = self.submission(pod, draft, job_dir, plan, files, write=write)
-        owner = self.job_owner(draft)
-        if write and owner is not None:
-            hand_over(job_dir, owner)
+        job_plan = self.plan(pod, draft, job_dir)
+        files = job_plan.texts()
+        submit = self.submission(pod, draft, job_dir, job_plan, files, write=write)
+        if write:
+            submit = self.write(job_plan, job_dir, submit)
+            owner = self.job_owner(draft)
+            if owner is not None:
+                hand_over(job_dir, owner)
         return PreparedJob(job_dir=job_dir, submit=submit, files=files)
 
-    def write_job_dir(
-        self, pod: Pod, job_dir: Path, run_dir: Path, *, write: bool
-    ) -> tuple[RunPlan, dict[str, str]]:
-        """The job dir planned and written (volumes, pod runner, helpers, per-container files) at
-        ``job_dir``; its scripts name ``run_dir``, where the job sees it. Returns the plan and the
-        rendered files (secrets masked)."""
-        plan = build_run_plan(pod, job_dir, self.config, self.policy, write=write)
-        if run_dir != job_dir:
-            plan = build_run_plan(pod, run_dir, self.config, self.policy, write=False)
-        return plan, dict(write_job_files(pod, job_dir, plan, self.config, write=write))
+    def plan(self, pod: Pod, draft: DraftT, job_dir: Path) -> JobPlan:
+        """The job dir planned once, for the path the job sees it at (``run_dir``); pure."""
+        return plan_job(pod, self.run_dir(draft, job_dir), self.config, self.policy,
+                        helper_dir=self.helper_dir(draft))
+
+    def write(self, job_plan: JobPlan, job_dir: Path, submit: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The local writer (core/podrunner/jobdir.py: write_local) into ``job_dir``; returns the submit
+        payload (a writer that stages the job dir elsewhere says where)."""
+        write_local(job_plan, job_dir)
+        return submit
 
     @abstractmethod
     def draft(self, pod: Pod, job_dir: Path) -> DraftT:
@@ -115,9 +120,16 @@ class BatchBackend(BySource, BackendDefaults, ABC, Generic[DraftT]):
 
     @abstractmethod
     def submission(
-        self, pod: Pod, draft: DraftT, job_dir: Path, plan: RunPlan, files: dict[str, str], *, write: bool
+        self, pod: Pod, draft: DraftT, job_dir: Path, job_plan: JobPlan, files: dict[str, str], *, write: bool
     ) -> Mapping[str, Any]:
-        """The submit payload (JSON-able, stored with the record); may add files of its own to ``files``."""
+        """The submit payload from the plan (JSON-able, stored with the record), before anything is
+        written; may add files it shows to ``files`` (what it writes belongs in the plan)."""
+
+    def helper_dir(self, draft: DraftT) -> str | None:
+        """Where the job finds the static helpers: "" (default) the data root's content-hashed copy,
+        None inline in the job dir (a job that sees none of the data root)."""
+        del draft
+        return ""
 
     def run_dir(self, draft: DraftT, job_dir: Path) -> Path:
         """Where the job sees its job dir (default: the same path, a shared file system)."""

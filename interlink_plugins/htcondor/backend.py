@@ -11,6 +11,7 @@ command).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pwd
@@ -26,7 +27,7 @@ from interlink_plugins.core.batch import BatchBackend, JobOwner, primary_gid
 from interlink_plugins.core.commands.local import CommandRunner
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, LogRequestError
 from interlink_plugins.core.model.pod import Pod
-from interlink_plugins.core.podrunner.plan import RunPlan
+from interlink_plugins.core.podrunner.jobdir import JobFile, JobPlan
 from interlink_plugins.core.podrunner.statefiles import LOCAL, RunnerStateSource
 from interlink_plugins.core.policy.engine import AdminPolicy
 from interlink_plugins.core.records.state import PodRecord
@@ -40,7 +41,6 @@ STARTD_PROJECTION = [
     "Name", "SlotType", "Cpus", "Memory", "GPUs", "TotalSlotCpus", "TotalSlotMemory", "TotalSlotGPUs", "State",
     "Offline", "Draining",
 ]  # fmt: skip
-_FILE_VOLUMES = ("configMap", "secret", "projected", "downwardAPI")
 FORCE_REMOVE_SLACK = 20  # seconds after job_max_vacate_time before RemoveX forgets a job stuck in removal
 _LOCAL_ONLY = ("pod.json", "emptydir", submit.WRAPPER)
 
@@ -88,28 +88,33 @@ class HTCondorBackend(BatchBackend[submit.JobLayout]):
         gid = primary_gid(self._job_uid)
         return JobOwner(self._job_uid, self._job_uid if gid is None else gid)
 
+    def helper_dir(self, draft: submit.JobLayout) -> str | None:
+        # spool mode: the job sees none of the data root, the helpers travel with it (inline)
+        return None if draft.spool else ""
+
+    def plan(self, pod: Pod, draft: submit.JobLayout, job_dir: Path) -> JobPlan:
+        """The core's plan; in spool mode with the wrapper that makes the job's emptyDirs and state dirs."""
+        job_plan = super().plan(pod, draft, job_dir)
+        if not draft.spool:
+            return job_plan
+        emptydirs = [v.name for v in pod.volumes if v.kind == "emptyDir"]
+        wrapper = submit.wrapper_script(draft, [c.name for c in pod.all_containers], emptydirs)
+        return dataclasses.replace(job_plan, files=(*job_plan.files, JobFile(submit.WRAPPER, wrapper.encode(), 0o700)))
+
     def submission(
-        self, pod: Pod, draft: submit.JobLayout, job_dir: Path, plan: RunPlan, files: dict[str, str], *, write: bool
+        self, pod: Pod, draft: submit.JobLayout, job_dir: Path, job_plan: JobPlan, files: dict[str, str], *,
+        write: bool,
     ) -> dict[str, Any]:
-        where, local = draft, job_dir
-        # spool mode sends what the core wrote: runner, helpers, volumes, per-container files (env files);
+        # spool mode sends what the plan writes: runner, helpers, volumes, per-container files (env files);
         # pod.json stays (recovery reads it here), emptyDirs are made by the wrapper
-        if write:
-            inputs = [name for name in safefs.names(safefs.job_location(local)) if name not in _LOCAL_ONLY]
-        else:
-            inputs = [name for name in files if name not in _LOCAL_ONLY]
-            inputs += ["volumes"] if any(v.kind in _FILE_VOLUMES for v in pod.volumes) else []
+        inputs = [name for name in job_plan.top_names() if name not in _LOCAL_ONLY]
         description = submit.description(
-            pod, self.config, self.policy, where, grace_seconds=plan.grace_seconds, spool_inputs=inputs
-        )
-        if where.spool:
+            pod, self.config, self.policy, draft, grace_seconds=job_plan.run.grace_seconds, spool_inputs=inputs
+        )  # a refused pod writes nothing
+        if draft.spool:
             description["+InterLinkSpool"] = "true"
-            emptydirs = [v.name for v in pod.volumes if v.kind == "emptyDir"]
-            files[submit.WRAPPER] = submit.wrapper_script(where, [c.name for c in pod.all_containers], emptydirs)
-            if write:
-                safefs.write_bytes(safefs.job_location(local) / submit.WRAPPER, files[submit.WRAPPER].encode(), 0o700)
         files["submit-description"] = "".join(f"{key} = {value}\n" for key, value in description.items())
-        return {"description": description, "spool": where.spool}
+        return {"description": description, "spool": draft.spool}
 
     # --- submit, find, adopt -----------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Probe workers of the Podman backend: the kubelet's prober, one asyncio task per probe of a running run.
 
-Semantics as the kubelet's (and the SLURM pod runner's, templates/pod_runner.sh.j2): the first check
+Semantics as the kubelet's (and the SLURM pod runner's, templates/pod_runner.sh): the first check
 at ``initialDelaySeconds`` after the container started, then every ``periodSeconds``, each bounded
 by ``timeoutSeconds``; ``successThreshold`` successes in a row pass, ``failureThreshold`` failures
 in a row fail. The startup probe gates the others (they start once it passed, and it stops then);

@@ -21,7 +21,7 @@ from interlink_plugins.core.commands.local import CommandRunner
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
 from interlink_plugins.core.model.pod import GPU_RESOURCES, Pod
 from interlink_plugins.core.model.resources import pod_totals
-from interlink_plugins.core.podrunner.plan import RunPlan
+from interlink_plugins.core.podrunner.jobdir import JobPlan
 from interlink_plugins.core.podrunner.statefiles import LOCAL, RunnerStateSource
 from interlink_plugins.core.policy import annotations as ann
 from interlink_plugins.core.policy.engine import AdminPolicy, ParsedOption, PolicyViolation, parse_options
@@ -67,7 +67,8 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
         return self._sbatch_options(pod)
 
     def submission(
-        self, pod: Pod, draft: list[ParsedOption], job_dir: Path, plan: RunPlan, files: dict[str, str], *, write: bool
+        self, pod: Pod, draft: list[ParsedOption], job_dir: Path, job_plan: JobPlan, files: dict[str, str], *,
+        write: bool,
     ) -> dict[str, list[str]]:
         argv = commands.sbatch(
             self.config.sbatch, comment=self.comment(pod.uid), job_dir=job_dir, requeue=self.config.requeue,

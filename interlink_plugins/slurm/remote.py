@@ -3,7 +3,7 @@
 Everything the SLURM backend does stays (sbatch argv, squeue/sacct parsing, states); what touches
 the job directory goes through ``RemoteJobFiles`` instead of the local filesystem:
 
-* prepare (at /create) builds the job dir in a local stage, naming the cluster path; no network;
+* prepare (at /create) plans the job dir once and writes it into a local stage, naming the cluster path; no network;
 * submit uploads the stage over SFTP, then runs sbatch: an unreachable node defers the pod
   (BackendUnavailable) and the stage waits on local disk for the next try;
 * each poll mirrors every tracked pod's runner state with one remote command (``prefetch_files``), a
@@ -18,24 +18,23 @@ data root is the same path on both hosts, so files are written and read directly
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
-from interlink_plugins.core.backend import PreparedJob
+from interlink_plugins.core.batch import JobOwner
 from interlink_plugins.core.commands.local import CommandFailed, CommandRunner
 from interlink_plugins.core.commands.remotefiles import LogFeed, RemoteJobFiles
 from interlink_plugins.core.commands.ssh import SshRunner
 from interlink_plugins.core.errors import BackendUnavailable, LogRequestError
-from interlink_plugins.core.model.pod import Pod
-from interlink_plugins.core.podrunner.jobdir import JOB_SCRIPT_CONTAINER, build_run_plan, volume_limits, write_job_files
+from interlink_plugins.core.podrunner import helpers
+from interlink_plugins.core.podrunner.jobdir import JOB_SCRIPT_CONTAINER, JobPlan, write_stage
 from interlink_plugins.core.podrunner.statefiles import RunnerFiles, RunnerStateSource
-from interlink_plugins.core.policy.engine import AdminPolicy
+from interlink_plugins.core.policy.engine import AdminPolicy, ParsedOption
 from interlink_plugins.core.records.state import PodRecord
-from interlink_plugins.core.volumes.materialise import materialise_volumes
 from interlink_plugins.slurm.backend import SlurmBackend
 
 log = logging.getLogger(__name__)
@@ -58,27 +57,27 @@ class RemoteSlurmBackend(SlurmBackend):
 
     # --- writing -----------------------------------------------------------------------
 
-    def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
-        prepared = super().prepare(pod, write=False)  # validation, sbatch argv, rendered files
-        if not write:
-            return prepared
-        job_dir = prepared.job_dir
+    def write(self, job_plan: JobPlan, job_dir: Path, submit: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The SFTP stage writer: the planned job dir built in a local stage, uploaded at submit (the
+        job dir on the login node belongs to the SSH user: no hand-over)."""
         stage = self.files.new_stage(str(job_dir))
-        plan = build_run_plan(pod, job_dir, self.config, self.policy, write=False)  # cluster paths
-        materialise_volumes(pod, stage, allowed_host_paths=self.policy.allowed_host_paths, write=True,
-                            limits=volume_limits(self.config))
-        write_job_files(pod, stage, plan, self.config, write=True)
-        for path, content in plan.private_files:
-            target = stage / os.path.relpath(path, job_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-        return dataclasses.replace(prepared, submit={**prepared.submit, "stage": str(stage)})
+        write_stage(job_plan, stage)
+        return {**submit, "stage": str(stage)}
+
+    def job_owner(self, draft: list[ParsedOption]) -> JobOwner | None:
+        del draft
+        return None
 
     async def submit(self, record: PodRecord) -> str:
         stage = Path(str(record.submit.get("stage", "")))
         if record.submit.get("stage") and stage.is_dir():
+            try:
+                await self.files.ensure_helpers(helpers.helper_set())
+            except CommandFailed as exc:
+                raise self._unavailable("sftp staging of the runtime helpers", exc) from exc
+            except OSError as exc:
+                raise BackendUnavailable("slurm", f"sftp staging of the runtime helpers on {self.ssh.label}",
+                                         exc.strerror or str(exc)) from exc
             try:
                 await self.files.upload(stage, record.job_dir)
             except CommandFailed as exc:

@@ -69,6 +69,7 @@ fi
 private_cache() {
   local dir=$1 root=${1%/*} me
   me=$(id -u)
+  # shellcheck disable=SC2174  # the mode is meant for the cache root itself, not for its parents
   [[ -d $root ]] || mkdir -p -m 0755 -- "$root" 2>/dev/null
   [[ -d $dir || -L $dir ]] || mkdir -m 0700 -- "$dir" 2>/dev/null
   local root_owner root_mode owner mode

@@ -95,9 +95,11 @@ exec_with_env() {
         fi
     done
     while IFS= read -r name; do
+        # shellcheck disable=SC2163  # the variable named by $name is unexported
         export -n -- "$name" 2>/dev/null || true
     done < <(compgen -e)
     for record in "${plain[@]}"; do
+        # shellcheck disable=SC2163  # $record is NAME=VALUE, exported as given
         export -- "$record"
     done
     exec "$envbin" -u SHLVL -- "${odd[@]}" "$@"
@@ -280,11 +282,13 @@ fi
 # 4. run bwrap in its own process group and forward signals to the command
 info=$(mktemp "${TMPDIR:-/tmp}/ns-exec.XXXXXXXX") || die 125 "cannot create a temporary file in ${TMPDIR:-/tmp}"
 trap 'rm -f -- "$info"' EXIT
+# shellcheck disable=SC2317  # run by forward, from the signal traps
 child_pid() {
     local text
     text=$(<"$info")
     [[ $text =~ \"child-pid\"[[:space:]]*:[[:space:]]*([0-9]+) ]] && printf '%s' "${BASH_REMATCH[1]}"
 }
+# shellcheck disable=SC2317  # run from the signal traps
 forward() {
     local sig=$1 pid="" n
     got_signal=1

@@ -38,7 +38,7 @@ def test_build_install_and_run_from_a_fresh_venv(tmp_path: Path, slurm_cluster: 
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     for needed in ("LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "docs/site-admin-guide.md",
                    "deploy/systemd/interlink-plugin@.service", "deploy/systemd/root.conf",
-                   "deploy/container/Containerfile", "interlink_plugins/templates/pod_runner.sh.j2"):
+                   "deploy/container/Containerfile", "interlink_plugins/templates/pod_runner.sh"):
         assert needed in names, needed
     assert not any("__pycache__" in name for name in names)
 

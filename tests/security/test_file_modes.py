@@ -61,8 +61,12 @@ def test_what_the_plugin_creates_is_not_group_or_world_readable(tmp_path: Path, 
         data_root = tmp_path / "site" / "jobs"
         for created in (data_root, data_root.parent):  # made by the plugin: jobs of other uids traverse only
             assert mode(created) == 0o711, (created, oct(mode(created)))
-        job_dir = next(data_root.iterdir())
+        job_dir = next(path for path in data_root.iterdir() if path.name != "helpers")
         assert mode(job_dir) == 0o700
+        # the shared static helpers: readable by every job's user by name, changed by nobody, listed by none
+        assert mode(data_root / "helpers") == 0o711
+        for copy in (data_root / "helpers").iterdir():
+            assert mode(copy) == 0o511 and all(mode(path) == 0o555 for path in copy.iterdir())
         for path in job_dir.iterdir():
             if path.is_file() and path.name in ("pod-runner.sh", "pod.json", "ns-exec.sh"):
                 assert mode(path) & 0o077 == 0, (path, oct(mode(path)))

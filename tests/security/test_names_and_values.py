@@ -107,8 +107,9 @@ SURROGATE_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
 
 
 def entries(plugin: PluginProcess) -> list[str]:
+    """The data root's job dirs (the shared static helpers, core/podrunner/helpers.py, are no pod's)."""
     root = Path(plugin.config["DataRootFolder"])
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    return sorted(p.name for p in root.iterdir() if p.name != "helpers") if root.exists() else []
 
 
 def post_raw(plugin: PluginProcess, path: str, body: Any, method: str = "POST") -> Any:

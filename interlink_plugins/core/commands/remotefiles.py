@@ -44,6 +44,7 @@ import paramiko
 from interlink_plugins.core import safefs
 from interlink_plugins.core.commands.local import CommandFailed
 from interlink_plugins.core.commands.ssh import SshRunner
+from interlink_plugins.core.podrunner.helpers import DIR_MODE, FILE_MODE, HELPERS_DIR, HelperSet
 from interlink_plugins.core.records.status import STATE_FILES
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,81 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
 def _sftp_remove_file(sftp: paramiko.SFTPClient, path: str) -> None:
     with contextlib.suppress(OSError):
         sftp.remove(path)
+
+
+def _remote_helpers_ok(sftp: paramiko.SFTPClient, target: str, helpers: HelperSet, uid: int) -> bool:
+    """The copy at ``target`` is exactly the plugin's: real dir and regular files owned by ``uid``, mode
+    0555, the expected names and bytes (lstat: a symlink is never followed)."""
+    try:
+        info = sftp.lstat(target)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode or 0) or info.st_uid != uid or stat.S_IMODE(info.st_mode or 0) != DIR_MODE:
+        return False
+    expected = dict(helpers.files)
+    if sorted(sftp.listdir(target)) != sorted(expected):
+        return False
+    for name, data in expected.items():
+        path = posixpath.join(target, name)
+        found = sftp.lstat(path)
+        mode = found.st_mode or 0
+        if not stat.S_ISREG(mode) or found.st_uid != uid or stat.S_IMODE(mode) != FILE_MODE:
+            return False
+        if found.st_size != len(data):
+            return False
+        with sftp.open(path, "rb") as handle:
+            if handle.read(len(data) + 1) != data:
+                return False
+    return True
+
+
+def _sftp_remove_tree_flat(sftp: paramiko.SFTPClient, path: str) -> None:
+    """Remove a helpers copy (files only below it; a symlink is removed as itself)."""
+    with contextlib.suppress(OSError):
+        if not stat.S_ISDIR(sftp.lstat(path).st_mode or 0):
+            sftp.remove(path)
+            return
+        sftp.chmod(path, 0o700)
+        for name in sftp.listdir(path):
+            _sftp_remove_file(sftp, posixpath.join(path, name))
+        sftp.rmdir(path)
+
+
+def stage_helpers(sftp: paramiko.SFTPClient, data_root: str, helpers: HelperSet) -> bool:
+    """``<data_root>/helpers/<digest>`` on the SSH host, checked, and written (a temp dir renamed into
+    place) when missing or not as the plugin writes it. Returns whether it was written."""
+    parent = posixpath.join(data_root, HELPERS_DIR)
+    target = posixpath.join(parent, helpers.digest)
+    _sftp_makedirs(sftp, data_root)  # as upload_tree does for a job dir
+    with contextlib.suppress(OSError):
+        sftp.mkdir(parent, 0o711)
+    tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}")
+    sftp.mkdir(tmp, 0o700)
+    try:
+        uid = sftp.lstat(tmp).st_uid  # the SSH user, as the remote sees it
+        parent_info = sftp.lstat(parent)
+        parent_mode = parent_info.st_mode or 0
+        if not stat.S_ISDIR(parent_mode) or parent_info.st_uid != uid or parent_mode & 0o022:
+            raise safefs.Refused(parent, f"owned by uid {parent_info.st_uid} with mode {stat.S_IMODE(parent_mode):o} "
+                                         "(must be the plugin's, writable by nobody else)")
+        if uid is not None and _remote_helpers_ok(sftp, target, helpers, uid):
+            return False
+        for name, data in helpers.files:
+            with sftp.open(posixpath.join(tmp, name), "wb") as handle:
+                handle.write(data)
+            sftp.chmod(posixpath.join(tmp, name), FILE_MODE)
+        sftp.chmod(tmp, DIR_MODE)
+        with contextlib.suppress(OSError):
+            sftp.lstat(target)
+            aside = posixpath.join(parent, f".bad-{uuid.uuid4().hex}")
+            sftp.rename(target, aside)
+            _sftp_remove_tree_flat(sftp, aside)
+        sftp.rename(tmp, target)
+        if uid is None or not _remote_helpers_ok(sftp, target, helpers, uid):
+            raise safefs.Refused(target, "not the plugin's helpers after writing them")
+        return True
+    finally:
+        _sftp_remove_tree_flat(sftp, tmp)
 
 
 def upload_tree(sftp: paramiko.SFTPClient, stage: Path, remote: str) -> int:
@@ -352,6 +428,8 @@ class RemoteJobFiles:
         self.timeout = timeout
         self._mirrors: dict[str, _Mirror] = {}
         self.dumps = 0  # remote state commands run (tests count them)
+        self._helpers: set[str] = set()  # helper digests checked on the SSH host by this process
+        self._helpers_lock = asyncio.Lock()
         for sub in ("stage", "mirror", "feeds"):
             (local_root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(local_root, 0o700)
@@ -387,6 +465,18 @@ class RemoteJobFiles:
         count = await self.ssh.sftp(lambda sftp: upload_tree(sftp, stage, job_dir), timeout=self.timeout,
                                     what=f"upload {job_dir}")
         log.debug("uploaded %d files to %s", count, job_dir)
+
+    async def ensure_helpers(self, helpers: HelperSet) -> None:
+        """The static helpers on the SSH host, once per content hash: checked and (re)written on the
+        first submit of this process, then trusted for it."""
+        async with self._helpers_lock:
+            if helpers.digest in self._helpers:
+                return
+            wrote = await self.ssh.sftp(lambda sftp: stage_helpers(sftp, self.data_root, helpers),
+                                        timeout=self.timeout, what=f"helpers {helpers.digest[:12]}")
+            if wrote:
+                log.info("staged the runtime helpers %s on %s", helpers.digest[:12], self.ssh.label)
+            self._helpers.add(helpers.digest)
 
     def discard_stage(self, stage: Path) -> None:
         if stage.parent == self.local_root / "stage":

@@ -1,5 +1,12 @@
 """A pod turned into a job directory and a RunPlan: shared by every batch backend (SLURM, HTCondor).
 
+Plan, then write: :func:`plan_job` is pure (the RunPlan and every file of the job dir: path, bytes,
+mode, volumes included), made once per prepare; :func:`write_local` writes a plan into the job dir
+(through core/safefs, no symlink followed), :func:`write_stage` into a local stage that is uploaded
+as the job dir (SFTP). The static helpers are not in the plan's files: they live once per content
+hash in the data root (core/podrunner/helpers.py), unless the plan carries them inline (a job that sees none of
+the data root, e.g. HTCondor's spool mode).
+
 Besides the containers, the RunPlan carries what the pod's annotations ask for inside the job:
 runtime options (singularity options and mounts, policy-checked), the MPI launcher
 (mpi-flags), probes and lifecycle hooks, and the admin-enabled raw shell (interLink's wstunnel
@@ -14,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +31,7 @@ from interlink_plugins.core import safefs
 from interlink_plugins.core.commands.local import CommandFailed, run_blocking
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.model.pod import GPU_RESOURCES, Container, Pod, pod_summary
+from interlink_plugins.core.podrunner import helpers as helpers_mod
 from interlink_plugins.core.podrunner.plan import ContainerRun, ProbeRun, RestartPolicy, RunPlan
 from interlink_plugins.core.podrunner.render import render_runner
 from interlink_plugins.core.policy import annotations as ann
@@ -39,7 +48,7 @@ from interlink_plugins.core.runtimes.containers import (
 )
 from interlink_plugins.core.runtimes.probes import MPI_HELPER, handler_argv, probe_helper_files, probe_runs
 from interlink_plugins.core.volumes.bindcheck import bind_sources
-from interlink_plugins.core.volumes.materialise import VolumeLimits, materialise_volumes
+from interlink_plugins.core.volumes.materialise import VolumeLimits, VolumePlan, plan_volumes, write_volumes
 
 if TYPE_CHECKING:  # core reads the config, it does not import it
     from interlink_plugins.config import Config
@@ -90,7 +99,7 @@ def _hook_argv(
     )
 
 
-def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, job_dir: Path) -> tuple[str, ...]:
+def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, helper_dir: str) -> tuple[str, ...]:
     """`bash mpi.sh launch LAUNCHER... FLAGS... --il-task RUNTIME` for pods with mpi-flags, else ()."""
     # only a backend whose section declares mpi-flags keys launches MPI (inside its allocation); the
     # annotation present at all (even empty) means MPI, "false" turns it off
@@ -105,7 +114,7 @@ def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str
             field, f"MPI launch is not supported with ContainerRuntime {runtime_name} (one container per pod)"
         )
     words = ann.mpi_launch_words(policy, text, config.mpi_launcher, field=field)
-    return ("bash", str(job_dir / MPI_HELPER), "launch", *words, "--il-task", runtime_name)
+    return ("bash", os.path.join(helper_dir, MPI_HELPER), "launch", *words, "--il-task", runtime_name)
 
 
 def _prologue(pod: Pod, policy: AdminPolicy, job_dir: Path) -> tuple[list[str], tuple[str, ...], str]:
@@ -182,29 +191,85 @@ def make_job_dir(job_dir: Path) -> None:
     job_dir.parent.mkdir(parents=True, exist_ok=True)  # the data root: the admin's path
     location = safefs.job_location(job_dir)
     try:
-        safefs.make_dirs(location)
-        info = safefs.lstat(location)
+        with safefs.open_dir(location, create=True) as directory:  # one walk: made, checked, chmod'ed
+            info = directory.stat()
+            if info.st_uid != os.geteuid():
+                raise PodSpecError("metadata.uid", f"job dir {job_dir} exists, owned by uid {info.st_uid}: "
+                                   "not reused", status=409)
+            directory.chmod(0o700)
     except safefs.Refused as exc:
         raise PodSpecError("metadata.uid", f"job dir {job_dir} is {exc.kind}: refused", status=409) from None
-    if info is None or info.st_uid != os.geteuid():
-        owner = "missing" if info is None else f"owned by uid {info.st_uid}"
-        raise PodSpecError("metadata.uid", f"job dir {job_dir} exists, {owner}: not reused", status=409)
-    safefs.chmod(location, 0o700)
 
 
-def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool) -> RunPlan:
-    """Volumes materialised (when write) and every container turned into argv for the runtime."""
+@dataclass(frozen=True)
+class JobFile:
+    """One file of a job dir: its path relative to the job dir ('/'-separated), bytes and mode."""
+
+    path: str
+    data: bytes
+    mode: int
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything a prepare puts in a job dir, computed once and written by a writer."""
+
+    run: RunPlan
+    volumes: VolumePlan
+    files: tuple[JobFile, ...]  # runner, pod.json, mesh.sh, jobScript.sh (and inline helpers), env files
+    job_script_links: tuple[tuple[str, str], ...]  # (container name, kind): c/<name> -> jobscript
+    helpers: helpers_mod.HelperSet | None  # to be present in the data root; None when inline
+    helper_root: str  # the data root holding them (as the job sees it)
+
+    def top_names(self) -> list[str]:
+        """The names the writer makes directly in the job dir (sorted)."""
+        names = {item.path.split("/")[0] for item in self.files}
+        names.update("volumes" if v.category == "files" else "emptydir" for v in self.volumes.volumes
+                     if v.category != "hostpath")
+        if self.job_script_links:
+            names.add("c")
+        return sorted(names)
+
+    def texts(self) -> dict[str, str]:
+        """The job dir's top-level text files by name (what `render` shows)."""
+        shown = {f.path: f.data.decode() for f in self.files if "/" not in f.path}
+        if self.helpers is not None:
+            shown.update(self.helpers.texts())
+        return shown
+
+
+def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool = False,
+                   helper_dir: str | None = None) -> RunPlan:
+    """The RunPlan of plan_job (for callers that need only it; the helpers inline unless `helper_dir`
+    says otherwise); with ``write``, the files written into `job_dir` as well (write_local)."""
+    plan = plan_job(pod, job_dir, config, policy, helper_dir=helper_dir)
     if write:
-        make_job_dir(job_dir)
-    volume_plan = materialise_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths, write=write,
-                                      limits=volume_limits(config))
+        write_local(plan, job_dir)
+    return plan.run
+
+
+def plan_job(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, helper_dir: str | None = "") -> JobPlan:
+    """The pod's job dir as the job sees it at `job_dir`: volumes and every container turned into argv
+    for the runtime, the runner and the files. Pure: nothing is written.
+
+    ``helper_dir``: where the job finds the static helpers; "" = the data root's content-hashed copy
+    (config.data_root); None = inline, in the job dir itself (the runner self-contained)."""
+    PLAN_COUNTER.count += 1
+    helper_set = helpers_mod.helper_set()
+    if helper_dir is None:
+        helpers_at, runner_helpers = str(job_dir), ""
+    else:
+        helpers_at = helper_dir or helper_set.dir_below(config.data_root)
+        runner_helpers = helpers_at
+    volume_plan = plan_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths,
+                               limits=volume_limits(config))
     runtime_name = config.container_runtime
     if runtime_name == "none":
         _refuse_mounts_without_namespaces(pod)
     runtime = runtime_for(runtime_name)
     image_root = ann.image_root(pod.annotations, policy.annotation_keys(ann.IMAGE_ROOT))
     options = _runtime_options(pod, policy, runtime_name)
-    mpi = _mpi_launch(pod, config, policy, runtime_name, job_dir)
+    mpi = _mpi_launch(pod, config, policy, runtime_name, helpers_at)
     runs: list[ContainerRun] = []
     private_files: list[tuple[str, bytes]] = []
     prepare_steps: list[tuple[str, ...]] = []
@@ -232,18 +297,17 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
             binary=_runtime_binary(config, runtime_name),
             container_index=position,
             apptainer=apptainer_settings(config),
+            helper_dir=helpers_at,
         )
         argv = runtime.argv(ctx)
         private_files.extend(argv.files + argv.credential_files)
-        if write:
-            _write_private_files(argv.files + argv.credential_files, job_dir)
         prepare_steps.extend(argv.prepare_argvs)
         credential_paths.extend(path for path, _content in argv.credential_files)
         lifecycle = container.lifecycle
         path = f"{container.field_path}[{position}]"
         probes: tuple[ProbeRun, ...] = ()
         if config.enable_probes and (container.kind == "main" or container.is_sidecar):
-            probes = probe_runs(pod, container, runtime=runtime, ctx=ctx, job_dir=str(job_dir), field=path)
+            probes = probe_runs(pod, container, runtime=runtime, ctx=ctx, job_dir=helpers_at, field=path)
         command = argv.argv
         if mpi and container.kind == "main":
             command = (*mpi, *command)
@@ -275,7 +339,7 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
     pod_ip = pod.annotations.get(ann.POD_IP, "")
     if pod_ip:
         runner_env["POD_IP"] = pod_ip
-    return RunPlan(
+    run = RunPlan(
         job_dir=str(job_dir),
         containers=tuple(runs),
         grace_seconds=int(min(pod.termination_grace_seconds, config.grace_period_cap)),
@@ -290,51 +354,102 @@ def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy,
         private_files=tuple(private_files),
         prepare=tuple(prepare_steps),
         credential_files=tuple(credential_paths),
+        helper_dir=runner_helpers,
+    )
+    return JobPlan(
+        run=run,
+        volumes=volume_plan,
+        files=(*_top_files(pod, run, inline_helpers=helper_dir is None),
+               *(JobFile(os.path.relpath(path, job_dir), content, 0o600) for path, content in private_files)),
+        job_script_links=tuple((c.name, c.kind) for c in pod.all_containers) if pod.job_script is not None else (),
+        helpers=None if helper_dir is None else helper_set,
+        helper_root=str(config.data_root),
     )
 
 
-def _write_private_files(files: tuple[tuple[str, bytes], ...], job_dir: Path) -> None:
-    """Runtime files such as the container env file: 0600, atomic, inside the private job dir."""
-    for path_text, content in files:
-        safefs.write_bytes(safefs.below(job_dir.parent, Path(path_text)), content, 0o600)
+class _Counter:
+    """How many job plans this process made (a test proves every backend plans once per prepare)."""
+
+    count = 0
+
+
+PLAN_COUNTER = _Counter()
+
+
+def _top_files(pod: Pod, plan: RunPlan, *, inline_helpers: bool) -> list[JobFile]:
+    """pod-runner.sh, pod.json (and mesh.sh, jobScript.sh; the helpers when inline)."""
+    texts = {"pod-runner.sh": render_runner(plan)}
+    if inline_helpers:
+        texts.update({**helper_files(), **probe_helper_files()})
+    texts["pod.json"] = json.dumps(pod_summary(pod), indent=1) + "\n"
+    if plan.wrapper and plan.wrapper_script:
+        texts[MESH_FILE] = plan.wrapper_script
+    if pod.job_script is not None:
+        texts[JOB_SCRIPT_FILE] = pod.job_script
+    return [JobFile(name, text.encode(), 0o700 if name.endswith((".sh", ".rc")) else 0o600)
+            for name, text in texts.items()]
+
+
+def write_local(plan: JobPlan, job_dir: Path) -> None:
+    """The local writer: the job dir made private (make_job_dir), the helpers present in the data root
+    (core/podrunner/helpers.py), then the plan's files written through core/safefs (no symlink followed)."""
+    make_job_dir(job_dir)
+    if plan.helpers is not None:
+        helpers_mod.ensure_local(Path(plan.helper_root), plan.helpers)
+    _write_files(plan, job_dir)
+
+
+def write_stage(plan: JobPlan, stage: Path) -> None:
+    """The SFTP stage writer: the plan's files into `stage` (an empty private dir of the plugin's that
+    is uploaded as the job dir); the helpers are staged on the remote once per hash (RemoteJobFiles)."""
+    _write_files(plan, stage)
+
+
+def _write_files(plan: JobPlan, job_dir: Path) -> None:
+    write_volumes(plan.volumes, job_dir)
+    with safefs.open_dir(safefs.job_location(job_dir)) as top:  # one walk for every file
+        for item in plan.files:
+            *parents, name = item.path.split("/")
+            if not parents:
+                top.write(name, item.data, item.mode)
+                continue
+            with top.walk(tuple(parents), create=True) as directory:  # missing dirs made 0700
+                directory.write(name, item.data, item.mode)
+    if plan.job_script_links:
+        _link_job_script_state(plan.job_script_links, job_dir)
 
 
 def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:
-    """pod-runner.sh, the helpers, pod.json (and mesh.sh, jobScript.sh); returns their text (for `render`)."""
+    """The job dir's top-level files of `plan` (written into `job_dir` when write): kept for callers that
+    built the RunPlan alone; returns their text (for `render`)."""
     del config
-    files = {
-        "pod-runner.sh": render_runner(plan),
-        **helper_files(),
-        **probe_helper_files(),
-        "pod.json": json.dumps(pod_summary(pod), indent=1) + "\n",
-    }
-    if plan.wrapper and plan.wrapper_script:
-        files[MESH_FILE] = plan.wrapper_script
-    if pod.job_script is not None:
-        files[JOB_SCRIPT_FILE] = pod.job_script
+    files = {f.path: f.data for f in _top_files(pod, plan, inline_helpers=not plan.helper_dir)}
     if write:
         location = safefs.job_location(job_dir)
-        for name, text in files.items():
-            safefs.write_bytes(location / name, text.encode(), 0o700 if name.endswith((".sh", ".rc")) else 0o600)
+        for name, data in files.items():
+            safefs.write_bytes(location / name, data, 0o700 if name.endswith((".sh", ".rc")) else 0o600)
         if pod.job_script is not None:
-            _link_job_script_state(pod, job_dir)
-    return files
+            _link_job_script_state(tuple((c.name, c.kind) for c in pod.all_containers), job_dir)
+    texts = {name: data.decode() for name, data in files.items()}
+    if plan.helper_dir:
+        texts.update(helpers_mod.helper_set().texts())
+    return texts
 
 
-def _link_job_script_state(pod: Pod, job_dir: Path) -> None:
+def _link_job_script_state(containers: tuple[tuple[str, str], ...], job_dir: Path) -> None:
     """Every spec container shows the job script's state and log (c/<name> -> jobscript); the init
     containers, which the job script replaces, are done (exit 0) so that the pod can run."""
     state = safefs.job_location(job_dir) / "c"
     safefs.make_dirs(state)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
-    for container in pod.all_containers:
-        target = state / container.name
-        if container.name == JOB_SCRIPT_CONTAINER or safefs.lstat(target) is not None:
+    for name, kind in containers:
+        target = state / name
+        if name == JOB_SCRIPT_CONTAINER or safefs.lstat(target) is not None:
             continue
-        if container.kind == "init":
-            for name, text in (("started", now), ("finished", now),
-                               ("reason", "Completed replaced by interLink's jobScript"), ("exit", "0")):
-                safefs.write_bytes(target / name, (text + "\n").encode(), 0o600)
+        if kind == "init":
+            for file_name, text in (("started", now), ("finished", now),
+                                    ("reason", "Completed replaced by interLink's jobScript"), ("exit", "0")):
+                safefs.write_bytes(target / file_name, (text + "\n").encode(), 0o600)
         else:
             safefs.symlink(target, JOB_SCRIPT_CONTAINER)
 

@@ -78,6 +78,9 @@ class RunPlan:
     prepare: tuple[tuple[str, ...], ...] = ()
     # private files only the prepare steps may read: removed by the runner right after them
     credential_files: tuple[str, ...] = ()  # removed when the runner ends
+    # where the job finds the static helpers (the pod runner's static part, ns-exec.sh, probe.sh, ...):
+    # a content-hashed dir of the data root (core/podrunner/helpers.py); "" = the job dir, the runner self-contained
+    helper_dir: str = ""
 
     @property
     def init_containers(self) -> tuple[ContainerRun, ...]:

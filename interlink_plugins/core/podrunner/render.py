@@ -1,13 +1,18 @@
 """Render the pod runner: the bash script that runs a pod's containers inside the job.
 
-One template (``templates/pod_runner.sh.j2``) for every backend; the state it writes under
+One script for every backend: a small generated header (``templates/pod_runner_header.sh.j2``, the
+pod's values, each quoted by the template layer) and the static runner (``templates/pod_runner.sh``,
+the same for every pod, a content-hashed helper the header sources). The state it writes under
 ``<job_dir>/c/<name>/`` is the contract in docs/internals.md.
 """
 
 from __future__ import annotations
 
 import math
+import posixpath
 import re
+from functools import lru_cache
+from importlib import resources
 
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.podrunner import templating
@@ -18,19 +23,37 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _POLICIES = ("Never", "OnFailure", "Always")
 _PROBE_KINDS = ("startup", "readiness", "liveness")
 _REASON = re.compile(r"[A-Z][A-Za-z]{0,63}")
+STATIC_RUNNER = "pod_runner.sh"
+"""The static part of the pod runner, a helper (core/podrunner/helpers.py)."""
 MIN_LOG_BYTES = 4096
 """The smallest log cap (the runner keeps 256 bytes of it for the truncation marker)."""
 
 
 def render_runner(plan: RunPlan) -> str:
-    """The pod runner script (bash >= 5) for ``plan``.
+    """The pod runner script (bash >= 5) for ``plan``: the header sourcing the static runner from
+    ``plan.helper_dir``, or, without one, the header followed by the static runner (self-contained).
 
     Raises :class:`PodSpecError` (a ``ValueError``) when the plan cannot be run as given.
     """
+    header = render_header(plan)
+    if plan.helper_dir:
+        source = templating.quote_words(["source", posixpath.join(plan.helper_dir, STATIC_RUNNER)])
+        return f"{header}# the static runner, the same for every pod\n{source} || exit 1\n"
+    return header + static_runner()
+
+
+@lru_cache(maxsize=1)
+def static_runner() -> str:
+    """The static part of the pod runner (templates/pod_runner.sh)."""
+    return resources.files("interlink_plugins").joinpath("templates", STATIC_RUNNER).read_text()
+
+
+def render_header(plan: RunPlan) -> str:
+    """The per-job header: the plan's values as shell assignments, every value quoted."""
     _check(plan)
     containers = plan.containers
     return templating.render(
-        "pod_runner.sh.j2",
+        "pod_runner_header.sh.j2",
         plan=plan,
         names=[c.name for c in containers],
         kinds=[c.kind for c in containers],
@@ -77,7 +100,7 @@ def _check(plan: RunPlan) -> None:
         raise PodSpecError("log_max_bytes", f"must be 0 (no cap) or >= {MIN_LOG_BYTES}, got {plan.log_max_bytes}")
     if not plan.job_dir:
         raise PodSpecError("job_dir", "empty job directory")
-    for text in (plan.job_dir, plan.runner_path, *plan.prologue, *plan.wrapper):
+    for text in (plan.job_dir, plan.runner_path, plan.helper_dir, *plan.prologue, *plan.wrapper):
         if "\0" in text:
             raise PodSpecError("job", "NUL byte in the job dir, PATH, prologue or wrapper")
 

@@ -109,6 +109,12 @@ class RuntimeContext:
     default_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     container_index: int | None = None  # index in spec.containers / spec.initContainers, for errors
     apptainer: ApptainerSettings = field(default_factory=ApptainerSettings)
+    helper_dir: str = ""  # where the job finds the static helpers (core/podrunner/helpers.py); "" = the job dir
+
+    @property
+    def helpers(self) -> str:
+        """The dir holding ns-exec.sh, apptainer.sh, probe.sh, ... as the job sees it."""
+        return self.helper_dir or self.job_dir
 
     def field(self, suffix: str) -> str:
         """The Kubernetes field path of this container plus ``suffix``."""
@@ -233,7 +239,7 @@ class NoneRuntime:
         if ctx.extra_options:
             raise PodSpecError("metadata.annotations", "runtime 'none' takes no container runtime options")
         wd = ctx.container.working_dir
-        words = ["bash", posixpath.join(ctx.job_dir, NS_EXEC_NAME)]
+        words = ["bash", posixpath.join(ctx.helpers, NS_EXEC_NAME)]
         if ctx.binary:
             words += ["--bwrap", ctx.binary]
         # the env goes through a file, never through a long-lived argv (ps on shared nodes)
@@ -349,13 +355,13 @@ class PodmanRuntime:
         words += ["--", c.image, *(args or [])]
         cleanup: tuple[str, ...] = (binary, "rm", "-f", "-t", "0", "--ignore", name)
         if secret_files:
-            secrets_helper = posixpath.join(ctx.job_dir, PODMAN_SECRETS_NAME)
+            secrets_helper = posixpath.join(ctx.helpers, PODMAN_SECRETS_NAME)
             # the secrets exist from just before the run until it ends (podman reads them at start);
             # the cleanup after a stop removes them too
             words = ["bash", secrets_helper, "create", binary, *secret_files, "--", *words]
             cleanup = ("bash", secrets_helper, "remove", binary, *secret_files[::2], "--", *cleanup)
         policy = podman_pull_policy(c.image_pull_policy, ctx.pull_policy_override)
-        probe_helper = posixpath.join(ctx.job_dir, PROBE_HELPER)
+        probe_helper = posixpath.join(ctx.helpers, PROBE_HELPER)
         return ContainerArgv(
             argv=tuple(words), cleanup_argv=cleanup, files=tuple(files),
             image_argv=("bash", probe_helper, "podman-pull", binary, policy, c.image),
@@ -366,7 +372,7 @@ class PodmanRuntime:
         """``podman exec`` once the container runs (a postStart hook starts right after ``podman run``)."""
         if not command:
             raise ValueError("exec_argv needs a command")
-        helper = posixpath.join(ctx.job_dir, PROBE_HELPER)
+        helper = posixpath.join(ctx.helpers, PROBE_HELPER)
         return ("bash", helper, "podman-exec", self._binary(ctx), container_name(ctx), *command)
 
 
@@ -471,7 +477,7 @@ class ApptainerRuntime:
 
     def _launch(self, ctx: RuntimeContext, verb: str, program: Sequence[str]) -> tuple[str, ...]:
         image, sif = self.image(ctx)
-        helper = posixpath.join(ctx.job_dir, APPTAINER_HELPER_NAME)
+        helper = posixpath.join(ctx.helpers, APPTAINER_HELPER_NAME)
         env_file = self._env_file(ctx)[0]
         return (
             "bash", helper, self._binary(ctx), self._fallback(ctx), env_file, sif, image, verb, *self._options(ctx),
@@ -494,7 +500,7 @@ class ApptainerRuntime:
         if not found:
             return None
         auth_file = posixpath.join(ctx.job_dir, REGISTRY_AUTH_DIR, f"{ctx.container.name}.json")
-        step = ("bash", posixpath.join(ctx.job_dir, APPTAINER_HELPER_NAME), "--convert", self._binary(ctx),
+        step = ("bash", posixpath.join(ctx.helpers, APPTAINER_HELPER_NAME), "--convert", self._binary(ctx),
                 self._fallback(ctx), auth_file, sif, image)  # fmt: skip
         return step, (auth_file, registry_auth_json(image_registry(image), *found))
 

@@ -9,7 +9,7 @@ runs again for every container, right before its start: each component of the so
 the one before; a symlink, a missing component or a non-directory on the way is a refusal that names
 the volume, and the container waits (``CreateContainerConfigError``) instead of starting.
 
-The SLURM pod runner does the same check in bash (``check_binds`` in templates/pod_runner.sh.j2).
+The SLURM pod runner does the same check in bash (``check_binds`` in templates/pod_runner.sh).
 """
 
 from __future__ import annotations

@@ -48,6 +48,9 @@ class VolumePlan:
 
     mounts: Mapping[str, tuple[Mount, ...]]  # container name -> mounts, in volumeMounts order
     files: tuple[WrittenFile, ...]  # every file written (for `render`, secrets flagged)
+    # what `write_volumes` writes: the volumes' dirs and files, the subPath dirs the mounts need
+    volumes: tuple[_Planned, ...] = ()
+    sub_paths: tuple[_SubPath, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,15 @@ class _Budget:
         if top.max_bytes is not None and self.size > top.max_bytes:
             raise PodSpecError(field, f"the pod's configMap, secret, projected and downwardAPI volumes hold more "
                                       f"than {top.max_bytes} bytes (MaxVolumeBytes)")
+
+
+@dataclass(frozen=True)
+class _SubPath:
+    """A volumeMount's subPath below a job-dir volume: checked and made (when missing) at writing."""
+
+    planned: _Planned
+    rel: RelPath
+    field: str  # the volumeMount's spec path
 
 
 @dataclass
@@ -619,8 +631,8 @@ def _write(job_fd: int, planned: _Planned) -> None:
 # --------------------------------------------------------------------------- mounts
 
 
-def _mount(planned: _Planned, mount: VolumeMount, path: str, job_fd: int | None) -> Mount:
-    """The Mount for one volumeMount; with `job_fd` (writing) subPaths are checked on disk."""
+def _mount(planned: _Planned, mount: VolumeMount, path: str, sub_paths: list[_SubPath]) -> Mount:
+    """The Mount for one volumeMount; a subPath below the job dir is recorded for the writer."""
     what = f"volume {planned.volume.name!r}" + (f" subPath {mount.sub_path!r}" if mount.sub_path else "")
     checked = partial(Mount, root=planned.root, what=what)
     if not mount.sub_path:
@@ -637,23 +649,31 @@ def _mount(planned: _Planned, mount: VolumeMount, path: str, job_fd: int | None)
                 f"{path}.subPath", "does not exist on the host (the plugin never creates host paths)"
             )
         return checked(real, mount.mount_path, mount.read_only, os.path.isfile(real))
-    if job_fd is None:  # planning only: judge from what would be written
-        return checked(source, mount.mount_path, mount.read_only, rel in planned.files)
-    if not _within(os.path.realpath(source), os.path.realpath(planned.base)):
+    sub_paths.append(_SubPath(planned, rel, path))
+    # judged from what is written: a file of the volume, else a directory (made when missing)
+    return checked(source, mount.mount_path, mount.read_only, rel in planned.files)
+
+
+def _write_sub_path(job_fd: int, job_dir: str, sub: _SubPath) -> None:
+    """Kubernetes creates a missing subPath as a directory; one that resolves outside its volume
+    directory (a planted symlink) is refused."""
+    planned, path = sub.planned, sub.field
+    top = "emptydir" if planned.category == "emptydir" else "volumes"
+    base = os.path.join(job_dir, top, planned.volume.name)
+    source = os.path.join(base, *sub.rel)
+    if not _within(os.path.realpath(source), os.path.realpath(base)):
         raise PodSpecError(f"{path}.subPath", "resolves outside the volume directory")
-    if not os.path.lexists(source):  # Kubernetes creates a missing subPath as a directory
-        top = ["emptydir"] if planned.category == "emptydir" else ["volumes"]
+    if not os.path.lexists(source):
         mode = EMPTYDIR_MODE if planned.category == "emptydir" else DIR_MODE
-        parent = _open_dirs(job_fd, top, DIR_MODE, f"{path}.subPath")
+        parent = _open_dirs(job_fd, [top], DIR_MODE, f"{path}.subPath")
         try:
-            os.close(_open_dirs(parent, [planned.volume.name, *rel], mode, f"{path}.subPath"))
+            os.close(_open_dirs(parent, [planned.volume.name, *sub.rel], mode, f"{path}.subPath"))
         finally:
             os.close(parent)
-    return checked(source, mount.mount_path, mount.read_only, os.path.isfile(source))
 
 
 def _container_mounts(
-    containers: tuple[Container, ...], group: str, plans: dict[str, _Planned], job_fd: int | None
+    containers: tuple[Container, ...], group: str, plans: dict[str, _Planned], sub_paths: list[_SubPath]
 ) -> dict[str, tuple[Mount, ...]]:
     result: dict[str, tuple[Mount, ...]] = {}
     for c_index, container in enumerate(containers):
@@ -663,9 +683,48 @@ def _container_mounts(
             planned = plans.get(mount.name)
             if planned is None:
                 raise PodSpecError(f"{path}.name", f"no volume named {mount.name!r} in spec.volumes")
-            mounts.append(_mount(planned, mount, path, job_fd))
+            mounts.append(_mount(planned, mount, path, sub_paths))
         result[container.name] = tuple(mounts)
     return result
+
+
+def plan_volumes(
+    pod: Pod,
+    job_dir: Path | str,
+    *,
+    allowed_host_paths: Sequence[str],
+    limits: VolumeLimits = VolumeLimits(),
+) -> VolumePlan:
+    """Validate the pod's volumes and plan their files under `job_dir` (the path the job sees) and every
+    container's mounts; nothing is written. Raises PodSpecError naming the field; every check, `limits`
+    included, is made here."""
+    root = os.path.abspath(job_dir)
+    plans = _plan(pod, root, allowed_host_paths, limits)
+    sub_paths: list[_SubPath] = []
+    mounts = {
+        **_container_mounts(pod.init_containers, "spec.initContainers", plans, sub_paths),
+        **_container_mounts(pod.containers, "spec.containers", plans, sub_paths),
+    }
+    files = tuple(
+        WrittenFile(os.path.join(planned.base, *item.rel), item.mode, len(item.content), item.secret)
+        for planned in plans.values()
+        for item in planned.files.values()
+    )
+    return VolumePlan(mounts=mounts, files=files, volumes=tuple(plans.values()), sub_paths=tuple(sub_paths))
+
+
+def write_volumes(plan: VolumePlan, job_dir: Path) -> None:
+    """Write a plan's volume files and dirs into `job_dir` (which must exist: the job dir, or a stage
+    that becomes it), walking with O_NOFOLLOW dir fds; the subPaths are checked and made."""
+    root = os.path.abspath(job_dir)
+    job_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for planned in plan.volumes:
+            _write(job_fd, planned)
+        for sub in plan.sub_paths:
+            _write_sub_path(job_fd, root, sub)
+    finally:
+        os.close(job_fd)
 
 
 def materialise_volumes(
@@ -676,27 +735,8 @@ def materialise_volumes(
     write: bool = True,
     limits: VolumeLimits = VolumeLimits(),
 ) -> VolumePlan:
-    """Validate the pod's volumes, write their files under `job_dir` (unless `write=False`), and
-    return every container's mounts. `job_dir` must exist. Raises PodSpecError naming the field;
-    every check, `limits` included, is made before anything is written."""
-    root = os.path.abspath(job_dir)
-    plans = _plan(pod, root, allowed_host_paths, limits)
-    job_fd: int | None = None
-    try:
-        if write:
-            job_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            for planned in plans.values():
-                _write(job_fd, planned)
-        mounts = {
-            **_container_mounts(pod.init_containers, "spec.initContainers", plans, job_fd),
-            **_container_mounts(pod.containers, "spec.containers", plans, job_fd),
-        }
-    finally:
-        if job_fd is not None:
-            os.close(job_fd)
-    files = tuple(
-        WrittenFile(os.path.join(planned.base, *item.rel), item.mode, len(item.content), item.secret)
-        for planned in plans.values()
-        for item in planned.files.values()
-    )
-    return VolumePlan(mounts=mounts, files=files)
+    """plan_volumes for `job_dir`, then (unless `write=False`) write_volumes into it."""
+    plan = plan_volumes(pod, job_dir, allowed_host_paths=allowed_host_paths, limits=limits)
+    if write:
+        write_volumes(plan, job_dir)
+    return plan

@@ -17,7 +17,7 @@ from interlink_plugins.core.commands.local import LocalRunner
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError
 from interlink_plugins.core.model.names import job_dir_name
 from interlink_plugins.core.model.pod import Pod, parse_create_body
-from interlink_plugins.core.podrunner.plan import RunPlan
+from interlink_plugins.core.podrunner.jobdir import JobPlan
 from interlink_plugins.core.records.state import PodRecord
 from tests.podfactory import container, pod_body
 
@@ -39,7 +39,7 @@ class ToyBackend(BatchBackend[str]):
             raise PodSpecError("metadata.name", "refused before any file is written")
         return "batch"
 
-    def submission(self, pod: Pod, draft: str, job_dir: Path, plan: RunPlan, files: dict[str, str], *,
+    def submission(self, pod: Pod, draft: str, job_dir: Path, job_plan: JobPlan, files: dict[str, str], *,
                    write: bool) -> dict[str, list[str]]:
         return {"argv": ["toysub", "-q", draft, str(job_dir / "pod-runner.sh")]}
 
