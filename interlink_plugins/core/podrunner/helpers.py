@@ -3,7 +3,7 @@
 The static pod runner, ns-exec.sh, apptainer.sh, probe.sh, mpi.sh and podman-secrets.sh are the same
 for every pod. They live in ``<data root>/helpers/<sha256>/`` (the hash of every name and content,
 so a new plugin version gets a new dir and running jobs keep theirs), written atomically (a private
-temp dir renamed into place), files 0555 and dirs 0555 owned by the plugin: a job user can read and run
+temp dir renamed into place), files 0555 and dirs 0511 owned by the plugin: a job user can read and run
 them, not change them (nor list the dirs, as the data root). The job's runner refers to them by that path.
 
 An existing copy is used only when it is what the plugin would write: the ``helpers`` dir and the
