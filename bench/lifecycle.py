@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from interlink_plugins.core.podrunner.helpers import HELPERS_DIR
 from tests.podfactory import container, log_request, pod_body, status_pod
 
 
@@ -129,7 +130,10 @@ def _finished_at(status: dict[str, Any]) -> float:
 
 
 def _leftovers(data_root: Path) -> list[str]:
-    return sorted(p.name for p in data_root.iterdir()) if data_root.is_dir() else []
+    """Job dirs still in the data root (the shared helpers' dir is the plugin's, not a pod's)."""
+    if not data_root.is_dir():
+        return []
+    return sorted(p.name for p in data_root.iterdir() if p.name != HELPERS_DIR)
 
 
 async def run_lifecycle(
