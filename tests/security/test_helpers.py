@@ -108,6 +108,23 @@ def test_a_helpers_dir_others_may_write_is_refused(tmp_path: Path) -> None:
 
 
 @root_only
+def test_the_helpers_dir_of_an_earlier_plugin_identity_is_moved_aside_not_used(tmp_path: Path) -> None:
+    """A site moves its plugin from its own user to root (the guide's root step): the helpers dir the
+    earlier identity made, with a copy that identity could still change, is moved aside whole, never used."""
+    hs = _fresh()
+    (tmp_path / "helpers").mkdir(mode=0o711)
+    planted = tmp_path / "helpers" / hs.digest
+    _plant(planted, hs, evil=dict(hs.files)["pod_runner.sh"])
+    for path in (tmp_path / "helpers", planted, *planted.iterdir()):
+        os.lchown(path, NOBODY, NOBODY)
+    where = Path(helpers.ensure_local(tmp_path, hs))
+    assert os.lstat(tmp_path / "helpers").st_uid == 0 and os.lstat(where).st_uid == 0
+    assert _runner(hs, tmp_path).read_bytes() == dict(hs.files)["pod_runner.sh"]
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith(f"helpers.uid-{NOBODY}.")]
+    assert os.lstat(aside).st_uid == NOBODY  # kept as it was, for the admin to look at
+
+
+@root_only
 def test_a_copy_owned_by_a_job_user_is_replaced_and_job_users_cannot_write() -> None:
     """Attack: a copy with the plugin's exact bytes but owned by a job user (who could change it at any
     time) is not used; the plugin's copy cannot be changed or added to by that user."""

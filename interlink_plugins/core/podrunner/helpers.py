@@ -133,6 +133,13 @@ def _open_parent(root_fd: int, data_root: Path) -> int:
     if made:
         os.fchmod(fd, _PARENT_MODE)  # umask-proof: job users traverse it
     info = os.fstat(fd)
+    if info.st_uid != os.geteuid() and not info.st_mode & 0o022 and not made:
+        # the dir of an earlier identity of the plugin (a site moving it from its own user to root, or
+        # back): never used, moved aside whole (the rename follows nothing) and made anew
+        os.close(fd)
+        aside = f"{HELPERS_DIR}.uid-{info.st_uid}.{secrets.token_hex(4)}"
+        os.rename(HELPERS_DIR, aside, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+        return _open_parent(root_fd, data_root)
     if info.st_uid != os.geteuid() or info.st_mode & 0o022:
         os.close(fd)
         raise safefs.Refused(shown, f"owned by uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):o} "
