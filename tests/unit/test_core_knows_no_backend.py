@@ -5,12 +5,11 @@ which backends use a piece of core). What a backend adds is registered by its pa
 
 from __future__ import annotations
 
-import ast
-import io
 import re
 import tokenize
-from collections.abc import Iterator
 from pathlib import Path
+
+from bench.arch_numbers import code_tokens
 
 CORE = Path(__file__).resolve().parents[2] / "interlink_plugins" / "core"
 
@@ -31,33 +30,10 @@ RUNTIME_MODULES = {
 PROSE_MODULES = {
     "model/podfields.py": "the notes of the pod field table, printed in docs/kubelet-parity.md and status messages",
 }
-WORD_TOKENS = {tokenize.NAME, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
-
-
-def _docstring_lines(tree: ast.AST) -> set[int]:
-    lines: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
-            first = node.body[0]
-            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                    and isinstance(first.value.value, str)):
-                lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
-    return lines
-
-
-def _code_words(path: Path) -> Iterator[tokenize.TokenInfo]:
-    """Identifiers and string literals outside docstrings (comments are never yielded)."""
-    source = path.read_text()
-    skip = _docstring_lines(ast.parse(source))
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type in WORD_TOKENS and token.start[0] not in skip:
-            yield token
-
-
 def _hits(path: Path) -> list[str]:
     found = []
     name = path.relative_to(CORE).as_posix()
-    for token in _code_words(path):
+    for token in code_tokens(path.read_text()):
         text = token.string
         if name in PROSE_MODULES and token.type != tokenize.NAME and " " in text.strip("\"'"):
             continue  # a sentence of the docs, not a key, a command or a name
@@ -87,5 +63,5 @@ def test_the_scan_sees_code_and_skips_comments(tmp_path: Path) -> None:
 
 def _hits_in(path: Path) -> list[str]:
     """_hits for a file outside core (the test of the scan itself)."""
-    return [f"{path.name}:{token.start[0]}: {token.string}" for token in _code_words(path)
+    return [f"{path.name}:{token.start[0]}: {token.string}" for token in code_tokens(path.read_text())
             if BACKEND_WORDS.search(token.string) or PODMAN.search(token.string)]
