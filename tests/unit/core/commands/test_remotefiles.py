@@ -387,3 +387,22 @@ def test_a_follow_of_a_remote_log_ends_only_once_its_copy_has_the_last_line(tmp_
         return await asyncio.wait_for(after, 20)
 
     assert asyncio.run(scenario()) == b"last\n"
+
+
+def test_the_catch_up_size_of_a_remote_log_never_follows_a_planted_symlink(tmp_path: Path) -> None:
+    """Attack: the job replaces its log by a symlink to a huge file; the Follow's catch-up reads the size of
+    the link itself (lstat), so the stream waits for nothing it would never copy."""
+    from interlink_plugins.core.commands.remotefiles import _size_or_zero
+
+    class Sftp(_LocalSftp):  # stand-in: SFTP's lstat on this host's files
+        def lstat(self, path: str) -> os.stat_result:
+            return os.lstat(path)
+
+    huge = tmp_path / "huge"
+    with huge.open("wb") as out:
+        out.truncate(1 << 30)  # sparse: 1 GiB in size, no blocks
+    log = tmp_path / "log"
+    log.symlink_to(huge)
+    sftp: Any = Sftp()
+    assert _size_or_zero(sftp, str(log)) == os.lstat(log).st_size < 4096
+    assert _size_or_zero(sftp, str(tmp_path / "absent")) == 0
