@@ -4,6 +4,7 @@ the plugin owns them read-only and uses a copy only when it is exactly what it w
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -17,6 +18,8 @@ import pytest
 from interlink_plugins.core import safefs
 from interlink_plugins.core.commands.remotefiles import stage_helpers
 from interlink_plugins.core.podrunner import helpers
+from tests.harness import PluginProcess, exit_codes
+from tests.podfactory import container, pod_body
 
 EVIL = b"#!/bin/bash\ntouch /tmp/pwned\n"
 NOBODY = 65534
@@ -107,6 +110,26 @@ def test_a_helpers_dir_others_may_write_is_refused(tmp_path: Path) -> None:
         helpers.ensure_local(tmp_path, hs)
 
 
+def test_a_refused_helpers_dir_answers_503_naming_the_data_root_and_leaves_nothing(plugin: PluginProcess) -> None:
+    """Attack on the real plugin and SLURM: ``<data root>/helpers`` replaced by a symlink to a dir the
+    attacker controls. The create is refused with a 503 naming DataRootFolder (not a bare 500), no job
+    dir is left and nothing is submitted; once the admin removes it, the same pod runs."""
+    data_root = Path(plugin.config["DataRootFolder"])
+    decoy = data_root.parent / "decoy"
+    decoy.mkdir()
+    shutil.rmtree(data_root / "helpers", ignore_errors=True)  # the plugin made it at start, or not yet
+    (data_root / "helpers").symlink_to(decoy)
+    body = pod_body("refused-helpers", [container("c", ["sh", "-c", "echo ran"])])
+    answer = plugin.client.post("/create", json=body)
+    assert answer.status_code == 503, answer.text
+    assert str(data_root) in answer.text and "helpers" in answer.text and "symlink" in answer.text
+    assert not list(decoy.iterdir()) and plugin.status(body) is None
+    assert [p.name for p in data_root.iterdir()] == ["helpers"]  # no job dir left behind
+    (data_root / "helpers").unlink()
+    plugin.create(body)
+    assert exit_codes(plugin.wait_done(body)) == {"c": 0}
+
+
 @root_only
 def test_the_helpers_dir_of_an_earlier_plugin_identity_is_moved_aside_not_used(tmp_path: Path) -> None:
     """A site moves its plugin from its own user to root (the guide's root step): the helpers dir the
@@ -122,6 +145,52 @@ def test_the_helpers_dir_of_an_earlier_plugin_identity_is_moved_aside_not_used(t
     assert _runner(hs, tmp_path).read_bytes() == dict(hs.files)["pod_runner.sh"]
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith(f"helpers.uid-{NOBODY}.")]
     assert os.lstat(aside).st_uid == NOBODY  # kept as it was, for the admin to look at
+
+
+def _ensure_local_as_nobody(data_root: Path, hs: helpers.HelperSet) -> str:
+    """helpers.ensure_local run by the system Python as uid nobody (the plugin's own user), from a copy
+    of the two modules it uses that nobody can read (the checkout may sit below a private dir)."""
+    package = data_root.parent / f"{data_root.name}-src"
+    source = Path(helpers.__file__).parents[2]
+    for module in ("__init__.py", "core/__init__.py", "core/safefs.py", "core/podrunner/__init__.py",
+                   "core/podrunner/helpers.py"):
+        target = package / "interlink_plugins" / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((source / module).read_bytes() if module.endswith(("safefs.py", "helpers.py")) else b"")
+    os.chmod(package, 0o755)
+    for path in package.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    code = ("import json, sys; from pathlib import Path; from interlink_plugins.core.podrunner import helpers; "
+            "files = json.loads(sys.stdin.read()); "
+            "print(helpers.ensure_local(Path(sys.argv[1]), helpers.make_set(files)))")
+    try:
+        done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
+                               "-c", code, str(data_root)], input=json.dumps(hs.texts()), env={"PYTHONPATH": str(package)},
+                              capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        shutil.rmtree(package)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@root_only
+def test_roots_helpers_dir_is_moved_aside_by_a_plugin_run_as_its_own_user_again() -> None:
+    """The step back (root -> the plugin's own user, or a data root root used first): root's 0711
+    helpers dir cannot even be opened by the plugin's user; it is moved aside, and every create worked
+    again (it failed every create with a bare PermissionError)."""
+    data_root = Path(tempfile.mkdtemp(prefix="il-sec-helpers-", dir="/tmp"))
+    try:
+        os.chown(data_root, NOBODY, NOBODY)
+        (data_root / "helpers").mkdir(mode=0o711)  # root's, as root's plugin made it
+        os.chmod(data_root / "helpers", 0o711)
+        hs = _fresh()
+        where = Path(_ensure_local_as_nobody(data_root, hs))
+        assert where.parent == data_root / "helpers" and os.lstat(where.parent).st_uid == NOBODY
+        assert _runner(hs, data_root).read_bytes() == dict(hs.files)["pod_runner.sh"]
+        (aside,) = [p for p in data_root.iterdir() if p.name.startswith("helpers.uid-0.")]
+        assert os.lstat(aside).st_uid == 0  # kept as it was
+    finally:
+        shutil.rmtree(data_root, ignore_errors=True)
 
 
 @root_only

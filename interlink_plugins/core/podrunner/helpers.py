@@ -123,26 +123,29 @@ def _open_parent(root_fd: int, data_root: Path) -> int:
         os.mkdir(HELPERS_DIR, _PARENT_MODE, dir_fd=root_fd)
         made = True
     shown = str(data_root / HELPERS_DIR)
-    try:
-        fd = os.open(HELPERS_DIR, _DIR_FLAGS, dir_fd=root_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            info = os.stat(HELPERS_DIR, dir_fd=root_fd, follow_symlinks=False)
-            raise safefs.Refused(shown, safefs.kind_of(info.st_mode)) from None
-        raise
-    if made:
-        os.fchmod(fd, _PARENT_MODE)  # umask-proof: job users traverse it
-    info = os.fstat(fd)
+    info = os.stat(HELPERS_DIR, dir_fd=root_fd, follow_symlinks=False)
+    if not stat.S_ISDIR(info.st_mode):
+        raise safefs.Refused(shown, safefs.kind_of(info.st_mode))
     if info.st_uid != os.geteuid() and not info.st_mode & 0o022 and not made:
         # the dir of an earlier identity of the plugin (a site moving it from its own user to root, or
-        # back): never used, moved aside whole (the rename follows nothing) and made anew
-        os.close(fd)
+        # back; the other's 0711 dir cannot even be opened): never used, moved aside whole (the rename
+        # follows nothing) and made anew
         aside = f"{HELPERS_DIR}.uid-{info.st_uid}.{secrets.token_hex(4)}"
         os.rename(HELPERS_DIR, aside, src_dir_fd=root_fd, dst_dir_fd=root_fd)
         return _open_parent(root_fd, data_root)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+    try:
+        fd = os.open(HELPERS_DIR, _DIR_FLAGS, dir_fd=root_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # swapped since the lstat
+            raise safefs.Refused(shown, "replaced while checked") from None
+        raise
+    if made:
+        os.fchmod(fd, _PARENT_MODE)  # umask-proof: job users traverse it
+    opened = os.fstat(fd)
+    if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino) or opened.st_uid != os.geteuid() \
+            or opened.st_mode & 0o022:
         os.close(fd)
-        raise safefs.Refused(shown, f"owned by uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):o} "
+        raise safefs.Refused(shown, f"owned by uid {opened.st_uid} with mode {stat.S_IMODE(opened.st_mode):o} "
                                     "(must be the plugin's, writable by nobody else)")
     return fd
 

@@ -51,6 +51,13 @@ class Submissions:
                 if isinstance(exc, PodSpecError):
                     reason = "Forbidden" if exc.status == 403 else "Invalid"
                     metrics.create_failures.labels(backend.name, reason).inc()
+                if isinstance(exc, OSError):
+                    # the plugin's own data root failed it (full, not writable, a refused helpers dir): the
+                    # pod is fine, interLink retries on the 503, the admin reads the path in the log
+                    log.error("pod %s/%s: the job dir could not be written below %s: %s", pod.namespace, pod.name,
+                              shared.config.data_root, exc)
+                    raise BackendUnavailable(backend.name, "writing the job dir",
+                                             f"DataRootFolder {shared.config.data_root}: {exc}") from exc
                 raise
             metrics.creates.labels(backend.name).inc()
             now = shared.clock()
