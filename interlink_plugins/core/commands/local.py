@@ -16,9 +16,11 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -71,7 +73,12 @@ class CommandRunner(Protocol):
 
 
 class LocalRunner:
-    """Runs commands on this host in their own process group (killed whole on timeout)."""
+    """Runs commands on this host in their own process group (killed whole on timeout).
+
+    Started with ``subprocess.Popen`` (CPython's vfork path: no copy of the plugin's page tables, nothing
+    run in the child before exec) from the event loop, and waited for through a pidfd the loop watches:
+    no pipe, no thread per command. A create spent most of its event-loop time in the fork that
+    ``create_subprocess_exec`` with a ``preexec_fn`` needs (uvloop has no ``umask=``)."""
 
     def __init__(self, base_env: Mapping[str, str] | None = None) -> None:
         self._base_env = dict(os.environ if base_env is None else base_env)
@@ -85,37 +92,75 @@ class LocalRunner:
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         started = time.monotonic()
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, _input(stdin) as given:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env={**self._base_env, **(env or {})},
-                    start_new_session=True,
-                    preexec_fn=_child_umask,  # uvloop takes no umask= (a syscall in the child: fork-safe)
+                proc = subprocess.Popen(  # bounded: the wait below, killed with its group when it expires
+                    list(argv), stdin=given, stdout=out, stderr=err, env={**self._base_env, **(env or {})},
+                    start_new_session=True, umask=CHILD_UMASK,
                 )
             except OSError as exc:
                 raise CommandFailed(argv, exc.strerror or str(exc)) from exc
             try:
-                await asyncio.wait_for(proc.communicate(stdin), timeout)
+                await asyncio.wait_for(exited(proc), timeout)
             except TimeoutError:
                 _kill_group(proc.pid)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.wait(), 5)
+                    await asyncio.wait_for(exited(proc), 5)
                 raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None
             except asyncio.CancelledError:
                 _kill_group(proc.pid)
+                _reap_later(proc)
                 raise
             stdout, stderr = _read_back(out), _read_back(err)
-        result = CommandResult(tuple(argv), proc.returncode or 0, stdout, stderr, time.monotonic() - started)
+        result = CommandResult(tuple(argv), proc.returncode, stdout, stderr, time.monotonic() - started)
         log.debug("ran %s rc=%s in %.3fs", argv[0], result.returncode, result.seconds)
         return result
 
 
-def _child_umask() -> None:
-    os.umask(CHILD_UMASK)
+@contextlib.contextmanager
+def _input(data: bytes | None) -> Iterator[int | IO[bytes]]:
+    """The command's stdin: /dev/null, or ``data`` in an unlinked temp file (no pipe to feed)."""
+    if data is None:
+        yield subprocess.DEVNULL
+        return
+    with tempfile.TemporaryFile() as file:
+        file.write(data)
+        file.seek(0)
+        yield file
+
+
+async def exited(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for ``proc`` to exit without blocking the loop, and reap it: a pidfd the loop watches, or
+    (a kernel before 5.3) a thread of its own."""
+    if proc.poll() is not None:
+        return proc.returncode
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd here: one waiting thread per command
+        threading.Thread(target=lambda: (proc.wait(), loop.call_soon_threadsafe(wake)), daemon=True).start()
+        await done
+        return proc.returncode
+    try:
+        loop.add_reader(pidfd, wake)
+        try:
+            await done
+        finally:
+            loop.remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
+    return proc.wait()  # it has exited: reaps at once
+
+
+def _reap_later(proc: subprocess.Popen[bytes]) -> None:
+    """A killed command whose waiter was cancelled: reaped by a thread, never left a zombie."""
+    threading.Thread(target=proc.wait, daemon=True).start()
 
 
 def _read_back(file: IO[bytes]) -> bytes:
@@ -130,8 +175,6 @@ def _kill_group(pid: int) -> None:
 
 def run_blocking(argv: Sequence[str], *, timeout: float) -> CommandResult:
     """The blocking twin of LocalRunner.run, for worker threads and the CLI (same kill-on-timeout)."""
-    import subprocess
-
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:

@@ -1,20 +1,27 @@
 """Durable store of pod UID -> backend job and lifecycle phase (SQLite on local disk).
 
-The in-memory dict is the working copy; every change is written through before the HTTP answer
-goes out, so a ``kill -9`` at any point leaves a record that recovery can finish.
+The in-memory dict is the working copy. ``put`` writes a change through before it returns; ``put_soon``
+(what a submission learned: the job id, the phase after it) is written behind by one writer thread, in
+order with every other write, several per transaction. A ``kill -9`` before such a write lands leaves
+the record as it was before the submission ("submitting"), which recovery finishes by looking the job
+up (``find_job``), never by a second submission. So any ``kill -9`` leaves a record recovery can finish.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from interlink_plugins.core.records.lifecycle import Lifecycle
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 
@@ -145,7 +152,7 @@ def read_records(path: Path) -> list[PodRecord]:
 class StateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection: held while writing
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -154,6 +161,10 @@ class StateStore:
         for _uid, data in self._db.execute("SELECT uid, data FROM pods"):
             record = PodRecord.from_json(json.loads(data))
             self.records[record.uid] = record
+        self._queued: list[_Row] = []  # written behind, oldest first
+        self._queue_lock = threading.Condition(threading.Lock())
+        self._writer: threading.Thread | None = None
+        self._closing = False
 
     def _migrate(self, path: Path) -> None:
         """Create the schema, or upgrade an older one in a transaction (a crash leaves the old one)."""
@@ -185,17 +196,69 @@ class StateStore:
         return self.records.get(uid)
 
     def put(self, record: PodRecord) -> None:
-        data = json.dumps(record.to_json(), separators=(",", ":"))
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO pods (uid, data, job_id) VALUES (?, ?, ?)", (record.uid, data, record.job_id)
-            )
+        """Write ``record`` through (after every write queued before it); blocking."""
+        self._write([_put_row(record)])
         self.records[record.uid] = record
 
+    def put_soon(self, record: PodRecord) -> None:
+        """Keep ``record`` now and write it behind: for what recovery can find again if it is lost."""
+        row = _put_row(record)  # as it is now: later changes of the object come with their own write
+        self.records[record.uid] = record
+        with self._queue_lock:
+            self._queued.append(row)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_behind, name="state-writer", daemon=True)
+                self._writer.start()
+            self._queue_lock.notify()
+
     def remove(self, uid: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM pods WHERE uid = ?", (uid,))
+        self._write([(uid, None, "")])
         self.records.pop(uid, None)
+
+    def flush(self) -> None:
+        """Every write queued so far is in the file."""
+        self._write([])
+
+    def _write(self, rows: list[_Row]) -> None:
+        with self._lock:
+            with self._queue_lock:
+                behind, self._queued = self._queued, []
+            if not behind and not rows:
+                return
+            try:
+                self._commit([*behind, *rows])
+            except BaseException:
+                with self._queue_lock:  # kept, in order, for the next attempt; the caller's own write failed
+                    self._queued[:0] = behind
+                raise
+
+    def _commit(self, rows: list[_Row]) -> None:
+        """One transaction for ``rows``, in order (a removal is a row without data). Under ``_lock``."""
+        self._db.execute("BEGIN")
+        try:
+            for uid, data, job_id in rows:
+                if data is None:
+                    self._db.execute("DELETE FROM pods WHERE uid = ?", (uid,))
+                else:
+                    self._db.execute("INSERT OR REPLACE INTO pods (uid, data, job_id) VALUES (?, ?, ?)",
+                                     (uid, data, job_id))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _write_behind(self) -> None:
+        while True:
+            with self._queue_lock:
+                while not self._queued and not self._closing:
+                    self._queue_lock.wait()
+                if self._closing:
+                    return
+            try:
+                self._write([])
+            except sqlite3.Error:  # the next write through (or close) retries what is queued; said once here
+                log.exception("state: writing queued records failed; retried with the next write")
+                time.sleep(1)
 
     def __iter__(self) -> Iterator[PodRecord]:
         return iter(list(self.records.values()))
@@ -204,5 +267,18 @@ class StateStore:
         return len(self.records)
 
     def close(self) -> None:
+        with self._queue_lock:
+            self._closing = True
+            self._queue_lock.notify()
+        if self._writer is not None:
+            self._writer.join()
+        self.flush()
         with self._lock:
             self._db.close()
+
+
+_Row = tuple[str, str | None, str]  # uid, the record's JSON (None: remove it), job id
+
+
+def _put_row(record: PodRecord) -> _Row:
+    return record.uid, json.dumps(record.to_json(), separators=(",", ":")), record.job_id

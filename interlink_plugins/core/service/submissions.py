@@ -11,8 +11,8 @@ from typing import Any
 from interlink_plugins.core import safefs
 from interlink_plugins.core.errors import BackendUnavailable, PodSpecError, SubmitRejected
 from interlink_plugins.core.model.names import job_dir_name
-from interlink_plugins.core.model.pod import parse_create_body, pod_summary
-from interlink_plugins.core.model.podfields import Facts, check_pod
+from interlink_plugins.core.model.pod import Pod, parse_create_body, pod_summary
+from interlink_plugins.core.model.podfields import Facts, FieldReport, check_pod
 from interlink_plugins.core.records.state import PodRecord
 from interlink_plugins.core.records.status import submit_failed_status
 from interlink_plugins.core.service.shared import Shared
@@ -40,38 +40,8 @@ class Submissions:
             existing = shared.store.get(pod.uid)
             if existing is not None:
                 return {"PodUID": pod.uid, "PodJID": existing.pod_jid}
-            job_dir = safefs.job_location(shared.config.data_root / job_dir_name(pod.namespace, pod.uid))
-            fresh = await safefs.run(safefs.lstat, job_dir) is None
-            try:
-                prepared = await asyncio.to_thread(backend.prepare, pod)
-            except Exception as exc:
-                if fresh and await safefs.run(safefs.lstat, job_dir) is not None:
-                    # a refused pod leaves nothing behind: what prepare wrote before it refused goes
-                    await safefs.run(safefs.remove_tree, job_dir)
-                if isinstance(exc, PodSpecError):
-                    reason = "Forbidden" if exc.status == 403 else "Invalid"
-                    metrics.create_failures.labels(backend.name, reason).inc()
-                if isinstance(exc, OSError):
-                    # the plugin's own data root failed it (full, not writable, a refused helpers dir): the
-                    # pod is fine, interLink retries on the 503, the admin reads the path in the log
-                    log.error("pod %s/%s: the job dir could not be written below %s: %s", pod.namespace, pod.name,
-                              shared.config.data_root, exc)
-                    raise BackendUnavailable(backend.name, "writing the job dir",
-                                             f"DataRootFolder {shared.config.data_root}: {exc}") from exc
-                raise
-            metrics.creates.labels(backend.name).inc()
-            now = shared.clock()
-            record = PodRecord.from_summary(
-                pod_summary(pod),
-                job_dir=str(prepared.job_dir),
-                created_at=now,
-                submit=dict(prepared.submit),
-                deadline_at=now + shared.config.submit_deadline,
-            )
-            if fields.warned:  # the pod runs without them: said once in the log, and in its containers' status
-                log.warning("pod %s/%s (%s): %s", pod.namespace, pod.name, pod.uid, fields.log_line())
-                record.lifecycle.field_notes = {name: list(notes) for name, notes in fields.by_container.items()}
-            await asyncio.to_thread(shared.store.put, record)
+            # one trip to a worker thread: job dir, record, its write-through (each trip costs the loop)
+            record = await safefs.run(self._prepare_and_record, pod, fields)
             if shared.down_since is None:
                 await self.submit(record)
             else:
@@ -81,10 +51,45 @@ class Submissions:
                 await asyncio.to_thread(shared.store.put, record)
             return {"PodUID": pod.uid, "PodJID": record.pod_jid}
 
+    def _prepare_and_record(self, pod: Pod, fields: FieldReport) -> PodRecord:
+        """The job dir (nothing left of it when the pod is refused) and the pod's record, written through
+        before anything is submitted; blocking."""
+        shared, backend, metrics = self.shared, self.shared.backend, self.shared.metrics
+        job_dir = safefs.job_location(shared.config.data_root / job_dir_name(pod.namespace, pod.uid))
+        fresh = safefs.lstat(job_dir) is None
+        try:
+            prepared = backend.prepare(pod)
+        except Exception as exc:
+            if fresh and safefs.lstat(job_dir) is not None:
+                safefs.remove_tree(job_dir)  # a refused pod leaves nothing behind
+            if isinstance(exc, PodSpecError):
+                metrics.create_failures.labels(backend.name, "Forbidden" if exc.status == 403 else "Invalid").inc()
+            if isinstance(exc, OSError):
+                # the plugin's own data root failed it (full, not writable, a refused helpers dir): the
+                # pod is fine, interLink retries on the 503, the admin reads the path in the log
+                log.error("pod %s/%s: the job dir could not be written below %s: %s", pod.namespace, pod.name,
+                          shared.config.data_root, exc)
+                raise BackendUnavailable(backend.name, "writing the job dir",
+                                         f"DataRootFolder {shared.config.data_root}: {exc}") from exc
+            raise
+        metrics.creates.labels(backend.name).inc()
+        now = shared.clock()
+        record = PodRecord.from_summary(pod_summary(pod), job_dir=str(prepared.job_dir), created_at=now,
+                                        submit=dict(prepared.submit),
+                                        deadline_at=now + shared.config.submit_deadline)
+        if fields.warned:  # the pod runs without them: said once in the log, and in its containers' status
+            log.warning("pod %s/%s (%s): %s", pod.namespace, pod.name, pod.uid, fields.log_line())
+            record.lifecycle.field_notes = {name: list(notes) for name, notes in fields.by_container.items()}
+        shared.store.put(record)
+        return record
+
     async def submit(self, record: PodRecord) -> None:
         shared, state = self.shared, record.lifecycle
         backend, metrics = shared.backend, shared.metrics
         attempts = state.submit_attempts
+        # a record stored as "submitting" is looked up before any resubmission after a crash (recovery): what
+        # this attempt learns may be written behind; any other phase is written through
+        behind = record.phase == "submitting"
         state.submit_attempts = attempts + 1
         # after a refusal the scheduler answered: no earlier attempt can have gone through
         unsure = attempts and not state.submit_refused
@@ -119,7 +124,10 @@ class Submissions:
             record.job_id, record.phase, record.last_error = job_id, "submitted", ""
             log.info("pod %s/%s (%s) submitted as %s job %s", record.namespace, record.name, record.uid,
                      backend.name, job_id)
-        await asyncio.to_thread(shared.store.put, record)
+        if behind:  # lost only to a kill -9 within milliseconds: the stored record still says "submitting"
+            shared.store.put_soon(record)
+        else:
+            await asyncio.to_thread(shared.store.put, record)
 
     async def wait_for_backend(self, record: PodRecord) -> None:
         """A pod caught submitting while the backend is down: it waits like any pod created during an outage

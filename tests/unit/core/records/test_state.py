@@ -1,9 +1,10 @@
-"""SQLite state: write-through records, schema migration on upgrade."""
+"""SQLite state: records written through or behind (in order), schema migration on upgrade."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,62 @@ def test_a_lifecycle_of_the_wrong_types_is_its_defaults() -> None:
     lifecycle = Lifecycle.from_json({"images": ["not", "a", "map"], "sidecars": "i", "grace_seconds": "forever",
                                      "field_notes": {"c": 7}, "retry_at": None, "submit_attempts": True})
     assert lifecycle == Lifecycle(field_notes={"c": []})
+
+
+def _stored(path: Path) -> dict[str, tuple[str, str]]:
+    """uid -> (phase, job id) as a reader of the file sees it now."""
+    return {r.uid: (r.phase, r.job_id) for r in read_records(path)}
+
+
+def test_written_behind_records_land_in_order_with_every_write_through(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = StateStore(path)
+    first = record("a")
+    store.put(first)  # through: in the file before put returns
+    assert _stored(path) == {"a": ("submitting", "")}
+    submitted = record("a", job_id="7")
+    store.put_soon(submitted)
+    assert store.get("a") is submitted  # the working copy has it at once
+    later = record("a", job_id="7")
+    later.phase = "deleting"
+    store.put(later)  # a write through after one behind: the older one never lands over it
+    store.put_soon(record("b", job_id="8"))
+    store.remove("b")  # likewise a removal after a write behind
+    store.flush()
+    assert _stored(path) == {"a": ("deleting", "7")}
+    store.close()
+
+
+def test_close_writes_what_is_queued(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = StateStore(path)
+    for i in range(50):
+        store.put_soon(record(f"p{i}", job_id=str(i)))
+    store.close()
+    assert _stored(path) == {f"p{i}": ("submitted", str(i)) for i in range(50)}
+
+
+def test_the_writer_thread_lands_a_write_behind_without_another_write(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = StateStore(path)
+    store.put_soon(record("a", job_id="9"))
+    deadline = time.monotonic() + 10
+    while _stored(path) != {"a": ("submitted", "9")} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _stored(path) == {"a": ("submitted", "9")}
+    store.close()
+
+
+def test_a_failed_write_keeps_what_was_queued_for_the_next(tmp_path: Path) -> None:
+    """SQLite refuses a write (here: the table is gone for a moment): the queued record is not dropped."""
+    path = tmp_path / "state.sqlite"
+    store = StateStore(path)
+    store._db.execute("ALTER TABLE pods RENAME TO pods_away")  # stand-in for a disk that refuses writes
+    with store._queue_lock:  # queue without waking the writer: the next write through carries it
+        store._queued.append(("q", json.dumps(record("q").to_json()), ""))
+    with pytest.raises(sqlite3.OperationalError):
+        store.put(record("a"))
+    store._db.execute("ALTER TABLE pods_away RENAME TO pods")
+    store.put(record("a"))
+    assert set(_stored(path)) == {"q", "a"}
+    store.close()
