@@ -15,7 +15,9 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from interlink_plugins.core import safefs
 from interlink_plugins.podman.hooks import read_killed
 from interlink_plugins.podman.plan import CreateError
 from interlink_plugins.podman.spec import PodSpec
@@ -25,9 +27,27 @@ STOP_MARKER = "stop-requested"
 RunFiles = tuple[bool, str, tuple[str, str] | None]  # (oom file, start error, why the plugin killed it)
 
 
+SPEC_MAX = 8 << 20  # pod.json: a pod spec with its volumes' sources, far below this
+RUN_FILE_MAX = 64 << 10  # an error record of a run
+
+
+def _run_file(job_dir: Path, container: str, run: int | str, name: str) -> safefs.Location:
+    return safefs.job_location(job_dir) / "c" / container / str(run) / name
+
+
+def _read_json(loc: safefs.Location, limit: int) -> Any:
+    """A JSON file of the job dir, read bounded and never through a symlink; FileNotFoundError when absent."""
+    raw = safefs.read_bytes(loc, limit + 1)
+    if raw is None:
+        raise FileNotFoundError(str(loc))
+    if len(raw) > limit:
+        raise ValueError(f"{loc}: over {limit} bytes")
+    return json.loads(raw)
+
+
 def load_spec(job_dir: Path) -> PodSpec:
     """The spec in ``pod.json``; OSError, ValueError, KeyError or TypeError when it cannot be read."""
-    return PodSpec.from_json(json.loads((job_dir / "pod.json").read_text())["podman"])
+    return PodSpec.from_json(_read_json(safefs.job_location(job_dir) / "pod.json", SPEC_MAX)["podman"])
 
 
 def read_spec(job_dir: Path) -> PodSpec | None:
@@ -87,8 +107,8 @@ def stored_create_error(job_dir: Path, container: str) -> CreateError | None:
     runs = run_numbers(job_dir / "c" / container)
     if not runs:
         return None
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        data = json.loads((job_dir / "c" / container / str(runs[-1]) / "error").read_text())
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+        data = _read_json(_run_file(job_dir, container, runs[-1], "error"), RUN_FILE_MAX)
         if data.get("create"):
             return CreateError(runs[-1], str(data["reason"]), str(data["message"]), float(data["at"]),
                                int(data.get("attempts", 1)))
@@ -97,13 +117,12 @@ def stored_create_error(job_dir: Path, container: str) -> CreateError | None:
 
 def read_run_files(job_dir: Path, container: str, run: str, *, ended: bool) -> RunFiles:
     """What a run's directory says: conmon's OOM file, a start error, why the plugin killed it (ended)."""
-    run_dir = job_dir / "c" / container / run
     killed = read_killed(job_dir, container, run) if ended else None
     error = ""
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads((run_dir / "error").read_text())
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        data = _read_json(_run_file(job_dir, container, run, "error"), RUN_FILE_MAX)
         error = "" if data.get("create") else str(data.get("message", ""))
-    return (run_dir / "oom").exists(), error, killed
+    return safefs.lstat(_run_file(job_dir, container, run, "oom")) is not None, error, killed
 
 
 def run_numbers(directory: Path) -> list[int]:
