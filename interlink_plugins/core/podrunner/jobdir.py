@@ -256,82 +256,113 @@ def plan_job(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, he
     (config.data_root); None = inline, in the job dir itself (the runner self-contained)."""
     PLAN_COUNTER.count += 1
     helper_set = helpers_mod.helper_set()
-    if helper_dir is None:
-        helpers_at, runner_helpers = str(job_dir), ""
-    else:
-        helpers_at = helper_dir or helper_set.dir_below(config.data_root)
-        runner_helpers = helpers_at
+    helpers_at = str(job_dir) if helper_dir is None else helper_dir or helper_set.dir_below(config.data_root)
     volume_plan = plan_volumes(pod, job_dir, allowed_host_paths=policy.allowed_host_paths,
                                limits=volume_limits(config))
     runtime_name = config.container_runtime
     if runtime_name == "none":
         _refuse_mounts_without_namespaces(pod)
-    runtime = runtime_for(runtime_name)
-    image_root = ann.image_root(pod.annotations, policy.annotation_keys(ann.IMAGE_ROOT))
-    options = _runtime_options(pod, policy, runtime_name)
-    mpi = _mpi_launch(pod, config, policy, runtime_name, helpers_at)
-    runs: list[ContainerRun] = []
-    private_files: list[tuple[str, bytes]] = []
-    prepare_steps: list[tuple[str, ...]] = []
-    credential_paths: list[str] = []
+    planning = _PodPlanning(
+        pod=pod, job_dir=job_dir, config=config, volumes=volume_plan, runtime=runtime_for(runtime_name),
+        runtime_name=runtime_name, image_root=ann.image_root(pod.annotations, policy.annotation_keys(ann.IMAGE_ROOT)),
+        options=_runtime_options(pod, policy, runtime_name),
+        mpi=_mpi_launch(pod, config, policy, runtime_name, helpers_at), helpers_at=helpers_at,
+    )
+    planned: list[_PlannedContainer] = []
     if pod.job_script is not None:
         # interLink's job script replaces the containers (the Go plugin's pseudo-container jobScript)
         policy.check_raw_shell("jobScript")
-        runs.append(_job_script_run(pod, job_dir))
+        planned.append(_PlannedContainer(_job_script_run(pod, job_dir), (), (), ()))
     for index, container in enumerate(() if pod.job_script is not None else pod.all_containers):
-        position = index if container.kind == "init" else index - len(pod.init_containers)
-        gpus = sum(container.resources.extended.get(kind, 0) for kind in GPU_RESOURCES)
+        planned.append(planning.container(container, index if container.kind == "init"
+                                          else index - len(pod.init_containers)))
+    run = _run_plan(pod, job_dir, config, policy, planned, helper_dir="" if helper_dir is None else helpers_at)
+    return JobPlan(
+        run=run,
+        volumes=volume_plan,
+        files=(*_top_files(pod, run, inline_helpers=helper_dir is None),
+               *(JobFile(os.path.relpath(path, job_dir), content, 0o600) for path, content in run.private_files)),
+        job_script_links=tuple((c.name, c.kind) for c in pod.all_containers) if pod.job_script is not None else (),
+        helpers=None if helper_dir is None else helper_set,
+        helper_root=str(config.data_root),
+    )
+
+
+@dataclass(frozen=True)
+class _PlannedContainer:
+    """One container's run and what it adds to the job dir and the runner's preparation."""
+
+    run: ContainerRun
+    files: tuple[tuple[str, bytes], ...]
+    prepare: tuple[tuple[str, ...], ...]
+    credential_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _PodPlanning:
+    """What every container of one pod is planned with."""
+
+    pod: Pod
+    job_dir: Path
+    config: Config
+    volumes: VolumePlan
+    runtime: Runtime
+    runtime_name: str
+    image_root: str
+    options: tuple[str, ...]
+    mpi: tuple[str, ...]
+    helpers_at: str
+
+    def container(self, container: Container, position: int) -> _PlannedContainer:
+        """``container`` (``position`` within its kind) as the runtime's argv, hooks and probes."""
+        pod, config = self.pod, self.config
         ctx = RuntimeContext(
             container=container,
-            mounts=tuple(volume_plan.mounts.get(container.name, ())),
+            mounts=tuple(self.volumes.mounts.get(container.name, ())),
             env=container.env,
-            job_dir=str(job_dir),
+            job_dir=str(self.job_dir),
             pod_uid=pod.uid,
             pod_namespace=pod.namespace,
             pod_name=pod.name,
             instance=config.instance_id,
-            image_prefix=image_root or config.image_prefix,
+            image_prefix=self.image_root or config.image_prefix,
             pull_policy_override=config.pull_policy or None,
-            gpus=gpus,
-            extra_options=options,
-            binary=_runtime_binary(config, runtime_name),
+            gpus=sum(container.resources.extended.get(kind, 0) for kind in GPU_RESOURCES),
+            extra_options=self.options,
+            binary=_runtime_binary(config, self.runtime_name),
             container_index=position,
             apptainer=apptainer_settings(config),
-            helper_dir=helpers_at,
+            helper_dir=self.helpers_at,
         )
-        argv = runtime.argv(ctx)
-        private_files.extend(argv.files + argv.credential_files)
-        prepare_steps.extend(argv.prepare_argvs)
-        credential_paths.extend(path for path, _content in argv.credential_files)
-        lifecycle = container.lifecycle
+        argv = self.runtime.argv(ctx)
         path = f"{container.field_path}[{position}]"
         probes: tuple[ProbeRun, ...] = ()
         if config.enable_probes and (container.kind == "main" or container.is_sidecar):
-            probes = probe_runs(pod, container, runtime=runtime, ctx=ctx, job_dir=helpers_at, field=path)
-        command = argv.argv
-        if mpi and container.kind == "main":
-            command = (*mpi, *command)
-        runs.append(
-            ContainerRun(
-                name=container.name,
-                kind=container.kind,
-                argv=command,
-                restart_policy=_restart_policy(pod, container),
-                sidecar=container.is_sidecar,
-                cleanup_argv=argv.cleanup_argv,
-                post_start_argv=_hook_argv(
-                    pod, container, runtime, ctx, lifecycle.get("postStart"), f"{path}.lifecycle.postStart"
-                ),
-                pre_stop_argv=_hook_argv(
-                    pod, container, runtime, ctx, lifecycle.get("preStop"), f"{path}.lifecycle.preStop"
-                ),
-                probes=probes,
-                image_argv=argv.image_argv,
-                image=container.image,
-                image_failure=argv.image_failure,
-                binds=bind_sources(ctx.mounts),
-            )
+            probes = probe_runs(pod, container, runtime=self.runtime, ctx=ctx, job_dir=self.helpers_at, field=path)
+        hooks = {name: _hook_argv(pod, container, self.runtime, ctx, container.lifecycle.get(name),
+                                  f"{path}.lifecycle.{name}") for name in ("postStart", "preStop")}
+        run = ContainerRun(
+            name=container.name,
+            kind=container.kind,
+            argv=(*self.mpi, *argv.argv) if self.mpi and container.kind == "main" else argv.argv,
+            restart_policy=_restart_policy(pod, container),
+            sidecar=container.is_sidecar,
+            cleanup_argv=argv.cleanup_argv,
+            post_start_argv=hooks["postStart"],
+            pre_stop_argv=hooks["preStop"],
+            probes=probes,
+            image_argv=argv.image_argv,
+            image=container.image,
+            image_failure=argv.image_failure,
+            binds=bind_sources(ctx.mounts),
         )
+        return _PlannedContainer(run, (*argv.files, *argv.credential_files), tuple(argv.prepare_argvs),
+                                 tuple(path for path, _content in argv.credential_files))
+
+
+def _run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, planned: list[_PlannedContainer], *,
+              helper_dir: str) -> RunPlan:
+    """The runner's plan: the containers in order, the pod's limits and the admin's prologue."""
     prologue, wrapper, wrapper_script = _prologue(pod, policy, job_dir)
     if config.command_prefix:
         prologue.insert(0, config.command_prefix)  # the admin's CommandPrefix: before interLink's and the pod's
@@ -339,9 +370,9 @@ def plan_job(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, he
     pod_ip = pod.annotations.get(ann.POD_IP, "")
     if pod_ip:
         runner_env["POD_IP"] = pod_ip
-    run = RunPlan(
+    return RunPlan(
         job_dir=str(job_dir),
-        containers=tuple(runs),
+        containers=tuple(item.run for item in planned),
         grace_seconds=int(min(pod.termination_grace_seconds, config.grace_period_cap)),
         backoff_initial_seconds=config.restart_backoff_initial,
         backoff_max_seconds=config.restart_backoff_max,
@@ -351,19 +382,10 @@ def plan_job(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, he
         runner_env=tuple(sorted(runner_env.items())),
         wrapper=wrapper,
         wrapper_script=wrapper_script,
-        private_files=tuple(private_files),
-        prepare=tuple(prepare_steps),
-        credential_files=tuple(credential_paths),
-        helper_dir=runner_helpers,
-    )
-    return JobPlan(
-        run=run,
-        volumes=volume_plan,
-        files=(*_top_files(pod, run, inline_helpers=helper_dir is None),
-               *(JobFile(os.path.relpath(path, job_dir), content, 0o600) for path, content in private_files)),
-        job_script_links=tuple((c.name, c.kind) for c in pod.all_containers) if pod.job_script is not None else (),
-        helpers=None if helper_dir is None else helper_set,
-        helper_root=str(config.data_root),
+        private_files=tuple(file for item in planned for file in item.files),
+        prepare=tuple(step for item in planned for step in item.prepare),
+        credential_files=tuple(path for item in planned for path in item.credential_paths),
+        helper_dir=helper_dir,
     )
 
 
