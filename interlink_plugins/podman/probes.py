@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -85,7 +86,9 @@ class ProbeSupervisor:
         if not probes:
             return
         kinds = {p.kind for p in probes}
-        adopted = target.started_ts < self._born
+        # podman ps gives the start in whole seconds: only a start in a second before the plugin's own is
+        # surely older than the plugin (one in the same second gets its startup probe, the safe side)
+        adopted = target.started_ts < math.floor(self._born)
         started = "startup" not in kinds or adopted
         state = ProbeState(
             ready=None if not kinds & {"startup", "readiness"} else ("readiness" not in kinds and started),

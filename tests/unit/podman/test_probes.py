@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -82,6 +83,25 @@ def test_a_container_found_running_after_a_plugin_restart_counts_as_started() ->
         await asyncio.sleep(0.1)
         state = sup.state("cid")
         assert state is not None and state.started is True and state.ready is True
+
+    asyncio.run(scenario())
+
+
+def test_a_container_started_in_the_plugins_first_second_is_not_adopted() -> None:
+    """podman ps reports StartedAt in whole seconds: a container started just after the plugin, in the
+    same second, shows a start before the plugin's birth; its startup probe must still gate it (it was
+    taken for a container from before a restart, started and ready at once: the CI's podman probes test)."""
+    async def run_probe(target: Target, probe: ProbeRun) -> Outcome:
+        return Outcome(False, "not yet")
+
+    async def scenario() -> None:
+        sup = ProbeSupervisor(run_probe, lambda t, p, m: None)
+        sup._born = math.floor(time.time()) + 0.9  # late in its second
+        sup.ensure(_target(started=float(math.floor(sup._born))), (ProbeRun("startup", ("tcp", "127.0.0.1", "1")),))
+        await asyncio.sleep(0.1)
+        state = sup.state("cid")
+        assert state is not None and state.started is False and state.ready is False
+        sup.retain(set())
 
     asyncio.run(scenario())
 
