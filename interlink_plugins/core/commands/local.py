@@ -104,8 +104,10 @@ class LocalRunner:
                 await asyncio.wait_for(exited(proc), timeout)
             except TimeoutError:
                 _kill_group(proc.pid)
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(exited(proc), 5)
+                except TimeoutError:  # stuck in the kernel (D state): reaped whenever it goes
+                    _reap_later(proc)
                 raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None
             except asyncio.CancelledError:
                 _kill_group(proc.pid)
