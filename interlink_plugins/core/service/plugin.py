@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # core reads the config, it does not import it
 
 FIRST_RESOURCES_SECONDS = 5.0
 FIRST_POLL_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class PluginService:
@@ -90,10 +93,13 @@ class PluginService:
     async def stop(self) -> None:
         """Stop polling. Jobs are never touched by a plugin stop."""
         for task in (self._poll_task, self.poller.usage_task):
-            if task:
+            # cancelled again until it ends: Python 3.11's wait_for drops a cancel that arrives as the awaited
+            # command finishes, and the poll loop then went on forever (the plugin never exited on SIGTERM)
+            while task is not None and not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.wait({task}, timeout=1)
+            if task is not None and not task.cancelled() and task.exception() is not None:
+                log.error("%s ended with an error at stop", task.get_name(), exc_info=task.exception())
         self.store.close()
 
     async def recover(self) -> None:

@@ -554,3 +554,27 @@ def test_only_a_log_read_answers_503_naming_the_backend(tmp_path: Path) -> None:
     # the other routes answer 200 while it is down
     assert service.status([status_pod(body)]) and service.ping()["status"] == "ok"
     assert "being deleted" in run(service.delete(status_pod(body)))
+
+
+def test_stop_ends_a_poll_loop_that_lost_the_first_cancel(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.11's wait_for drops a cancel that arrives as the awaited command finishes: the poll loop
+    went on and the plugin never exited on SIGTERM (a clean-clone run left such a plugin behind). stop()
+    cancels until the loop has ended."""
+    service, _backend, _clock = svc
+    lost: list[bool] = []
+
+    async def poll_once_losing_a_cancel() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            lost.append(True)  # swallowed, as wait_for does when the command has just exited
+
+    monkeypatch.setattr(service.poller, "poll_once", poll_once_losing_a_cancel)
+
+    async def scenario() -> None:
+        service._poll_task = asyncio.create_task(service.poller.poll_forever(), name="poller")
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(service.stop(), 15)  # hung for ever before the fix
+
+    run(scenario())
+    assert lost == [True] and service._poll_task is not None and service._poll_task.done()
