@@ -94,18 +94,21 @@ class LocalRunner:
         started = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, _input(stdin) as given:
             try:
-                proc = subprocess.Popen(  # bounded: the wait below, killed with its group when it expires
+                proc = subprocess.Popen(  # timeout: asyncio.timeout below; on expiry its group is SIGKILLed
                     list(argv), stdin=given, stdout=out, stderr=err, env={**self._base_env, **(env or {})},
                     start_new_session=True, umask=CHILD_UMASK,
                 )
             except OSError as exc:
                 raise CommandFailed(argv, exc.strerror or str(exc)) from exc
             try:
-                await asyncio.wait_for(exited(proc), timeout)
+                # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that arrives as the command exits
+                async with asyncio.timeout(timeout):
+                    await exited(proc)
             except TimeoutError:
                 _kill_group(proc.pid)
                 try:
-                    await asyncio.wait_for(exited(proc), 5)
+                    async with asyncio.timeout(5):
+                        await exited(proc)
                 except TimeoutError:  # stuck in the kernel (D state): reaped whenever it goes
                     _reap_later(proc)
                 raise CommandFailed(argv, f"timed out after {timeout:g}s and was killed") from None

@@ -93,8 +93,8 @@ class PluginService:
     async def stop(self) -> None:
         """Stop polling. Jobs are never touched by a plugin stop."""
         for task in (self._poll_task, self.poller.usage_task):
-            # cancelled again until it ends: Python 3.11's wait_for drops a cancel that arrives as the awaited
-            # command finishes, and the poll loop then went on forever (the plugin never exited on SIGTERM)
+            # cancelled again until it ends: an await that drops a cancel (Python 3.11's wait_for, when the
+            # awaited work finishes at that moment) would otherwise keep the poll loop going after SIGTERM
             while task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=1)
