@@ -80,9 +80,10 @@ async def _create_all(base: str, bodies: list[dict[str, Any]], concurrency: int)
                 began = time.perf_counter()
                 writer.write(b"POST /create HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-                answer = await reader.readexactly(length)
+                async with asyncio.timeout(300):  # httpx's timeout here before
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                    answer = await reader.readexactly(length)
                 latencies.append(time.perf_counter() - began)
                 assert head.startswith(b"HTTP/1.1 200"), head + answer
         finally:
