@@ -48,6 +48,7 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # the templates ship with the package: no stat of the file per render
     )
     env.filters["raw"] = Raw
     env.filters["words"] = quote_words

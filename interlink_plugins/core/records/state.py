@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,15 +98,21 @@ class PodRecord:
         return cls(**{k: v for k, v in data.items() if k in known}, lifecycle=Lifecycle.from_json(data.get("meta")))
 
     def to_json(self) -> dict[str, Any]:
-        """The record as the state file has it: its lifecycle under "meta", by the keys it always had."""
-        data = asdict(self)
-        data.pop("lifecycle")
+        """The record as the state file has it: its lifecycle under "meta", by the keys it always had.
+
+        The values are the record's own (no deep copy, which was most of a save's CPU): serialise the
+        result before the record changes again, as ``_put_row`` does."""
+        data = {name: getattr(self, name) for name in _STORED_FIELDS}
         data["meta"] = self.lifecycle.to_json()
         return data
 
     @property
     def pod_jid(self) -> str:
         return self.job_id or f"pending-{self.uid}"
+
+
+# what to_json stores, by field name (the lifecycle goes under "meta")
+_STORED_FIELDS = tuple(f.name for f in fields(PodRecord) if f.name != "lifecycle")
 
 
 class StateSchemaError(RuntimeError):
