@@ -257,9 +257,12 @@ supervise() {
     put "$DIR/exit" "$RC"
     say "container $NAME exited $RC"
     [[ -n $STOP ]] && return
+    last_reason=''
+    [[ -e $DIR/reason ]] && IFS=' ' read -r last_reason _ <"$DIR/reason"
     case ${POLICIES[I]} in
       Never) return ;;
-      OnFailure) ((RC == 0)) && return ;;
+      # as the kubelet: a container its liveness or startup probe killed restarts whatever its exit code
+      OnFailure) ((RC == 0)) && [[ $last_reason != Unhealthy ]] && return ;;
     esac
 
     # CrashLoopBackOff: the kubelet's back-off, reset after a run of twice the maximum
@@ -273,8 +276,6 @@ supervise() {
     # the last run's log and state first: a status read in between never shows the new restartCount
     # without its lastState and previous log
     [[ -e $DIR/log ]] && mv -f -- "$DIR/log" "$DIR/log.prev"
-    last_reason=''
-    [[ -e $DIR/reason ]] && IFS=' ' read -r last_reason _ <"$DIR/reason"
     put "$DIR/last" "$RC $started $finished${last_reason:+ $last_reason}"
     restarts=$((restarts + 1))
     put "$DIR/restarts" "$restarts"

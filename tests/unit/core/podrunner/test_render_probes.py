@@ -93,15 +93,18 @@ def test_readiness_moves_only_the_ready_file(tmp_path: Path, start: Callable[[Ru
     proc.wait(timeout=20)
 
 
+@pytest.mark.parametrize("policy", ["Always", "OnFailure"])
 def test_liveness_failure_restarts_the_container_per_restart_policy(
-    tmp_path: Path, start: Callable[[RunPlan], subprocess.Popen[str]]
+    tmp_path: Path, start: Callable[[RunPlan], subprocess.Popen[str]], policy: str
 ) -> None:
+    """OnFailure restarts it too although it exits 0 on SIGTERM: the kubelet restarts a container its liveness
+    probe killed whatever the exit code."""
     job = tmp_path / "job"
     alive = tmp_path / "alive"
     alive.touch()
     liveness = ProbeRun("liveness", ("test", "-e", str(alive)), period_seconds=1, failure_threshold=2)
     pre_stop = sh(f"echo pre-stop >> {tmp_path}/hooks")
-    container = main("c", sh("trap 'exit 0' TERM; echo run; while :; do sleep 0.1; done"), "Always",
+    container = main("c", sh("trap 'exit 0' TERM; echo run; while :; do sleep 0.1; done"), policy,
                      probes=(liveness,), pre_stop_argv=pre_stop)
     proc = start(plan_for(job, container))
     wait_for(lambda: read(job, "c", "started") is not None)
