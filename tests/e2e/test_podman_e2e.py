@@ -661,46 +661,103 @@ class RootlessPlugin(PluginProcess):
         raise RuntimeError(self.log_path.read_text()[-3000:])
 
 
-def test_rootless_create_run_logs_delete_and_limits_refused(podman_ready: None) -> None:
+@pytest.fixture
+def rootless(podman_ready: None) -> Iterator[Callable[[dict[str, Any]], RootlessPlugin]]:
+    """Start plugins as the unprivileged user (rootless podman); each one's pods removed afterwards."""
     if not Path("/usr/bin/python3").exists():
         pytest.skip("needs Debian's python3 for the unprivileged plugin process")
     base = Path(tempfile.mkdtemp(prefix="il-rootless-", dir="/tmp"))
     base.chmod(0o755)
-    instance = f"rl-{base.name[-8:]}"
     runas = _rootless_user(base)
     if runas is None:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip("rootless podman needs root to prepare a user, newuidmap and runuser")
-    workdir = base / "plugin"
-    workdir.mkdir()
     RootlessPlugin.runas = runas
-    plugin = RootlessPlugin(workdir, {"Backend": "podman", "InstanceId": instance, "LogFormat": "text",
-                                      "PodmanPodNetwork": "none", "AllowedClientUids": [0]})  # root's client
-    try:
-        plugin.start()
-        body = pod_body("rootless", [
-            container("a", ["sh", "-c", "echo hi > /tmp/i; httpd -p 8080 -h /tmp; sleep 1; echo as-$(id -u)"]),
-            container("b", ["sh", "-c", "until wget -qO- http://127.0.0.1:8080/i 2>/dev/null; do sleep 0.2; done"]),
-        ], terminationGracePeriodSeconds=1)
-        job_id = plugin.create(body)["PodJID"]
-        status = plugin.wait_done(body, timeout=90)
-        assert exit_codes(status) == {"a": 0, "b": 0}, plugin.log_path.read_text()[-2000:]
-        assert plugin.logs(body, "a").text == "as-0\n" and plugin.logs(body, "b").text == "hi\n"
-        owner = subprocess.run([*runas, "podman", "pod", "inspect", "--format", "{{.Name}}", job_id],
-                               capture_output=True, text=True, timeout=60, cwd="/")
-        assert owner.returncode == 0 and owner.stdout.strip().startswith(f"il-{instance}-")
-        assert plugin.delete(body).status_code == 200
-        wait_gone(plugin, body)
+    started: list[RootlessPlugin] = []
 
-        limited = pod_body("limited", [container("c", ["true"], resources={"limits": {"memory": "64Mi"}})])
-        response = plugin.client.post("/create", json=limited)
-        if Path("/sys/fs/cgroup/cgroup.controllers").exists():
-            assert response.status_code == 200  # cgroup v2: rootless podman enforces limits
-        else:
-            assert response.status_code == 422, response.text
-            assert "spec.containers[0].resources.limits[memory]" in response.json()["error"]
-            assert "cgroup v1" in response.json()["error"]
+    def start(config: dict[str, Any]) -> RootlessPlugin:
+        workdir = base / f"plugin{len(started)}"
+        workdir.mkdir()
+        plugin = RootlessPlugin(workdir, {"Backend": "podman", "InstanceId": f"rl{len(started)}-{base.name[-8:]}",
+                                          "LogFormat": "text", "AllowedClientUids": [0], **config})  # root's client
+        started.append(plugin)
+        plugin.start()
+        return plugin
+
+    try:
+        yield start
     finally:
-        plugin.stop()
-        remove_instance_pods(instance, runas)
+        for plugin in started:
+            plugin.stop()
+            remove_instance_pods(plugin.config["InstanceId"], runas)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_rootless_create_run_logs_delete_and_limits_refused(
+    rootless: Callable[[dict[str, Any]], RootlessPlugin],
+) -> None:
+    plugin = rootless({"PodmanPodNetwork": "none"})
+    runas, instance = RootlessPlugin.runas, plugin.config["InstanceId"]
+    body = pod_body("rootless", [
+        container("a", ["sh", "-c", "echo hi > /tmp/i; httpd -p 8080 -h /tmp; sleep 1; echo as-$(id -u)"]),
+        container("b", ["sh", "-c", "until wget -qO- http://127.0.0.1:8080/i 2>/dev/null; do sleep 0.2; done"]),
+    ], terminationGracePeriodSeconds=1)
+    job_id = plugin.create(body)["PodJID"]
+    status = plugin.wait_done(body, timeout=90)
+    assert exit_codes(status) == {"a": 0, "b": 0}, plugin.log_path.read_text()[-2000:]
+    assert plugin.logs(body, "a").text == "as-0\n" and plugin.logs(body, "b").text == "hi\n"
+    owner = subprocess.run([*runas, "podman", "pod", "inspect", "--format", "{{.Name}}", job_id],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    assert owner.returncode == 0 and owner.stdout.strip().startswith(f"il-{instance}-")
+    assert plugin.delete(body).status_code == 200
+    wait_gone(plugin, body)
+
+    limited = pod_body("limited", [container("c", ["true"], resources={"limits": {"memory": "64Mi"}})])
+    response = plugin.client.post("/create", json=limited)
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        assert response.status_code == 200  # cgroup v2: rootless podman enforces limits
+    else:
+        assert response.status_code == 422, response.text
+        assert "spec.containers[0].resources.limits[memory]" in response.json()["error"]
+        assert "cgroup v1" in response.json()["error"]
+
+
+def test_rootless_probes_and_hooks_reach_into_the_pod(rootless: Callable[[dict[str, Any]], RootlessPlugin]) -> None:
+    """A rootless plugin runs httpGet/tcpSocket probes inside the pod's network namespace, entered through
+    its user namespace (it has no capability in the host's), and exec probes and hooks with podman exec.
+
+    The readiness probe fetches the file the postStart hook writes; the preStop hook leaves a mark in an
+    emptyDir that the restarted run prints, so each step is seen to have run where it must."""
+    # network none: the pod's own namespace with loopback only (slirp4netns is not installed here)
+    plugin = rootless({"PodmanPodNetwork": "none", "PollInterval": 1, "RestartBackoffInitial": 1,
+                       "RestartBackoffMax": 4})
+    script = (
+        "if [ -e /shared/stopped ]; then cat /shared/stopped; exec sleep 600; fi; "
+        "mkdir -p /tmp/www; sleep 3; httpd -p 8080 -h /tmp/www; touch /tmp/alive; sleep 8; rm /tmp/alive; "
+        "exec sleep 600"
+    )
+    body = pod_body("rl-probes", [container(
+        "web", ["sh", "-c", script],
+        startupProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 30},
+        readinessProbe={"httpGet": {"path": "/hook", "port": 8080}, "periodSeconds": 1},
+        livenessProbe={"exec": {"command": ["test", "-e", "/tmp/alive"]}, "initialDelaySeconds": 1,
+                       "periodSeconds": 1, "failureThreshold": 2},
+        lifecycle={"postStart": {"exec": {"command": ["sh", "-c", "mkdir -p /tmp/www; echo hooked > /tmp/www/hook"]}},
+                   "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop ran > /shared/stopped"]}}},
+        volumeMounts=[{"name": "shared", "mountPath": "/shared"}],
+    )], restart_policy="Always", terminationGracePeriodSeconds=2,
+        volumes=[{"name": "shared", "emptyDir": {}}])
+    plugin.create(body)
+    first = plugin.wait_status(body, lambda s: "running" in states(s)["web"], timeout=90)
+    web = first["containers"][0]
+    assert web["started"] is False and web["ready"] is False, web  # httpd is not up for 3 s: startup gates
+    up = plugin.wait_status(body, lambda s: s["containers"][0]["ready"], timeout=30)
+    assert up["containers"][0]["started"] is True and up["containers"][0]["restartCount"] == 0
+    # /tmp/alive goes 8 s after httpd started: two failed exec checks kill the run, Always restarts it
+    restarted = plugin.wait_status(
+        body, lambda s: s["containers"][0]["restartCount"] >= 1 and "lastState" in s["containers"][0], timeout=60)
+    last = restarted["containers"][0]["lastState"]["terminated"]
+    assert last["reason"] == "Unhealthy" and "liveness probe failed 2 times" in last["message"], last
+    plugin.wait_status(body, lambda s: plugin.logs(body, "web").text == "pre-stop ran\n", timeout=30)
+    assert plugin.delete(body).status_code == 200
+    wait_gone(plugin, body)
