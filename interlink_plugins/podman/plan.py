@@ -155,19 +155,25 @@ def _last_state(runs: Sequence[Run], before: int) -> tuple[int, str, str] | None
     return run.code, started, run.finished or started
 
 
+def _run_reason(run: Run) -> tuple[str, str] | None:
+    """Why a run ended, as the kubelet names it; None: its exit code says (Completed, Error)."""
+    if run.start_error:
+        return "StartError", run.start_error
+    if run.killed:
+        return run.killed
+    if run.oom:
+        return "OOMKilled", "the container exceeded its memory limit"
+    return None
+
+
 def _last_reason(runs: Sequence[Run], before: int) -> tuple[str, str] | None:
+    """lastState's reason: the run before ``before`` (a start error and an OOM kill too, as the kubelet)."""
     previous = [r for r in runs if r.run < before and r.ended]
-    return previous[-1].killed if previous else None
+    return _run_reason(previous[-1]) if previous else None
 
 
 def _ended_files(run: Run, runs: Sequence[Run]) -> ContainerFiles:
-    reason: tuple[str, str] | None = None
-    if run.start_error:
-        reason = ("StartError", run.start_error)
-    elif run.killed:
-        reason = run.killed
-    elif run.oom:
-        reason = ("OOMKilled", "the container exceeded its memory limit")
+    reason = _run_reason(run)
     started = run.started or run.finished
     return ContainerFiles(
         started=started,
@@ -262,7 +268,7 @@ class Planner:
             files = ContainerFiles(
                 restarts=last.run + 1,
                 last=(code, started, finished),
-                last_reason=last.killed,
+                last_reason=_run_reason(last),
                 waiting=("CrashLoopBackOff", f"back-off {_seconds(delay)}s restarting failed container {c.name}"),
             )
             action = None

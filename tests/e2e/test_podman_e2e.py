@@ -151,8 +151,10 @@ def test_exit_codes_oom_start_error_and_missing_image(podman_plugin: PluginProce
     )
     codes = pod_body("codes", [container("ok", ["true"]), container("three", ["sh", "-c", "echo bad >&2; exit 3"])])
     noexec = pod_body("noexec", [container("c", ["/no/such/program"])])
+    # restarted: the run that could not start stays StartError in lastState (the kubelet's CrashLoopBackOff)
+    noexec_always = pod_body("noexec-always", [container("c", ["/no/such/program"])], restart_policy="Always")
     noimage = pod_body("noimage", [container("c", ["true"], image="localhost/not-built-here:1")])
-    for body in (oom, codes, noexec, noimage):
+    for body in (oom, codes, noexec, noexec_always, noimage):
         plugin.create(body)
 
     term = states(plugin.wait_done(oom))["hog"]["terminated"]
@@ -171,6 +173,10 @@ def test_exit_codes_oom_start_error_and_missing_image(podman_plugin: PluginProce
 
     term = states(plugin.wait_done(noexec))["c"]["terminated"]
     assert term["exitCode"] == 128 and term["reason"] == "StartError" and "/no/such/program" in term["message"]
+    looping = plugin.wait_status(noexec_always, lambda s: "lastState" in s["containers"][0])["containers"][0]
+    last = looping["lastState"]["terminated"]
+    assert last["exitCode"] == 128 and last["reason"] == "StartError" and "/no/such/program" in last["message"]
+    assert plugin.delete(noexec_always).status_code == 200
 
     waiting = plugin.wait_status(noimage, lambda s: "waiting" in states(s)["c"]
                                  and states(s)["c"]["waiting"]["reason"] != "ContainerCreating")

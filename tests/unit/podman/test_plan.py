@@ -133,6 +133,25 @@ def test_start_errors_oom_and_create_errors() -> None:
     assert ("start", "d", 0) in kinds(retry)
 
 
+def test_last_state_keeps_why_the_previous_run_ended() -> None:
+    """A run podman could not start, or the kernel OOM-killed, shows as such in lastState after the restart
+    (the kubelet's StartError and OOMKilled, with the message), not as a bare Error."""
+    s = spec(c("a", restart="Always"), c("b", restart="Always"))
+    view = plan(s, runs={
+        "a": [Run(0, "x", "created", start_error="slirp4netns: not found", backoff=0.0), ran(1, None, T0 + 20)],
+        "b": [ran(0, 137, T0, T0 + 1, oom=True), ran(1, None, T0 + 20)],
+    })
+    assert view.files["a"].restarts == 1 and view.files["a"].last is not None
+    assert view.files["a"].last[0] == 128 and view.files["a"].last_reason == ("StartError", "slirp4netns: not found")
+    assert view.files["b"].last_reason is not None and view.files["b"].last_reason[0] == "OOMKilled"
+    # and while it waits out the back-off before the next run
+    waiting = plan(s, runs={"a": [Run(0, "x", "created", start_error="exec: not found")],
+                            "b": [ran(0, 137, T0, T0 + 1, oom=True)]})
+    assert waiting.files["a"].waiting is not None and waiting.files["a"].waiting[0] == "CrashLoopBackOff"
+    assert waiting.files["a"].last_reason == ("StartError", "exec: not found")
+    assert waiting.files["b"].last_reason is not None and waiting.files["b"].last_reason[0] == "OOMKilled"
+
+
 def test_a_run_created_but_never_started_is_started_and_in_flight_work_is_not_repeated() -> None:
     s = spec(c("a"))
     view = plan(s, runs={"a": [Run(0, "cid", "created")]})
