@@ -260,8 +260,10 @@ class Planner:
         """The last run ended: the container restarts after its back-off, or it is done."""
         code = last.code
         end = last.finished_ts if last.finished_ts is not None else self.now
-        # a container the plugin killed (failed probe or postStart) restarts unless the policy is Never
-        wants = c.restart == "Always" or (c.restart == "OnFailure" and (code != 0 or last.killed is not None))
+        # as the kubelet: a container its liveness or startup probe killed restarts unless the policy is Never,
+        # whatever its exit code; any other end (a failed postStart too) by the exit code under OnFailure
+        probe_killed = last.killed is not None and last.killed[0] == "Unhealthy"
+        wants = c.restart == "Always" or (c.restart == "OnFailure" and (code != 0 or probe_killed))
         if restart and wants:
             delay = backoff_after(last, self.initial, self.maximum)
             started, finished = last.started or last.finished, last.finished or last.started

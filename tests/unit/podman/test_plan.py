@@ -152,6 +152,21 @@ def test_last_state_keeps_why_the_previous_run_ended() -> None:
     assert waiting.files["b"].last_reason is not None and waiting.files["b"].last_reason[0] == "OOMKilled"
 
 
+def test_on_failure_restarts_a_probe_kill_whatever_its_exit_code_and_a_hook_kill_by_its_exit_code() -> None:
+    """The kubelet restarts a container its liveness probe killed unless the policy is Never; a container
+    killed for a failed postStart is judged by its exit code, as any other exit (0: not restarted)."""
+    s = spec(c("probe", restart="OnFailure"), c("hook", restart="OnFailure"), c("hook-term", restart="OnFailure"))
+    view = plan(s, runs={
+        "probe": [ran(0, 0, T0, T0 + 1, killed=("Unhealthy", "liveness probe failed 3 times (exit 1)"))],
+        "hook": [ran(0, 0, T0, T0 + 1, killed=("PostStartHookError", "postStart hook failed (exit 1)"))],
+        "hook-term": [ran(0, 143, T0, T0 + 1, killed=("PostStartHookError", "postStart hook failed (exit 1)"))],
+    })
+    assert ("start", "probe", 1) in kinds(view) and ("start", "hook-term", 1) in kinds(view)
+    assert not any(a.container == "hook" for a in view.actions)
+    assert view.files["hook"].reason == ("PostStartHookError", "postStart hook failed (exit 1)")
+    assert view.files["probe"].last_reason == ("Unhealthy", "liveness probe failed 3 times (exit 1)")
+
+
 def test_a_run_created_but_never_started_is_started_and_in_flight_work_is_not_repeated() -> None:
     s = spec(c("a"))
     view = plan(s, runs={"a": [Run(0, "cid", "created")]})
