@@ -7,6 +7,9 @@ Both data modes: shared (the pool sees DataRootFolder under /tmp) and spool (Dat
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,3 +291,48 @@ def test_spool_mode_without_tail_command_says_so(spool_kit: HTCondorKit) -> None
     plugin.wait_done(body, timeout=60)
     assert plugin.logs(body, "c").text == "early\nlate\n"
     assert all_terminated(plugin.status(body))
+
+
+def _signal_shadows(kit: HTCondorKit, sig: signal.Signals) -> int:
+    """SIGSTOP/SIGCONT the pool's shadows (host pids, from podman top: the pool image has no pkill): a shadow
+    that stops answering, as one blocked on a hung shared filesystem, and back. Returns how many."""
+    out = subprocess.run(["podman", "top", kit.container, "hpid", "comm"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.splitlines()[1:]
+    pids = [int(words[0]) for words in (line.split() for line in out) if words[1:] == ["condor_shadow"]]
+    for pid in pids:
+        os.kill(pid, sig)
+    return len(pids)
+
+
+def test_a_removal_stuck_behind_a_shadow_that_stopped_answering_is_forced(kit: HTCondorKit) -> None:
+    """The graceful Remove of a deleted pod cannot get through a frozen shadow: the job stays Removing. Once
+    HTCondor's own SIGKILL should have ended it (job_max_vacate_time = grace + 10 s) and 20 s of slack
+    passed, the plugin forgets the job with RemoveX, so the pod does not hang in Terminating for the
+    whole job lease. Never earlier: the runner's last steps are not cut short."""
+    plugin = kit.plugin(PollInterval=1)
+    body = pod_body("stuck", [container("c", ["sh", "-c", "sleep 600"])], terminationGracePeriodSeconds=1)
+    job_id = plugin.create(body)["PodJID"]
+    plugin.wait_status(body, running, timeout=60)
+    try:
+        assert _signal_shadows(kit, signal.SIGSTOP) == 1
+        assert plugin.delete(body).status_code == 200
+        removing_since = time.monotonic()
+        deadline = removing_since + 30
+        while ad(kit, job_id, "JobStatus").get("JobStatus") != 3 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert ad(kit, job_id, "JobStatus").get("JobStatus") == 3  # Removing, and stuck there
+        assert int(ad(kit, job_id, "JobMaxVacateTime")["JobMaxVacateTime"]) == 11
+        deadline = removing_since + 120
+        while kit.condor("condor_q", "-all", job_id, "-af", "JobStatus").stdout.strip() and \
+                time.monotonic() < deadline:
+            time.sleep(0.5)
+        gone_after = time.monotonic() - removing_since
+        assert not kit.condor("condor_q", "-all", job_id, "-af", "JobStatus").stdout.strip(), "still queued"
+        assert gone_after >= 11 + 20 - 2, gone_after  # not before job_max_vacate_time and the slack
+        assert f"job(s) {job_id} still in removal after job_max_vacate_time: RemoveX" in plugin.log_path.read_text()
+        deadline = time.monotonic() + 30
+        while plugin.status(body) is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert plugin.status(body) is None  # the deleted pod is forgotten once its job is
+    finally:
+        _signal_shadows(kit, signal.SIGCONT)
