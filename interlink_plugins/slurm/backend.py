@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,6 +43,18 @@ log = logging.getLogger(__name__)
 
 FLAGS_ANNOTATIONS = FLAGS
 _GRES_GPU = re.compile(r"^gpu(?::[^:,]+)?:(\d+)$")
+
+
+def _dir_owner(path: str) -> int | None:
+    """The uid owning a job dir (not followed: a symlink is not a job dir); None when missing or not a dir."""
+    info = safefs.lstat(safefs.job_location(path))
+    return info.st_uid if info is not None and stat.S_ISDIR(info.st_mode) else None
+
+
+def _job_number(job_id: str) -> tuple[int, str]:
+    """Submission order of SLURM job ids (an array task after its array's job)."""
+    head = job_id.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 1 << 62, job_id)
 
 
 class SlurmBackend(BatchBackend[list[ParsedOption]]):
@@ -304,8 +317,12 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
         return None
 
     async def adopt(self) -> list[AdoptedJob]:
-        adopted = []
-        for row in await self._squeue_own():
+        """Our jobs after a state loss: our comment, a uid we submit as, and a job dir in the data root that
+        this uid owns. Any uid in a namespace's Users can submit a job with our comment naming another
+        namespace's pod and its job dir; that dir belongs to the pod's own uid (the hand-over), so such a
+        job is not taken for the pod's. Of two claims to one pod the older job wins."""
+        claims: list[tuple[str, parse.SqueueRow]] = []
+        for row in sorted(await self._squeue_own(), key=lambda row: _job_number(row.job_id)):
             uid = self._uid_from_comment(row.comment)
             if not uid:
                 continue
@@ -313,9 +330,28 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
                 log.warning("ignoring job %s of pod %s: its working directory %r is not in DataRootFolder",
                             row.job_id, uid, row.work_dir)
                 continue
-            adopted.append(AdoptedJob(uid=uid, job_id=row.job_id, job_dir=row.work_dir))
-        adopted += await asyncio.to_thread(self._adopt_go_job_dirs, {a.uid for a in adopted})
-        return adopted
+            claims.append((uid, row))
+        owners = await asyncio.to_thread(self.job_dir_owners, [row.work_dir for _, row in claims])
+        adopted: dict[str, AdoptedJob] = {}
+        for uid, row in claims:
+            owner = owners[row.work_dir] if owners is not None else int(row.user_id)
+            if owner is None or str(owner) != row.user_id.strip():
+                log.warning("ignoring job %s of pod %s: it runs as uid %s but its job dir %r %s (planted by "
+                            "another user?)", row.job_id, uid, row.user_id,
+                            row.work_dir, "is missing" if owner is None else f"belongs to uid {owner}")
+                continue
+            if uid in adopted:
+                log.warning("ignoring job %s of pod %s: job %s, older, is the pod's", row.job_id, uid,
+                            adopted[uid].job_id)
+                continue
+            adopted[uid] = AdoptedJob(uid=uid, job_id=row.job_id, job_dir=row.work_dir)
+        found = list(adopted.values())
+        return found + await asyncio.to_thread(self._adopt_go_job_dirs, set(adopted))
+
+    def job_dir_owners(self, job_dirs: Sequence[str]) -> dict[str, int | None] | None:
+        """The uid owning each job dir (None: missing, or not a directory). None for all when this host does
+        not see the job dirs: see RemoteSlurmBackend."""
+        return {job_dir: _dir_owner(job_dir) for job_dir in job_dirs}
 
     def _adopt_go_job_dirs(self, known: set[str]) -> list[AdoptedJob]:
         """Job dirs the Go SLURM plugin left in the data root: tracked like ours from now on, their layout

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,11 @@ class RemoteSlurmBackend(SlurmBackend):
 
     def job_owner(self, draft: list[ParsedOption]) -> JobOwner | None:
         del draft
+        return None
+
+    def job_dir_owners(self, job_dirs: Sequence[str]) -> dict[str, int | None] | None:
+        """Not seen from here; every job runs as the SSH user, so no other uid can claim a pod's job."""
+        del job_dirs
         return None
 
     async def submit(self, record: PodRecord) -> str:

@@ -170,6 +170,51 @@ def test_a_planted_job_with_our_comment_is_not_adopted(root_plugin: Callable[...
     subprocess.run(["scancel", planted_id], capture_output=True, timeout=30)
 
 
+def _plant(user: str, comment: str, workdir: Path) -> str:
+    """A held job of ``user`` that carries ``comment`` and runs in ``workdir``; its job id."""
+    planted = subprocess.run(
+        ["runuser", "-u", user, "--", "sbatch", "--parsable", f"--comment={comment}", f"--chdir={workdir}",
+         "--begin=now+3600", "--output=/dev/null", "--wrap", "sleep 300"],
+        capture_output=True, text=True, timeout=30, cwd="/tmp",
+    )
+    assert planted.returncode == 0, planted.stderr
+    return planted.stdout.strip().split(";")[0]
+
+
+def test_a_tenant_cannot_plant_a_job_for_another_namespaces_pod(root_plugin: Callable[..., PluginProcess]) -> None:
+    """Attack: USER_B, a uid team-b's pods run as (so one the plugin submits as), submits a job carrying the
+    comment of team-a's running pod and its job dir, so that after a state loss the plugin takes it for the
+    pod's job (the pod's status, logs and delete would follow the tenant's job); and one naming a pod that
+    does not exist, with a job dir that does not either. Defence: a job is a pod's only if its uid owns the
+    pod's job dir (the hand-over gave it to the pod's uid); the planted jobs are logged and left alone."""
+    plugin = root_plugin()
+    ours = pod_body("ours", [container("c", ["sh", "-c", "echo up; sleep 300"])], namespace="team-a",
+                    securityContext={"runAsUser": UID_A})
+    real_id = plugin.create(ours)["PodJID"]
+    plugin.wait_status(ours, lambda s: "running" in s["containers"][0]["state"], timeout=90)
+    instance, data_root = plugin.config["InstanceId"], Path(plugin.config["DataRootFolder"])
+    pod_uid, forged = ours["pod"]["metadata"]["uid"], str(uuid.uuid4())
+    on_ours = _plant(USER_B, f"il:{pod_uid}@{instance}", data_root / f"team-a-{pod_uid}")
+    on_nothing = _plant(USER_B, f"il:{forged}@{instance}", data_root / f"team-b-{forged}")
+
+    plugin.kill()
+    for state in _state_files(plugin):
+        state.unlink()
+    plugin.start()
+    status = plugin.wait_status(ours, lambda s: "running" in s["containers"][0]["state"], timeout=60)
+    assert status["JID"] == real_id, status  # the pod's own job, not the tenant's
+    assert plugin.status(pod_body("x", [container("c", ["true"])], uid=forged, namespace="team-b")) is None
+    log = plugin.log_path.read_text()
+    assert f"ignoring job {on_ours} of pod {pod_uid}: it runs as uid {UID_B} but its job dir" in log, log[-3000:]
+    assert f"belongs to uid {UID_A}" in log
+    assert f"ignoring job {on_nothing} of pod {forged}" in log and "is missing" in log
+    for job_id in (on_ours, on_nothing):  # not ours: never cancelled either
+        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        assert state == "PENDING", (job_id, state)
+    assert plugin.delete(ours).status_code == 200
+
+
 TENANT_SCRIPT = (
     'B="$1"; echo "probe"; for f in "$B" "$B/volumes" "$B"/c/c/exit "$B"/c/c/started; do ls "$f" 2>&1; done; '
     'find "$B" -type f -exec cat {} + 2>&1; find "$B" -type f -name token 2>&1; exit 0'
