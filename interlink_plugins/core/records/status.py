@@ -199,17 +199,18 @@ def container_status(
     if files.refused:
         state = _with_refused(state, files.refused, ctx)
     running = "running" in state
-    status: dict[str, Any] = {
-        "name": name,
-        "state": state,
-        "ready": running and files.ready is not False and files.startup is not False,
-        "started": running and files.startup is not False,
-        "restartCount": files.restarts,
-        "image": image,
-        "imageID": "",
-    }
-    if files.last:
-        status["lastState"] = _last_state(files)
+    return _entry(name, image, state, ready=running and files.ready is not False and files.startup is not False,
+                  started=running and files.startup is not False, restarts=files.restarts,
+                  last=_last_state(files) if files.last else None)
+
+
+def _entry(name: str, image: str, state: dict[str, Any], *, ready: bool, started: bool, restarts: int,
+           last: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One container's status as interLink reads it (imageID empty: no runtime reports a digest here)."""
+    status: dict[str, Any] = {"name": name, "state": state, "ready": ready, "started": started,
+                              "restartCount": restarts, "image": image, "imageID": ""}
+    if last is not None:
+        status["lastState"] = last
     return status
 
 
@@ -278,18 +279,8 @@ def _still_stopping(name: str, image: str, files: ContainerFiles, ctx: StatusCon
         state = {"running": {"startedAt": files.started}}
     else:
         state = {"waiting": {"reason": "Terminating", "message": _message("Terminating", detail, ctx)}}
-    status: dict[str, Any] = {
-        "name": name,
-        "state": state,
-        "ready": False,
-        "started": "running" in state,
-        "restartCount": files.restarts,
-        "image": image,
-        "imageID": "",
-    }
-    if files.last:
-        status["lastState"] = _last_state(files)
-    return status
+    return _entry(name, image, state, ready=False, started="running" in state, restarts=files.restarts,
+                  last=_last_state(files) if files.last else None)
 
 
 def _epoch(text: str) -> float | None:
@@ -313,16 +304,9 @@ def _requeued(name: str, image: str, files: ContainerFiles, ctx: StatusContext) 
     detail = f"{ctx.backend} {job.state} {job.detail}".strip() + ", requeued"
     code = files.exit_code if files.exit_code is not None else (KILLED if not files.finished else TERMINATED)
     finished = files.finished or now_rfc3339()
-    return {
-        "name": name,
-        "state": {"waiting": {"reason": "Requeued", "message": _message("Requeued", detail, ctx)}},
-        "ready": False,
-        "started": False,
-        "restartCount": files.restarts + 1,
-        "image": image,
-        "imageID": "",
-        "lastState": _terminated(code, "Completed" if code == 0 else "Error", "", files.started, finished),
-    }
+    state = {"waiting": {"reason": "Requeued", "message": _message("Requeued", detail, ctx)}}
+    return _entry(name, image, state, ready=False, started=False, restarts=files.restarts + 1,
+                  last=_terminated(code, "Completed" if code == 0 else "Error", "", files.started, finished))
 
 
 def _waiting_reason(ctx: StatusContext, init_pending: bool) -> tuple[str, str]:
@@ -389,15 +373,8 @@ def submit_failed_status(record: PodRecord, images: dict[str, str], backend: str
     message = f"SubmitFailed: {record.last_error} ({backend}, gave up after the submit deadline)"
 
     def entry(name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "state": _terminated(1, "SubmitFailed", message, now, now),
-            "ready": False,
-            "started": False,
-            "restartCount": 0,
-            "image": images.get(name, ""),
-            "imageID": "",
-        }
+        state = _terminated(1, "SubmitFailed", message, now, now)
+        return _entry(name, images.get(name, ""), state, ready=False, started=False, restarts=0)
 
     return {
         "name": record.name,
