@@ -9,6 +9,7 @@ from interlink_plugins.backends import config_reference_markdown, default_config
 from interlink_plugins.cli import main
 from interlink_plugins.core.errors import ConfigError
 from interlink_plugins.exitcodes import ExitCode
+from interlink_plugins.slurm.settings import SlurmSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,9 +41,10 @@ SomethingNew: 1
     path = tmp_path / "SlurmConfig.yaml"
     path.write_text(go_config)
     config, warnings = load_config(path)
-    assert config.sbatch == ("/usr/bin/sbatch",) and config.sidecar_port == 4000
+    slurm = config.section(SlurmSettings)
+    assert slurm.sbatch == ("/usr/bin/sbatch",) and config.sidecar_port == 4000
     assert config.container_runtime == "singularity"
-    assert config.flavors["default"].memory_mib == 16 * 1024 and config.flavors["default"].cpus == 2
+    assert slurm.flavors["default"].memory_mib == 16 * 1024 and slurm.flavors["default"].cpus == 2
     assert any("'SomethingNew'" in w and "unknown" in w for w in warnings)
     assert any("'BashPath'" in w for w in warnings)
     assert any("'EnrootPath'" in w and "enroot is not supported" in w for w in warnings)
@@ -89,8 +91,8 @@ def test_api_access_keys_take_names_or_numbers_and_a_network_bind_only_when_allo
 
 def test_path_keys_are_argv_prefixes_and_env_overrides() -> None:
     config, _ = parse_config({"SbatchPath": "/opt/slurm/bin/sbatch --clusters=leo"}, environ={"SQUEUEPATH": "/x/squeue"})
-    assert config.sbatch == ("/opt/slurm/bin/sbatch", "--clusters=leo")
-    assert config.squeue == ("/x/squeue",)
+    assert config.section(SlurmSettings).sbatch == ("/opt/slurm/bin/sbatch", "--clusters=leo")
+    assert config.section(SlurmSettings).squeue == ("/x/squeue",)
 
 
 def test_config_reference_doc_is_generated_from_the_code() -> None:

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from interlink_plugins.backends import parse_config, policy_from_config
-from interlink_plugins.config import ConfigError, Flavor
+from interlink_plugins.config import ConfigError
 from interlink_plugins.core.commands.local import CommandResult
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.model.pod import parse_create_body
 from interlink_plugins.slurm.backend import SlurmBackend, gpu_flavor
+from interlink_plugins.slurm.settings import Flavor
 from tests.podfactory import container, pod_body
 
 
