@@ -795,7 +795,8 @@ class ConfigSection:
     folds compatibility keys into the config (returns notes); ``check`` returns warnings or raises
     ConfigError; ``secret_files`` are the keys naming files that hold a secret (key -> attribute);
     ``reloadable`` the attributes SIGHUP re-reads; ``probe`` what `check` reports of this backend's settings
-    on this host (ok, line), when it is the configured backend."""
+    on this host (ok, line), when it is the configured backend; ``data_root_rule`` what else DataRootFolder
+    must not hold with this backend (checked by its ``check``, named in every data-root message)."""
 
     title: str
     fields: Mapping[str, FieldSpec] = field(default_factory=dict)
@@ -809,6 +810,7 @@ class ConfigSection:
     secret_files: Mapping[str, str] = field(default_factory=dict)
     reloadable: tuple[str, ...] = ()
     probe: Callable[[Config], list[tuple[bool, str]]] | None = None
+    data_root_rule: str = ""
 
 
 COMMON = ConfigSection(
@@ -900,7 +902,7 @@ def parse_config(
                         "inherit the job's environment")
     root = str(config.data_root)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in root):
-        raise ConfigError(data_root_problem(root))
+        raise ConfigError(data_root_problem(root, sections))
     if config.restart_backoff_max < config.restart_backoff_initial:
         raise ConfigError("RestartBackoffMax: must be >= RestartBackoffInitial")
     if not config.socket and not config.allow_network_bind and not loopback_host(config.bind_address):
@@ -924,9 +926,12 @@ def reloaded(current: Config, fresh: Config, sections: Sequence[ConfigSection]) 
     return dataclasses.replace(current, sections=stored, **{attr: getattr(fresh, attr) for attr in COMMON.reloadable})
 
 
-def data_root_problem(root: str) -> str:
-    """Job dirs are named in submit descriptions (where `$` is a macro) and in line-based state files."""
-    return f"DataRootFolder: {root!r} must not hold control characters (nor `$` with HTCondor)"
+def data_root_problem(root: str, sections: Sequence[ConfigSection]) -> str:
+    """Job dirs are named in line-based state files (and in what a backend's rule says, e.g. a description
+    where `$` is a macro)."""
+    rules = "".join(f" (nor {section.data_root_rule} with {section.title})" for section in sections
+                    if section.data_root_rule)
+    return f"DataRootFolder: {root!r} must not hold control characters{rules}"
 
 
 def load_config(path: Path, sections: Sequence[ConfigSection]) -> tuple[Config, list[str]]:

@@ -107,7 +107,7 @@ FIELDS: dict[str, FieldSpec] = {
 def check(config: Config) -> list[str]:
     """Job dirs are named in submit descriptions, where `$` is a macro."""
     if config.backend == "htcondor" and "$" in str(config.data_root):
-        raise ConfigError(data_root_problem(str(config.data_root)))
+        raise ConfigError(data_root_problem(str(config.data_root), (SECTION,)))
     return []
 
 
@@ -118,5 +118,6 @@ SECTION = ConfigSection(
     settings_type=HTCondorSettings,
     policy=policy.SECTION,
     check=check,
+    data_root_rule="`$`",
     secret_files={"HTCondorTokenFile": "htcondor_token_file", "HTCondorKeyFile": "htcondor_key_file"},
 )
