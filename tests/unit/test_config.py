@@ -183,3 +183,29 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out == f"interlink-plugin {__version__}\n"
+
+
+def test_each_backend_reads_its_own_section_typed() -> None:
+    from interlink_plugins.config import Config
+    from interlink_plugins.htcondor.settings import HTCondorSettings
+    from interlink_plugins.podman.settings import PodmanSettings
+
+    config, _ = parse_config({"Requeue": True, "HeldTimeout": "60s", "PodmanPodNetwork": "host"}, environ={})
+    assert config.section(SlurmSettings).requeue is True
+    assert config.section(HTCondorSettings).held_timeout == 60.0
+    assert config.section(PodmanSettings).podman_pod_network == "host"
+    assert Config().section(SlurmSettings) == SlurmSettings()  # a config built without the section: its defaults
+    with pytest.raises(TypeError):
+        Config(sections={SlurmSettings: PodmanSettings()}).section(SlurmSettings)
+
+
+def test_sighup_takes_the_reloadable_keys_of_every_section_only() -> None:
+    from interlink_plugins.backends import reloaded_config
+
+    running, _ = parse_config({"Flavors": {"a": {"CPUDefault": 1}}, "Requeue": False, "MaxCPU": 4}, environ={})
+    fresh, _ = parse_config({"Flavors": {"b": {"CPUDefault": 2}}, "DefaultFlavor": "b", "Requeue": True,
+                             "MaxCPU": 8, "DefaultCPU": 3}, environ={})
+    updated = reloaded_config(running, fresh)
+    slurm = updated.section(SlurmSettings)
+    assert set(slurm.flavors) == {"b"} and slurm.default_flavor == "b" and updated.default_cpus == 3
+    assert slurm.requeue is False and updated.max_cpus == 4  # need a restart: kept

@@ -237,3 +237,13 @@ def test_job_dir_belongs_to_the_job_user_with_group_access(tmp_path: Path) -> No
     assert (job_dir.stat().st_uid, job_dir.stat().st_gid) == (user.pw_uid, os.getegid())
     assert oct(job_dir.stat().st_mode & 0o777) == "0o750"
     assert all(path.lstat().st_uid == user.pw_uid for path in job_dir.rglob("*"))
+
+
+def test_mpi_pods_get_the_configured_launcher_from_the_slurm_section(tmp_path: Path) -> None:
+    """The launcher is a SLURM setting: the backend hands it to the job's plan (core reads no backend key)."""
+    body = pod({"slurm-job.vk.io/mpi-flags": "-l"})
+    default = backend(tmp_path).prepare(parse_create_body(body), write=False)
+    assert any("srun --export=ALL --label" in " ".join(text.split()) for text in default.files.values())
+    launcher = backend(tmp_path, MpiLauncher="mpirun -np @NTASKS@", AllowRawShell=True)
+    mpirun = launcher.prepare(parse_create_body(body), write=False)
+    assert any("mpirun -np @NTASKS@ -l" in " ".join(text.split()) for text in mpirun.files.values())
