@@ -209,3 +209,12 @@ def test_sighup_takes_the_reloadable_keys_of_every_section_only() -> None:
     slurm = updated.section(SlurmSettings)
     assert set(slurm.flavors) == {"b"} and slurm.default_flavor == "b" and updated.default_cpus == 3
     assert slurm.requeue is False and updated.max_cpus == 4  # need a restart: kept
+
+
+def test_the_backend_key_accepts_the_backends_that_have_a_factory() -> None:
+    from interlink_plugins.backends import BACKENDS, CONFIG_SECTIONS
+    from interlink_plugins.config import backend_names
+
+    assert sorted(backend_names(CONFIG_SECTIONS)) == sorted(BACKENDS)
+    with pytest.raises(ConfigError, match="Backend: 'pbs' is not one of slurm, htcondor, podman"):
+        parse_config({"Backend": "pbs"}, environ={})
