@@ -53,7 +53,9 @@ class Taint:
 
 @dataclass(frozen=True)
 class Config:
-    backend: str = "slurm"
+    """The common keys, and each backend's settings (``section``)."""
+
+    backend: str = "slurm"  # a Go plugin's SlurmConfig.yaml names no Backend: it is read as the Go plugin reads it
     container_runtime: str = "apptainer"
     data_root: Path = Path("/var/lib/interlink/jobs")
     state_dir: Path = Path("/var/lib/interlink-plugin")
