@@ -31,8 +31,10 @@ FIELDS: dict[str, FieldSpec] = common_config.all_fields(CONFIG_SECTIONS)
 POLICY_KEYS: tuple[str, ...] = core_policy.policy_keys(POLICY_SECTIONS)
 # the backends' columns of the pod field table, in the docs' order
 FIELD_COLUMNS: tuple[FieldColumn, ...] = (slurm_fields.COLUMN, htcondor_fields.COLUMN, podman_fields.COLUMN)
-# the Go SLURM plugin's config file when no --config is given; what `check` says about the jobs' uids
+# the Go SLURM plugin's config file when no --config is given (the drop-in contract: a Go plugin's site starts
+# the same way) and its help; what `check` says about the jobs' uids
 default_config_path = slurm_settings.default_config_path
+DEFAULT_CONFIG_HELP = slurm_settings.DEFAULT_CONFIG_HELP
 job_uid_summary = slurm_settings.job_uid_summary
 
 
@@ -49,6 +51,17 @@ def load_config(path: Path) -> tuple[Config, list[str]]:
 def config_reference_markdown() -> str:
     """docs/config-reference.md: one heading per section."""
     return common_config.config_reference_markdown(CONFIG_SECTIONS)
+
+
+def reloaded_config(current: Config, fresh: Config) -> Config:
+    """SIGHUP: ``current`` with the keys every section re-reads taken from ``fresh``."""
+    return common_config.reloaded(current, fresh, CONFIG_SECTIONS)
+
+
+def backend_probe(config: Config) -> list[tuple[bool, str]]:
+    """What `check` reports of the configured backend's own settings on this host, as (ok, line)."""
+    return [found for section in CONFIG_SECTIONS if section.backend == config.backend and section.probe is not None
+            for found in section.probe(config)]
 
 
 def policy_from_config(raw: Mapping[str, Any]) -> AdminPolicy:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -15,18 +14,22 @@ from pathlib import Path
 
 from interlink_plugins import __version__, redact, tracing
 from interlink_plugins.backends import (
+    DEFAULT_CONFIG_HELP,
+    backend_probe,
     config_reference_markdown,
     default_config_path,
     job_uid_summary,
     load_config,
     make_backend,
     policy_from_config,
+    reloaded_config,
 )
 from interlink_plugins.config import Config
 from interlink_plugins.core.commands.local import CommandRunner, LocalRunner
 from interlink_plugins.core.errors import BackendUnavailable, ConfigError, PodSpecError
 from interlink_plugins.core.policy.engine import AdminPolicy, PolicyViolation
 from interlink_plugins.core.records.state import SCHEMA_VERSION, StateSchemaError, StateStore, state_summary
+from interlink_plugins.core.runtimes.containers import configured_binary
 from interlink_plugins.exitcodes import ExitCode, UserError, help_table
 from interlink_plugins.filemodes import TRAVERSE_ONLY, make_dirs, restrict_umask, secure_state, writable_by_others
 from interlink_plugins.logsetup import setup_logging
@@ -83,17 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except UserError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
-        updated = dataclasses.replace(
-            service.config,
-            flavors=fresh.flavors,
-            default_flavor=fresh.default_flavor,
-            gres_map=fresh.gres_map,
-            taints=fresh.taints,
-            policy_raw=fresh.policy_raw,
-            default_cpus=fresh.default_cpus,
-            default_memory_mib=fresh.default_memory_mib,
-        )
-        service.reconfigure(updated, fresh_policy)
+        service.reconfigure(reloaded_config(service.config, fresh), fresh_policy)
         log.info("reloaded flavors, policy and taints from %s", args.config)
 
     app = create_app(service, on_reload=reload, metrics_socket=metrics_socket)
@@ -225,10 +218,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         report(ok, line)
     report(True, job_uid_summary(config, os.geteuid()))
     report(True, describe_volume_limits(config))
-    runtime_binary = {
-        "apptainer": config.apptainer[0], "singularity": config.apptainer[0], "podman": config.podman[0],
-        "none": "bwrap",
-    }[config.container_runtime]
+    runtime_binary = (configured_binary(config, config.container_runtime) or ("bwrap",))[0]  # none: bubblewrap
     found = shutil.which(runtime_binary)
     if config.container_runtime == "none":
         from interlink_plugins.core.podrunner.jobdir import host_namespaces_available
@@ -239,14 +229,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         report(True, f"runtime binary {runtime_binary}: runs on {config.ssh_host}'s compute nodes (not checked here)")
     else:
         report(found is not None, f"runtime binary {runtime_binary}: {found or 'not found on this host'}")
-    if config.backend == "podman" and config.gpu_cdi_map:
-        if any(word in ("--remote", "-r") or word.startswith(("--url", "--connection")) for word in config.podman):
-            report(True, "GpuCdiMap: CDI specs are on the remote podman's host (not checked here)")
-        else:
-            from interlink_plugins.podman.cdi import gpu_map_report, scan_specs
-
-            for ok, line in gpu_map_report(config.gpu_cdi_map, scan_specs()):
-                report(ok, line)
+    for ok, line in backend_probe(config):
+        report(ok, line)
     backend = make_backend(config, _command_runner(config), policy)
     try:
         resources = asyncio.run(backend.resources())
@@ -328,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve interLink's plugin API")
     serve.add_argument(
         "--config",
-        help="config file (default, as the Go plugin: $SLURMCONFIGPATH, else /etc/interlink/SlurmConfig.yaml)",
+        help=f"config file (default, as the Go plugin: {DEFAULT_CONFIG_HELP})",
     )
     serve.set_defaults(func=cmd_serve)
     render = sub.add_parser("render", help="print the job a pod would become (secrets masked); submits nothing")

@@ -1,12 +1,14 @@
-"""Plugin configuration: the Go plugin's SlurmConfig.yaml keys plus ours, in one table.
+"""Plugin configuration: the common keys (``Config``) plus a section per backend, registered by its package.
 
-The table ``FIELDS`` is the single source of truth: it parses, validates, documents
-(``interlink-plugin config-reference``) and lists the keys that are known. An unknown key is a
-warning naming it; a known key with a bad value stops start-up naming key and value.
+The file stays flat. Each section's table of ``FieldSpec`` is the single source of truth of its keys: it
+parses, validates, documents (``interlink-plugin config-reference``) and lists the keys that are known; a
+backend's values are stored in its own frozen settings dataclass (``Config.section``). An unknown key is
+a warning naming it; a known key with a bad value stops start-up naming key and value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import ipaddress
 import logging
@@ -18,7 +20,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -37,9 +39,9 @@ from interlink_plugins.filemodes import readable_by_others
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("slurm", "podman", "htcondor")
 RUNTIMES = ("apptainer", "singularity", "podman", "none")
 _SHELL_CHARS = re.compile(r"[|&;<>()$`\\\n*?{}\[\]~]")
+SettingsT = TypeVar("SettingsT")
 
 
 @dataclass(frozen=True)
@@ -50,19 +52,10 @@ class Taint:
 
 
 @dataclass(frozen=True)
-class Flavor:
-    name: str
-    cpus: int | None
-    memory_mib: int | None
-    sbatch_flags: tuple[str, ...]
-    description: str = ""
-    uid: int | None = None  # --uid for pods of this flavor that set no runAsUser
-    public: bool = False  # any namespace may use it, and run as its uid (else NamespacePolicy Flavors and Users)
-
-
-@dataclass(frozen=True)
 class Config:
-    backend: str = "slurm"
+    """The common keys, and each backend's settings (``section``)."""
+
+    backend: str = "slurm"  # a Go plugin's SlurmConfig.yaml names no Backend: it is read as the Go plugin reads it
     container_runtime: str = "apptainer"
     data_root: Path = Path("/var/lib/interlink/jobs")
     state_dir: Path = Path("/var/lib/interlink-plugin")
@@ -71,17 +64,10 @@ class Config:
     socket: str = ""
     metrics_address: str = ""
     instance_id: str = "default"
-    sbatch: tuple[str, ...] = ("sbatch",)
-    scancel: tuple[str, ...] = ("scancel",)
-    squeue: tuple[str, ...] = ("squeue",)
-    sinfo: tuple[str, ...] = ("sinfo",)
-    sacct: tuple[str, ...] = ("sacct",)
     podman: tuple[str, ...] = ("podman",)
     apptainer: tuple[str, ...] = ("apptainer",)
     image_prefix: str = ""
     pull_policy: str = ""
-    podman_pod_network: str = ""
-    gpu_cdi_map: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     poll_interval: float = 5.0
     command_timeout: float = 30.0
     submit_deadline: float = 900.0
@@ -91,18 +77,10 @@ class Config:
     max_container_log_bytes: int = 1 << 30
     max_volume_files: int = 4096
     max_volume_bytes: int = 64 << 20
-    requeue: bool = False
     enable_probes: bool = False
-    default_uid: int | None = None
-    allow_root_jobs: bool = False
     retention_days: float = 30.0
-    mpi_launcher: tuple[str, ...] = ("srun", "--export=ALL")
-    partitions: tuple[str, ...] = ()
     default_cpus: int = 1
     default_memory_mib: int = 1024
-    flavors: Mapping[str, Flavor] = field(default_factory=dict)
-    default_flavor: str = ""
-    gres_map: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     max_cpus: int = 0
     max_memory_mib: int = 0
@@ -110,18 +88,6 @@ class Config:
     job_path: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     log_level: str = "INFO"
     log_format: str = "json"
-    htcondor_schedd: str = ""
-    htcondor_collector: str = ""
-    htcondor_auth: tuple[str, ...] = ()
-    htcondor_token_file: str = ""
-    htcondor_ca_file: str = ""
-    htcondor_cert_file: str = ""
-    htcondor_key_file: str = ""
-    htcondor_params: Mapping[str, str] = field(default_factory=dict)
-    htcondor_job_user: str = ""
-    htcondor_data_mode: str = "shared"
-    htcondor_tail: tuple[str, ...] = ()
-    held_timeout: float = 1800.0
     # SSH runner: commands, files and logs on a login node reached over SSH
     ssh_host: str = ""
     ssh_port: int = 22
@@ -152,16 +118,25 @@ class Config:
     max_connections: int = 512
     request_read_timeout: float = 30.0
     max_follow_streams: int = 128
-    # the Go plugin's keys, read as it reads them (apply_go_keys folds them into the keys above)
+    # the Go plugin's key, read as it reads it
     command_prefix: str = ""
-    singularity_default_options: tuple[str, ...] | None = None
-    verbose_logging: bool = False
-    errors_only_logging: bool = False
     policy_raw: Mapping[str, Any] = field(default_factory=dict)
+    # each backend's settings (its section's keys), by settings type: read them with section()
+    sections: Mapping[type[Any], object] = field(default_factory=dict)
 
     @property
     def state_db(self) -> Path:
         return self.state_dir / f"state-{self.instance_id}.sqlite"
+
+    def section(self, kind: type[SettingsT]) -> SettingsT:
+        """A backend's settings, typed: the values of its section's keys (the section's defaults when this
+        config was built without that section). TypeError if what is stored is not a ``kind``."""
+        found = self.sections.get(kind)
+        if found is None:
+            return kind()
+        if not isinstance(found, kind):
+            raise TypeError(f"config section {kind.__name__}: holds a {type(found).__name__}")
+        return found
 
 
 # --- value parsers -----------------------------------------------------------------------
@@ -357,33 +332,6 @@ def _taints(key: str, value: Any) -> tuple[Taint, ...]:
     return tuple(taints)
 
 
-def _flavors(key: str, value: Any) -> dict[str, Flavor]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{key}: expected a mapping of flavor name to settings, got {value!r}")
-    flavors: dict[str, Flavor] = {}
-    for name, spec in value.items():
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{key}.{name}: expected a mapping, got {spec!r}")
-        flags = _str_list(f"{key}.{name}.SlurmFlags", spec.get("SlurmFlags", []))
-        for flag in flags:
-            if not flag.startswith("-"):
-                raise ConfigError(f"{key}.{name}.SlurmFlags: {flag!r} must start with '-'")
-        cpus = spec.get("CPUDefault")
-        memory = spec.get("MemoryDefault")
-        uid = spec.get("UID")
-        public = spec.get("Public", False)
-        flavors[str(name)] = Flavor(
-            name=str(spec.get("Name") or name),
-            cpus=_int(f"{key}.{name}.CPUDefault", cpus) if cpus not in (None, "", 0) else None,
-            memory_mib=_memory_mib(f"{key}.{name}.MemoryDefault", memory) if memory not in (None, "", 0) else None,
-            sbatch_flags=flags,
-            description=str(spec.get("Description", "")),
-            uid=_int(f"{key}.{name}.UID", uid) if uid not in (None, "") else None,
-            public=_bool(f"{key}.{name}.Public", public),
-        )
-    return flavors
-
-
 def _uid(key: str, value: Any) -> int | None:
     if value is None or value == "":
         return None
@@ -566,7 +514,8 @@ def _singularity_options(key: str, value: Any) -> tuple[str, ...]:
 parse_argv = _argv
 parse_bool = _bool
 parse_choice = _choice
-parse_flavors = _flavors
+parse_int = _int
+parse_memory_mib = _memory_mib
 parse_optional_argv = _optional_argv
 parse_optional_path = _optional_path
 parse_seconds = _seconds
@@ -587,9 +536,6 @@ class FieldSpec:
 
 
 FIELDS: dict[str, FieldSpec] = {
-    "Backend": FieldSpec(
-        "backend", _choice(BACKENDS), "Which scheduler this instance drives: slurm, podman or htcondor."
-    ),
     "ContainerRuntime": FieldSpec(
         "container_runtime",
         _runtime,
@@ -845,31 +791,89 @@ FIELDS: dict[str, FieldSpec] = {
 @dataclass(frozen=True)
 class ConfigSection:
     """A backend's config keys, registered by its package: the YAML stays flat, a section is where keys are
-    declared and documented. ``policy`` is its section of the admin policy; ``compat_keys`` are accepted
-    without effect (key -> why); ``adjust`` folds compatibility keys into the config (returns notes);
-    ``check`` returns warnings or raises ConfigError; ``secret_files`` are the keys naming files that hold
-    a secret (key -> attribute)."""
+    declared and documented. ``backend`` is the Backend value it serves; ``settings_type`` the frozen
+    dataclass its values are stored in (``Config.section``), whose attributes the fields name; ``policy`` is
+    its section of the admin policy; ``compat_keys`` are accepted without effect (key -> why); ``adjust``
+    folds compatibility keys into the config (returns notes); ``check`` returns warnings or raises
+    ConfigError; ``secret_files`` are the keys naming files that hold a secret (key -> attribute);
+    ``reloadable`` the attributes SIGHUP re-reads; ``probe`` what `check` reports of this backend's settings
+    on this host (ok, line), when it is the configured backend; ``data_root_rule`` what else DataRootFolder
+    must not hold with this backend (checked by its ``check``, named in every data-root message)."""
 
     title: str
     fields: Mapping[str, FieldSpec] = field(default_factory=dict)
+    backend: str = ""
+    settings_type: type[Any] | None = None
     policy: PolicySection | None = None
     compat_title: str = ""
     compat_keys: Mapping[str, str] = field(default_factory=dict)
     adjust: Callable[[Config, Mapping[str, Any], Mapping[str, str]], tuple[Config, list[str]]] | None = None
     check: Callable[[Config], list[str]] | None = None
     secret_files: Mapping[str, str] = field(default_factory=dict)
+    reloadable: tuple[str, ...] = ()
+    probe: Callable[[Config], list[tuple[bool, str]]] | None = None
+    data_root_rule: str = ""
 
 
-COMMON = ConfigSection("Common keys", FIELDS, secret_files={"SshKeyFile": "ssh_key_file"})
+COMMON = ConfigSection(
+    "Common keys",
+    FIELDS,
+    secret_files={"SshKeyFile": "ssh_key_file"},
+    reloadable=("taints", "policy_raw", "default_cpus", "default_memory_mib"),
+)
+
+
+def backend_names(sections: Sequence[ConfigSection]) -> tuple[str, ...]:
+    """The Backend values the registered sections serve, in their order."""
+    return tuple(dict.fromkeys(section.backend for section in sections if section.backend))
+
+
+def _common(sections: Sequence[ConfigSection]) -> ConfigSection:
+    """The common section, its Backend key choosing among the registered backends."""
+    names = backend_names(sections)
+    either = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
+    backend = FieldSpec("backend", _choice(names), f"Which scheduler this instance drives: {either}.")
+    return dataclasses.replace(COMMON, fields={"Backend": backend, **COMMON.fields})
 
 
 def all_fields(sections: Sequence[ConfigSection]) -> dict[str, FieldSpec]:
     """Every key of the common section and of the backends' sections."""
-    return {key: spec for section in (COMMON, *sections) for key, spec in section.fields.items()}
+    return {key: spec for section in (_common(sections), *sections) for key, spec in section.fields.items()}
 
 
 def policy_sections(sections: Sequence[ConfigSection]) -> tuple[PolicySection, ...]:
     return tuple(section.policy for section in sections if section.policy is not None)
+
+
+def _settings(config: Config, section: ConfigSection) -> Any:
+    """Where a section's values are stored: the backend's settings, or the Config for the common keys."""
+    return config if section.settings_type is None else config.section(section.settings_type)
+
+
+def _parsed(
+    raw: Mapping[str, Any], sections: Sequence[ConfigSection], environ: Mapping[str, str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The parsed values of every section (common first), by attribute; and the warnings of the keys."""
+    every = (_common(sections), *sections)
+    owner = {key: (index, spec) for index, section in enumerate(every) for key, spec in section.fields.items()}
+    policy = policy_keys(policy_sections(sections))
+    compat = {key: why for section in every for key, why in section.compat_keys.items()}
+    warnings: list[str] = []
+    values: list[dict[str, Any]] = [{} for _ in every]
+    for key, value in raw.items():
+        if key in owner:
+            index, spec = owner[key]
+            values[index][spec.attr] = spec.parse(key, value)
+        elif key in policy:
+            continue
+        elif key in compat:
+            warnings.append(f"config key {key!r} is accepted for compatibility, without effect: {compat[key]}")
+        else:
+            warnings.append(f"unknown config key {key!r} ignored")
+    for index, spec in owner.values():
+        if spec.env and environ.get(spec.env):
+            values[index][spec.attr] = spec.parse(spec.env, environ[spec.env])
+    return values, warnings
 
 
 def parse_config(
@@ -878,30 +882,16 @@ def parse_config(
     """Build a Config from the common keys and the backends' sections; returns (config, warnings). Raises
     ConfigError for bad values."""
     environ = os.environ if environ is None else environ
+    values, warnings = _parsed(raw, sections, environ)
+    common = values[0]
+    common.setdefault("instance_id", "default")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", str(common["instance_id"])):
+        raise ConfigError(f"InstanceId: {common['instance_id']!r} must be 1-32 of [A-Za-z0-9_.-]")
+    common["policy_raw"] = {key: raw[key] for key in policy_keys(policy_sections(sections)) if key in raw}
+    common["sections"] = {section.settings_type: section.settings_type(**parsed)
+                          for section, parsed in zip(sections, values[1:], strict=True) if section.settings_type}
+    config = Config(**common)
     every = (COMMON, *sections)
-    fields = all_fields(sections)
-    policy = policy_keys(policy_sections(sections))
-    compat = {key: why for section in every for key, why in section.compat_keys.items()}
-    warnings: list[str] = []
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in fields:
-            spec = fields[key]
-            values[spec.attr] = spec.parse(key, value)
-        elif key in policy:
-            continue
-        elif key in compat:
-            warnings.append(f"config key {key!r} is accepted for compatibility, without effect: {compat[key]}")
-        else:
-            warnings.append(f"unknown config key {key!r} ignored")
-    for spec in fields.values():
-        if spec.env and environ.get(spec.env):
-            values[spec.attr] = spec.parse(spec.env, environ[spec.env])
-    values.setdefault("instance_id", "default")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", str(values["instance_id"])):
-        raise ConfigError(f"InstanceId: {values['instance_id']!r} must be 1-32 of [A-Za-z0-9_.-]")
-    values["policy_raw"] = {key: raw[key] for key in policy if key in raw}
-    config = Config(**values)
     for section in every:
         if section.adjust is not None:
             config, notes = section.adjust(config, raw, environ)
@@ -914,7 +904,7 @@ def parse_config(
                         "inherit the job's environment")
     root = str(config.data_root)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in root):
-        raise ConfigError(data_root_problem(root))
+        raise ConfigError(data_root_problem(root, sections))
     if config.restart_backoff_max < config.restart_backoff_initial:
         raise ConfigError("RestartBackoffMax: must be >= RestartBackoffInitial")
     if not config.socket and not config.allow_network_bind and not loopback_host(config.bind_address):
@@ -926,9 +916,24 @@ def parse_config(
     return config, warnings
 
 
-def data_root_problem(root: str) -> str:
-    """Job dirs are named in submit descriptions (where `$` is a macro) and in line-based state files."""
-    return f"DataRootFolder: {root!r} must not hold control characters (nor `$` with HTCondor)"
+def reloaded(current: Config, fresh: Config, sections: Sequence[ConfigSection]) -> Config:
+    """``current`` with the keys SIGHUP re-reads taken from ``fresh`` (each section's ``reloadable``); the
+    keys that need a restart keep their value."""
+    stored = dict(current.sections)
+    for section in sections:
+        kind = section.settings_type
+        if kind is not None and section.reloadable:
+            taken = {attr: getattr(fresh.section(kind), attr) for attr in section.reloadable}
+            stored[kind] = dataclasses.replace(current.section(kind), **taken)
+    return dataclasses.replace(current, sections=stored, **{attr: getattr(fresh, attr) for attr in COMMON.reloadable})
+
+
+def data_root_problem(root: str, sections: Sequence[ConfigSection]) -> str:
+    """Job dirs are named in line-based state files (and in what a backend's rule says, e.g. a description
+    where `$` is a macro)."""
+    rules = "".join(f" (nor {section.data_root_rule} with {section.title})" for section in sections
+                    if section.data_root_rule)
+    return f"DataRootFolder: {root!r} must not hold control characters{rules}"
 
 
 def load_config(path: Path, sections: Sequence[ConfigSection]) -> tuple[Config, list[str]]:
@@ -953,7 +958,7 @@ def _secret_files(
 ) -> list[tuple[str, Path]]:
     """The config file and every file it names that holds a key, token or password."""
     files = [("config file", path)]
-    named = [(key, str(getattr(config, attr))) for section in (COMMON, *sections)
+    named = [(key, str(getattr(_settings(config, section), attr))) for section in (COMMON, *sections)
              for key, attr in section.secret_files.items()]
     files += [(key, Path(value)) for key, value in named if value]
     registries = raw.get("RegistryCredentials")
@@ -974,9 +979,8 @@ def default_instance_id() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:32] or "default"
 
 
-def _key_table(fields: Mapping[str, FieldSpec]) -> list[str]:
+def _key_table(fields: Mapping[str, FieldSpec], defaults: Any) -> list[str]:
     lines = ["| key | env override | default | meaning |", "| --- | --- | --- | --- |"]
-    defaults = Config()
     for key, spec in fields.items():
         default = getattr(defaults, spec.attr)
         if isinstance(default, tuple):
@@ -1004,13 +1008,14 @@ def config_reference_markdown(sections: Sequence[ConfigSection]) -> str:
     ]
     policies = policy_sections(sections)
     common_policy = policy_key_docs(policies)
-    for section in (COMMON, *sections):
+    common = _common(sections)
+    for section in (common, *sections):
         lines += ["", f"## {section.title}", ""]
         if section.fields:
-            lines += _key_table(section.fields)
-        policy = common_policy if section is COMMON else section.policy.keys if section.policy else {}
+            lines += _key_table(section.fields, _settings(Config(), section))
+        policy = common_policy if section is common else section.policy.keys if section.policy else {}
         if policy:
-            lines += ["", "### Admin policy keys" if section is COMMON else f"### Admin policy keys ({section.title})",
+            lines += ["", "### Admin policy keys" if section is common else f"### Admin policy keys ({section.title})",
                       "", *_meaning_table(policy, "meaning")]
         if section.compat_keys:
             lines += ["", f"### {section.compat_title}", "", *_meaning_table(section.compat_keys, "why")]

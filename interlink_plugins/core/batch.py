@@ -106,7 +106,11 @@ class BatchBackend(BySource, BackendDefaults, ABC, Generic[DraftT]):
     def plan(self, pod: Pod, draft: DraftT, job_dir: Path) -> JobPlan:
         """The job dir planned once, for the path the job sees it at (``run_dir``); pure."""
         return plan_job(pod, self.run_dir(draft, job_dir), self.config, self.policy,
-                        helper_dir=self.helper_dir(draft))
+                        helper_dir=self.helper_dir(draft), mpi_launcher=self.mpi_launcher())
+
+    def mpi_launcher(self) -> tuple[str, ...]:
+        """The launcher of pods that ask for MPI (a backend whose policy section declares the MPI keys)."""
+        return ()
 
     def write(self, job_plan: JobPlan, job_dir: Path, submit: Mapping[str, Any]) -> Mapping[str, Any]:
         """The local writer (core/podrunner/jobdir.py: write_local) into ``job_dir``; returns the submit

@@ -34,6 +34,7 @@ from interlink_plugins.core.records.state import PodRecord
 from interlink_plugins.htcondor import livelogs, states, submit
 from interlink_plugins.htcondor.client import CondorClient
 from interlink_plugins.htcondor.runnerstate import ChirpedState, CondorFiles, live_copy, sync_live_copies
+from interlink_plugins.htcondor.settings import HTCondorSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class HTCondorBackend(BatchBackend[submit.JobLayout]):
     def __init__(self, config: Config, runner: CommandRunner, policy: AdminPolicy) -> None:
         super().__init__(config, runner, policy)
         self.client = CondorClient(config)
-        self.spool = config.htcondor_data_mode == "spool"
-        self._job_uid = _resolve_user(config.htcondor_job_user) if config.htcondor_job_user else None
+        self.spool = self.settings.htcondor_data_mode == "spool"
+        self._job_uid = _resolve_user(self.settings.htcondor_job_user) if self.settings.htcondor_job_user else None
         self._jobs: dict[str, JobInfo] = {}  # the last answer of query()/query_finished(), by job id
         self._chirped: dict[str, Mapping[str, list[str]]] = {}  # spool: per-container state from the job ad
         self._last_seen: dict[str, float] = {}  # job id -> when query() last saw it in the queue
@@ -63,6 +64,11 @@ class HTCondorBackend(BatchBackend[submit.JobLayout]):
         self._files = CondorFiles(self._jobs, self._last_seen, spooled=False)
         self._retrieved = CondorFiles(self._jobs, self._last_seen, spooled=True)
         self._chirp_source = ChirpedState(self._chirped, self._jobs)
+
+    @property
+    def settings(self) -> HTCondorSettings:
+        """The HTCondor section of the current config (SIGHUP swaps the config)."""
+        return self.config.section(HTCondorSettings)
 
     # --- identity ----------------------------------------------------------------------
 
@@ -229,7 +235,7 @@ class HTCondorBackend(BatchBackend[submit.JobLayout]):
         job = self._jobs.get(record.job_id)
         if job is None or not job.running:
             return
-        if not self.config.htcondor_tail:
+        if not self.settings.htcondor_tail:
             raise _no_tail(record, container)
         if previous:
             raise LogRequestError(
@@ -240,7 +246,7 @@ class HTCondorBackend(BatchBackend[submit.JobLayout]):
     def keep_log_fresh(self, record: PodRecord, container: str, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         if not self.spool or self._local_state(record):
             return stream
-        if not self.config.htcondor_tail:
+        if not self.settings.htcondor_tail:
             job = self._jobs.get(record.job_id)
             if job is not None and job.running and self.container_started(record, container):
                 raise _no_tail(record, container)
@@ -254,11 +260,11 @@ class HTCondorBackend(BatchBackend[submit.JobLayout]):
         return livelogs.refreshed(stream, refresh)
 
     async def _tail(self, record: PodRecord, container: str) -> None:
-        argv = [*self.config.htcondor_tail, "-no-stdout", "-maxbytes", str(livelogs.MAX_BYTES)]
-        if self.config.htcondor_collector:
-            argv += ["-pool", self.config.htcondor_collector]
-        if self.config.htcondor_schedd:
-            argv += ["-name", self.config.htcondor_schedd]
+        argv = [*self.settings.htcondor_tail, "-no-stdout", "-maxbytes", str(livelogs.MAX_BYTES)]
+        if self.settings.htcondor_collector:
+            argv += ["-pool", self.settings.htcondor_collector]
+        if self.settings.htcondor_schedd:
+            argv += ["-name", self.settings.htcondor_schedd]
         argv += [record.job_id, f"c/{container}/log"]
         result = await self.run_command(argv, f"live log of job {record.job_id}",
                                         timeout=min(self.config.command_timeout, 10.0), env=self.client.tool_env())

@@ -19,6 +19,7 @@ from interlink_plugins import tracing
 from interlink_plugins.config import Config
 from interlink_plugins.core.errors import BackendUnavailable, SubmitRejected
 from interlink_plugins.htcondor import security
+from interlink_plugins.htcondor.settings import HTCondorSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,16 +46,20 @@ class CondorClient:
         self.calls: dict[str, int] = {}  # per call kind, for benchmarks and tests
 
     @property
+    def settings(self) -> HTCondorSettings:
+        return self.config.section(HTCondorSettings)
+
+    @property
     def schedd_name(self) -> str:
-        return self.config.htcondor_schedd or self._located or "(local schedd)"
+        return self.settings.htcondor_schedd or self._located or "(local schedd)"
 
     # --- plumbing --------------------------------------------------------------------------
 
     def _apply_params(self) -> None:
         import htcondor2
 
-        if self.config.htcondor_token_file and "IDTOKENS" in self.config.htcondor_auth:
-            changed = security.install_token(self.config.htcondor_token_file, self._token_dir)
+        if self.settings.htcondor_token_file and "IDTOKENS" in self.settings.htcondor_auth:
+            changed = security.install_token(self.settings.htcondor_token_file, self._token_dir)
             if changed and self._applied:
                 self._schedd = None  # new sessions with the new token
         if not self._applied:
@@ -67,11 +72,11 @@ class CondorClient:
 
         if self._schedd is not None:
             return self._schedd
-        if not self.config.htcondor_collector:
+        if not self.settings.htcondor_collector:
             self._schedd = htcondor2.Schedd()
             return self._schedd
-        collector = htcondor2.Collector(self.config.htcondor_collector)
-        name = self.config.htcondor_schedd
+        collector = htcondor2.Collector(self.settings.htcondor_collector)
+        name = self.settings.htcondor_schedd
         if not name:
             ads = collector.query(htcondor2.AdTypes.Schedd, projection=["Name"])
             names = sorted(str(ad["Name"]) for ad in ads if "Name" in ad)
@@ -200,10 +205,10 @@ class CondorClient:
     async def startd_ads(self, projection: Sequence[str]) -> list[dict[str, Any]]:
         import htcondor2
 
-        what = f"collector {self.config.htcondor_collector or '(local)'}: startd query"
+        what = f"collector {self.settings.htcondor_collector or '(local)'}: startd query"
 
         def run() -> list[dict[str, Any]]:
-            collector = htcondor2.Collector(self.config.htcondor_collector or None)
+            collector = htcondor2.Collector(self.settings.htcondor_collector or None)
             return [dict(ad) for ad in collector.query(htcondor2.AdTypes.Startd, projection=list(projection))]
 
         try:

@@ -12,35 +12,37 @@ from pathlib import Path
 
 from interlink_plugins.config import Config
 from interlink_plugins.core.errors import ConfigError
+from interlink_plugins.htcondor.settings import HTCondorSettings
 
 
 def client_params(config: Config, token_dir: Path | None = None) -> dict[str, str]:
     """HTCondor configuration knobs for the client side. ``token_dir``: where the IDTOKENS token is copied."""
-    params: dict[str, str] = {"ENABLE_IPV6": "False"} if config.htcondor_collector.startswith("127.") else {}
-    if config.htcondor_collector:
-        params["COLLECTOR_HOST"] = config.htcondor_collector
-    methods = config.htcondor_auth
+    settings = config.section(HTCondorSettings)
+    params: dict[str, str] = {"ENABLE_IPV6": "False"} if settings.htcondor_collector.startswith("127.") else {}
+    if settings.htcondor_collector:
+        params["COLLECTOR_HOST"] = settings.htcondor_collector
+    methods = settings.htcondor_auth
     if methods:
         params["SEC_CLIENT_AUTHENTICATION_METHODS"] = ", ".join(methods)
         params["SEC_DEFAULT_AUTHENTICATION_METHODS"] = ", ".join(methods)
-    if "IDTOKENS" in methods and config.htcondor_token_file:
+    if "IDTOKENS" in methods and settings.htcondor_token_file:
         if token_dir is None:
             raise ConfigError("HTCondorTokenFile: no directory to install the token in")
         params["SEC_TOKEN_DIRECTORY"] = str(token_dir)
     if "SCITOKENS" in methods:
-        if not config.htcondor_token_file:
+        if not settings.htcondor_token_file:
             raise ConfigError("HTCondorAuth: SCITOKENS needs HTCondorTokenFile (the SciToken)")
-        params["SCITOKENS_FILE"] = config.htcondor_token_file
+        params["SCITOKENS_FILE"] = settings.htcondor_token_file
     if "SSL" in methods:
-        if not config.htcondor_ca_file:
+        if not settings.htcondor_ca_file:
             raise ConfigError("HTCondorAuth: SSL needs HTCondorCAFile (the CA that signed the daemons' certificates)")
-        params["AUTH_SSL_CLIENT_CAFILE"] = config.htcondor_ca_file
-        if bool(config.htcondor_cert_file) != bool(config.htcondor_key_file):
+        params["AUTH_SSL_CLIENT_CAFILE"] = settings.htcondor_ca_file
+        if bool(settings.htcondor_cert_file) != bool(settings.htcondor_key_file):
             raise ConfigError("HTCondorCertFile and HTCondorKeyFile: give both or neither")
-        if config.htcondor_cert_file:
-            params["AUTH_SSL_CLIENT_CERTFILE"] = config.htcondor_cert_file
-            params["AUTH_SSL_CLIENT_KEYFILE"] = config.htcondor_key_file
-    params.update(config.htcondor_params)
+        if settings.htcondor_cert_file:
+            params["AUTH_SSL_CLIENT_CERTFILE"] = settings.htcondor_cert_file
+            params["AUTH_SSL_CLIENT_KEYFILE"] = settings.htcondor_key_file
+    params.update(settings.htcondor_params)
     return params
 
 

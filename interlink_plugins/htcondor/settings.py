@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from interlink_plugins.config import (
@@ -22,6 +24,24 @@ from interlink_plugins.htcondor import policy
 
 HTCONDOR_AUTH = ("CLAIMTOBE", "IDTOKENS", "SSL", "SCITOKENS", "FS", "KERBEROS", "MUNGE")
 HTCONDOR_DATA_MODES = ("shared", "spool")
+
+
+@dataclass(frozen=True)
+class HTCondorSettings:
+    """The HTCondor section's values (``config.section(HTCondorSettings)``)."""
+
+    htcondor_schedd: str = ""
+    htcondor_collector: str = ""
+    htcondor_auth: tuple[str, ...] = ()
+    htcondor_token_file: str = ""
+    htcondor_ca_file: str = ""
+    htcondor_cert_file: str = ""
+    htcondor_key_file: str = ""
+    htcondor_params: Mapping[str, str] = field(default_factory=dict)
+    htcondor_job_user: str = ""
+    htcondor_data_mode: str = "shared"
+    htcondor_tail: tuple[str, ...] = ()
+    held_timeout: float = 1800.0
 
 
 def _auth_methods(key: str, value: Any) -> tuple[str, ...]:
@@ -87,14 +107,17 @@ FIELDS: dict[str, FieldSpec] = {
 def check(config: Config) -> list[str]:
     """Job dirs are named in submit descriptions, where `$` is a macro."""
     if config.backend == "htcondor" and "$" in str(config.data_root):
-        raise ConfigError(data_root_problem(str(config.data_root)))
+        raise ConfigError(data_root_problem(str(config.data_root), (SECTION,)))
     return []
 
 
 SECTION = ConfigSection(
     "HTCondor",
     FIELDS,
+    backend="htcondor",
+    settings_type=HTCondorSettings,
     policy=policy.SECTION,
     check=check,
+    data_root_rule="`$`",
     secret_files={"HTCondorTokenFile": "htcondor_token_file", "HTCondorKeyFile": "htcondor_key_file"},
 )

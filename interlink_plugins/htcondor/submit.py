@@ -26,6 +26,7 @@ from interlink_plugins.htcondor.policy import (
     accounting_group,
     submit_commands,
 )
+from interlink_plugins.htcondor.settings import HTCondorSettings
 from interlink_plugins.htcondor.states import DEADLINE_SUBCODE, HOLD_SPOOLING_INPUT
 
 WRAPPER = "job.sh"
@@ -47,7 +48,7 @@ class JobLayout:
 
 def layout(config: Config, namespace: str, uid: str) -> JobLayout:
     local = str(config.data_root / job_dir_name(namespace, uid))
-    if config.htcondor_data_mode == "spool":
+    if config.section(HTCondorSettings).htcondor_data_mode == "spool":
         return JobLayout(local, f"/tmp/interlink-{config.instance_id}-{uid}", True)
     return JobLayout(local, local, False)
 
@@ -119,7 +120,7 @@ def resource_commands(pod: Pod, config: Config) -> dict[str, str]:
 
 def policy_expressions(pod: Pod, config: Config) -> dict[str, str]:
     """Holds the plugin resolves itself: deadline, HeldTimeout, a spool that never came."""
-    held = int(config.held_timeout)
+    held = int(config.section(HTCondorSettings).held_timeout)
     remove = [
         f"(JobStatus == 5 && HoldReasonCode =!= {HOLD_SPOOLING_INPUT} && time() - EnteredCurrentStatus > {held})",
         # deadline and memory holds end the pod at once (DeadlineExceeded, OOMKilled)

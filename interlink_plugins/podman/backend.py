@@ -71,6 +71,7 @@ from interlink_plugins.podman.parse import (
     running_runs,
 )
 from interlink_plugins.podman.plan import Action, CreateError, Observed, PodView, Run, plan_pod
+from interlink_plugins.podman.settings import PodmanSettings
 from interlink_plugins.podman.spec import (
     BACKEND_NAME,
     L_BACKEND,
@@ -173,6 +174,11 @@ class PodmanBackend(BackendDefaults):
         # probes and lifecycle hooks, run by the plugin as the kubelet runs them (podman/lifecycle.py)
         self._lifecycle = PodLifecycle(runner, config.podman, self._podman, self._spawn, config.command_timeout)
 
+    @property
+    def settings(self) -> PodmanSettings:
+        """The Podman section of the current config (SIGHUP swaps the config)."""
+        return self.config.section(PodmanSettings)
+
     # --- helpers -----------------------------------------------------------------------
 
     def host_facts(self) -> HostFacts:
@@ -217,7 +223,7 @@ class PodmanBackend(BackendDefaults):
             job_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(job_dir, 0o700)
             spec = self._pod_spec(pod, job_dir, write=True)
-        create = pod_create_argv(pod, spec, instance=self.config.instance_id, network=self.config.podman_pod_network)
+        create = pod_create_argv(pod, spec, instance=self.config.instance_id, network=self.settings.podman_pod_network)
         create.append(f"--label={L_JOB_DIR}={job_dir}")
         meta = pod_summary(pod)
         meta["podman"] = spec.to_json()
@@ -244,7 +250,7 @@ class PodmanBackend(BackendDefaults):
             grace_cap=self.config.grace_period_cap,
             pull_override=self.config.pull_policy or None,
             host=self.host_facts(),
-            gpu_map=self.config.gpu_cdi_map,
+            gpu_map=self.settings.gpu_cdi_map,
             job_dir=str(job_dir),
             instance=self.config.instance_id,
         )
@@ -305,7 +311,7 @@ class PodmanBackend(BackendDefaults):
             if needs:
                 used = await self._gpus_in_use()
                 for kind, count in needs.items():
-                    free = [d for d in self.config.gpu_cdi_map.get(kind, ()) if d not in used]
+                    free = [d for d in self.settings.gpu_cdi_map.get(kind, ()) if d not in used]
                     if len(free) < count:
                         raise SubmitRejected(f"waiting for {count} free {kind} (CDI devices in use: {len(used)})",
                                              retryable=True)
@@ -870,7 +876,7 @@ class PodmanBackend(BackendDefaults):
             cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cpus = os.cpu_count() or 0
-        gpus = {kind: len(devices) for kind, devices in self.config.gpu_cdi_map.items() if devices}
+        gpus = {kind: len(devices) for kind, devices in self.settings.gpu_cdi_map.items() if devices}
         return Resources(cpus=cpus, memory_bytes=_memory_total(), gpus=gpus)
 
     # --- per-container view ------------------------------------------------------------

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from interlink_plugins.core.model.podfields import FieldColumn, register
+from interlink_plugins.podman.settings import PodmanSettings
 
 
 def _pod_network(config: Any) -> str:
-    return str(config.podman_pod_network)
+    return str(config.section(PodmanSettings).podman_pod_network)
 
 
 COLUMN = register(FieldColumn(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from interlink_plugins.config import Config, Flavor
+from interlink_plugins.config import Config
 from interlink_plugins.core import safefs
 from interlink_plugins.core.backend import AdoptedJob, JobInfo, Resources
 from interlink_plugins.core.batch import BatchBackend, JobOwner, primary_gid
@@ -37,6 +37,7 @@ from interlink_plugins.slurm.policy import (
     render_sbatch_option,
     sbatch_flags,
 )
+from interlink_plugins.slurm.settings import Flavor, SlurmSettings
 from interlink_plugins.slurm.states import OOM_KILLED, may_be_memory_kill
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,14 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
         self._go_files = migrate.GoLayoutFiles(config.state_dir)
         self._memory_kills: dict[str, str] = {}  # job id -> slurmstepd's memory-kill line ("" none)
 
+    @property
+    def settings(self) -> SlurmSettings:
+        """The SLURM section of the current config (SIGHUP swaps the config)."""
+        return self.config.section(SlurmSettings)
+
+    def mpi_launcher(self) -> tuple[str, ...]:
+        return self.settings.mpi_launcher
+
     # --- identity ----------------------------------------------------------------------
 
     def comment(self, uid: str) -> str:
@@ -84,7 +93,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
         write: bool,
     ) -> dict[str, list[str]]:
         argv = commands.sbatch(
-            self.config.sbatch, comment=self.comment(pod.uid), job_dir=job_dir, requeue=self.config.requeue,
+            self.settings.sbatch, comment=self.comment(pod.uid), job_dir=job_dir, requeue=self.settings.requeue,
             options=[word for option in draft for word in render_sbatch_option(option)],
             script=job_dir / "pod-runner.sh",
         )  # fmt: skip
@@ -146,17 +155,17 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
         found = ann.first(pod.annotations, FLAVOR)
         if found is not None:
             key, name = found
-            flavor = self.config.flavors.get(name.strip())
+            flavor = self.settings.flavors.get(name.strip())
             if flavor is None:
-                known = ", ".join(sorted(self.config.flavors)) or "none configured"
+                known = ", ".join(sorted(self.settings.flavors)) or "none configured"
                 raise PodSpecError(f"metadata.annotations[{key}]", f"no flavor named {name!r} (flavors: {known})")
             return flavor
         if gpus:
-            picked = gpu_flavor(self.config.flavors, gpus)
+            picked = gpu_flavor(self.settings.flavors, gpus)
             if picked is not None:
                 return picked
-        if self.config.default_flavor:
-            return self.config.flavors[self.config.default_flavor]
+        if self.settings.default_flavor:
+            return self.settings.flavors[self.settings.default_flavor]
         return None
 
     def _namespace_defaults(self, namespace: str, merged: dict[str, ParsedOption]) -> None:
@@ -207,10 +216,10 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
             self._check_not_root(uid, field)
             self.policy.check_user(pod.namespace, uid, field=field)
             return uid
-        if self.config.default_uid is not None:
-            self._check_not_root(self.config.default_uid, "DefaultUID")
-            return self.config.default_uid
-        if os.geteuid() == 0 and not self.config.allow_root_jobs:
+        if self.settings.default_uid is not None:
+            self._check_not_root(self.settings.default_uid, "DefaultUID")
+            return self.settings.default_uid
+        if os.geteuid() == 0 and not self.settings.allow_root_jobs:
             raise PodSpecError(
                 "spec.securityContext.runAsUser",
                 "required: the pod sets no runAsUser and the plugin has no DefaultUID, and a root plugin does not "
@@ -220,10 +229,10 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
 
     def _flavor_key(self, flavor: Flavor) -> str:
         """The flavor's key in Flavors (what NamespacePolicy Flavors names)."""
-        return next((key for key, each in self.config.flavors.items() if each is flavor), flavor.name)
+        return next((key for key, each in self.settings.flavors.items() if each is flavor), flavor.name)
 
     def _check_not_root(self, uid: int, field: str) -> None:
-        if uid == 0 and not self.config.allow_root_jobs:
+        if uid == 0 and not self.settings.allow_root_jobs:
             raise PolicyViolation(field, "uid 0: jobs never run as root (AllowRootJobs: false)")
 
     def _check_user(self, namespace: str, uid: int, field: str, why: str) -> None:
@@ -241,7 +250,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
                 continue
             if resource.startswith("hugepages-"):
                 continue
-            mapped = self.config.gres_map.get(resource)
+            mapped = self.settings.gres_map.get(resource)
             if mapped is None:
                 raise PodSpecError(
                     f"spec.containers[*].resources[{resource}]",
@@ -270,7 +279,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
         """Every job still known to slurmctld that runs as a uid this plugin submits as, with our comment.
         A root plugin lists every user's jobs (--uid jobs are not its own): a job of another uid that carries
         our comment was planted, and is ignored with a warning."""
-        argv = commands.squeue_mine(self.config.squeue, every_user=os.geteuid() == 0)
+        argv = commands.squeue_mine(self.settings.squeue, every_user=os.geteuid() == 0)
         result = await self.run_command(argv, "list")
         if not result.ok:
             raise BackendUnavailable("slurm", "squeue", result.error_text)
@@ -293,10 +302,10 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
         if me != 0:
             return frozenset({me})
         uids = set(self.policy.submit_uids())
-        uids |= {flavor.uid for flavor in self.config.flavors.values() if flavor.uid is not None}
-        if self.config.default_uid is not None:
-            uids.add(self.config.default_uid)
-        if self.config.allow_root_jobs:
+        uids |= {flavor.uid for flavor in self.settings.flavors.values() if flavor.uid is not None}
+        if self.settings.default_uid is not None:
+            uids.add(self.settings.default_uid)
+        if self.settings.allow_root_jobs:
             uids.add(0)
         else:
             uids.discard(0)
@@ -377,7 +386,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
     async def query(self, job_ids: Sequence[str]) -> dict[str, JobInfo]:
         if not job_ids:
             return {}
-        result = await self.run_command(commands.squeue_jobs(self.config.squeue, job_ids), "status")
+        result = await self.run_command(commands.squeue_jobs(self.settings.squeue, job_ids), "status")
         if not result.ok:
             if parse.invalid_job_id(result.error_text):
                 return {}
@@ -414,7 +423,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
     async def _sacct(self, job_ids: Sequence[str] | None, *, since: str = "") -> list[parse.SacctRow]:
         """Accounting (slurmdbd) when the cluster has it, else jobcomp (sacct -c); learnt at the first call."""
         if self._completion_accounting is not True:
-            argv = commands.sacct(self.config.sacct, job_ids, completion=False, since=since)
+            argv = commands.sacct(self.settings.sacct, job_ids, completion=False, since=since)
             result = await self.run_command(argv, "accounting")
             if result.ok and not parse.accounting_disabled(result.text):
                 self._completion_accounting = False
@@ -422,7 +431,7 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
             if not result.ok and not parse.accounting_disabled(result.error_text):
                 raise BackendUnavailable("slurm", "sacct", result.error_text)
             self._completion_accounting = True
-        argv = commands.sacct(self.config.sacct, job_ids, completion=True, since=since)
+        argv = commands.sacct(self.settings.sacct, job_ids, completion=True, since=since)
         result = await self.run_command(argv, "accounting")
         if not result.ok:
             raise BackendUnavailable("slurm", "sacct -c", result.error_text)
@@ -447,10 +456,10 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
             # a job that has not started has nothing to stop gracefully: cancelled as it is, and the signal
             # form never meets a pending job (SLURM 22.05 retries it silently until the command times out);
             # a cancelled or unknown job answers the signal form at once ("Invalid job id")
-            pending = await self.run_command(commands.scancel_pending(self.config.scancel, job_id), "delete")
+            pending = await self.run_command(commands.scancel_pending(self.settings.scancel, job_id), "delete")
             if not pending.ok and parse.cancel_settled(pending.error_text):
                 return
-        result = await self.run_command(commands.scancel(self.config.scancel, job_id, graceful=graceful), "delete")
+        result = await self.run_command(commands.scancel(self.settings.scancel, job_id, graceful=graceful), "delete")
         if result.ok or parse.cancel_settled(result.error_text):
             return
         if graceful and parse.cancel_needs_plain(result.error_text):
@@ -463,10 +472,10 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
             await safefs.run(self._go_files.forget, record)
 
     async def resources(self) -> Resources:
-        result = await self.run_command(commands.sinfo(self.config.sinfo), "resources")
+        result = await self.run_command(commands.sinfo(self.settings.sinfo), "resources")
         if not result.ok:
             raise BackendUnavailable("slurm", "sinfo", result.error_text)
-        return parse.capacity(parse.parse_sinfo(result.text), self.config.partitions)
+        return parse.capacity(parse.parse_sinfo(result.text), self.settings.partitions)
 
 
 _MEMORY_GROUP = ("mem", "mem-per-cpu", "mem-per-gpu")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from interlink_plugins.config import (
     FieldSpec,
     parse_argv,
     parse_bool,
-    parse_flavors,
+    parse_int,
+    parse_memory_mib,
     parse_singularity_options,
     parse_str,
     parse_str_list,
@@ -25,6 +27,68 @@ from interlink_plugins.config import (
 )
 from interlink_plugins.core.errors import ConfigError
 from interlink_plugins.slurm import policy
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    cpus: int | None
+    memory_mib: int | None
+    sbatch_flags: tuple[str, ...]
+    description: str = ""
+    uid: int | None = None  # --uid for pods of this flavor that set no runAsUser
+    public: bool = False  # any namespace may use it, and run as its uid (else NamespacePolicy Flavors and Users)
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The SLURM section's values (``config.section(SlurmSettings)``)."""
+
+    sbatch: tuple[str, ...] = ("sbatch",)
+    scancel: tuple[str, ...] = ("scancel",)
+    squeue: tuple[str, ...] = ("squeue",)
+    sinfo: tuple[str, ...] = ("sinfo",)
+    sacct: tuple[str, ...] = ("sacct",)
+    requeue: bool = False
+    default_uid: int | None = None
+    allow_root_jobs: bool = False
+    mpi_launcher: tuple[str, ...] = ("srun", "--export=ALL")
+    partitions: tuple[str, ...] = ()
+    flavors: Mapping[str, Flavor] = field(default_factory=dict)
+    default_flavor: str = ""
+    gres_map: Mapping[str, str] = field(default_factory=dict)
+    # the Go plugin's keys, read as it reads them (apply_go_keys folds them into the common keys)
+    singularity_default_options: tuple[str, ...] | None = None
+    verbose_logging: bool = False
+    errors_only_logging: bool = False
+
+
+def parse_flavors(key: str, value: Any) -> dict[str, Flavor]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of flavor name to settings, got {value!r}")
+    flavors: dict[str, Flavor] = {}
+    for name, spec in value.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{key}.{name}: expected a mapping, got {spec!r}")
+        flags = parse_str_list(f"{key}.{name}.SlurmFlags", spec.get("SlurmFlags", []))
+        for flag in flags:
+            if not flag.startswith("-"):
+                raise ConfigError(f"{key}.{name}.SlurmFlags: {flag!r} must start with '-'")
+        cpus = spec.get("CPUDefault")
+        memory = spec.get("MemoryDefault")
+        uid = spec.get("UID")
+        public = spec.get("Public", False)
+        flavors[str(name)] = Flavor(
+            name=str(spec.get("Name") or name),
+            cpus=parse_int(f"{key}.{name}.CPUDefault", cpus) if cpus not in (None, "", 0) else None,
+            memory_mib=parse_memory_mib(f"{key}.{name}.MemoryDefault", memory) if memory not in (None, "", 0) else None,
+            sbatch_flags=flags,
+            description=str(spec.get("Description", "")),
+            uid=parse_int(f"{key}.{name}.UID", uid) if uid not in (None, "") else None,
+            public=parse_bool(f"{key}.{name}.Public", public),
+        )
+    return flavors
+
 
 FIELDS: dict[str, FieldSpec] = {
     "SbatchPath": FieldSpec("sbatch", parse_argv, "sbatch command (argv prefix, split with shlex).", env="SBATCHPATH"),
@@ -111,6 +175,7 @@ GO_SINGULARITY_DEFAULTS = ("--nv", "--no-eval", "--containall")  # when its list
 # the Go plugin's config file when no --config is given: $SLURMCONFIGPATH, else this
 GO_CONFIG_ENV = "SLURMCONFIGPATH"
 GO_DEFAULT_CONFIG = Path("/etc/interlink/SlurmConfig.yaml")
+DEFAULT_CONFIG_HELP = f"${GO_CONFIG_ENV}, else {GO_DEFAULT_CONFIG}"
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -122,10 +187,11 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
 def apply_go_keys(config: Config, raw: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[Config, list[str]]:
     """Fold the Go plugin's keys into ours (log level, apptainer options); returns notes for the log."""
     notes: list[str] = []
+    settings = config.section(SlurmSettings)
     level = config.log_level
     if "LogLevel" not in raw:
-        level = "debug" if config.verbose_logging else "error" if config.errors_only_logging else level
-    options = config.singularity_default_options
+        level = "debug" if settings.verbose_logging else "error" if settings.errors_only_logging else level
+    options = settings.singularity_default_options
     if not options and "SingularityDefaultOptions" in raw:
         options = GO_SINGULARITY_DEFAULTS  # present but empty: the Go plugin's default
     elif (options is None and "ApptainerOptions" not in raw and GO_ONLY_KEYS & set(raw)
@@ -169,16 +235,17 @@ def apply_go_keys(config: Config, raw: Mapping[str, Any], environ: Mapping[str, 
 def check(config: Config) -> list[str]:
     """DefaultFlavor names a flavor; uid 0 named by the admin needs AllowRootJobs; relaxations are warned at
     every start."""
-    if config.default_flavor and config.default_flavor not in config.flavors:
-        raise ConfigError(f"DefaultFlavor: {config.default_flavor!r} is not a key of Flavors")
-    if not config.allow_root_jobs:
-        if config.default_uid == 0:
+    settings = config.section(SlurmSettings)
+    if settings.default_flavor and settings.default_flavor not in settings.flavors:
+        raise ConfigError(f"DefaultFlavor: {settings.default_flavor!r} is not a key of Flavors")
+    if not settings.allow_root_jobs:
+        if settings.default_uid == 0:
             raise ConfigError("DefaultUID: 0 would run jobs as root; set AllowRootJobs: true to allow it")
-        for name, flavor in config.flavors.items():
+        for name, flavor in settings.flavors.items():
             if flavor.uid == 0:
                 raise ConfigError(f"Flavors.{name}.UID: 0 would run jobs as root; set AllowRootJobs: true to allow it")
     warnings = []
-    if config.allow_root_jobs and config.backend == "slurm":
+    if settings.allow_root_jobs and config.backend == "slurm":
         warnings.append("AllowRootJobs: true: a root plugin runs jobs as root for pods that ask for uid 0 or set "
                         "no uid (without DefaultUID)")
     return warnings
@@ -188,14 +255,15 @@ def job_uid_summary(config: Config, euid: int) -> str:
     """For `check` and `render`: which uids SLURM jobs run as, and whether root is possible."""
     if config.backend != "slurm":
         return f"jobs run as the {config.backend} backend's identity (AllowRootJobs applies to SLURM --uid)"
+    settings = config.section(SlurmSettings)
     if euid != 0:
         return (f"jobs run as this plugin's uid {euid} (not root: no --uid); runAsUser must be listed in the "
                 "namespace's Users")
-    default = (f"DefaultUID {config.default_uid}" if config.default_uid is not None
-               else "no DefaultUID: pods without runAsUser are refused" if not config.allow_root_jobs
+    default = (f"DefaultUID {settings.default_uid}" if settings.default_uid is not None
+               else "no DefaultUID: pods without runAsUser are refused" if not settings.allow_root_jobs
                else "no DefaultUID: pods without runAsUser run as root")
-    flavors = sorted(name for name, flavor in config.flavors.items() if flavor.uid is not None)
-    root = "AllowRootJobs: true, jobs may run as root" if config.allow_root_jobs else "no job runs as root"
+    flavors = sorted(name for name, flavor in settings.flavors.items() if flavor.uid is not None)
+    root = "AllowRootJobs: true, jobs may run as root" if settings.allow_root_jobs else "no job runs as root"
     return (f"jobs run as runAsUser listed in the namespace's Users, a flavor's UID ({', '.join(flavors) or 'none'}"
             f"), else {default}; {root}")
 
@@ -203,10 +271,13 @@ def job_uid_summary(config: Config, euid: int) -> str:
 SECTION = ConfigSection(
     "SLURM",
     FIELDS,
+    backend="slurm",
+    settings_type=SlurmSettings,
     policy=policy.SECTION,
     compat_title="Accepted for compatibility with the Go plugin's SlurmConfig.yaml, without effect "
     "(a warning says why)",
     compat_keys=GO_COMPAT_KEYS,
     adjust=apply_go_keys,
     check=check,
+    reloadable=("flavors", "default_flavor", "gres_map"),
 )

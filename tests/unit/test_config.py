@@ -9,6 +9,7 @@ from interlink_plugins.backends import config_reference_markdown, default_config
 from interlink_plugins.cli import main
 from interlink_plugins.core.errors import ConfigError
 from interlink_plugins.exitcodes import ExitCode
+from interlink_plugins.slurm.settings import SlurmSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,9 +41,10 @@ SomethingNew: 1
     path = tmp_path / "SlurmConfig.yaml"
     path.write_text(go_config)
     config, warnings = load_config(path)
-    assert config.sbatch == ("/usr/bin/sbatch",) and config.sidecar_port == 4000
+    slurm = config.section(SlurmSettings)
+    assert slurm.sbatch == ("/usr/bin/sbatch",) and config.sidecar_port == 4000
     assert config.container_runtime == "singularity"
-    assert config.flavors["default"].memory_mib == 16 * 1024 and config.flavors["default"].cpus == 2
+    assert slurm.flavors["default"].memory_mib == 16 * 1024 and slurm.flavors["default"].cpus == 2
     assert any("'SomethingNew'" in w and "unknown" in w for w in warnings)
     assert any("'BashPath'" in w for w in warnings)
     assert any("'EnrootPath'" in w and "enroot is not supported" in w for w in warnings)
@@ -89,8 +91,8 @@ def test_api_access_keys_take_names_or_numbers_and_a_network_bind_only_when_allo
 
 def test_path_keys_are_argv_prefixes_and_env_overrides() -> None:
     config, _ = parse_config({"SbatchPath": "/opt/slurm/bin/sbatch --clusters=leo"}, environ={"SQUEUEPATH": "/x/squeue"})
-    assert config.sbatch == ("/opt/slurm/bin/sbatch", "--clusters=leo")
-    assert config.squeue == ("/x/squeue",)
+    assert config.section(SlurmSettings).sbatch == ("/opt/slurm/bin/sbatch", "--clusters=leo")
+    assert config.section(SlurmSettings).squeue == ("/x/squeue",)
 
 
 def test_config_reference_doc_is_generated_from_the_code() -> None:
@@ -181,3 +183,38 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out == f"interlink-plugin {__version__}\n"
+
+
+def test_each_backend_reads_its_own_section_typed() -> None:
+    from interlink_plugins.config import Config
+    from interlink_plugins.htcondor.settings import HTCondorSettings
+    from interlink_plugins.podman.settings import PodmanSettings
+
+    config, _ = parse_config({"Requeue": True, "HeldTimeout": "60s", "PodmanPodNetwork": "host"}, environ={})
+    assert config.section(SlurmSettings).requeue is True
+    assert config.section(HTCondorSettings).held_timeout == 60.0
+    assert config.section(PodmanSettings).podman_pod_network == "host"
+    assert Config().section(SlurmSettings) == SlurmSettings()  # a config built without the section: its defaults
+    with pytest.raises(TypeError):
+        Config(sections={SlurmSettings: PodmanSettings()}).section(SlurmSettings)
+
+
+def test_sighup_takes_the_reloadable_keys_of_every_section_only() -> None:
+    from interlink_plugins.backends import reloaded_config
+
+    running, _ = parse_config({"Flavors": {"a": {"CPUDefault": 1}}, "Requeue": False, "MaxCPU": 4}, environ={})
+    fresh, _ = parse_config({"Flavors": {"b": {"CPUDefault": 2}}, "DefaultFlavor": "b", "Requeue": True,
+                             "MaxCPU": 8, "DefaultCPU": 3}, environ={})
+    updated = reloaded_config(running, fresh)
+    slurm = updated.section(SlurmSettings)
+    assert set(slurm.flavors) == {"b"} and slurm.default_flavor == "b" and updated.default_cpus == 3
+    assert slurm.requeue is False and updated.max_cpus == 4  # need a restart: kept
+
+
+def test_the_backend_key_accepts_the_backends_that_have_a_factory() -> None:
+    from interlink_plugins.backends import BACKENDS, CONFIG_SECTIONS
+    from interlink_plugins.config import backend_names
+
+    assert sorted(backend_names(CONFIG_SECTIONS)) == sorted(BACKENDS)
+    with pytest.raises(ConfigError, match="Backend: 'pbs' is not one of slurm, htcondor, podman"):
+        parse_config({"Backend": "pbs"}, environ={})

@@ -49,6 +49,18 @@ def test_core_names_no_backend() -> None:
     assert hits == [], "backend knowledge in core (register it from the backend's package):\n" + "\n".join(hits)
 
 
+# outside core, the modules every backend goes through that name none either: the command line asks the
+# registered sections (backends.py) for what is a backend's (its checks, the default config's help)
+NO_BACKEND_OUTSIDE_CORE = ("cli.py",)
+
+
+def test_the_command_line_names_no_backend() -> None:
+    package = CORE.parent
+    hits = [hit for name in NO_BACKEND_OUTSIDE_CORE for hit in _hits_in(package / name)]
+    assert hits == [], "backend knowledge in the command line (register it from the backend's package):\n" + \
+        "\n".join(hits)
+
+
 def test_the_exempt_modules_exist() -> None:
     for name in (*RUNTIME_MODULES, *PROSE_MODULES):
         assert (CORE / name).is_file(), name

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -99,7 +100,8 @@ def _hook_argv(
     )
 
 
-def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, helper_dir: str) -> tuple[str, ...]:
+def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str, helper_dir: str,
+                launcher: Sequence[str]) -> tuple[str, ...]:
     """`bash mpi.sh launch LAUNCHER... FLAGS... --il-task RUNTIME` for pods with mpi-flags, else ()."""
     # only a backend whose section declares mpi-flags keys launches MPI (inside its allocation); the
     # annotation present at all (even empty) means MPI, "false" turns it off
@@ -113,7 +115,7 @@ def _mpi_launch(pod: Pod, config: Config, policy: AdminPolicy, runtime_name: str
         raise PodSpecError(
             field, f"MPI launch is not supported with ContainerRuntime {runtime_name} (one container per pod)"
         )
-    words = ann.mpi_launch_words(policy, text, config.mpi_launcher, field=field)
+    words = ann.mpi_launch_words(policy, text, launcher, field=field)
     return ("bash", os.path.join(helper_dir, MPI_HELPER), "launch", *words, "--il-task", runtime_name)
 
 
@@ -239,21 +241,23 @@ class JobPlan:
 
 
 def build_run_plan(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, write: bool = False,
-                   helper_dir: str | None = None) -> RunPlan:
+                   helper_dir: str | None = None, mpi_launcher: Sequence[str] = ()) -> RunPlan:
     """The RunPlan of plan_job (for callers that need only it; the helpers inline unless `helper_dir`
     says otherwise); with ``write``, the files written into `job_dir` as well (write_local)."""
-    plan = plan_job(pod, job_dir, config, policy, helper_dir=helper_dir)
+    plan = plan_job(pod, job_dir, config, policy, helper_dir=helper_dir, mpi_launcher=mpi_launcher)
     if write:
         write_local(plan, job_dir)
     return plan.run
 
 
-def plan_job(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, helper_dir: str | None = "") -> JobPlan:
+def plan_job(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, helper_dir: str | None = "",
+             mpi_launcher: Sequence[str] = ()) -> JobPlan:
     """The pod's job dir as the job sees it at `job_dir`: volumes and every container turned into argv
     for the runtime, the runner and the files. Pure: nothing is written.
 
     ``helper_dir``: where the job finds the static helpers; "" = the data root's content-hashed copy
-    (config.data_root); None = inline, in the job dir itself (the runner self-contained)."""
+    (config.data_root); None = inline, in the job dir itself (the runner self-contained).
+    ``mpi_launcher``: the backend's launcher of pods that ask for MPI (the backend's setting)."""
     PLAN_COUNTER.count += 1
     helper_set = helpers_mod.helper_set()
     helpers_at = str(job_dir) if helper_dir is None else helper_dir or helper_set.dir_below(config.data_root)
@@ -266,7 +270,7 @@ def plan_job(pod: Pod, job_dir: Path, config: Config, policy: AdminPolicy, *, he
         pod=pod, job_dir=job_dir, config=config, volumes=volume_plan, runtime=runtime_for(runtime_name),
         runtime_name=runtime_name, image_root=ann.image_root(pod.annotations, policy.annotation_keys(ann.IMAGE_ROOT)),
         options=_runtime_options(pod, policy, runtime_name),
-        mpi=_mpi_launch(pod, config, policy, runtime_name, helpers_at), helpers_at=helpers_at,
+        mpi=_mpi_launch(pod, config, policy, runtime_name, helpers_at, mpi_launcher), helpers_at=helpers_at,
     )
     planned: list[_PlannedContainer] = []
     if pod.job_script is not None:

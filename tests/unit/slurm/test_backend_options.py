@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from interlink_plugins.backends import parse_config, policy_from_config
-from interlink_plugins.config import ConfigError, Flavor
+from interlink_plugins.config import ConfigError
 from interlink_plugins.core.commands.local import CommandResult
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.model.pod import parse_create_body
 from interlink_plugins.slurm.backend import SlurmBackend, gpu_flavor
+from interlink_plugins.slurm.settings import Flavor
 from tests.podfactory import container, pod_body
 
 
@@ -236,3 +237,13 @@ def test_job_dir_belongs_to_the_job_user_with_group_access(tmp_path: Path) -> No
     assert (job_dir.stat().st_uid, job_dir.stat().st_gid) == (user.pw_uid, os.getegid())
     assert oct(job_dir.stat().st_mode & 0o777) == "0o750"
     assert all(path.lstat().st_uid == user.pw_uid for path in job_dir.rglob("*"))
+
+
+def test_mpi_pods_get_the_configured_launcher_from_the_slurm_section(tmp_path: Path) -> None:
+    """The launcher is a SLURM setting: the backend hands it to the job's plan (core reads no backend key)."""
+    body = pod({"slurm-job.vk.io/mpi-flags": "-l"})
+    default = backend(tmp_path).prepare(parse_create_body(body), write=False)
+    assert any("srun --export=ALL --label" in " ".join(text.split()) for text in default.files.values())
+    launcher = backend(tmp_path, MpiLauncher="mpirun -np @NTASKS@", AllowRawShell=True)
+    mpirun = launcher.prepare(parse_create_body(body), write=False)
+    assert any("mpirun -np @NTASKS@ -l" in " ".join(text.split()) for text in mpirun.files.values())

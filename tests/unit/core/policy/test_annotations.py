@@ -14,6 +14,7 @@ from interlink_plugins.core.model.pod import parse_create_body
 from interlink_plugins.core.podrunner.jobdir import build_run_plan, write_job_files
 from interlink_plugins.core.podrunner.plan import RunPlan
 from interlink_plugins.core.policy.annotations import mpi_launch_words, split_mesh
+from interlink_plugins.slurm.settings import SlurmSettings
 from tests.podfactory import container, pod_body
 
 
@@ -21,7 +22,8 @@ def plan(tmp_path: Path, body: dict[str, Any], *, write: bool = False, **raw: An
     raw = {"ContainerRuntime": "none", "DataRootFolder": str(tmp_path / "jobs"), **raw}
     config, _ = parse_config(raw, environ={})
     return build_run_plan(parse_create_body(body), tmp_path / "jobs" / "j", config,
-                          policy_from_config(config.policy_raw), write=write)
+                          policy_from_config(config.policy_raw), write=write,
+                          mpi_launcher=config.section(SlurmSettings).mpi_launcher)
 
 
 # --- runtime options ----------------------------------------------------------------------------
