@@ -72,7 +72,7 @@ class PodPlan:
 
     @property
     def pod_json(self) -> str:
-        return self.files[0].data.decode()
+        return next(f.data for f in self.files if f.path == "pod.json").decode()
 
 
 def plan_job_files(job_dir: Path, spec: PodSpec, volumes: VolumePlan, pod_json: str) -> PodPlan:
