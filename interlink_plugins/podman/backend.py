@@ -43,13 +43,15 @@ from interlink_plugins.core.podrunner.jobdir import volume_limits
 from interlink_plugins.core.policy.engine import AdminPolicy
 from interlink_plugins.core.records.state import PodRecord
 from interlink_plugins.core.records.status import ContainerFiles, epoch_rfc3339
-from interlink_plugins.core.volumes.materialise import materialise_volumes
+from interlink_plugins.core.volumes.materialise import plan_volumes
 from interlink_plugins.podman.bindcheck import check_binds
 from interlink_plugins.podman.jobfiles import (
     STOP_MARKER,
+    PodPlan,
     create_error_text,
     empty_tree,
     load_spec,
+    plan_job_files,
     read_run_files,
     read_spec,
     remove_runs_before,
@@ -217,20 +219,17 @@ class PodmanBackend(BackendDefaults):
     # --- prepare / submit --------------------------------------------------------------
 
     def prepare(self, pod: Pod, *, write: bool = True) -> PreparedJob:
+        """Plan the job dir once (``plan``: everything validated, nothing written), describe the pod create
+        from the plan, then (unless a dry run) write the plan: a refused pod writes nothing."""
         job_dir = self.job_dir(pod.namespace, pod.uid)
-        spec = self._pod_spec(pod, job_dir, write=False)  # validate everything before anything is written
-        if write:
-            job_dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(job_dir, 0o700)
-            spec = self._pod_spec(pod, job_dir, write=True)
+        plan = self.plan(pod, job_dir)
+        spec = plan.spec
         create = pod_create_argv(pod, spec, instance=self.config.instance_id, network=self.settings.podman_pod_network)
         create.append(f"--label={L_JOB_DIR}={job_dir}")
-        meta = pod_summary(pod)
-        meta["podman"] = spec.to_json()
-        files = {"pod.json": json.dumps(meta, indent=1) + "\n"}
-        files["podman-run (first run of each container)"] = self._run_preview(spec, job_dir)
+        files = {"pod.json": plan.pod_json,
+                 "podman-run (first run of each container)": self._run_preview(spec, job_dir)}
         if write:
-            write_job_files(job_dir, files["pod.json"], spec.private_files)
+            write_job_files(plan, job_dir)
             self._prepared[pod.uid] = spec
         secrets = [list(pair) for c in spec.containers for pair in c.secrets]
         return PreparedJob(
@@ -240,11 +239,12 @@ class PodmanBackend(BackendDefaults):
             files=files,
         )
 
-    def _pod_spec(self, pod: Pod, job_dir: Path, *, write: bool) -> PodSpec:
-        """The pod's volumes (materialised when ``write``) and the podman spec built on them."""
-        volumes = materialise_volumes(pod, job_dir, allowed_host_paths=self.policy.allowed_host_paths,
-                                      write=write, limits=volume_limits(self.config))
-        return build_pod_spec(
+    def plan(self, pod: Pod, job_dir: Path) -> PodPlan:
+        """The pod's job dir planned (pure): its volumes, the podman spec built on their mounts, ``pod.json``
+        and the private env files. PodSpecError naming the field when the pod cannot run here."""
+        volumes = plan_volumes(pod, job_dir, allowed_host_paths=self.policy.allowed_host_paths,
+                               limits=volume_limits(self.config))
+        spec = build_pod_spec(
             pod,
             volumes.mounts,
             grace_cap=self.config.grace_period_cap,
@@ -254,6 +254,9 @@ class PodmanBackend(BackendDefaults):
             job_dir=str(job_dir),
             instance=self.config.instance_id,
         )
+        meta = pod_summary(pod)
+        meta["podman"] = spec.to_json()
+        return plan_job_files(job_dir, spec, volumes, json.dumps(meta, indent=1) + "\n")
 
     def _run_preview(self, spec: PodSpec, job_dir: Path) -> str:
         """The ``podman run`` of each container's first run, one line each (shown, never run)."""

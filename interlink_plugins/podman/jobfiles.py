@@ -1,5 +1,6 @@
-"""The files of a Podman pod's job directory: written at prepare and per container run, read back
-after a restart (the plugin keeps no other state).
+"""The files of a Podman pod's job directory: planned once at prepare (``plan_job_files``, pure) and
+written by one writer (``write_job_files``), written per container run, read back after a restart (the
+plugin keeps no other state).
 
 ``pod.json`` (the spec the plugin runs from), the private env files, ``stop-requested`` (a delete
 was asked for), and per run ``c/<container>/<run>/`` with ``oom`` (written by conmon) and ``error``
@@ -14,10 +15,13 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from interlink_plugins.core import safefs
+from interlink_plugins.core.podrunner.jobdir import PLAN_COUNTER, JobFile, make_job_dir, write_planned
+from interlink_plugins.core.volumes.materialise import VolumePlan
 from interlink_plugins.podman.hooks import read_killed
 from interlink_plugins.podman.plan import CreateError
 from interlink_plugins.podman.spec import PodSpec
@@ -57,30 +61,34 @@ def read_spec(job_dir: Path) -> PodSpec | None:
     return None
 
 
-def write_job_files(job_dir: Path, pod_json: str, private_files: Sequence[tuple[str, bytes]]) -> None:
-    """What prepare writes into the job dir: ``pod.json`` (0600, atomic), ``c/``, the private files;
-    a stop marker of an earlier submission is removed."""
-    target = job_dir / "pod.json"
-    tmp = job_dir / ".pod.json.tmp"
-    tmp.write_text(pod_json)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, target)
-    (job_dir / "c").mkdir(exist_ok=True)
-    write_private_files(private_files)
-    with contextlib.suppress(FileNotFoundError):
-        (job_dir / STOP_MARKER).unlink()
+@dataclass(frozen=True)
+class PodPlan:
+    """Everything a prepare puts in a pod's job dir, planned once (pure): the dry run shows it, the create
+    writes it (``write_job_files``)."""
+
+    spec: PodSpec
+    volumes: VolumePlan
+    files: tuple[JobFile, ...]  # pod.json, then the private env files and secret values: all 0600
+
+    @property
+    def pod_json(self) -> str:
+        return next(f.data for f in self.files if f.path == "pod.json").decode()
 
 
-def write_private_files(files: Sequence[tuple[str, bytes]]) -> None:
-    """The env files and secret values: 0600, atomic, inside the job dir."""
-    for path_text, content in files:
-        path = Path(path_text)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-        os.replace(tmp, path)
+def plan_job_files(job_dir: Path, spec: PodSpec, volumes: VolumePlan, pod_json: str) -> PodPlan:
+    """The plan of a pod's job dir: its volumes, ``pod.json`` and the spec's private files (below the job dir)."""
+    PLAN_COUNTER.count += 1
+    private = (JobFile(os.path.relpath(path, job_dir), content, 0o600) for path, content in spec.private_files)
+    return PodPlan(spec, volumes, (JobFile("pod.json", pod_json.encode(), 0o600), *private))
+
+
+def write_job_files(plan: PodPlan, job_dir: Path) -> None:
+    """The local writer: the job dir made private (0700; a symlink or another uid's dir is refused), the
+    volumes, ``pod.json`` and the private files through core/safefs (atomic, no symlink followed; ``c/``
+    and its container dirs as mkdir makes them); a stop marker of an earlier submission is removed."""
+    make_job_dir(job_dir)
+    write_planned(job_dir, plan.volumes, plan.files, dir_mode=0o777)  # less the umask, as the run dirs
+    safefs.remove_file(safefs.job_location(job_dir) / STOP_MARKER)
 
 
 def write_text(path: Path, text: str) -> None:

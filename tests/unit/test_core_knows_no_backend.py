@@ -1,12 +1,12 @@
 """Core knows no backend: no backend name, scheduler command, option table or annotation key of a backend
 in the code of interlink_plugins/core (identifiers and string literals; comments and docstrings may say
 which backends use a piece of core). What a backend adds is registered by its package: its policy section
-(slurm/policy.py, htcondor/policy.py), its column of the pod field table (*/fields.py), its display name."""
+(slurm/policy.py, htcondor/policy.py), its column of the pod field table (*/fields.py: its verdicts and its
+own words for a field), its display name."""
 
 from __future__ import annotations
 
 import re
-import tokenize
 from pathlib import Path
 
 from bench.arch_numbers import code_tokens
@@ -25,18 +25,13 @@ RUNTIME_MODULES = {
     "runtimes/podmanenv.py": "the env file and secrets of ContainerRuntime podman",
     "model/imageref.py": "the image references ContainerRuntime podman accepts",
 }
-# prose, not code: the field table's notes compare what each backend does with a field, in the words of
-# docs/kubelet-parity.md (the verdicts themselves are the backends' columns)
-PROSE_MODULES = {
-    "model/podfields.py": "the notes of the pod field table, printed in docs/kubelet-parity.md and status messages",
-}
+
+
 def _hits(path: Path) -> list[str]:
     found = []
     name = path.relative_to(CORE).as_posix()
     for token in code_tokens(path.read_text()):
         text = token.string
-        if name in PROSE_MODULES and token.type != tokenize.NAME and " " in text.strip("\"'"):
-            continue  # a sentence of the docs, not a key, a command or a name
         if BACKEND_WORDS.search(text) or (name not in RUNTIME_MODULES and PODMAN.search(text)):
             found.append(f"{path.relative_to(CORE.parent.parent)}:{token.start[0]}: {text[:80]}")
     return found
@@ -62,7 +57,7 @@ def test_the_command_line_names_no_backend() -> None:
 
 
 def test_the_exempt_modules_exist() -> None:
-    for name in (*RUNTIME_MODULES, *PROSE_MODULES):
+    for name in RUNTIME_MODULES:
         assert (CORE / name).is_file(), name
 
 

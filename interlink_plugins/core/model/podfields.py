@@ -98,18 +98,24 @@ def _no_network(config: Any) -> str:
 @dataclass(frozen=True)
 class FieldColumn:
     """One backend's column of the table, registered by its package: the verdicts where it differs from
-    the table's (``verdicts``: "Kind.field" -> H, R or W), the conditions that apply to it, with its own
-    words where a condition has none (``why``: condition -> (why, label)), and its pod network setting."""
+    the table's (``verdicts``: "Kind.field" -> H, R or W), its own words for a field where the table's note
+    does not say what it does (``notes``: "Kind.field" -> note), the conditions that apply to it, with its
+    own words where a condition has none (``why``: condition -> (why, label)), and its pod network setting."""
 
     name: str  # the config's Backend value
     title: str  # the docs' column heading
     verdicts: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
     conditions: frozenset[str] = frozenset()
     why: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     pod_network: Callable[[Any], str] = _no_network
 
     def code(self, kind: str, name: str, rule: Rule) -> str:
         return self.verdicts.get(f"{kind}.{name}", rule.code)
+
+    def note(self, kind: str, name: str, rule: Rule) -> str:
+        """What this backend does with the field, in its words where it gave them, else the table's note."""
+        return self.notes.get(f"{kind}.{name}", rule.note)
 
     def condition(self, when: str) -> Condition | None:
         """The condition a field is honoured under on this backend; None: it always is."""
@@ -139,8 +145,8 @@ def column_for(backend: str) -> FieldColumn:
 
 @dataclass(frozen=True)
 class Rule:
-    """One field: `code` is its verdict (H honoured, R refused, W warned) on every backend whose column
-    does not say otherwise."""
+    """One field: `code` is its verdict (H honoured, R refused, W warned) and `note` what is done with it,
+    on every backend whose column does not say otherwise."""
 
     code: str
     note: str = ""
@@ -154,7 +160,7 @@ class Rule:
         condition = column.condition(self.when)
         if verdict == "honoured" and condition is not None and not condition.holds(facts):
             return condition.otherwise, condition.why
-        return verdict, self.note
+        return verdict, column.note(kind, name, self)
 
     def unused(self, value: Any) -> bool:
         if value is None:
@@ -173,7 +179,6 @@ _K8S = "applied by Kubernetes before the pod reached the virtual node"
 _VK = "applied by interLink's virtual kubelet before the plugin sees the pod"
 _PLACED = "Kubernetes' scheduler placed the pod on the virtual node; the backend places its job without it"
 _NO_NODE = "a batch job runs on the node its scheduler picks: no port is published there"
-_BY_RUNNER = "the runner in the job does it (SLURM, HTCondor); podman itself (Podman)"
 _NO_VOLUME = "this volume type is not available: configMap, secret, projected, downwardAPI, emptyDir, hostPath are"
 _HARDENING = "not applied: the container runs without it"
 
@@ -197,13 +202,13 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
         "ephemeralContainers": _r("W", "debug containers are not run"),
         "hostAliases": _r("W", "the node's /etc/hosts is used"),
         "hostIPC": _r("R", "no backend gives a pod the host's IPC namespace"),
-        "hostNetwork": _r("H", "batch jobs run in the compute node's network whatever the pod asks (SLURM, "
-                                 "HTCondor); Podman with PodmanPodNetwork host", when="host-network"),
+        "hostNetwork": _r("H", "batch jobs run in the compute node's network whatever the pod asks",
+                          when="host-network"),
         "hostPID": _r("R", "no backend gives a pod the host's PID namespace"),
         "hostUsers": _r("W", "no user namespace is made for the pod", default=True),
-        "hostname": _r("W", "the hostname is the node's (batch) or the pod's name (Podman)"),
-        "imagePullSecrets": _r("W", "registry credentials come from the site (RegistryCredentials, podman's "
-                                      "auth file), not from the pod"),
+        "hostname": _r("W", "the hostname is the node's"),
+        "imagePullSecrets": _r("W", "registry credentials come from the site (RegistryCredentials, the container "
+                                      "runtime's auth file), not from the pod"),
         "initContainers": _r("H", sub="Container"),
         "nodeName": _r("H", "the virtual node, " + _K8S),
         "nodeSelector": _r("H", "chose the virtual node, " + _K8S),
@@ -216,7 +221,7 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
         "readinessGates": _r("W", "the gates' conditions are not evaluated: readiness is the containers'"),
         "resourceClaims": _r("R", "dynamic resource allocation (DRA) is not available"),
         "resources": _r("W", "pod-level resources are not read: the containers' resources size the job"),
-        "restartPolicy": _r("H", _BY_RUNNER, default="Always"),
+        "restartPolicy": _r("H", "the runner in the job does it", default="Always"),
         "runtimeClassName": _r("W", "the backend's configured container runtime runs every container"),
         "schedulerName": _r("H", "the scheduler that bound the pod to the virtual node",
                             default="default-scheduler"),
@@ -276,7 +281,7 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
     "ContainerPort": {
         "containerPort": _r("H", "reachable at the node's address (batch jobs share its network) or the pod's"),
         "hostIP": _r("R", _NO_NODE),
-        "hostPort": _r("R", _NO_NODE + " (Podman publishes it on the pod)"),
+        "hostPort": _r("R", _NO_NODE),
         "name": _r("H", "named ports of probes and hooks"),
         "protocol": _r("H", default="TCP"),
     },
@@ -287,14 +292,13 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
     },
     # keys of limits/requests; "*" any other (extended) resource, "prefix-*" a family
     "ResourceList": {
-        "cpu": _r("H", "the job's CPUs (SLURM, HTCondor); --cpus and --cpu-shares (Podman)"),
-        "memory": _r("H", "the job's memory (SLURM, HTCondor); --memory (Podman)"),
-        "nvidia.com/gpu": _r("H", "--gres=gpu (SLURM), request_gpus (HTCondor), CDI devices (Podman)"),
-        "amd.com/gpu": _r("H", "--gres=gpu (SLURM), request_gpus (HTCondor), CDI devices (Podman)"),
-        "ephemeral-storage": _r("H", "--tmp (SLURM), request_disk (HTCondor); Podman does not limit it"),
+        "cpu": _r("H", "the job's CPUs"),
+        "memory": _r("H", "the job's memory"),
+        "nvidia.com/gpu": _r("H", "the job's GPUs"),
+        "amd.com/gpu": _r("H", "the job's GPUs"),
+        "ephemeral-storage": _r("H", "the job's local disk"),
         "hugepages-*": _r("W", "huge pages are not reserved"),
-        "*": _r("H", "through GresMap (SLURM) or GpuCdiMap (Podman), a 422 when they do not map it; HTCondor has "
-                       "no equivalent"),
+        "*": _r("H", "as the backend maps it, a 422 when it does not"),
     },
     "SecurityContext": {
         "allowPrivilegeEscalation": _r("W", _HARDENING, default=True),
@@ -303,10 +307,10 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
         "privileged": _r("R", "no backend runs privileged containers"),
         "procMount": _r("W", "the runtime's default /proc is used", default="Default"),
         "readOnlyRootFilesystem": _r("W", _HARDENING),
-        "runAsGroup": _r("H", "the container's group (runtime podman: --user)", when="runtime-group"),
+        "runAsGroup": _r("H", f"the container's group (runtime {USER_SWITCHING_RUNTIME}: --user)",
+                         when="runtime-group"),
         "runAsNonRoot": _r("W", "the image's user is not checked"),
-        "runAsUser": _r("H", "the job's user, as the namespace policy allows (SLURM); the container's user "
-                               "(HTCondor runtime podman, Podman)", when="runtime-user"),
+        "runAsUser": _r("H", "the container's user", when="runtime-user"),
         "seLinuxOptions": _r("W", _HARDENING),
         "seccompProfile": _r("W", "the runtime's default seccomp profile applies"),
         "windowsOptions": _r("H", "ignored on Linux, as by Kubernetes"),
@@ -319,10 +323,10 @@ FIELDS: Mapping[str, Mapping[str, Rule]] = {
         "appArmorProfile": _r("W", _HARDENING),
         "fsGroup": _r("W", "volumes are not given to the group (emptyDirs are 0777)"),
         "fsGroupChangePolicy": _r("W", "volumes are not given to a group"),
-        "runAsGroup": _r("H", "the containers' group (runtime podman: --user)", when="runtime-group"),
+        "runAsGroup": _r("H", f"the containers' group (runtime {USER_SWITCHING_RUNTIME}: --user)",
+                         when="runtime-group"),
         "runAsNonRoot": _r("W", "the image's user is not checked"),
-        "runAsUser": _r("H", "the job's user, as the namespace policy allows (SLURM); the containers' user "
-                               "(HTCondor runtime podman, Podman)", when="runtime-user"),
+        "runAsUser": _r("H", "the containers' user", when="runtime-user"),
         "seLinuxChangePolicy": _r("W", _HARDENING),
         "seLinuxOptions": _r("W", _HARDENING),
         "seccompProfile": _r("W", "the runtime's default seccomp profile applies"),
@@ -610,6 +614,17 @@ def _cell(kind: str, name: str, rule: Rule, column: FieldColumn) -> str:
     return verdict
 
 
+def _note(kind: str, name: str, rule: Rule, columns: Sequence[FieldColumn]) -> str:
+    """The note of a field for the docs: the table's, or each backend's own words followed by the backends
+    that say them ("the job's CPUs (A, B); --cpus (C)")."""
+    said: dict[str, list[str]] = {}
+    for column in columns:
+        said.setdefault(column.note(kind, name, rule), []).append(column.title)
+    if list(said) in ([], [rule.note]):
+        return rule.note
+    return "; ".join(f"{text} ({', '.join(titles)})" for text, titles in said.items() if text)
+
+
 def _default_text(rule: Rule) -> str:
     if rule.default is _UNSET:
         return ""
@@ -655,7 +670,7 @@ def field_reference_markdown(columns: Sequence[FieldColumn]) -> str:
         for name, rule in table.items():
             shown = "any other resource" if name == "*" else f"`{name}`"
             cells = " | ".join(_cell(kind, name, rule, column) for column in columns)
-            lines.append(f"| {shown}{_default_text(rule)} | {cells} | {rule.note} |")
+            lines.append(f"| {shown}{_default_text(rule)} | {cells} | {_note(kind, name, rule, columns)} |")
     lines += ["", DOC_END]
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,8 @@
 Plan, then write: :func:`plan_job` is pure (the RunPlan and every file of the job dir: path, bytes,
 mode, volumes included), made once per prepare; :func:`write_local` writes a plan into the job dir
 (through core/safefs, no symlink followed), :func:`write_stage` into a local stage that is uploaded
-as the job dir (SFTP). The static helpers are not in the plan's files: they live once per content
+as the job dir (SFTP); both through :func:`write_planned`, the writer of planned volumes and files
+(which the Podman backend's plan uses too). The static helpers are not in the plan's files: they live once per content
 hash in the data root (core/podrunner/helpers.py), unless the plan carries them inline (a job that sees none of
 the data root, e.g. HTCondor's spool mode).
 
@@ -432,17 +433,24 @@ def write_stage(plan: JobPlan, stage: Path) -> None:
 
 
 def _write_files(plan: JobPlan, job_dir: Path) -> None:
-    write_volumes(plan.volumes, job_dir)
-    with safefs.open_dir(safefs.job_location(job_dir)) as top:  # one walk for every file
-        for item in plan.files:
+    write_planned(job_dir, plan.volumes, plan.files)
+    if plan.job_script_links:
+        _link_job_script_state(plan.job_script_links, job_dir)
+
+
+def write_planned(job_dir: Path, volumes: VolumePlan, files: Sequence[JobFile], *, dir_mode: int = 0o700) -> None:
+    """The writer of a planned job dir (which must exist): the volumes (write_volumes: O_NOFOLLOW dir fds),
+    then the files through core/safefs in one walk from the job dir (atomic, no symlink followed; missing
+    dirs made with ``dir_mode``, less the umask)."""
+    write_volumes(volumes, job_dir)
+    with safefs.open_dir(safefs.job_location(job_dir)) as top:
+        for item in files:
             *parents, name = item.path.split("/")
             if not parents:
                 top.write(name, item.data, item.mode)
                 continue
-            with top.walk(tuple(parents), create=True) as directory:  # missing dirs made 0700
+            with top.walk(tuple(parents), create=True, mode=dir_mode) as directory:
                 directory.write(name, item.data, item.mode)
-    if plan.job_script_links:
-        _link_job_script_state(plan.job_script_links, job_dir)
 
 
 def write_job_files(pod: Pod, job_dir: Path, plan: RunPlan, config: Config, *, write: bool) -> dict[str, str]:

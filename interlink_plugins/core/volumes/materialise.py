@@ -44,7 +44,7 @@ RelPath = tuple[str, ...]
 
 @dataclass(frozen=True)
 class VolumePlan:
-    """What `materialise_volumes` wrote (or would write) and how each container mounts it."""
+    """What `plan_volumes` planned (what `write_volumes` writes) and how each container mounts it."""
 
     mounts: Mapping[str, tuple[Mount, ...]]  # container name -> mounts, in volumeMounts order
     files: tuple[WrittenFile, ...]  # every file written (for `render`, secrets flagged)
@@ -732,11 +732,10 @@ def materialise_volumes(
     job_dir: Path,
     *,
     allowed_host_paths: Sequence[str],
-    write: bool = True,
     limits: VolumeLimits = VolumeLimits(),
 ) -> VolumePlan:
-    """plan_volumes for `job_dir`, then (unless `write=False`) write_volumes into it."""
+    """plan_volumes for `job_dir`, then write_volumes into it (a backend plans its whole job dir first and
+    writes it with its other files: core/podrunner/jobdir.py write_planned)."""
     plan = plan_volumes(pod, job_dir, allowed_host_paths=allowed_host_paths, limits=limits)
-    if write:
-        write_volumes(plan, job_dir)
+    write_volumes(plan, job_dir)
     return plan

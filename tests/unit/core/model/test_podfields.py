@@ -196,6 +196,21 @@ def test_host_network_is_refused_on_podman_unless_its_pod_network_is_the_host() 
                                                     "a Podman pod's network is the admin's PodmanPodNetwork")]
 
 
+def test_a_finding_says_what_its_own_backend_does_the_docs_what_each_does() -> None:
+    """A backend's words for a field (its */fields.py) reach its findings; the docs' note names each backend."""
+    limits = {"example.com/fpga": "1", "ephemeral-storage": "1Gi"}
+    body = body_with([container("c", ["true"], resources={"limits": limits})], hostname="h")
+    assert [(f.path, f.note) for f in report(body, "htcondor").refused] == [
+        ("spec.containers[0].resources.limits[example.com/fpga]", "HTCondor has no equivalent")]
+    podman = {f.path: f.note for f in report(body, "podman").warned}
+    assert podman == {"spec.containers[0].resources.limits[ephemeral-storage]": "podman does not limit it",
+                      "spec.hostname": "the hostname is the pod's name"}
+    assert {f.path: f.note for f in report(body, "slurm").warned} == {"spec.hostname": "the hostname is the node's"}
+    docs = field_reference_markdown(FIELD_COLUMNS)
+    assert ("| `cpu` | honoured | honoured | honoured | the job's CPUs (SLURM, HTCondor); --cpus and --cpu-shares "
+            "(Podman) |") in docs
+
+
 def test_every_refused_field_is_named_in_the_one_error() -> None:
     body = body_with([container("c", ["true"], securityContext={"privileged": True})], hostPID=True)
     with pytest.raises(PodSpecError) as info:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from interlink_plugins.core.errors import PodSpecError
 from interlink_plugins.core.model.pod import Pod, parse_create_body, parse_pod
-from interlink_plugins.core.volumes.materialise import VolumePlan, format_map, materialise_volumes
+from interlink_plugins.core.volumes.materialise import VolumePlan, format_map, materialise_volumes, plan_volumes
 from interlink_plugins.core.volumes.mounts import Mount
 
 PEM = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUV\r\nQ29udGVudA==\n-----END CERTIFICATE-----\n"
@@ -65,7 +65,9 @@ def job_dir(tmp_path: Path) -> Path:
 
 
 def run(pod: Pod, job_dir: Path, allowed: list[str] | None = None, write: bool = True) -> VolumePlan:
-    return materialise_volumes(pod, job_dir, allowed_host_paths=allowed or [], write=write)
+    if not write:
+        return plan_volumes(pod, job_dir, allowed_host_paths=allowed or [])
+    return materialise_volumes(pod, job_dir, allowed_host_paths=allowed or [])
 
 
 @contextmanager
