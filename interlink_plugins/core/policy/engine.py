@@ -24,6 +24,7 @@ import logging
 import os
 import pwd
 import shlex
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -245,75 +246,85 @@ def parse_options(
     text: str, table: Mapping[str, OptionSpec], *, field: str, style: Style = "getopt"
 ) -> list[ParsedOption]:
     """Parse an option annotation the way the tool would; anything but options is a violation."""
-    words = split_words(text, field=field)
-    shorts = _short_map(table)
-    out: list[ParsedOption] = []
-    i = 0
-
-    def take_next(spelling: str) -> tuple[str, str]:
-        nonlocal i
-        if i >= len(words):
-            raise PolicyViolation(field, f"option {show(spelling)} needs a value", 422)
-        value = words[i]
-        i += 1
-        return value, f"{spelling} {value}"
-
-    def add(spec: OptionSpec, value: str | None, spelling: str) -> None:
-        if value is not None:
-            _check_value(value, field=field, spelling=spelling)
-        out.append(ParsedOption(spec.long, value, spelling))
-
-    while i < len(words):
-        word = words[i]
-        i += 1
+    reader = _OptionReader(split_words(text, field=field), table, field=field, style=style)
+    while reader.words:
+        word = reader.words.popleft()
         if word == "--":
             raise PolicyViolation(field, "'--' ends the options: positional words are not accepted", 422)
         if word.startswith("--"):
-            name, eq, attached = word[2:].partition("=")
-            spec = _lookup_long(name, table, field=field, token=word, style=style)
-            if spec.takes_value == "no":
-                if not eq:
-                    add(spec, None, word)
-                elif style == "pflag":
-                    add(spec, _bool_value(spec, attached, field=field, spelling=word), word)
-                else:
-                    raise PolicyViolation(field, f"option {show(word)} takes no value", 422)
-            elif eq:
-                add(spec, attached, word)
-            elif spec.takes_value == "required":
-                value, spelling = take_next(word)
-                add(spec, value, spelling)
-            else:
-                add(spec, None, word)
+            reader.long_option(word)
         elif word.startswith("-") and word != "-":
-            rest = word[1:]
-            while rest:
-                spec_or_none = shorts.get(rest[0])
-                if spec_or_none is None:
-                    raise PolicyViolation(field, f"unknown option -{rest[0]} in {show(word)}", 422)
-                spec = spec_or_none
-                if style == "pflag" and len(rest) > 2 and rest[1] == "=":
-                    value = rest[2:]
-                    if spec.takes_value == "no":
-                        value = _bool_value(spec, value, field=field, spelling=word)
-                    add(spec, value, word)
-                    break
-                if spec.takes_value == "no":
-                    add(spec, None, word)
-                    rest = rest[1:]
-                elif len(rest) > 1:
-                    add(spec, rest[1:], word)
-                    break
-                elif spec.takes_value == "required":
-                    value, spelling = take_next(word)
-                    add(spec, value, spelling)
-                    break
-                else:
-                    add(spec, None, word)
-                    break
+            reader.short_options(word)
         else:
             raise PolicyViolation(field, f"unexpected word {show(word)}: only options are accepted", 422)
-    return out
+    return reader.parsed
+
+
+class _OptionReader:
+    """The words of one annotation, read as getopt_long (or pflag) reads a command line."""
+
+    def __init__(self, words: list[str], table: Mapping[str, OptionSpec], *, field: str, style: Style) -> None:
+        self.words = deque(words)  # popleft: a hostile annotation of many words stays linear
+        self.table = table
+        self.shorts = _short_map(table)
+        self.field = field
+        self.style = style
+        self.parsed: list[ParsedOption] = []
+
+    def add(self, spec: OptionSpec, value: str | None, spelling: str) -> None:
+        if value is not None:
+            _check_value(value, field=self.field, spelling=spelling)
+        self.parsed.append(ParsedOption(spec.long, value, spelling))
+
+    def add_next_word(self, spec: OptionSpec, spelling: str) -> None:
+        """An option whose value is the next word (``--mem 4G``, ``-c 2``)."""
+        if not self.words:
+            raise PolicyViolation(self.field, f"option {show(spelling)} needs a value", 422)
+        value = self.words.popleft()
+        self.add(spec, value, f"{spelling} {value}")
+
+    def long_option(self, word: str) -> None:
+        name, eq, attached = word[2:].partition("=")
+        spec = _lookup_long(name, self.table, field=self.field, token=word, style=self.style)
+        if spec.takes_value == "no":
+            if not eq:
+                self.add(spec, None, word)
+            elif self.style == "pflag":
+                self.add(spec, _bool_value(spec, attached, field=self.field, spelling=word), word)
+            else:
+                raise PolicyViolation(self.field, f"option {show(word)} takes no value", 422)
+        elif eq:
+            self.add(spec, attached, word)
+        elif spec.takes_value == "required":
+            self.add_next_word(spec, word)
+        else:
+            self.add(spec, None, word)
+
+    def short_options(self, word: str) -> None:
+        """A cluster of short options (``-N2``, ``-vx``); a value ends it."""
+        rest = word[1:]
+        while rest:
+            spec = self.shorts.get(rest[0])
+            if spec is None:
+                raise PolicyViolation(self.field, f"unknown option -{rest[0]} in {show(word)}", 422)
+            if self.style == "pflag" and len(rest) > 2 and rest[1] == "=":
+                value = rest[2:]
+                if spec.takes_value == "no":
+                    value = _bool_value(spec, value, field=self.field, spelling=word)
+                self.add(spec, value, word)
+                return
+            if spec.takes_value == "no":
+                self.add(spec, None, word)
+                rest = rest[1:]
+            elif len(rest) > 1:
+                self.add(spec, rest[1:], word)
+                return
+            elif spec.takes_value == "required":
+                self.add_next_word(spec, word)
+                return
+            else:
+                self.add(spec, None, word)
+                return
 
 
 def check_options(
