@@ -429,7 +429,8 @@ def test_sigterm_reaches_every_process_group_then_kill_after_grace(
     pids = {name: read_pid(job / f"{name}.pid") for name in ("polite", "stubborn")}
     children = {name: read_pid(job / f"{name}.child") for name in ("polite", "stubborn")}
     wait_until(lambda: "post-start hook ran" in texts(job, "polite", "stdout"))
-    assert state(job, "polite", "waiting") is None
+    # the hook printed before it exited: the runner clears ContainerCreating once it has
+    wait_until(lambda: state(job, "polite", "waiting") is None)
     for pid in (*pids.values(), *children.values()):
         assert os.getpgid(pid) == pids["polite"] or os.getpgid(pid) == pids["stubborn"]
     assert os.getpgid(pids["polite"]) == pids["polite"] and os.getpgid(children["polite"]) == pids["polite"]
