@@ -52,6 +52,14 @@ def _dir_owner(path: str) -> int | None:
     return info.st_uid if info is not None and stat.S_ISDIR(info.st_mode) else None
 
 
+def _is_pod_job_dir(work_dir: str, uid: str, data_root: Path) -> bool:
+    """``work_dir`` names pod ``uid``'s job dir directly in the data root (``<namespace>-<uid>`` or
+    ``<namespace>_<uid>``: never ``..`` or another pod's dir, whatever a job's --chdir said)."""
+    path = Path(work_dir.rstrip("/") or "/")
+    name = path.name
+    return path.parent == data_root and len(name) > len(uid) + 1 and name[-len(uid) - 1:] in (f"-{uid}", f"_{uid}")
+
+
 def _job_number(job_id: str) -> tuple[int, str]:
     """Submission order of SLURM job ids (an array task after its array's job)."""
     head = job_id.split("_", 1)[0]
@@ -335,9 +343,9 @@ class SlurmBackend(BatchBackend[list[ParsedOption]]):
             uid = self._uid_from_comment(row.comment)
             if not uid:
                 continue
-            if Path(row.work_dir.rstrip("/") or "/").parent != self.config.data_root:
-                log.warning("ignoring job %s of pod %s: its working directory %r is not in DataRootFolder",
-                            row.job_id, uid, row.work_dir)
+            if not _is_pod_job_dir(row.work_dir, uid, self.config.data_root):
+                log.warning("ignoring job %s of pod %s: its working directory %r is not that pod's job dir in "
+                            "DataRootFolder", row.job_id, uid, row.work_dir)
                 continue
             claims.append((uid, row))
         owners = await asyncio.to_thread(self.job_dir_owners, [row.work_dir for _, row in claims])
